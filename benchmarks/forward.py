@@ -1,0 +1,158 @@
+"""Forward-pass speed: our Flax backbone vs diffusers eager and torch.compile, same run, same weights.
+
+    python benchmarks/forward.py --model pixart                 # full PixArt-XL-2 1024px, bf16, GPU
+    python benchmarks/forward.py --model pixart --preset tiny   # seconds on a CPU: checks the harness
+
+The Flax weights are converted from the diffusers model being timed (through ports/), the inputs
+are the same arrays, and the two outputs are compared. Writes JSON and prints a table with each
+implementation's time, model TFLOP/s (FLOPs from XLA's cost analysis of the Flax forward) and the
+speed ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+# JAX must not take all GPU memory while the PyTorch model is resident.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from benchmarks import timing
+from ports import common, loading
+
+
+@dataclasses.dataclass
+class Case:
+  """One model at one size: the diffusers module, its inputs, and how to feed them to Flax."""
+  family: str
+  torch_model: torch.nn.Module
+  torch_kwargs: dict
+  flax_args: tuple        # positional inputs of the Flax module (NumPy/JAX arrays)
+  to_flax_output: callable = lambda out: out   # torch output -> layout of the Flax output
+
+
+def pixart_case(preset: str, batch: int, dtype, device) -> Case:
+  from diffusers import PixArtTransformer2DModel
+  if preset == "full":   # PixArt-XL-2-1024-MS
+    config = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152,
+                  caption_channels=4096, sample_size=128, in_channels=4, out_channels=8,
+                  use_additional_conditions=True, norm_type="ada_norm_single",
+                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
+    seq = 120
+  else:
+    config = dict(num_layers=4, num_attention_heads=4, attention_head_dim=24, cross_attention_dim=96,
+                  caption_channels=64, sample_size=32, in_channels=4, out_channels=8,
+                  use_additional_conditions=True, norm_type="ada_norm_single",
+                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
+    seq = 16
+  torch.manual_seed(0)
+  model = PixArtTransformer2DModel(**config).to(device=device, dtype=dtype).eval()
+  size = config["sample_size"]
+  gen = torch.Generator().manual_seed(1)
+  latents = torch.randn(batch, 4, size, size, generator=gen)
+  caption = torch.randn(batch, seq, config["caption_channels"], generator=gen)
+  mask = torch.ones(batch, seq)
+  timestep = torch.full((batch,), 500.0)
+  resolution = torch.full((batch, 2), size * 8.0)
+  aspect = torch.ones(batch, 1)
+  to = lambda t: t.to(device=device, dtype=dtype)
+  kwargs = dict(hidden_states=to(latents), encoder_hidden_states=to(caption), timestep=timestep.to(device),
+                encoder_attention_mask=mask.to(device),
+                added_cond_kwargs={"resolution": to(resolution), "aspect_ratio": to(aspect)})
+  nhwc = lambda t: np.transpose(t.float().cpu().numpy(), (0, 2, 3, 1))
+  flax_args = (nhwc(latents), timestep.numpy(), caption.numpy(), mask.numpy(), resolution.numpy(),
+               aspect.numpy())
+  return Case("pixart", model, kwargs, flax_args, nhwc)
+
+
+CASES = {"pixart": pixart_case}
+
+
+def torch_output(model, kwargs):
+  out = model(**kwargs, return_dict=False)
+  return out[0]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", choices=sorted(CASES), default="pixart")
+  parser.add_argument("--preset", choices=("full", "tiny"), default="full")
+  parser.add_argument("--batch", type=int, default=None, help="default: 2 (CFG) for pixart/sana, 1 for flux")
+  parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+  parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                      help="time torch.compile too (auto: on GPU only; it is slow to build on a CPU)")
+  parser.add_argument("--iters", type=int, default=20)
+  parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+  args = parser.parse_args(argv)
+
+  cuda = torch.cuda.is_available()
+  device = "cuda" if cuda else "cpu"
+  torch_dtype = getattr(torch, args.dtype)
+  jax_dtype = jnp.dtype(args.dtype)
+  batch = args.batch or (1 if args.model == "flux" else 2)
+  if args.dtype == "float32":  # compare like with like: no TF32 on either side
+    torch.backends.cuda.matmul.allow_tf32 = False
+    jax.config.update("jax_default_matmul_precision", "highest")
+
+  case = CASES[args.model](args.preset, batch, torch_dtype, device)
+  sync = (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out)
+  rows, result = [], {"model": args.model, "preset": args.preset, "batch": batch, "dtype": args.dtype,
+                      "device": timing.device_name(), "jax": jax.__version__, "torch": torch.__version__}
+
+  with torch.inference_mode():
+    reference = case.to_flax_output(torch_output(case.torch_model, case.torch_kwargs))
+    eager = timing.time_call(lambda: torch_output(case.torch_model, case.torch_kwargs), sync,
+                             iters=args.iters)
+    result["diffusers_eager"] = eager
+    if args.compile == "yes" or (args.compile == "auto" and cuda):
+      compiled = torch.compile(case.torch_model)
+      result["diffusers_compile"] = timing.time_call(
+          lambda: torch_output(compiled, case.torch_kwargs), sync, iters=args.iters)
+
+  # Same weights in Flax, through the conversion path users take; then free the GPU for JAX.
+  fam = loading.family(case.family)
+  state = {k: common.torch_to_numpy(v) for k, v in case.torch_model.state_dict().items()}
+  config = dict(case.torch_model.config)
+  del case.torch_model
+  if cuda:
+    torch.cuda.empty_cache()
+  module, params = loading.from_state_dict(fam, config, state, dtype=jax_dtype)
+  del state
+  params = jax.device_put(params)
+  args_dev = tuple(None if a is None else jnp.asarray(a) for a in case.flax_args)
+  forward = jax.jit(lambda p, *xs: module.apply({"params": p}, *xs))
+  compiled_fn = forward.lower(params, *args_dev).compile()
+  cost = compiled_fn.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  result["flax"] = timing.time_call(lambda: compiled_fn(params, *args_dev), jax.block_until_ready,
+                                    iters=args.iters)
+  out = np.asarray(compiled_fn(params, *args_dev), np.float32)
+  err = float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
+  result.update(gflop=flops / 1e9, flax_vs_diffusers_rel_error=err)
+
+  for name in ("diffusers_eager", "diffusers_compile", "flax"):
+    if name in result:
+      ms = result[name]["median_ms"]
+      result[name]["tflops"] = flops / (ms * 1e-3) / 1e12 if flops else None
+      rows.append({"impl": name, "median ms": f"{ms:.2f}", "min ms": f"{result[name]['min_ms']:.2f}",
+                   "TFLOP/s": f"{result[name]['tflops']:.1f}" if flops else "-",
+                   "flax speed-up": f"{ms / result['flax']['median_ms']:.2f}x"})
+  print(f"\n{args.model} ({args.preset}) batch {batch} {args.dtype} on {result['device']}: "
+        f"{flops / 1e9:,.0f} GFLOP, Flax vs diffusers output rel. error {err:.2e}")
+  timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "flax speed-up"])
+  out_path = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                      f"forward_{args.model}_{args.preset}_{'gpu' if cuda else 'cpu'}.json")
+  timing.write_result(out_path, result)
+  return result
+
+
+if __name__ == "__main__":
+  main()

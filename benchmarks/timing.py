@@ -1,0 +1,48 @@
+"""Timing and reporting helpers shared by the benchmarks (JSON result + printed table)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_call(fn: Callable[[], object], sync: Callable[[object], object], warmup: int = 3,
+              iters: int = 10) -> dict:
+  """Median and min wall time (ms) of fn(), after `warmup` untimed calls; `sync` blocks on the result."""
+  for _ in range(warmup):
+    sync(fn())
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    sync(fn())
+    times.append((time.perf_counter() - start) * 1e3)
+  return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": iters}
+
+
+def device_name() -> str:
+  try:
+    import torch
+    if torch.cuda.is_available():
+      return torch.cuda.get_device_name(0)
+  except ImportError:
+    pass
+  return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def write_result(path: str, result: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {path}")
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+  cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+  widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  print("  ".join("-" * w for w in widths))
+  for row in cells:
+    print("  ".join(v.ljust(w) for v, w in zip(row, widths)))

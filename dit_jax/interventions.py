@@ -1,0 +1,51 @@
+"""Interventions that backbones accept as explicit arguments (no hooks), so jax.vmap composes.
+
+A backbone asks `block_input(i, ...)` which input block i should see; everything about which blocks
+are swapped and with what is data (arrays), never Python control flow, so a batch of block
+selections is one vmapped, compiled call.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class TextSwap(NamedTuple):
+  """Cross-attention text input of selected blocks replaced by another prompt's (PixArt, SANA).
+
+  block_mask: (num_blocks,) bool; True where block i reads `caption` instead of the prompt's own.
+  caption: (B, S, caption_channels) raw text-encoder states of the replacement prompt.
+  caption_mask: (B, S) 0/1 key mask of `caption`, or None.
+  """
+  block_mask: jax.Array
+  caption: jax.Array
+  caption_mask: jax.Array | None = None
+
+
+def select(block_mask: jax.Array | None, i: int, swapped, own):
+  """`swapped` where block i is selected, else `own` (pytrees of equal structure)."""
+  if block_mask is None:
+    return own
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(block_mask[i], a, b), swapped, own)
+
+
+class TextStreamSwap(NamedTuple):
+  """FLUX: selected blocks read another batch row's text stream (DESIGN.md: the neutral trajectory).
+
+  The main and the neutral-prompt trajectories run in one batch from the same noise. At the input of
+  every selected block, row b's text-stream states are replaced by row source[b]'s; the block then
+  mixes them with row b's own image tokens, and the text stream carries the result onward. In
+  single-stream blocks the text stream is the first S tokens of the joint sequence. Row b with
+  source[b] == b is untouched, so the neutral rows run exactly as if alone.
+
+  block_mask: (num_layers + num_single_layers,) bool over double-stream then single-stream blocks.
+  source: (B,) int32 batch row whose text stream replaces this row's in the selected blocks.
+  """
+  block_mask: jax.Array
+  source: jax.Array
+
+  def text_input(self, i: int, text: jax.Array) -> jax.Array:
+    """The (B, S, D) text stream block i should see."""
+    return jnp.where(self.block_mask[i], jnp.take(text, self.source, axis=0), text)

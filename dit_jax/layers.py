@@ -1,0 +1,243 @@
+"""Building blocks shared by the DiT backbones.
+
+Module and parameter names follow diffusers' PyTorch modules one to one (a Flax path joined with "."
+is the diffusers state-dict key, up to the leaf name), so that one generic rule in `ports/` converts
+every backbone. Activations are in `dtype`; parameters keep whatever dtype they were loaded in.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+
+Dtype = Any
+
+# diffusers turns a 0/1 attention mask into this additive bias; we use the same number so that a
+# fully masked row behaves the same way in both.
+MASK_BIAS = -10000.0
+
+
+def dense(features: int, name: str, dtype: Dtype, use_bias: bool = True) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name)
+
+
+def layer_norm(dtype: Dtype, eps: float = 1e-6, affine: bool = False, name: str | None = None):
+  return nn.LayerNorm(epsilon=eps, use_bias=affine, use_scale=affine, dtype=dtype, name=name)
+
+
+def gelu_tanh(x):
+  return jax.nn.gelu(x, approximate=True)
+
+
+def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool = True,
+                       downscale_freq_shift: float = 0.0, scale: float = 1.0,
+                       max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal embedding of (fractional) timesteps, float32, as diffusers' get_timestep_embedding."""
+  half = dim // 2
+  exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - downscale_freq_shift)
+  args = scale * (t.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :])
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  if flip_sin_to_cos:
+    emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+class TimestepEmbedding(nn.Module):
+  """linear_1 -> SiLU -> linear_2 (diffusers' TimestepEmbedding)."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = dense(self.features, "linear_1", self.dtype)(x.astype(self.dtype))
+    return dense(self.features, "linear_2", self.dtype)(nn.silu(x))
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_h: int, grid_w: int, base_size: int,
+                        interpolation_scale: float) -> np.ndarray:
+  """2D sin-cos positions of a grid_h x grid_w patch grid, shape (grid_h * grid_w, embed_dim).
+
+  Computed in float64 with NumPy at trace time (shapes are static), then rounded to float32, exactly
+  as diffusers' get_2d_sincos_pos_embed. The first half of the channels encodes the column, the
+  second half the row, and positions are rescaled so that a grid of `base_size` spans [0, base_size).
+  """
+  if embed_dim % 4:
+    raise ValueError(f"sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
+  rows = np.arange(grid_h, dtype=np.float32) / (grid_h / base_size) / interpolation_scale
+  cols = np.arange(grid_w, dtype=np.float32) / (grid_w / base_size) / interpolation_scale
+  col_grid, row_grid = np.meshgrid(cols, rows, indexing="xy")  # both (grid_h, grid_w)
+
+  def encode(pos):
+    omega = 1.0 / 10000 ** (np.arange(embed_dim // 4, dtype=np.float64) / (embed_dim / 4.0))
+    out = np.outer(pos.reshape(-1).astype(np.float64), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+  return np.concatenate([encode(col_grid), encode(row_grid)], axis=1).astype(np.float32)
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping p x p patches (a strided conv named `proj`) plus 2D sin-cos positions.
+
+  Input NHWC, output (B, h * w, embed_dim) in row-major patch order. Positions are recomputed for the
+  actual grid when it differs from the trained one (diffusers' interpolation behaviour).
+  """
+  embed_dim: int
+  patch_size: int
+  base_size: int              # patches per side at the trained resolution
+  interpolation_scale: float
+  use_pos_embed: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    p = self.patch_size
+    x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+                name="proj")(x.astype(self.dtype))
+    b, h, w, d = x.shape
+    x = x.reshape(b, h * w, d)
+    if self.use_pos_embed:
+      pos = sincos_pos_embed_2d(d, h, w, self.base_size, self.interpolation_scale)
+      x = x + jnp.asarray(pos, self.dtype)[None]
+    return x
+
+
+def unpatchify(x: jax.Array, h: int, w: int, patch_size: int, channels: int) -> jax.Array:
+  """(B, h * w, p * p * C) tokens back to an NHWC image of (h * p, w * p)."""
+  b = x.shape[0]
+  x = x.reshape(b, h, w, patch_size, patch_size, channels)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * patch_size, w * patch_size, channels)
+
+
+def mask_to_bias(mask: jax.Array | None, dtype: Dtype) -> jax.Array | None:
+  """(B, S) 0/1 key mask -> additive (B, 1, 1, S) bias, as diffusers builds it."""
+  if mask is None:
+    return None
+  return ((1.0 - mask.astype(dtype)) * MASK_BIAS)[:, None, None, :]
+
+
+def attention_implementation(dtype: Dtype) -> str | None:
+  """cuDNN's fused kernel on GPU for half precision (it has no float32 path), XLA otherwise."""
+  if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+    return "cudnn"
+  return "xla"
+
+
+def dot_product_attention(q, k, v, bias=None):
+  """Softmax attention on (B, T, N, H) tensors, through jax.nn.dot_product_attention."""
+  return jax.nn.dot_product_attention(q, k, v, bias=bias,
+                                      implementation=attention_implementation(q.dtype))
+
+
+class Attention(nn.Module):
+  """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0).
+
+  Self-attention when `context` is None, cross-attention otherwise. `bias` is an additive
+  (B, 1, 1, S) bias over the keys.
+  """
+  heads: int
+  head_dim: int
+  out_dim: int | None = None
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  def project_qkv(self, x, context):
+    inner = self.heads * self.head_dim
+    context = x if context is None else context
+    split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
+    q = dense(inner, "to_q", self.dtype, self.use_bias)(x)
+    k = dense(inner, "to_k", self.dtype, self.use_bias)(context)
+    v = dense(inner, "to_v", self.dtype, self.use_bias)(context)
+    return split(q), split(k), split(v)
+
+  @nn.compact
+  def __call__(self, x, context=None, bias=None):
+    q, k, v = self.project_qkv(x, context)
+    out = dot_product_attention(q, k, v, bias)
+    out = out.reshape(*out.shape[:-2], self.heads * self.head_dim)
+    return dense(self.out_dim or x.shape[-1], "to_out.0", self.dtype, self.use_bias)(out)
+
+
+class FeedForward(nn.Module):
+  """Linear -> GELU(tanh) -> Linear, named as diffusers' FeedForward (net.0.proj, net.2)."""
+  dim: int
+  mult: int = 4
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = dense(self.dim * self.mult, "net.0.proj", self.dtype)(x)
+    return dense(self.dim, "net.2", self.dtype)(gelu_tanh(x))
+
+
+class RMSNorm(nn.Module):
+  """RMS norm over the last axis, statistics in float32 (diffusers' RMSNorm); `scale` is its weight."""
+  eps: float = 1e-6
+  use_scale: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    if self.use_scale:
+      scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+      return (x32.astype(scale.dtype) * scale).astype(self.dtype)
+    return x32.astype(self.dtype)
+
+
+def rope_cos_sin(ids: jax.Array, axes_dims: tuple[int, ...], theta: float = 10000.0):
+  """Rotary tables for multi-axis positions: ids (T, n_axes) -> (cos, sin), each (T, sum(axes_dims)).
+
+  Axis a rotates its own block of axes_dims[a] channels. Within a block, channel pair (2j, 2j + 1)
+  turns by position * theta ** (-2j / dim); both channels of a pair share the angle (the interleaved
+  layout of FLUX, diffusers' get_1d_rotary_pos_embed with repeat_interleave_real=True). Frequencies
+  come from float64 NumPy as in diffusers; the angles are float32 (diffusers uses float64), which
+  costs ~1e-7 * position in the angle: invisible at test sizes, ~1e-5 at 2048px.
+  """
+  angles = []
+  for axis, dim in enumerate(axes_dims):
+    freqs = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    angles.append(ids[:, axis, None].astype(jnp.float32) * jnp.asarray(freqs, jnp.float32))
+  angles = jnp.repeat(jnp.concatenate(angles, axis=-1), 2, axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos_sin) -> jax.Array:
+  """Rotate (B, T, N, H) queries or keys by rope_cos_sin tables of shape (T, H), in float32."""
+  cos, sin = (t[:, None, :] for t in cos_sin)
+  x32 = x.astype(jnp.float32)
+  pairs = x32.reshape(*x.shape[:-1], -1, 2)
+  rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)  # (a, b) -> (-b, a)
+  return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+class TextProjection(nn.Module):
+  """Caption MLP linear_1 -> GELU(tanh) -> linear_2 (diffusers' PixArtAlphaTextProjection).
+
+  A module of its own so that one instance embeds two captions (a prompt and its swap) in one call;
+  defining the same named Dense twice in a compact method raises flax's NameInUseError.
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = dense(self.features, "linear_1", self.dtype)(x.astype(self.dtype))
+    return dense(self.features, "linear_2", self.dtype)(gelu_tanh(x))
+
+
+def patch_grid(latents: jax.Array, in_channels: int, patch_size: int) -> tuple[int, int]:
+  """(h, w) patch grid of NHWC latents, after checking that they fit the model."""
+  if latents.ndim != 4 or latents.shape[-1] != in_channels:
+    raise ValueError(f"latents must be NHWC with {in_channels} channels, got {latents.shape}")
+  if latents.shape[1] % patch_size or latents.shape[2] % patch_size:
+    raise ValueError(f"latent height and width must be multiples of patch_size={patch_size}, got "
+                     f"{latents.shape[1:3]}")
+  return latents.shape[1] // patch_size, latents.shape[2] // patch_size

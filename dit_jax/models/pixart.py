@@ -1,0 +1,197 @@
+"""PixArt-alpha / PixArt-Sigma transformer in Flax (diffusers' PixArtTransformer2DModel).
+
+    patches + sin-cos positions -> 28 x [AdaLN-single self-attn, cross-attn to T5, AdaLN-single MLP]
+    -> AdaLN final layer -> unpatchify
+
+The module holds only the network. A text-swap intervention (DESIGN.md section 2) enters as an
+explicit argument, so jax.vmap over block selections gives a whole sweep in one compiled call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dit_jax import layers
+from dit_jax.interventions import TextSwap, select
+
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PixArtConfig:
+  """The fields of diffusers' PixArtTransformer2DModel config that change the network."""
+  num_attention_heads: int = 16
+  attention_head_dim: int = 72
+  in_channels: int = 4
+  out_channels: int | None = 8
+  num_layers: int = 28
+  cross_attention_dim: int = 1152
+  sample_size: int = 128
+  patch_size: int = 2
+  caption_channels: int | None = 4096
+  interpolation_scale: float | None = None
+  use_additional_conditions: bool | None = None
+  norm_eps: float = 1e-6
+
+  # Config values diffusers accepts but whose other settings PixArt checkpoints never use; we refuse
+  # them rather than silently computing something else.
+  SUPPORTED = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
+               "attention_bias": True, "norm_elementwise_affine": False, "upcast_attention": False,
+               "attention_type": "default"}
+
+  @property
+  def inner_dim(self) -> int:
+    return self.num_attention_heads * self.attention_head_dim
+
+  @property
+  def output_channels(self) -> int:
+    return self.in_channels if self.out_channels is None else self.out_channels
+
+  @property
+  def additional_conditions(self) -> bool:
+    # diffusers' rule: on by default only for the 1024px (sample_size 128) models.
+    if self.use_additional_conditions is None:
+      return self.sample_size == 128
+    return self.use_additional_conditions
+
+  @property
+  def pos_interpolation_scale(self) -> float:
+    if self.interpolation_scale is None:
+      return max(self.sample_size // 64, 1)
+    return self.interpolation_scale
+
+  @classmethod
+  def from_diffusers(cls, config: dict) -> "PixArtConfig":
+    for key, expected in cls.SUPPORTED.items():
+      if key in config and config[key] != expected:
+        raise ValueError(f"PixArt config has {key}={config[key]!r}; only {expected!r} is supported")
+    if config.get("cross_attention_dim") not in (None, config.get("num_attention_heads", 16)
+                                                 * config.get("attention_head_dim", 72)):
+      raise ValueError("PixArt needs cross_attention_dim == num_attention_heads * attention_head_dim,"
+                       f" got {config['cross_attention_dim']}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in config.items() if k in fields})
+
+  def to_diffusers(self) -> dict:
+    out = dataclasses.asdict(self)
+    out.update(self.SUPPORTED, num_embeds_ada_norm=1000, dropout=0.0, norm_num_groups=32)
+    return out
+
+
+class AdaLayerNormSingle(nn.Module):
+  """Timestep (+ resolution and aspect-ratio) embedding shared by all blocks, and its 6-way projection."""
+  dim: int
+  additional_conditions: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, timestep, resolution=None, aspect_ratio=None):
+    emb = layers.TimestepEmbedding
+    t = emb(self.dim, self.dtype, name="emb.timestep_embedder")(
+        layers.timestep_embedding(timestep, 256))
+    if self.additional_conditions:
+      if resolution is None or aspect_ratio is None:
+        raise ValueError("this PixArt model uses additional conditions: pass resolution (B, 2) "
+                         "and aspect_ratio (B, 1)")
+      size_dim = self.dim // 3
+      b = timestep.shape[0]
+      res = emb(size_dim, self.dtype, name="emb.resolution_embedder")(
+          layers.timestep_embedding(resolution.reshape(-1), 256)).reshape(b, -1)
+      ar = emb(size_dim, self.dtype, name="emb.aspect_ratio_embedder")(
+          layers.timestep_embedding(aspect_ratio.reshape(-1), 256)).reshape(b, -1)
+      t = t + jnp.concatenate([res, ar], axis=1)
+    return layers.dense(6 * self.dim, "linear", self.dtype)(nn.silu(t)), t
+
+
+class CaptionProjection(nn.Module):
+  """Text-encoder states -> model width: linear_1 -> GELU(tanh) -> linear_2."""
+  dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, caption):
+    x = layers.dense(self.dim, "linear_1", self.dtype)(caption.astype(self.dtype))
+    return layers.dense(self.dim, "linear_2", self.dtype)(layers.gelu_tanh(x))
+
+
+class PixArtBlock(nn.Module):
+  """One PixArt block: modulated self-attention, plain cross-attention, modulated MLP."""
+  heads: int
+  head_dim: int
+  eps: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context, context_bias, t_mod):
+    dim = self.heads * self.head_dim
+    table = self.param("scale_shift_table", nn.initializers.normal(dim ** -0.5), (6, dim))
+    mod = table[None].astype(self.dtype) + t_mod.reshape(-1, 6, dim)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=1)
+
+    h = layers.layer_norm(self.dtype, self.eps, name="norm1")(x) * (1 + scale_msa) + shift_msa
+    x = x + gate_msa * layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn1")(h)
+    # PixArt applies no norm before the cross-attention (diffusers' "ada_norm_single" branch).
+    x = x + layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn2")(
+        x, context, context_bias)
+    h = layers.layer_norm(self.dtype, self.eps, name="norm2")(x) * (1 + scale_mlp) + shift_mlp
+    return x + gate_mlp * layers.FeedForward(dim, dtype=self.dtype, name="ff")(h)
+
+
+class PixArtTransformer(nn.Module):
+  """PixArt-alpha/Sigma DiT. Latents are NHWC; returns NHWC (B, H, W, out_channels).
+
+  Args of __call__:
+    latents: (B, H, W, in_channels); H and W multiples of patch_size, any aspect ratio.
+    timestep: (B,) diffusion timesteps (0..999, may be fractional).
+    caption: (B, S, caption_channels) text-encoder states.
+    caption_mask: (B, S) 0/1 mask of valid caption tokens, or None.
+    resolution, aspect_ratio: (B, 2) and (B, 1) micro-conditions, for models that use them.
+    text_swap: optional TextSwap intervention.
+  """
+  config: PixArtConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
+               aspect_ratio=None, text_swap: TextSwap | None = None):
+    cfg, dtype = self.config, self.dtype
+    p = cfg.patch_size
+    if latents.ndim != 4 or latents.shape[-1] != cfg.in_channels:
+      raise ValueError(f"latents must be NHWC with {cfg.in_channels} channels, got {latents.shape}")
+    if latents.shape[1] % p or latents.shape[2] % p:
+      raise ValueError(f"latent height and width must be multiples of patch_size={p}, got "
+                       f"{latents.shape[1:3]}")
+    h, w = latents.shape[1] // p, latents.shape[2] // p
+
+    x = layers.PatchEmbed(cfg.inner_dim, p, cfg.sample_size // p, cfg.pos_interpolation_scale,
+                          dtype=dtype, name="pos_embed")(latents)
+    t_mod, t_emb = AdaLayerNormSingle(cfg.inner_dim, cfg.additional_conditions, dtype,
+                                      name="adaln_single")(timestep, resolution, aspect_ratio)
+
+    embed_caption = lambda c: c.astype(dtype)
+    if cfg.caption_channels is not None:
+      embed_caption = CaptionProjection(cfg.inner_dim, dtype, name="caption_projection")
+    # The swapped caption goes through the same caption projection as the prompt's own.
+    own = (embed_caption(caption), layers.mask_to_bias(caption_mask, dtype))
+    swapped, block_mask = own, None
+    if text_swap is not None:
+      swapped = (embed_caption(text_swap.caption), layers.mask_to_bias(text_swap.caption_mask, dtype))
+      block_mask = text_swap.block_mask
+      if (swapped[1] is None) != (own[1] is None):
+        raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
+
+    for i in range(cfg.num_layers):
+      context, context_bias = select(block_mask, i, swapped, own)
+      x = PixArtBlock(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
+                      name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod)
+
+    table = self.param("scale_shift_table", nn.initializers.normal(cfg.inner_dim ** -0.5),
+                       (2, cfg.inner_dim))
+    shift, scale = jnp.split(table[None].astype(dtype) + t_emb[:, None], 2, axis=1)
+    x = layers.layer_norm(dtype, 1e-6, name="norm_out")(x) * (1 + scale) + shift
+    x = layers.dense(p * p * cfg.output_channels, "proj_out", dtype)(x)
+    return layers.unpatchify(x, h, w, p, cfg.output_channels)
