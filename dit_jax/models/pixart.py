@@ -107,17 +107,6 @@ class AdaLayerNormSingle(nn.Module):
     return layers.dense(6 * self.dim, "linear", self.dtype)(nn.silu(t)), t
 
 
-class CaptionProjection(nn.Module):
-  """Text-encoder states -> model width: linear_1 -> GELU(tanh) -> linear_2."""
-  dim: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, caption):
-    x = layers.dense(self.dim, "linear_1", self.dtype)(caption.astype(self.dtype))
-    return layers.dense(self.dim, "linear_2", self.dtype)(layers.gelu_tanh(x))
-
-
 class PixArtBlock(nn.Module):
   """One PixArt block: modulated self-attention, plain cross-attention, modulated MLP."""
   heads: int
@@ -160,12 +149,7 @@ class PixArtTransformer(nn.Module):
                aspect_ratio=None, text_swap: TextSwap | None = None):
     cfg, dtype = self.config, self.dtype
     p = cfg.patch_size
-    if latents.ndim != 4 or latents.shape[-1] != cfg.in_channels:
-      raise ValueError(f"latents must be NHWC with {cfg.in_channels} channels, got {latents.shape}")
-    if latents.shape[1] % p or latents.shape[2] % p:
-      raise ValueError(f"latent height and width must be multiples of patch_size={p}, got "
-                       f"{latents.shape[1:3]}")
-    h, w = latents.shape[1] // p, latents.shape[2] // p
+    h, w = layers.patch_grid(latents, cfg.in_channels, p)
 
     x = layers.PatchEmbed(cfg.inner_dim, p, cfg.sample_size // p, cfg.pos_interpolation_scale,
                           dtype=dtype, name="pos_embed")(latents)
@@ -174,7 +158,7 @@ class PixArtTransformer(nn.Module):
 
     embed_caption = lambda c: c.astype(dtype)
     if cfg.caption_channels is not None:
-      embed_caption = CaptionProjection(cfg.inner_dim, dtype, name="caption_projection")
+      embed_caption = layers.TextProjection(cfg.inner_dim, dtype, name="caption_projection")
     # The swapped caption goes through the same caption projection as the prompt's own.
     own = (embed_caption(caption), layers.mask_to_bias(caption_mask, dtype))
     swapped, block_mask = own, None
