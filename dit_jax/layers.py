@@ -135,11 +135,30 @@ def dot_product_attention(q, k, v, bias=None):
                                       implementation=attention_implementation(q.dtype))
 
 
+def concept_scores(q, k, v, bias, concept, out_kernel) -> jax.Array:
+  """Attention contribution of the concept tokens J (DESIGN.md section 2), fused into the attention.
+
+    c = mean over queries i of || concat_h( sum_{j in J} A_ij v_j ) W_O ||   (and without W_O)
+
+  A is normalised over all keys the softmax runs over: running the same attention with the values of
+  keys outside J zeroed gives sum_{j in J} A_ij v_j exactly, through the same fused kernel, and no
+  attention map is ever stored. W_O is applied without its bias (the bias is not the concept's).
+  concept: (B, S) 0/1 weights over the keys. Returns (B, 2): [with W_O, without W_O], float32.
+  """
+  contribution = dot_product_attention(q, k, v * concept[:, :, None, None].astype(v.dtype), bias)
+  flat = contribution.reshape(*contribution.shape[:2], -1)
+  projected = jnp.einsum("btd,de->bte", flat, out_kernel.astype(flat.dtype),
+                         preferred_element_type=jnp.float32)
+  mean_norm = lambda t: jnp.mean(jnp.linalg.norm(t.astype(jnp.float32), axis=-1), axis=1)
+  return jnp.stack([mean_norm(projected), mean_norm(flat)], axis=-1)
+
+
 class Attention(nn.Module):
   """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0).
 
   Self-attention when `context` is None, cross-attention otherwise. `bias` is an additive
-  (B, 1, 1, S) bias over the keys.
+  (B, 1, 1, S) bias over the keys. With `concept` ((B, S) weights over the keys) it also returns the
+  concept's attention-contribution scores (see concept_scores).
   """
   heads: int
   head_dim: int
@@ -157,11 +176,15 @@ class Attention(nn.Module):
     return split(q), split(k), split(v)
 
   @nn.compact
-  def __call__(self, x, context=None, bias=None):
+  def __call__(self, x, context=None, bias=None, concept=None):
     q, k, v = self.project_qkv(x, context)
     out = dot_product_attention(q, k, v, bias)
     out = out.reshape(*out.shape[:-2], self.heads * self.head_dim)
-    return dense(self.out_dim or x.shape[-1], "to_out.0", self.dtype, self.use_bias)(out)
+    to_out = dense(self.out_dim or x.shape[-1], "to_out.0", self.dtype, self.use_bias)
+    out = to_out(out)
+    if concept is None:
+      return out
+    return out, concept_scores(q, k, v, bias, concept, to_out.variables["params"]["kernel"])
 
 
 class FeedForward(nn.Module):
@@ -241,3 +264,24 @@ def patch_grid(latents: jax.Array, in_channels: int, patch_size: int) -> tuple[i
     raise ValueError(f"latent height and width must be multiples of patch_size={patch_size}, got "
                      f"{latents.shape[1:3]}")
   return latents.shape[1] // patch_size, latents.shape[2] // patch_size
+
+
+def adaln_modulation(module: nn.Module, emb: jax.Array, rows: int, dim: int,
+                     dtype: Dtype) -> list[jax.Array]:
+  """AdaLN-single (PixArt, SANA): `module`'s learned (rows, dim) `scale_shift_table` plus the
+  timestep embedding, split into `rows` (B, 1, dim) arrays.
+
+  emb is (B, rows * dim), a block's share of the 6-way projection, or (B, dim), added to every row
+  as the output layer does. Call it from `module`'s compact method: the table is its parameter.
+  """
+  table = module.param("scale_shift_table", nn.initializers.normal(dim ** -0.5), (rows, dim))
+  mod = table[None].astype(dtype) + emb.reshape(emb.shape[0], -1, dim)
+  return jnp.split(mod, rows, axis=1)
+
+
+def adaln_output(module: nn.Module, x: jax.Array, emb: jax.Array, features: int, dtype: Dtype):
+  """Output layer of PixArt and SANA: non-affine LayerNorm modulated by the timestep embedding,
+  then `proj_out` to `features` per token. Call it from the backbone's compact method."""
+  shift, scale = adaln_modulation(module, emb, 2, x.shape[-1], dtype)
+  x = layer_norm(dtype, 1e-6, name="norm_out")(x) * (1 + scale) + shift
+  return dense(features, "proj_out", dtype)(x)

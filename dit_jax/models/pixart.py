@@ -115,7 +115,7 @@ class PixArtBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, context_bias, t_mod):
+  def __call__(self, x, context, context_bias, t_mod, concept=None):
     dim = self.heads * self.head_dim
     table = self.param("scale_shift_table", nn.initializers.normal(dim ** -0.5), (6, dim))
     mod = table[None].astype(self.dtype) + t_mod.reshape(-1, 6, dim)
@@ -124,10 +124,12 @@ class PixArtBlock(nn.Module):
     h = layers.layer_norm(self.dtype, self.eps, name="norm1")(x) * (1 + scale_msa) + shift_msa
     x = x + gate_msa * layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn1")(h)
     # PixArt applies no norm before the cross-attention (diffusers' "ada_norm_single" branch).
-    x = x + layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn2")(
-        x, context, context_bias)
+    cross = layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn2")(
+        x, context, context_bias, concept)
+    cross, scores = cross if concept is not None else (cross, None)
+    x = x + cross
     h = layers.layer_norm(self.dtype, self.eps, name="norm2")(x) * (1 + scale_mlp) + shift_mlp
-    return x + gate_mlp * layers.FeedForward(dim, dtype=self.dtype, name="ff")(h)
+    return x + gate_mlp * layers.FeedForward(dim, dtype=self.dtype, name="ff")(h), scores
 
 
 class PixArtTransformer(nn.Module):
@@ -140,13 +142,16 @@ class PixArtTransformer(nn.Module):
     caption_mask: (B, S) 0/1 mask of valid caption tokens, or None.
     resolution, aspect_ratio: (B, 2) and (B, 1) micro-conditions, for models that use them.
     text_swap: optional TextSwap intervention.
+    concept: optional (B, S) 0/1 weights on the caption tokens of a concept. When given, the call
+      returns (output, scores) with scores (B, num_layers, 2): each block's cross-attention
+      contribution of those tokens, with and without W_O (layers.concept_scores).
   """
   config: PixArtConfig
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
-               aspect_ratio=None, text_swap: TextSwap | None = None):
+               aspect_ratio=None, text_swap: TextSwap | None = None, concept=None):
     cfg, dtype = self.config, self.dtype
     p = cfg.patch_size
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
@@ -168,14 +173,17 @@ class PixArtTransformer(nn.Module):
       if (swapped[1] is None) != (own[1] is None):
         raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
 
+    block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x = PixArtBlock(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
-                      name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod)
+      x, scores = PixArtBlock(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
+                              name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod, concept)
+      block_scores.append(scores)
 
     table = self.param("scale_shift_table", nn.initializers.normal(cfg.inner_dim ** -0.5),
                        (2, cfg.inner_dim))
     shift, scale = jnp.split(table[None].astype(dtype) + t_emb[:, None], 2, axis=1)
     x = layers.layer_norm(dtype, 1e-6, name="norm_out")(x) * (1 + scale) + shift
     x = layers.dense(p * p * cfg.output_channels, "proj_out", dtype)(x)
-    return layers.unpatchify(x, h, w, p, cfg.output_channels)
+    out = layers.unpatchify(x, h, w, p, cfg.output_channels)
+    return out if concept is None else (out, jnp.stack(block_scores, axis=1))

@@ -1,0 +1,56 @@
+"""Attention-contribution scores vs a plain PyTorch reference from diffusers' attention-module inputs."""
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from ports import loading
+from tests.pixart_test import CONFIGS, flax_forward, random_inputs, tiny_torch_model, torch_forward
+from tests.testutil import nchw_to_nhwc, rel_error
+
+
+def reference_scores(attn, hidden, context, key_mask, concept):
+  """(B, 2) scores of one diffusers cross-attention from its inputs: the formula, written out."""
+  b, t, _ = hidden.shape
+  heads = attn.heads
+  split = lambda x: x.view(b, x.shape[1], heads, -1).transpose(1, 2)           # (B, N, T, H)
+  q, k, v = split(attn.to_q(hidden)), split(attn.to_k(context)), split(attn.to_v(context))
+  logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + ((1 - key_mask) * -10000.0)[:, None, None]
+  probs = logits.softmax(-1)                                                    # over all keys
+  contribution = (probs * concept[:, None, None, :]) @ v                        # sum over j in J
+  flat = contribution.transpose(1, 2).reshape(b, t, -1)                         # concat heads
+  projected = flat @ attn.to_out[0].weight.T                                    # W_O, no bias
+  return torch.stack([projected.norm(dim=-1).mean(1), flat.norm(dim=-1).mean(1)], dim=-1)
+
+
+def test_pixart_scores_match_reference(tmp_path):
+  model = tiny_torch_model(**CONFIGS["alpha_ms"])
+  model.save_pretrained(tmp_path)
+  inputs = random_inputs(model)
+  concept = np.zeros_like(inputs["caption_mask"])
+  concept[:, 1:3] = 1   # tokens 1 and 2 are "the concept"
+
+  captured = []
+  hooks = [block.attn2.register_forward_pre_hook(
+      lambda m, args, kwargs: captured.append((m, args[0], kwargs["encoder_hidden_states"])),
+      with_kwargs=True) for block in model.transformer_blocks]
+  torch_forward(model, inputs)
+  for h in hooks:
+    h.remove()
+  mask, weights = torch.from_numpy(inputs["caption_mask"]), torch.from_numpy(concept)
+  with torch.no_grad():
+    expected = torch.stack([reference_scores(m, x, c, mask, weights) for m, x, c in captured], 1)
+
+  module, params = loading.load(str(tmp_path), "pixart")
+  out, scores = flax_forward_with_scores(module, params, inputs, concept)
+  assert scores.shape == (2, model.config.num_layers, 2)
+  assert rel_error(scores, expected.numpy()) < 1e-4
+  # Scoring leaves the output untouched.
+  np.testing.assert_array_equal(out, flax_forward(module, params, inputs))
+
+
+def flax_forward_with_scores(module, params, inputs, concept):
+  out, scores = module.apply(
+      {"params": params}, jnp.asarray(nchw_to_nhwc(inputs["latents"])), inputs["timestep"],
+      inputs["caption"], inputs["caption_mask"], inputs.get("resolution"), inputs.get("aspect_ratio"),
+      concept=jnp.asarray(concept))
+  return np.asarray(out), np.asarray(scores)
