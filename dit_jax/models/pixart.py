@@ -117,9 +117,8 @@ class PixArtBlock(nn.Module):
   @nn.compact
   def __call__(self, x, context, context_bias, t_mod, concept=None):
     dim = self.heads * self.head_dim
-    table = self.param("scale_shift_table", nn.initializers.normal(dim ** -0.5), (6, dim))
-    mod = table[None].astype(self.dtype) + t_mod.reshape(-1, 6, dim)
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=1)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = layers.adaln_modulation(
+        self, t_mod, 6, dim, self.dtype)
 
     h = layers.layer_norm(self.dtype, self.eps, name="norm1")(x) * (1 + scale_msa) + shift_msa
     x = x + gate_msa * layers.Attention(self.heads, self.head_dim, dtype=self.dtype, name="attn1")(h)
@@ -180,10 +179,6 @@ class PixArtTransformer(nn.Module):
                               name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod, concept)
       block_scores.append(scores)
 
-    table = self.param("scale_shift_table", nn.initializers.normal(cfg.inner_dim ** -0.5),
-                       (2, cfg.inner_dim))
-    shift, scale = jnp.split(table[None].astype(dtype) + t_emb[:, None], 2, axis=1)
-    x = layers.layer_norm(dtype, 1e-6, name="norm_out")(x) * (1 + scale) + shift
-    x = layers.dense(p * p * cfg.output_channels, "proj_out", dtype)(x)
+    x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)
     out = layers.unpatchify(x, h, w, p, cfg.output_channels)
     return out if concept is None else (out, jnp.stack(block_scores, axis=1))
