@@ -49,3 +49,17 @@ class TextStreamSwap(NamedTuple):
   def text_input(self, i: int, text: jax.Array) -> jax.Array:
     """The (B, S, D) text stream block i should see."""
     return jnp.where(self.block_mask[i], jnp.take(text, self.source, axis=0), text)
+
+
+def cross_attention_inputs(embed, caption, caption_mask, text_swap: TextSwap | None):
+  """(own, swapped, block_mask) for a cross-attention DiT (PixArt, SANA).
+
+  embed(caption, mask) -> (context, key bias) is the model's caption path; the swapped caption goes
+  through the same layers. Feed the result to `select(block_mask, i, swapped, own)` per block.
+  """
+  own = embed(caption, caption_mask)
+  if text_swap is None:
+    return own, own, None
+  if (text_swap.caption_mask is None) != (caption_mask is None):
+    raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
+  return own, embed(text_swap.caption, text_swap.caption_mask), text_swap.block_mask

@@ -1,6 +1,7 @@
 """Attention-contribution scores vs a plain PyTorch reference from diffusers' attention-module inputs."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from ports import loading
@@ -13,7 +14,10 @@ def reference_scores(attn, hidden, context, key_mask, concept):
   b, t, _ = hidden.shape
   heads = attn.heads
   split = lambda x: x.view(b, x.shape[1], heads, -1).transpose(1, 2)           # (B, N, T, H)
-  q, k, v = split(attn.to_q(hidden)), split(attn.to_k(context)), split(attn.to_v(context))
+  q, k = attn.to_q(hidden), attn.to_k(context)
+  if getattr(attn, "norm_q", None) is not None:                                 # SANA's qk_norm
+    q, k = attn.norm_q(q), attn.norm_k(k)
+  q, k, v = split(q), split(k), split(attn.to_v(context))
   logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + ((1 - key_mask) * -10000.0)[:, None, None]
   probs = logits.softmax(-1)                                                    # over all keys
   contribution = (probs * concept[:, None, None, :]) @ v                        # sum over j in J
@@ -22,28 +26,37 @@ def reference_scores(attn, hidden, context, key_mask, concept):
   return torch.stack([projected.norm(dim=-1).mean(1), flat.norm(dim=-1).mean(1)], dim=-1)
 
 
-def test_pixart_scores_match_reference(tmp_path):
-  model = tiny_torch_model(**CONFIGS["alpha_ms"])
-  model.save_pretrained(tmp_path)
-  inputs = random_inputs(model)
-  concept = np.zeros_like(inputs["caption_mask"])
-  concept[:, 1:3] = 1   # tokens 1 and 2 are "the concept"
-
+def expected_scores(model, run, inputs, concept):
+  """Run the diffusers model, capture each block's cross-attention inputs, score them by hand."""
   captured = []
   hooks = [block.attn2.register_forward_pre_hook(
       lambda m, args, kwargs: captured.append((m, args[0], kwargs["encoder_hidden_states"])),
       with_kwargs=True) for block in model.transformer_blocks]
-  torch_forward(model, inputs)
+  run(model, inputs)
   for h in hooks:
     h.remove()
   mask, weights = torch.from_numpy(inputs["caption_mask"]), torch.from_numpy(concept)
   with torch.no_grad():
-    expected = torch.stack([reference_scores(m, x, c, mask, weights) for m, x, c in captured], 1)
+    return torch.stack([reference_scores(m, x, c, mask, weights) for m, x, c in captured], 1).numpy()
+
+
+def concept_on_tokens(mask, tokens=slice(1, 3)):
+  concept = np.zeros_like(mask)
+  concept[:, tokens] = 1   # tokens 1 and 2 are "the concept"
+  return concept
+
+
+def test_pixart_scores_match_reference(tmp_path):
+  model = tiny_torch_model(**CONFIGS["alpha_ms"])
+  model.save_pretrained(tmp_path)
+  inputs = random_inputs(model)
+  concept = concept_on_tokens(inputs["caption_mask"])
+  expected = expected_scores(model, torch_forward, inputs, concept)
 
   module, params = loading.load(str(tmp_path), "pixart")
   out, scores = flax_forward_with_scores(module, params, inputs, concept)
   assert scores.shape == (2, model.config.num_layers, 2)
-  assert rel_error(scores, expected.numpy()) < 1e-4
+  assert rel_error(scores, expected) < 1e-4
   # Scoring leaves the output untouched.
   np.testing.assert_array_equal(out, flax_forward(module, params, inputs))
 
@@ -54,3 +67,19 @@ def flax_forward_with_scores(module, params, inputs, concept):
       inputs["caption"], inputs["caption_mask"], inputs.get("resolution"), inputs.get("aspect_ratio"),
       concept=jnp.asarray(concept))
   return np.asarray(out), np.asarray(scores)
+
+
+@pytest.mark.parametrize("name", ["base", "sprint"])
+def test_sana_scores_match_reference(name, tmp_path):
+  from tests import sana_test
+  overrides = sana_test.CONFIGS[name]
+  model = sana_test.diffusers_model(overrides)
+  model.save_pretrained(tmp_path)
+  inputs = sana_test.random_inputs({**sana_test.TINY, **overrides})
+  concept = concept_on_tokens(inputs["caption_mask"])
+  expected = expected_scores(model, sana_test.run_diffusers, inputs, concept)
+  module, params = loading.load(str(tmp_path), "sana")
+  out, scores = sana_test.run_flax(module, params, inputs, concept=jnp.asarray(concept))
+  assert scores.shape == (2, model.config.num_layers, 2)
+  assert rel_error(np.asarray(scores), expected) < 1e-4
+  np.testing.assert_array_equal(np.asarray(out), sana_test.run_flax(module, params, inputs))

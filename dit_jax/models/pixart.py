@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dit_jax import layers
-from dit_jax.interventions import TextSwap, select
+from dit_jax.interventions import TextSwap, cross_attention_inputs, select
 
 Dtype = Any
 
@@ -160,17 +160,11 @@ class PixArtTransformer(nn.Module):
     t_mod, t_emb = AdaLayerNormSingle(cfg.inner_dim, cfg.additional_conditions, dtype,
                                       name="adaln_single")(timestep, resolution, aspect_ratio)
 
-    embed_caption = lambda c: c.astype(dtype)
+    project = lambda c: c.astype(dtype)
     if cfg.caption_channels is not None:
-      embed_caption = layers.TextProjection(cfg.inner_dim, dtype, name="caption_projection")
-    # The swapped caption goes through the same caption projection as the prompt's own.
-    own = (embed_caption(caption), layers.mask_to_bias(caption_mask, dtype))
-    swapped, block_mask = own, None
-    if text_swap is not None:
-      swapped = (embed_caption(text_swap.caption), layers.mask_to_bias(text_swap.caption_mask, dtype))
-      block_mask = text_swap.block_mask
-      if (swapped[1] is None) != (own[1] is None):
-        raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
+      project = layers.TextProjection(cfg.inner_dim, dtype, name="caption_projection")
+    embed = lambda c, mask: (project(c), layers.mask_to_bias(mask, dtype))
+    own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
     block_scores = []
     for i in range(cfg.num_layers):

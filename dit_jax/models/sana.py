@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dit_jax import layers
-from dit_jax.interventions import TextSwap, select
+from dit_jax.interventions import TextSwap, cross_attention_inputs, select
 # SANA's timestep embedding without guidance is PixArt's AdaLN-single (no size conditions).
 from dit_jax.models.pixart import AdaLayerNormSingle
 
@@ -113,7 +113,7 @@ class SanaAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, bias=None):
+  def __call__(self, x, context=None, bias=None, concept=None):
     inner = self.heads * self.head_dim
     context = x if context is None else context
     q = layers.dense(inner, "to_q", self.dtype, self.qkv_bias)(x)
@@ -127,7 +127,11 @@ class SanaAttention(nn.Module):
       out = relu_linear_attention(q, k, v).astype(self.dtype)
     else:
       out = layers.dot_product_attention(q, k, v, bias)
-    return layers.dense(x.shape[-1], "to_out.0", self.dtype)(out.reshape(*out.shape[:-2], inner))
+    to_out = layers.dense(x.shape[-1], "to_out.0", self.dtype)
+    out = to_out(out.reshape(*out.shape[:-2], inner))
+    if concept is None:
+      return out
+    return out, layers.concept_scores(q, k, v, bias, concept, to_out.variables["params"]["kernel"])
 
 
 class GLUMBConv(nn.Module):
@@ -168,7 +172,7 @@ class SanaBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, context_bias, t_mod, grid):
+  def __call__(self, x, context, context_bias, t_mod, grid, concept=None):
     cfg, dtype = self.config, self.dtype
     dim = cfg.inner_dim
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = layers.adaln_modulation(
@@ -179,13 +183,15 @@ class SanaBlock(nn.Module):
     x = x + gate_msa * SanaAttention(cfg.num_attention_heads, cfg.attention_head_dim, linear=True,
                                      qkv_bias=cfg.attention_bias, qk_norm=qk_norm, dtype=dtype,
                                      name="attn1")(h)
-    x = x + SanaAttention(cfg.num_cross_attention_heads, cfg.cross_attention_head_dim, linear=False,
-                          qk_norm=qk_norm, dtype=dtype, name="attn2")(x, context, context_bias)
+    cross = SanaAttention(cfg.num_cross_attention_heads, cfg.cross_attention_head_dim, linear=False,
+                          qk_norm=qk_norm, dtype=dtype, name="attn2")(x, context, context_bias, concept)
+    cross, scores = cross if concept is not None else (cross, None)
+    x = x + cross
     h = layers.layer_norm(dtype, cfg.norm_eps, cfg.norm_elementwise_affine, name="norm2")(x)
     h = h * (1 + scale_mlp) + shift_mlp
     b, n, _ = h.shape
     ff = GLUMBConv(dim, int(cfg.mlp_ratio * dim), dtype, name="ff")(h.reshape(b, *grid, dim))
-    return x + gate_mlp * ff.reshape(b, n, dim)
+    return x + gate_mlp * ff.reshape(b, n, dim), scores
 
 
 class SanaTransformer(nn.Module):
@@ -198,13 +204,15 @@ class SanaTransformer(nn.Module):
     caption_mask: (B, S) 0/1 mask of valid caption tokens, or None.
     guidance: (B,) guidance scale times guidance_embeds_scale, for guidance-embedded (Sprint) models.
     text_swap: optional TextSwap intervention.
+    concept: optional (B, S) 0/1 weights on a concept's caption tokens; then the call returns
+      (output, scores (B, num_layers, 2)), as PixArtTransformer does.
   """
   config: SanaConfig
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, guidance=None,
-               text_swap: TextSwap | None = None):
+               text_swap: TextSwap | None = None, concept=None):
     cfg, dtype = self.config, self.dtype
     p, dim = cfg.patch_size, cfg.inner_dim
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
@@ -224,16 +232,15 @@ class SanaTransformer(nn.Module):
     project = layers.TextProjection(dim, dtype, name="caption_projection")
     caption_norm = layers.RMSNorm(1e-5, dtype=dtype, name="caption_norm")
     embed = lambda c, mask: (caption_norm(project(c)), layers.mask_to_bias(mask, dtype))
-    own = embed(caption, caption_mask)
-    swapped, block_mask = own, None
-    if text_swap is not None:
-      if (text_swap.caption_mask is None) != (caption_mask is None):
-        raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
-      swapped, block_mask = embed(text_swap.caption, text_swap.caption_mask), text_swap.block_mask
+    own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
+    block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x = SanaBlock(cfg, dtype, name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod, (h, w))
+      x, scores = SanaBlock(cfg, dtype, name=f"transformer_blocks.{i}")(
+          x, context, context_bias, t_mod, (h, w), concept)
+      block_scores.append(scores)
 
     x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)
-    return layers.unpatchify(x, h, w, p, cfg.output_channels)
+    out = layers.unpatchify(x, h, w, p, cfg.output_channels)
+    return out if concept is None else (out, jnp.stack(block_scores, axis=1))
