@@ -38,8 +38,13 @@ def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool = True,
                        max_period: float = 10000.0) -> jax.Array:
   """Sinusoidal embedding of (fractional) timesteps, float32, as diffusers' get_timestep_embedding."""
   half = dim // 2
-  exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - downscale_freq_shift)
-  args = scale * (t.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :])
+  # The frequency table is static: computed in NumPy (float32 exponent as torch builds it, exp in
+  # float64, rounded once), it matches torch.exp to the last bit, where jnp.exp is one ulp off for some
+  # entries -- visible at FLUX's guidance x 1000.
+  exponent = (np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
+              / np.float32(half - downscale_freq_shift))
+  freqs = jnp.asarray(np.exp(exponent.astype(np.float64)).astype(np.float32))
+  args = scale * (t.astype(jnp.float32)[:, None] * freqs[None, :])
   emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
   if flip_sin_to_cos:
     emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)

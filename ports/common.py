@@ -60,6 +60,9 @@ class LazyStateDict(Mapping):
     with safe_open(self._key_to_file[key], framework="pt") as f:
       return torch_to_numpy(f.get_tensor(key))
 
+  def __contains__(self, key) -> bool:   # without it, Mapping's `in` would read the tensor
+    return key in self._key_to_file
+
   def __iter__(self) -> Iterator[str]:
     return iter(self._key_to_file)
 

@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dit_jax import layers
+from dit_jax.models.base import DiffusersConfig
 from dit_jax.interventions import TextSwap, cross_attention_inputs, select
 
 Dtype = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class PixArtConfig:
+class PixArtConfig(DiffusersConfig):
   """The fields of diffusers' PixArtTransformer2DModel config that change the network."""
   num_attention_heads: int = 16
   attention_head_dim: int = 72
@@ -37,19 +38,14 @@ class PixArtConfig:
   use_additional_conditions: bool | None = None
   norm_eps: float = 1e-6
 
-  # Config values diffusers accepts but whose other settings PixArt checkpoints never use; we refuse
-  # them rather than silently computing something else.
-  SUPPORTED = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
-               "attention_bias": True, "norm_elementwise_affine": False, "upcast_attention": False,
-               "attention_type": "default"}
+  FIXED = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
+           "attention_bias": True, "norm_elementwise_affine": False, "upcast_attention": False,
+           "attention_type": "default", "num_embeds_ada_norm": 1000, "dropout": 0.0}
 
-  @property
-  def inner_dim(self) -> int:
-    return self.num_attention_heads * self.attention_head_dim
-
-  @property
-  def output_channels(self) -> int:
-    return self.in_channels if self.out_channels is None else self.out_channels
+  def __post_init__(self):
+    if self.cross_attention_dim != self.inner_dim:
+      raise ValueError("PixArt needs cross_attention_dim == num_attention_heads * attention_head_dim"
+                       f" = {self.inner_dim}, got {self.cross_attention_dim}")
 
   @property
   def additional_conditions(self) -> bool:
@@ -63,23 +59,6 @@ class PixArtConfig:
     if self.interpolation_scale is None:
       return max(self.sample_size // 64, 1)
     return self.interpolation_scale
-
-  @classmethod
-  def from_diffusers(cls, config: dict) -> "PixArtConfig":
-    for key, expected in cls.SUPPORTED.items():
-      if key in config and config[key] != expected:
-        raise ValueError(f"PixArt config has {key}={config[key]!r}; only {expected!r} is supported")
-    if config.get("cross_attention_dim") not in (None, config.get("num_attention_heads", 16)
-                                                 * config.get("attention_head_dim", 72)):
-      raise ValueError("PixArt needs cross_attention_dim == num_attention_heads * attention_head_dim,"
-                       f" got {config['cross_attention_dim']}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in config.items() if k in fields})
-
-  def to_diffusers(self) -> dict:
-    out = dataclasses.asdict(self)
-    out.update(self.SUPPORTED, num_embeds_ada_norm=1000, dropout=0.0, norm_num_groups=32)
-    return out
 
 
 class AdaLayerNormSingle(nn.Module):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dit_jax import layers
+from dit_jax.models.base import DiffusersConfig
 from dit_jax.interventions import TextSwap, cross_attention_inputs, select
 # SANA's timestep embedding without guidance is PixArt's AdaLN-single (no size conditions).
 from dit_jax.models.pixart import AdaLayerNormSingle
@@ -32,7 +33,7 @@ QK_NORM = "rms_norm_across_heads"   # SANA-1.5 and Sprint; the only q/k norm SAN
 
 
 @dataclasses.dataclass(frozen=True)
-class SanaConfig:
+class SanaConfig(DiffusersConfig):
   """The fields of diffusers' SanaTransformer2DModel config (defaults: Sana_1600M_1024px).
 
   timestep_scale and guidance_embeds_scale are kept for the pipeline, which multiplies the timestep
@@ -69,22 +70,6 @@ class SanaConfig:
       # The caption is projected to inner_dim before the cross-attention reads it.
       raise ValueError("SANA needs cross_attention_dim == num_attention_heads * attention_head_dim "
                        f"= {self.inner_dim}, got {self.cross_attention_dim}")
-
-  @property
-  def inner_dim(self) -> int:
-    return self.num_attention_heads * self.attention_head_dim
-
-  @property
-  def output_channels(self) -> int:
-    return self.out_channels or self.in_channels
-
-  @classmethod
-  def from_diffusers(cls, config: dict) -> "SanaConfig":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in config.items() if k in fields})
-
-  def to_diffusers(self) -> dict:
-    return dataclasses.asdict(self)
 
 
 def relu_linear_attention(q, k, v, eps: float = 1e-15):

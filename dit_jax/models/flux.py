@@ -1,0 +1,206 @@
+"""FLUX.1 (dev, schnell) transformer in Flax (diffusers' FluxTransformer2DModel).
+
+    packed latents -> x_embedder ----------\
+    T5 states -> context_embedder --------- 19 x double-stream block ---> 38 x single-stream block
+    timestep (+ guidance) + pooled CLIP -> temb (modulates every block)     (text ++ image, one stream)
+                                                                                    |
+                                             proj_out <- AdaLN-continuous norm <- image tokens
+
+Double-stream block: image and text each have their own AdaLN-zero modulation, QKV projections with
+RMS-normed queries and keys, output projection and MLP, but attend jointly (text tokens first).
+Single-stream block: one sequence, attention and MLP in parallel from the same modulated input, their
+outputs concatenated into one projection. Positions are 3-axis RoPE from txt_ids and img_ids.
+
+The module holds only the network. The text-stream swap of the localization study (DESIGN.md)
+enters as an explicit TextStreamSwap argument, so jax.vmap over block selections is one call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dit_jax import layers
+from dit_jax.models.base import DiffusersConfig
+from dit_jax.interventions import TextStreamSwap
+
+Dtype = Any
+NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
+
+
+@dataclasses.dataclass(frozen=True)
+class FluxConfig(DiffusersConfig):
+  """The fields of diffusers' FluxTransformer2DModel config (defaults: FLUX.1-dev/schnell)."""
+  patch_size: int = 1
+  in_channels: int = 64
+  out_channels: int | None = None
+  num_layers: int = 19
+  num_single_layers: int = 38
+  attention_head_dim: int = 128
+  num_attention_heads: int = 24
+  joint_attention_dim: int = 4096
+  pooled_projection_dim: int = 768
+  guidance_embeds: bool = False
+  axes_dims_rope: tuple[int, ...] = (16, 56, 56)
+
+  def __post_init__(self):
+    object.__setattr__(self, "axes_dims_rope", tuple(self.axes_dims_rope))  # JSON gives a list
+    if sum(self.axes_dims_rope) != self.attention_head_dim:
+      raise ValueError(f"axes_dims_rope {self.axes_dims_rope} must sum to attention_head_dim="
+                       f"{self.attention_head_dim}: RoPE rotates every channel of a head")
+
+  @property
+  def num_blocks(self) -> int:
+    return self.num_layers + self.num_single_layers
+
+
+def modulation(temb, chunks: int, name: str, dtype: Dtype):
+  """SiLU -> Linear of the conditioning, split into `chunks` (B, 1, D) shift/scale/gate vectors."""
+  dim = temb.shape[-1]
+  return jnp.split(layers.dense(chunks * dim, name, dtype)(nn.silu(temb))[:, None], chunks, axis=-1)
+
+
+def modulate(x, shift, scale, dtype: Dtype):
+  return layers.layer_norm(dtype, NORM_EPS)(x) * (1 + scale) + shift
+
+
+class FluxAttention(nn.Module):
+  """Attention with RMS-normed queries and keys and RoPE (diffusers' FluxAttention).
+
+  With `context`, the text stream has its own projections (add_*_proj, norm_added_*, to_add_out) and
+  attends jointly with the image, text first; returns (image, text) outputs. Without, it returns the
+  unprojected heads: single-stream blocks project them together with their MLP.
+  """
+  heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  def project(self, x, q_name, k_name, v_name, q_norm, k_norm):
+    inner = self.heads * self.head_dim
+    q, k, v = (layers.dense(inner, name, self.dtype)(x).reshape(*x.shape[:-1], self.heads, self.head_dim)
+               for name in (q_name, k_name, v_name))
+    rms = lambda name: layers.RMSNorm(NORM_EPS, dtype=self.dtype, name=name)
+    return rms(q_norm)(q), rms(k_norm)(k), v
+
+  @nn.compact
+  def __call__(self, x, rope, context=None):
+    q, k, v = self.project(x, "to_q", "to_k", "to_v", "norm_q", "norm_k")
+    if context is not None:
+      text = self.project(context, "add_q_proj", "add_k_proj", "add_v_proj", "norm_added_q",
+                          "norm_added_k")
+      q, k, v = (jnp.concatenate([t, i], axis=1) for t, i in zip(text, (q, k, v)))
+    out = layers.dot_product_attention(layers.apply_rope(q, rope), layers.apply_rope(k, rope), v)
+    out = out.reshape(*out.shape[:2], self.heads * self.head_dim)
+    if context is None:
+      return out
+    text_len, dim = context.shape[1], x.shape[-1]
+    return (layers.dense(dim, "to_out.0", self.dtype)(out[:, text_len:]),
+            layers.dense(dim, "to_add_out", self.dtype)(out[:, :text_len]))
+
+
+def gated_mlp_update(x, attn_out, mod, ff_name: str, dtype: Dtype):
+  """The rest of a double-stream block for one stream: gated attention residual, modulated MLP."""
+  _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+  x = x + gate_msa * attn_out
+  ff = layers.FeedForward(x.shape[-1], dtype=dtype, name=ff_name)
+  return x + gate_mlp * ff(modulate(x, shift_mlp, scale_mlp, dtype))
+
+
+class DoubleStreamBlock(nn.Module):
+  """Image and text with their own weights, one joint attention (diffusers' FluxTransformerBlock)."""
+  heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, img, txt, temb, rope):
+    img_mod = modulation(temb, 6, "norm1.linear", self.dtype)
+    txt_mod = modulation(temb, 6, "norm1_context.linear", self.dtype)
+    img_attn, txt_attn = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(
+        modulate(img, *img_mod[:2], self.dtype), rope, modulate(txt, *txt_mod[:2], self.dtype))
+    return (gated_mlp_update(img, img_attn, img_mod, "ff", self.dtype),
+            gated_mlp_update(txt, txt_attn, txt_mod, "ff_context", self.dtype))
+
+
+class SingleStreamBlock(nn.Module):
+  """Text ++ image as one sequence; parallel attention and MLP (diffusers' FluxSingleTransformerBlock)."""
+  heads: int
+  head_dim: int
+  mlp_ratio: int = 4
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, img, txt, temb, rope):
+    x = jnp.concatenate([txt, img], axis=1)
+    dim = x.shape[-1]
+    shift, scale, gate = modulation(temb, 3, "norm.linear", self.dtype)
+    h = modulate(x, shift, scale, self.dtype)
+    mlp = layers.gelu_tanh(layers.dense(self.mlp_ratio * dim, "proj_mlp", self.dtype)(h))
+    attn = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h, rope)
+    x = x + gate * layers.dense(dim, "proj_out", self.dtype)(jnp.concatenate([attn, mlp], axis=-1))
+    text_len = txt.shape[1]
+    return x[:, text_len:], x[:, :text_len]
+
+
+class FluxTransformer(nn.Module):
+  """FLUX.1 transformer; inputs and output as diffusers' FluxTransformer2DModel.forward.
+
+  Args of __call__:
+    hidden_states: (B, N, in_channels) packed latents (2x2 latent patches flattened by the pipeline).
+    encoder_hidden_states: (B, S, joint_attention_dim) T5 states.
+    pooled_projections: (B, pooled_projection_dim) pooled CLIP embedding.
+    timestep: (B,) or scalar, in [0, 1] (the model multiplies by 1000, as diffusers does).
+    img_ids: (N, 3) and txt_ids: (S, 3) RoPE positions.
+    guidance: (B,) or scalar guidance scale, required by guidance-distilled models (dev), else None.
+    text_swap: optional TextStreamSwap intervention.
+  Returns (B, N, patch_size**2 * out_channels).
+  """
+  config: FluxConfig
+  dtype: Dtype = jnp.float32
+
+  def embed_conditioning(self, timestep, guidance, pooled):
+    """timestep (+ guidance) sinusoids through MLPs, plus the pooled text through its own MLP."""
+    cfg, batch = self.config, pooled.shape[0]
+    sinusoid = lambda t: layers.timestep_embedding(
+        jnp.broadcast_to(jnp.asarray(t, jnp.float32) * 1000, (batch,)), 256)
+    mlp = lambda name: layers.TimestepEmbedding(cfg.inner_dim, self.dtype, name=f"time_text_embed.{name}")
+    temb = mlp("timestep_embedder")(sinusoid(timestep))
+    if cfg.guidance_embeds:
+      temb = temb + mlp("guidance_embedder")(sinusoid(guidance))
+    # diffusers' text_embedder (PixArtAlphaTextProjection, act "silu") is the same linear-SiLU-linear.
+    return temb + mlp("text_embedder")(pooled)
+
+  @nn.compact
+  def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids,
+               txt_ids, guidance=None, text_swap: TextStreamSwap | None = None):
+    cfg, dtype = self.config, self.dtype
+    if cfg.guidance_embeds != (guidance is not None):
+      raise ValueError("this FLUX model " + ("is guidance-distilled: pass guidance (e.g. 3.5)"
+                       if cfg.guidance_embeds else "has no guidance embedding: pass guidance=None"))
+    if text_swap is not None and text_swap.block_mask.shape[-1] != cfg.num_blocks:
+      raise ValueError(f"text_swap.block_mask needs {cfg.num_blocks} entries (double then single "
+                       f"blocks), got {text_swap.block_mask.shape[-1]}")
+
+    img = layers.dense(cfg.inner_dim, "x_embedder", dtype)(hidden_states.astype(dtype))
+    txt = layers.dense(cfg.inner_dim, "context_embedder", dtype)(encoder_hidden_states.astype(dtype))
+    temb = self.embed_conditioning(timestep, guidance, pooled_projections)
+    rope = layers.rope_cos_sin(jnp.concatenate([txt_ids, img_ids], axis=0), cfg.axes_dims_rope)
+
+    blocks = [DoubleStreamBlock(cfg.num_attention_heads, cfg.attention_head_dim, dtype,
+                                name=f"transformer_blocks.{i}") for i in range(cfg.num_layers)]
+    blocks += [SingleStreamBlock(cfg.num_attention_heads, cfg.attention_head_dim, dtype=dtype,
+                                 name=f"single_transformer_blocks.{i}")
+               for i in range(cfg.num_single_layers)]
+    for i, block in enumerate(blocks):
+      if text_swap is not None:
+        txt = text_swap.text_input(i, txt)
+      # A fusion boundary at every block input, with or without a swap, so that compiled runs that
+      # select no block give the plain forward bit for bit (XLA would otherwise fuse the select).
+      img, txt = block(img, jax.lax.optimization_barrier(txt), temb, rope)
+
+    scale, shift = modulation(temb, 2, "norm_out.linear", dtype)  # diffusers' order: scale first
+    img = modulate(img, shift, scale, dtype)
+    return layers.dense(cfg.patch_size ** 2 * cfg.output_channels, "proj_out", dtype)(img)
