@@ -12,3 +12,18 @@ def rel_error(actual, expected) -> float:
 
 def nchw_to_nhwc(x):
   return np.transpose(np.asarray(x), (0, 2, 3, 1))
+
+
+def save_word_tokenizer(folder, words=("a", "dog", "cat", "in", "the", "snow", "style", "of", "van",
+                                        "gogh", "photo", "red", "blue", "car", "person")):
+  """A tiny word-level tokenizer (pad=0, eos=1, unk=2) saved so AutoTokenizer.from_pretrained loads it."""
+  from tokenizers import Tokenizer, models, pre_tokenizers, processors
+  from transformers import PreTrainedTokenizerFast
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                 unk_token="<unk>", model_max_length=512)
+  fast.save_pretrained(folder)
+  return fast

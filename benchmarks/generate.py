@@ -1,0 +1,106 @@
+"""End-to-end denoising speed: our jitted JAX loop vs diffusers' pipeline, same run, same inputs.
+
+    python benchmarks/generate.py --model pixart                 # PixArt-XL-2 1024px, 20 steps, CFG, bf16, GPU
+    python benchmarks/generate.py --model pixart --preset tiny   # CPU check of the harness
+
+Both sides get the same prompt embeddings, the same noise and the same scheduler config, and stop at
+the final latents (text encoding and VAE decoding run once per prompt in PyTorch on both sides, so they
+are left out). Reports seconds per batch, images/s and the ratio; writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from benchmarks import timing
+from benchmarks.forward import pixart_case
+from dit_jax import sampling, schedulers
+from ports import common, loading
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", choices=("pixart",), default="pixart")
+  parser.add_argument("--preset", choices=("full", "tiny"), default="full")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--batch", type=int, default=1, help="prompts per batch (CFG doubles it)")
+  parser.add_argument("--guidance", type=float, default=4.5)
+  parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+  parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+
+  from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
+  cuda = torch.cuda.is_available()
+  device = "cuda" if cuda else "cpu"
+  torch_dtype, jax_dtype = getattr(torch, args.dtype), jnp.dtype(args.dtype)
+  case = pixart_case(args.preset, args.batch, torch_dtype, device)
+  model = case.torch_model
+  scheduler = DPMSolverMultistepScheduler()
+  pipe = PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=model,
+                             scheduler=scheduler)
+  caption, mask = case.flax_args[2], case.flax_args[3]
+  uncond = np.random.default_rng(5).standard_normal(caption.shape).astype(np.float32)
+  size = model.config.sample_size
+  noise = np.random.default_rng(6).standard_normal((args.batch, 4, size, size)).astype(np.float32)
+  to = lambda a, dt=torch_dtype: torch.from_numpy(a).to(device=device, dtype=dt)
+  sync = (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out)
+
+  def run_diffusers():
+    return pipe(prompt_embeds=to(caption), prompt_attention_mask=to(mask, torch.long),
+                negative_prompt_embeds=to(uncond), negative_prompt_attention_mask=to(mask, torch.long),
+                latents=to(noise), num_inference_steps=args.steps, guidance_scale=args.guidance,
+                height=size * 8, width=size * 8, output_type="latent", use_resolution_binning=False,
+                return_dict=False)[0]
+
+  pipe.set_progress_bar_config(disable=True)
+  with torch.inference_mode():
+    reference = np.transpose(run_diffusers().float().cpu().numpy(), (0, 2, 3, 1))
+    result = {"diffusers": timing.time_call(run_diffusers, sync, warmup=1, iters=args.iters)}
+
+  state = {k: common.torch_to_numpy(v) for k, v in model.state_dict().items()}
+  config = dict(model.config)
+  del pipe, model, case
+  if cuda:
+    torch.cuda.empty_cache()
+  module, params = loading.from_state_dict(loading.family("pixart"), config, state, dtype=jax_dtype)
+  jax_scheduler = schedulers.from_diffusers(dict(scheduler.config), args.steps)
+  predict = sampling.pixart_predict(module, args.guidance)
+  cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask,
+          "resolution": np.full((args.batch, 2), size * 8.0, np.float32),
+          "aspect_ratio": np.ones((args.batch, 1), np.float32)}
+  cond = jax.tree_util.tree_map(jnp.asarray, cond)
+  loop = jax.jit(lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c))
+  x0 = jnp.asarray(np.transpose(noise, (0, 2, 3, 1)))
+  compiled = loop.lower(params, x0, cond).compile()
+  result["flax"] = timing.time_call(lambda: compiled(params, x0, cond), jax.block_until_ready,
+                                    warmup=1, iters=args.iters)
+  ours = np.asarray(compiled(params, x0, cond), np.float32)
+  err = float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
+
+  rows = []
+  for name in ("diffusers", "flax"):
+    seconds = result[name]["median_ms"] / 1e3
+    result[name]["images_per_s"] = args.batch / seconds
+    rows.append({"impl": name, "s / batch": f"{seconds:.3f}", "images/s": f"{args.batch / seconds:.2f}",
+                 "flax speed-up": f"{result[name]['median_ms'] / result['flax']['median_ms']:.2f}x"})
+  result.update(model=args.model, preset=args.preset, steps=args.steps, batch=args.batch,
+                dtype=args.dtype, device=timing.device_name(), final_latent_rel_error=err)
+  print(f"\n{args.model} ({args.preset}) {args.steps} steps, batch {args.batch} x2 CFG, {args.dtype} on "
+        f"{result['device']}; final latents rel. error vs diffusers {err:.2e}")
+  timing.print_table(rows, ["impl", "s / batch", "images/s", "flax speed-up"])
+  timing.write_result(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                      f"generate_{args.model}_{args.preset}_{'gpu' if cuda else 'cpu'}.json"), result)
+
+
+if __name__ == "__main__":
+  main()

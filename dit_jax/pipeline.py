@@ -1,0 +1,93 @@
+"""A text-to-image pipeline: PyTorch text encoder and VAE around the JAX backbone and sampler.
+
+    pipe = Text2Image("pixart", "/path/to/PixArt-XL-2-1024-MS", num_steps=20)
+    images = pipe(["a dog in the snow"], seeds=[0], height=1024, width=1024)   # uint8 NHWC
+
+Loads from a diffusers pipeline folder: transformer/ (converted on the fly, or a Flax checkpoint
+given as `transformer=`), scheduler/, tokenizer/ + text_encoder/ (and _2 for FLUX), vae/ (none for
+pixel-space models such as the Shapes model).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dit_jax import latents as latent_codecs
+from dit_jax import sampling, schedulers
+from dit_jax.text import PromptEncoder, check_components
+from ports import loading
+
+
+def read_scheduler_config(folder: str) -> dict:
+  path = os.path.join(folder, "scheduler", "scheduler_config.json")
+  if not os.path.isfile(path):
+    check_components(folder, ["scheduler"])
+    raise FileNotFoundError(f"{path} is missing: the scheduler folder needs scheduler_config.json")
+  with open(path) as f:
+    return json.load(f)
+
+
+class Text2Image:
+
+  def __init__(self, family: str, folder: str, num_steps: int = 20, guidance_scale: float = 4.5,
+               dtype=jnp.float32, transformer: str | None = None, cache_dir: str | None = None,
+               negative_prompt: str = "", device: str = "cpu", max_sequence_length: int | None = None):
+    self.family, self.folder = family, folder
+    self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
+    self.module, self.params = loading.load(transformer or folder, family, dtype)
+    self.encoder = PromptEncoder(family, folder, cache_dir=cache_dir, device=device,
+                                 max_sequence_length=max_sequence_length)
+    self.scheduler_config = read_scheduler_config(folder)
+    self.num_steps = num_steps
+    has_vae = os.path.isdir(os.path.join(folder, "vae"))
+    self.codec = latent_codecs.TorchVAE(folder, device) if has_vae else latent_codecs.PixelSpace()
+    self._predict = sampling.PREDICTORS[family](self.module, guidance_scale)
+    self._loops = {}   # latent shape -> compiled denoising loop (the schedule is baked in)
+
+  def conditioning(self, prompts: Sequence[str], height: int, width: int) -> dict:
+    """Text states (and micro-conditions) for a batch of prompts, from the prompt cache."""
+    cond = dict(self.encoder(list(prompts)))
+    if self.guidance_scale > 1.0:
+      uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
+      cond.update(uncond_caption=uncond["caption"], uncond_caption_mask=uncond.get("caption_mask"))
+    cfg = self.module.config
+    if getattr(cfg, "additional_conditions", False):
+      cond["resolution"] = np.tile(np.array([[height, width]], np.float32), (len(prompts), 1))
+      cond["aspect_ratio"] = np.full((len(prompts), 1), height / width, np.float32)
+    return {k: v for k, v in cond.items() if v is not None}
+
+  def scheduler(self, latent_shape: tuple[int, ...]):
+    """The schedule for this latent size (FLUX shifts its schedule with the image token count)."""
+    kwargs = sampling.schedule_kwargs(self.family, self.scheduler_config, self.num_steps, latent_shape)
+    return schedulers.from_diffusers(self.scheduler_config, self.num_steps, **kwargs)
+
+  def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+    down = self.codec.downsample
+    if height % down or width % down:
+      raise ValueError(f"height and width must be multiples of {down}, got {height}x{width}")
+    return height // down, width // down, self.module.config.in_channels
+
+  def denoise(self, noise, cond):
+    shape = tuple(noise.shape[1:])
+    if shape not in self._loops:
+      scheduler = self.scheduler(shape)
+      self._loops[shape] = jax.jit(
+          lambda params, noise, cond: sampling.denoise(self._predict, scheduler, params, noise, cond))
+    return self._loops[shape](self.params, noise, cond)
+
+  def latents(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int,
+              noise: np.ndarray | None = None) -> np.ndarray:
+    if len(seeds) != len(prompts):
+      raise ValueError(f"one seed per prompt: got {len(prompts)} prompts and {len(seeds)} seeds")
+    if noise is None:
+      noise = sampling.noise_for_seeds(seeds, self.latent_shape(height, width))
+    cond = jax.tree_util.tree_map(jnp.asarray, self.conditioning(prompts, height, width))
+    return np.asarray(self.denoise(jnp.asarray(noise), cond), np.float32)
+
+  def __call__(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int):
+    return latent_codecs.to_uint8(self.codec.decode(self.latents(prompts, seeds, height, width)))
