@@ -40,14 +40,15 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 def from_diffusers(config: dict, num_inference_steps: int, **set_timesteps_kwargs) -> Scheduler:
-  """The scheduler diffusers would build from `config` after set_timesteps(num_inference_steps, ...)."""
+  """The scheduler diffusers builds from `config`, after set_timesteps(num_inference_steps, ...)."""
   name = config.get("_class_name")
   if name not in _BUILDERS:
     raise ValueError(f"_class_name={name!r} is not supported; supported: {sorted(_BUILDERS)}")
   return _BUILDERS[name](config, num_inference_steps, **set_timesteps_kwargs)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hash by identity, so jit can close over it
+# eq=False: hashed by identity (its fields are arrays), so jit can take a bound `step`.
+@dataclasses.dataclass(frozen=True, eq=False)
 class Scheduler:
   """A fixed schedule and a pure step; subclasses define `_update` on float32 arrays."""
   timesteps: np.ndarray
@@ -108,7 +109,7 @@ _BETA_SUPPORTED = dict(beta_schedule=BETA_SCHEDULES, rescale_betas_zero_snr=(Fal
 
 
 def alphas_cumprod(cfg: dict) -> np.ndarray:
-  """float32 cumulative products of (1 - beta) over the training timesteps, as diffusers builds them."""
+  """float32 products of (1 - beta) over the training timesteps, as diffusers builds them."""
   n = cfg["num_train_timesteps"]
   if cfg["trained_betas"] is not None:
     betas = np.asarray(cfg["trained_betas"], np.float32)

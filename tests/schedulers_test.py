@@ -49,6 +49,7 @@ CASES = [
                                   final_sigmas_type="sigma_min"), lambda n: {}),
     # Clipped at lambda -4.6: timesteps start at 952, not 999.
     ("dpm_lambda_clipped", dict(PIXART_DPM, lambda_min_clipped=-4.6), lambda n: {}),
+    ("dpm_sample_prediction", dict(PIXART_DPM, prediction_type="sample"), lambda n: {}),
     ("dpm_order1_euler_final", dict(PIXART_DPM, solver_order=1, euler_at_final=True),
      lambda n: {}),
     ("flux_dev", FLUX_DEV, lambda n: {"sigmas": flux_sigmas(n), "mu": 1.15}),
@@ -59,6 +60,7 @@ CASES = [
     ("ddim_eps", DDIM_EPS, lambda n: {}),
     ("ddim_v_clip", dict(DDIM_EPS, prediction_type="v_prediction", clip_sample=True,
                          set_alpha_to_one=True, timestep_spacing="trailing"), lambda n: {}),
+    ("ddim_sample_prediction", dict(DDIM_EPS, prediction_type="sample"), lambda n: {}),
     ("ddim_linspace", dict(DDIM_EPS, timestep_spacing="linspace", beta_schedule="linear",
                            beta_start=0.0001, beta_end=0.02), lambda n: {}),
 ]
