@@ -3,6 +3,9 @@
     python benchmarks/forward.py --model pixart                 # full PixArt-XL-2 1024px, bf16, GPU
     python benchmarks/forward.py --model pixart --preset tiny   # seconds on a CPU: checks the harness
 
+Models (full presets, DESIGN.md section 4): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
+1024px, batch 2), flux (FLUX.1-dev 1024px: 4096 image + 512 text tokens, guidance embeds, batch 1).
+
 The Flax weights are converted from the diffusers model being timed (through ports/), the inputs
 are the same arrays, and the two outputs are compared. Writes JSON and prints a table with each
 implementation's time, model TFLOP/s (FLOPs from XLA's cost analysis of the Flax forward) and the
@@ -38,6 +41,27 @@ class Case:
   to_flax_output: callable = lambda out: out   # torch output -> layout of the Flax output
 
 
+def new_model(cls, config: dict, dtype, device) -> torch.nn.Module:
+  """A seeded random diffusers model, built directly in `dtype` on `device`: FLUX-size models do not
+  fit in memory twice (float32 first, then cast)."""
+  torch.manual_seed(0)
+  default = torch.get_default_dtype()
+  torch.set_default_dtype(dtype)
+  try:
+    with torch.device(device):
+      return cls(**config).to(device=device, dtype=dtype).eval()
+  finally:
+    torch.set_default_dtype(default)
+
+
+def nhwc(t: torch.Tensor) -> np.ndarray:
+  return np.transpose(t.float().cpu().numpy(), (0, 2, 3, 1))
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+  return t.float().cpu().numpy()
+
+
 def pixart_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import PixArtTransformer2DModel
   if preset == "full":   # PixArt-XL-2-1024-MS
@@ -47,13 +71,13 @@ def pixart_case(preset: str, batch: int, dtype, device) -> Case:
                   norm_elementwise_affine=False, num_embeds_ada_norm=1000)
     seq = 120
   else:
+    # No micro-conditions: PixArtAlphaPipeline passes them only at sample_size 128 (generate.py).
     config = dict(num_layers=4, num_attention_heads=4, attention_head_dim=24, cross_attention_dim=96,
                   caption_channels=64, sample_size=32, in_channels=4, out_channels=8,
-                  use_additional_conditions=True, norm_type="ada_norm_single",
+                  use_additional_conditions=False, norm_type="ada_norm_single",
                   norm_elementwise_affine=False, num_embeds_ada_norm=1000)
     seq = 16
-  torch.manual_seed(0)
-  model = PixArtTransformer2DModel(**config).to(device=device, dtype=dtype).eval()
+  model = new_model(PixArtTransformer2DModel, config, dtype, device)
   size = config["sample_size"]
   gen = torch.Generator().manual_seed(1)
   latents = torch.randn(batch, 4, size, size, generator=gen)
@@ -66,13 +90,67 @@ def pixart_case(preset: str, batch: int, dtype, device) -> Case:
   kwargs = dict(hidden_states=to(latents), encoder_hidden_states=to(caption), timestep=timestep.to(device),
                 encoder_attention_mask=mask.to(device),
                 added_cond_kwargs={"resolution": to(resolution), "aspect_ratio": to(aspect)})
-  nhwc = lambda t: np.transpose(t.float().cpu().numpy(), (0, 2, 3, 1))
   flax_args = (nhwc(latents), timestep.numpy(), caption.numpy(), mask.numpy(), resolution.numpy(),
                aspect.numpy())
   return Case("pixart", model, kwargs, flax_args, nhwc)
 
 
-CASES = {"pixart": pixart_case}
+def sana_case(preset: str, batch: int, dtype, device) -> Case:
+  from diffusers import SanaTransformer2DModel
+  if preset == "full":   # Sana_1600M_1024px: 32x32 latents of 32 channels, 300 Gemma-2 tokens
+    config = dict(in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32,
+                  num_layers=20, num_cross_attention_heads=20, cross_attention_head_dim=112,
+                  cross_attention_dim=2240, caption_channels=2304, mlp_ratio=2.5, sample_size=32,
+                  patch_size=1, norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=False)
+    seq = 300
+  else:
+    config = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+                  num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                  cross_attention_dim=16, caption_channels=12, mlp_ratio=2.5, sample_size=8,
+                  patch_size=1)
+    seq = 16
+  model = new_model(SanaTransformer2DModel, config, dtype, device)
+  size, channels = config["sample_size"], config["in_channels"]
+  gen = torch.Generator().manual_seed(1)
+  latents = torch.randn(batch, channels, size, size, generator=gen)
+  caption = torch.randn(batch, seq, config["caption_channels"], generator=gen)
+  mask = torch.ones(batch, seq)
+  timestep = torch.full((batch,), 500.0)
+  to = lambda t: t.to(device=device, dtype=dtype)
+  kwargs = dict(hidden_states=to(latents), encoder_hidden_states=to(caption), timestep=timestep.to(device),
+                encoder_attention_mask=mask.to(device))
+  return Case("sana", model, kwargs, (nhwc(latents), timestep.numpy(), caption.numpy(), mask.numpy()),
+              nhwc)
+
+
+def flux_case(preset: str, batch: int, dtype, device) -> Case:
+  from diffusers import FluxTransformer2DModel
+  from dit_jax.sampling import latent_image_ids
+  if preset == "full":   # FLUX.1-dev 1024px: 64x64 packed latent tokens, 512 T5 tokens
+    config = dict(guidance_embeds=True)   # the rest: diffusers' defaults are FLUX.1's
+    grid, seq, in_channels, text_dim, pooled_dim = 64, 512, 64, 4096, 768
+  else:
+    config = dict(num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                  joint_attention_dim=32, pooled_projection_dim=16, in_channels=16,
+                  axes_dims_rope=(4, 6, 6), guidance_embeds=True)
+    grid, seq, in_channels, text_dim, pooled_dim = 8, 16, 16, 32, 16
+  model = new_model(FluxTransformer2DModel, config, dtype, device)
+  gen = torch.Generator().manual_seed(1)
+  latents = torch.randn(batch, grid * grid, in_channels, generator=gen)
+  caption = torch.randn(batch, seq, text_dim, generator=gen)
+  pooled = torch.randn(batch, pooled_dim, generator=gen)
+  timestep = torch.full((batch,), 0.5)
+  guidance = torch.full((batch,), 3.5)
+  img_ids, txt_ids = torch.from_numpy(latent_image_ids(grid, grid)), torch.zeros(seq, 3)
+  to = lambda t: t.to(device=device, dtype=dtype)
+  kwargs = dict(hidden_states=to(latents), encoder_hidden_states=to(caption), pooled_projections=to(pooled),
+                timestep=to(timestep), guidance=guidance.to(device), img_ids=img_ids.to(device),
+                txt_ids=txt_ids.to(device))
+  flax_args = tuple(t.numpy() for t in (latents, caption, pooled, timestep, img_ids, txt_ids, guidance))
+  return Case("flux", model, kwargs, flax_args, to_numpy)
+
+
+CASES = {"pixart": pixart_case, "sana": sana_case, "flux": flux_case}
 
 
 def torch_output(model, kwargs):

@@ -1,6 +1,7 @@
 """End-to-end denoising speed: our jitted JAX loop vs diffusers' pipeline, same run, same inputs.
 
     python benchmarks/generate.py --model pixart                 # PixArt-XL-2 1024px, 20 steps, CFG, bf16, GPU
+    python benchmarks/generate.py --model sana                   # SANA-1600M 1024px, flow DPM-Solver++
     python benchmarks/generate.py --model pixart --preset tiny   # CPU check of the harness
 
 Both sides get the same prompt embeddings, the same noise and the same scheduler config, and stop at
@@ -22,14 +23,22 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from benchmarks.forward import pixart_case
+from benchmarks.forward import pixart_case, sana_case
 from dit_jax import sampling, schedulers
 from ports import common, loading
+
+# SANA's published scheduler: DPM-Solver++ on rectified-flow sigmas, shifted.
+SANA_SCHEDULER = dict(algorithm_type="dpmsolver++", solver_order=2, prediction_type="flow_prediction",
+                      use_flow_sigmas=True, flow_shift=3.0, final_sigmas_type="zero")
+
+# model -> (case builder, diffusers pipeline class, DPMSolverMultistepScheduler config, VAE downsampling)
+MODELS = {"pixart": (pixart_case, "PixArtAlphaPipeline", {}, 8),
+          "sana": (sana_case, "SanaPipeline", SANA_SCHEDULER, 32)}
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", choices=("pixart",), default="pixart")
+  parser.add_argument("--model", choices=sorted(MODELS), default="pixart")
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--batch", type=int, default=1, help="prompts per batch (CFG doubles it)")
@@ -39,28 +48,29 @@ def main(argv=None):
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
 
-  from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
+  import diffusers
   cuda = torch.cuda.is_available()
   device = "cuda" if cuda else "cpu"
   torch_dtype, jax_dtype = getattr(torch, args.dtype), jnp.dtype(args.dtype)
-  case = pixart_case(args.preset, args.batch, torch_dtype, device)
+  make_case, pipeline_class, scheduler_config, downsample = MODELS[args.model]
+  case = make_case(args.preset, args.batch, torch_dtype, device)
   model = case.torch_model
-  scheduler = DPMSolverMultistepScheduler()
-  pipe = PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=model,
-                             scheduler=scheduler)
+  scheduler = diffusers.DPMSolverMultistepScheduler(**scheduler_config)
+  pipe = getattr(diffusers, pipeline_class)(tokenizer=None, text_encoder=None, vae=None, transformer=model,
+                                            scheduler=scheduler)
   caption, mask = case.flax_args[2], case.flax_args[3]
   uncond = np.random.default_rng(5).standard_normal(caption.shape).astype(np.float32)
-  size = model.config.sample_size
-  noise = np.random.default_rng(6).standard_normal((args.batch, 4, size, size)).astype(np.float32)
+  size, channels = model.config.sample_size, model.config.in_channels
+  noise = np.random.default_rng(6).standard_normal((args.batch, channels, size, size)).astype(np.float32)
   to = lambda a, dt=torch_dtype: torch.from_numpy(a).to(device=device, dtype=dt)
   sync = (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out)
 
   def run_diffusers():
-    return pipe(prompt_embeds=to(caption), prompt_attention_mask=to(mask, torch.long),
+    return pipe(prompt_embeds=to(caption), prompt_attention_mask=to(mask, torch.long), negative_prompt=None,
                 negative_prompt_embeds=to(uncond), negative_prompt_attention_mask=to(mask, torch.long),
                 latents=to(noise), num_inference_steps=args.steps, guidance_scale=args.guidance,
-                height=size * 8, width=size * 8, output_type="latent", use_resolution_binning=False,
-                return_dict=False)[0]
+                height=size * downsample, width=size * downsample, output_type="latent",
+                use_resolution_binning=False, return_dict=False)[0]
 
   pipe.set_progress_bar_config(disable=True)
   with torch.inference_mode():
@@ -72,12 +82,14 @@ def main(argv=None):
   del pipe, model, case
   if cuda:
     torch.cuda.empty_cache()
-  module, params = loading.from_state_dict(loading.family("pixart"), config, state, dtype=jax_dtype)
-  jax_scheduler = schedulers.from_diffusers(dict(scheduler.config), args.steps)
-  predict = sampling.pixart_predict(module, args.guidance)
-  cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask,
-          "resolution": np.full((args.batch, 2), size * 8.0, np.float32),
-          "aspect_ratio": np.ones((args.batch, 1), np.float32)}
+  module, params = loading.from_state_dict(loading.family(args.model), config, state, dtype=jax_dtype)
+  jax_scheduler = schedulers.from_diffusers(
+      {**scheduler.config, "_class_name": type(scheduler).__name__}, args.steps)
+  predict = sampling.PREDICTORS[args.model](module, args.guidance)
+  cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask}
+  if getattr(module.config, "additional_conditions", False):
+    cond.update(resolution=np.full((args.batch, 2), size * downsample * 1.0, np.float32),
+                aspect_ratio=np.ones((args.batch, 1), np.float32))
   cond = jax.tree_util.tree_map(jnp.asarray, cond)
   loop = jax.jit(lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c))
   x0 = jnp.asarray(np.transpose(noise, (0, 2, 3, 1)))

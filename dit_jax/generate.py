@@ -1,10 +1,10 @@
 """Text-to-image generation, writing PNGs.
 
     python -m dit_jax.generate --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-1024-MS \
-        --config.prompt="a dog in the snow" --config.seeds=0,1,2
+        --config.prompt="a dog in the snow" --config.seeds="(0, 1, 2)"
 
 Prompts come from --config.prompt (one) or --config.prompts_file (one a line); every prompt is drawn
-once per seed. Images land in --config.out_dir as <prompt index>_<seed>.png, with prompts.json.
+once per seed. Images land in --config.generate_dir as <prompt index>_<seed>.png, with prompts.json.
 """
 from __future__ import annotations
 
@@ -33,31 +33,27 @@ def read_prompts(config) -> list[str]:
   return prompts
 
 
-def parse_seeds(seeds) -> list[int]:
-  if isinstance(seeds, int):
-    return [seeds]
-  return [int(s) for s in str(seeds).split(",") if s.strip()]
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
-  sample = config.sample
   if not config.checkpoint:
     entry.load_backbone(config)   # raises the "where to get weights" message
-  pipe = Text2Image(config.model, config.checkpoint, num_steps=sample.num_steps,
-                    guidance_scale=sample.guidance_scale, dtype=entry.DTYPES[config.dtype],
-                    transformer=sample.get("transformer") or None, cache_dir=sample.cache_dir)
-  jobs = [(i, p, s) for i, p in enumerate(read_prompts(config)) for s in parse_seeds(sample.seeds)]
-  os.makedirs(sample.out_dir, exist_ok=True)
-  with open(os.path.join(sample.out_dir, "prompts.json"), "w") as f:
-    json.dump(read_prompts(config), f, indent=1)
-  for start in tqdm(range(0, len(jobs), sample.batch_size), desc="generating", unit="batch"):
-    batch = jobs[start:start + sample.batch_size]
-    images = pipe([p for _, p, _ in batch], [s for _, _, s in batch], sample.height, sample.width)
+  pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
+                    guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
+                    transformer=config.transformer or None, cache_dir=config.cache_dir,
+                    max_sequence_length=config.max_sequence_length or None)
+  prompts = read_prompts(config)
+  jobs = [(i, p, s) for i, p in enumerate(prompts) for s in config.seeds]
+  out = config.generate_dir
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "prompts.json"), "w") as f:
+    json.dump(prompts, f, indent=1)
+  for start in tqdm(range(0, len(jobs), config.batch_size), desc="generating", unit="batch"):
+    batch = jobs[start:start + config.batch_size]
+    images = pipe([p for _, p, _ in batch], [s for _, _, s in batch], config.height, config.width)
     for (i, _, seed), image in zip(batch, images):
-      Image.fromarray(image).save(os.path.join(sample.out_dir, f"{i:04d}_{seed}.png"))
-  print(f"wrote {len(jobs)} images to {sample.out_dir}")
+      Image.fromarray(image).save(os.path.join(out, f"{i:04d}_{seed}.png"))
+  print(f"wrote {len(jobs)} images to {out}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@
 Loads from a diffusers pipeline folder: transformer/ (converted on the fly, or a Flax checkpoint
 given as `transformer=`), scheduler/, tokenizer/ + text_encoder/ (and _2 for FLUX), vae/ (none for
 pixel-space models such as the Shapes model).
+
+Latents are NHWC in the sampler for every family (FLUX's predictor packs them into 2x2 patch
+tokens per call). `conditioning` + `denoise` is the lower-level path: add an intervention
+("text_swap": TextSwap for PixArt/SANA, TextStreamSwap for FLUX) or concept weights ("concept",
+then denoise also returns the scores of every step) to the cond dict.
 """
 from __future__ import annotations
 
@@ -19,8 +24,11 @@ import numpy as np
 
 from dit_jax import latents as latent_codecs
 from dit_jax import sampling, schedulers
-from dit_jax.text import PromptEncoder, check_components
+from dit_jax.text import PIPELINES, PromptEncoder, check_components, pipeline_default
 from ports import loading
+
+# Families whose pipelines run classifier-free guidance with a negative prompt (FLUX.1 is distilled).
+CFG_FAMILIES = ("pixart", "sana")
 
 
 def read_scheduler_config(folder: str) -> dict:
@@ -34,10 +42,15 @@ def read_scheduler_config(folder: str) -> dict:
 
 class Text2Image:
 
-  def __init__(self, family: str, folder: str, num_steps: int = 20, guidance_scale: float = 4.5,
-               dtype=jnp.float32, transformer: str | None = None, cache_dir: str | None = None,
-               negative_prompt: str = "", device: str = "cpu", max_sequence_length: int | None = None):
+  def __init__(self, family: str, folder: str, num_steps: int = 20,
+               guidance_scale: float | None = None, dtype=jnp.float32, transformer: str | None = None,
+               cache_dir: str | None = None, negative_prompt: str = "", device: str = "cpu",
+               max_sequence_length: int | None = None):
+    """guidance_scale: CFG scale (PixArt, SANA) or FLUX.1-dev's distilled guidance (schnell ignores
+    it); None takes the diffusers pipeline's default (4.5, 4.5, 3.5)."""
     self.family, self.folder = family, folder
+    if guidance_scale is None:
+      guidance_scale = pipeline_default(PIPELINES[family][0], "guidance_scale")
     self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
     self.module, self.params = loading.load(transformer or folder, family, dtype)
     self.encoder = PromptEncoder(family, folder, cache_dir=cache_dir, device=device,
@@ -52,7 +65,7 @@ class Text2Image:
   def conditioning(self, prompts: Sequence[str], height: int, width: int) -> dict:
     """Text states (and micro-conditions) for a batch of prompts, from the prompt cache."""
     cond = dict(self.encoder(list(prompts)))
-    if self.guidance_scale > 1.0:
+    if self.family in CFG_FAMILIES and self.guidance_scale > 1.0:
       uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
       cond.update(uncond_caption=uncond["caption"], uncond_caption_mask=uncond.get("caption_mask"))
     cfg = self.module.config
@@ -67,18 +80,30 @@ class Text2Image:
     return schedulers.from_diffusers(self.scheduler_config, self.num_steps, **kwargs)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-    down = self.codec.downsample
-    if height % down or width % down:
-      raise ValueError(f"height and width must be multiples of {down}, got {height}x{width}")
-    return height // down, width // down, self.module.config.in_channels
+    """NHWC latent shape of one image. FLUX's in_channels count packed 2x2 patches of latents."""
+    patch, down = (2 if self.family == "flux" else 1), self.codec.downsample
+    if height % (down * patch) or width % (down * patch):
+      raise ValueError(f"height and width must be multiples of {down * patch}, got {height}x{width}")
+    return height // down, width // down, self.module.config.in_channels // patch ** 2
+
+  def loop(self, latent_shape: tuple[int, ...]):
+    """The (un-jitted) denoising loop for this latent size: fn(params, noise, cond) -> latents.
+
+    Callers compose it (jax.vmap over interventions, sharding) before jitting.
+    """
+    scheduler = self.scheduler(latent_shape)
+    return lambda params, noise, cond: sampling.denoise(self._predict, scheduler, params, noise, cond)
 
   def denoise(self, noise, cond):
+    """Final latents (and per-step scores when cond has a concept mask), compiled once per size."""
     shape = tuple(noise.shape[1:])
     if shape not in self._loops:
-      scheduler = self.scheduler(shape)
-      self._loops[shape] = jax.jit(
-          lambda params, noise, cond: sampling.denoise(self._predict, scheduler, params, noise, cond))
+      self._loops[shape] = jax.jit(self.loop(shape))
     return self._loops[shape](self.params, noise, cond)
+
+  def decode(self, latents) -> np.ndarray:
+    """uint8 NHWC images from final latents."""
+    return latent_codecs.to_uint8(self.codec.decode(np.asarray(latents, np.float32)))
 
   def latents(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int,
               noise: np.ndarray | None = None) -> np.ndarray:
@@ -90,4 +115,4 @@ class Text2Image:
     return np.asarray(self.denoise(jnp.asarray(noise), cond), np.float32)
 
   def __call__(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int):
-    return latent_codecs.to_uint8(self.codec.decode(self.latents(prompts, seeds, height, width)))
+    return self.decode(self.latents(prompts, seeds, height, width))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dit_jax.interventions import TextSwap
 
@@ -102,10 +103,77 @@ def cross_attention_predict(module, guidance_scale: float) -> Predict:
   return classifier_free_guidance(model_call, guidance_scale)
 
 
-PREDICTORS = {"pixart": cross_attention_predict, "sana": cross_attention_predict}
+def pack_latents(x: jax.Array) -> jax.Array:
+  """NHWC (B, H, W, C) latents -> FLUX's (B, H/2 * W/2, 4C) tokens of 2x2 patches, channel c * 4 +
+  2 * row + column within the patch (diffusers' FluxPipeline._pack_latents)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+  return x.reshape(b, (h // 2) * (w // 2), 4 * c)
+
+
+def unpack_latents(x: jax.Array, height: int, width: int) -> jax.Array:
+  """pack_latents undone: (B, N, 4C) -> NHWC (B, height, width, C), sizes in latent pixels."""
+  b, _, channels = x.shape
+  x = x.reshape(b, height // 2, width // 2, channels // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+  return x.reshape(b, height, width, channels // 4)
+
+
+def latent_image_ids(height: int, width: int) -> np.ndarray:
+  """(height * width, 3) RoPE positions (0, row, column) of a packed grid, as FluxPipeline makes them."""
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  return np.stack([np.zeros_like(rows), rows, cols], axis=-1).reshape(-1, 3).astype(np.float32)
+
+
+def flux_predict(module, guidance_scale: float) -> Predict:
+  """FLUX.1: one model evaluation per step, no CFG (FluxPipeline without true_cfg_scale).
+
+  The sampler's latents stay NHWC (B, H, W, C) like every family's; each call packs them into 2x2
+  patch tokens and unpacks the velocity (the Euler step is elementwise, so this is the same as
+  stepping packed latents), and the image positions come from the static grid. cond holds "caption"
+  (T5 states) and "pooled" (CLIP), optionally a TextStreamSwap ("text_swap") and concept weights over
+  the T5 tokens ("concept"; then it returns (prediction, scores) for every row of the batch).
+  Guidance-distilled models (dev) get guidance_scale as their guidance input; schnell none. The
+  timestep is the scheduler's t / 1000, as FluxPipeline passes it.
+  """
+  cfg = module.config
+
+  def predict(params, x, t, cond):
+    b, h, w, _ = x.shape
+    if h % 2 or w % 2:
+      raise ValueError(f"FLUX packs 2x2 latent patches: latent height and width must be even, got {h}x{w}")
+    caption = cond["caption"]
+    guidance = jnp.full((b,), guidance_scale, jnp.float32) if cfg.guidance_embeds else None
+    out = module.apply(
+        {"params": params}, pack_latents(x), caption, cond["pooled"],
+        jnp.full((b,), t, jnp.float32) / 1000, jnp.asarray(latent_image_ids(h // 2, w // 2)),
+        jnp.zeros((caption.shape[1], 3), jnp.float32), guidance=guidance,
+        text_swap=cond.get("text_swap"), concept=cond.get("concept"))
+    out, scores = out if isinstance(out, tuple) else (out, None)
+    out = unpack_latents(out, h, w)
+    return out if scores is None else (out, scores)
+
+  return predict
+
+
+PREDICTORS = {"pixart": cross_attention_predict, "sana": cross_attention_predict, "flux": flux_predict}
+
+
+def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
+                    base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+  """FLUX's resolution-dependent shift mu: linear in the image token count (FluxPipeline's)."""
+  slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+  return image_seq_len * slope + (base_shift - slope * base_seq_len)
 
 
 def schedule_kwargs(family: str, scheduler_config: dict, num_steps: int, latent_shape) -> dict:
-  """What the family's diffusers pipeline passes to scheduler.set_timesteps besides the step count."""
-  del family, scheduler_config, num_steps, latent_shape
-  return {}
+  """What the family's diffusers pipeline passes to scheduler.set_timesteps besides the step count.
+
+  latent_shape: the sampler's NHWC latent shape without the batch, (H, W, C).
+  """
+  if family != "flux":
+    return {}
+  tokens = (latent_shape[0] // 2) * (latent_shape[1] // 2)
+  get = scheduler_config.get
+  mu = calculate_shift(tokens, get("base_image_seq_len", 256), get("max_image_seq_len", 4096),
+                       get("base_shift", 0.5), get("max_shift", 1.15))
+  return {"sigmas": np.linspace(1.0, 1 / num_steps, num_steps), "mu": mu}

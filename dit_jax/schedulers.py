@@ -125,6 +125,14 @@ def alphas_cumprod(cfg: dict) -> np.ndarray:
   return np.cumprod((1.0 - betas).astype(np.float64)).astype(np.float32)
 
 
+def training_alphas_cumprod(config: dict) -> np.ndarray:
+  """alphas_cumprod of the training noise schedule a diffusers scheduler config describes
+  (diffusers' defaults for absent keys): what a DDPM-trained model's loss draws timesteps from."""
+  defaults = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
+              "beta_schedule": "linear", "trained_betas": None}
+  return alphas_cumprod({k: config.get(k, v) for k, v in defaults.items()})
+
+
 # --------------------------------------------------------------------------------------------
 # DPM-Solver++ (multistep), for PixArt and SANA.
 

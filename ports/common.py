@@ -44,6 +44,8 @@ def torch_to_numpy(tensor) -> np.ndarray:
 def numpy_to_torch(array: np.ndarray):
   import torch
   array = np.ascontiguousarray(array)
+  if not array.flags.writeable:   # torch cannot wrap read-only memory (e.g. a device_get result)
+    array = array.copy()
   if array.dtype == ml_dtypes.bfloat16:
     return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
   return torch.from_numpy(array)

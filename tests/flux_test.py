@@ -15,6 +15,7 @@ from diffusers import FluxTransformer2DModel
 from safetensors.torch import save_file
 
 from dit_jax.interventions import TextStreamSwap
+from dit_jax.sampling import latent_image_ids
 from ports import common, flux, loading
 from tests.testutil import rel_error
 
@@ -36,12 +37,6 @@ def tiny_torch_model(guidance_embeds=True, seed=0, **overrides):
   return model
 
 
-def image_ids(height, width):
-  """(height * width, 3) positions as the FLUX pipeline makes them: (0, row, column)."""
-  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-  return np.stack([np.zeros_like(rows), rows, cols], axis=-1).reshape(-1, 3).astype(np.float32)
-
-
 def random_inputs(model, height=4, width=4, batch=2, text_len=5, seed=1):
   rng = np.random.default_rng(seed)
   cfg = model.config
@@ -50,7 +45,7 @@ def random_inputs(model, height=4, width=4, batch=2, text_len=5, seed=1):
                 encoder_hidden_states=normal(batch, text_len, cfg.joint_attention_dim),
                 pooled_projections=normal(batch, cfg.pooled_projection_dim),
                 timestep=np.array([0.9, 0.25][:batch], np.float32),
-                img_ids=image_ids(height, width), txt_ids=np.zeros((text_len, 3), np.float32))
+                img_ids=latent_image_ids(height, width), txt_ids=np.zeros((text_len, 3), np.float32))
   if cfg.guidance_embeds:
     inputs["guidance"] = np.array([3.5, 1.0][:batch], np.float32)
   return inputs

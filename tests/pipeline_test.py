@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from dit_jax import sampling
 from dit_jax.pipeline import Text2Image
 from tests.pixart_test import REPO, tiny_torch_model
 from tests.testutil import nchw_to_nhwc, rel_error, save_word_tokenizer
@@ -41,22 +42,40 @@ def pixart_folder(tmp_path_factory):
   return folder, pipe
 
 
+def assert_latents_match(family, folder, pipe, steps, guidance, size, to_pipe=lambda x: x,
+                         from_pipe=lambda x: x, images=False, **pipe_kwargs):
+  """Final latents of `pipe` (output_type="latent") and of Text2Image from the same noise; every
+  tiny VAE here downsamples 2x and has 4 latent channels. With `images`, the decoded images too
+  (output_type="np"). Returns our latents, NHWC."""
+  noise = torch.randn(len(PROMPTS), 4, size // 2, size // 2, generator=torch.Generator().manual_seed(0))
+  run = lambda output_type: pipe(
+      PROMPTS, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
+      latents=to_pipe(noise.clone()), output_type=output_type, max_sequence_length=12,
+      **pipe_kwargs).images
+  with torch.no_grad():
+    expected = run("latent")
+  ours = Text2Image(family, str(folder), num_steps=steps, guidance_scale=guidance,
+                    max_sequence_length=12)
+  latents = ours.latents(PROMPTS, seeds=[0, 1], height=size, width=size,
+                         noise=nchw_to_nhwc(noise.numpy()))
+  err = rel_error(latents, nchw_to_nhwc(from_pipe(expected).numpy()))
+  print(f"{family} final latents rel. error vs diffusers: {err:.2e}")
+  assert err < 1e-4, err
+  if images:
+    with torch.no_grad():
+      expected_images = run("np")                            # [0, 1], NHWC
+    decoded = np.clip(ours.codec.decode(latents) / 2 + 0.5, 0, 1)
+    err = rel_error(decoded, expected_images)
+    print(f"{family} decoded images rel. error vs diffusers: {err:.2e}")
+    assert err < 1e-4, err
+  return latents
+
+
 @pytest.mark.parametrize("steps,guidance", [(5, 4.5), (8, 1.0)])
 def test_pixart_pipeline_latents_match_diffusers(pixart_folder, steps, guidance):
   folder, pipe = pixart_folder
-  height = width = 16   # 8x8 latents through a 2x VAE
-  noise = torch.randn(len(PROMPTS), 4, 8, 8, generator=torch.Generator().manual_seed(0))
-  with torch.no_grad():
-    expected = pipe(PROMPTS, num_inference_steps=steps, guidance_scale=guidance, height=height,
-                    width=width, latents=noise.clone(), output_type="latent",
-                    use_resolution_binning=False, clean_caption=False, max_sequence_length=12).images
-  ours = Text2Image("pixart", str(folder), num_steps=steps, guidance_scale=guidance,
-                    max_sequence_length=12)
-  latents = ours.latents(PROMPTS, seeds=[0, 1], height=height, width=width,
-                         noise=nchw_to_nhwc(noise.numpy()))
-  err = rel_error(latents, nchw_to_nhwc(expected.numpy()))
-  print(f"final latents rel. error vs diffusers: {err:.2e}")
-  assert err < 1e-4, err
+  assert_latents_match("pixart", folder, pipe, steps, guidance, size=16,   # 8x8 latents
+                       use_resolution_binning=False, clean_caption=False)
 
 
 def test_prompt_cache_and_concept_positions(pixart_folder, tmp_path):
@@ -99,9 +118,8 @@ def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "dit_jax.generate", "--config", "configs/pixart.py",
        f"--config.checkpoint={folder}", "--config.prompt=a dog in the snow", "--config.dtype=float32",
-       "--config.sample.num_steps=2", "--config.sample.height=16", "--config.sample.width=16",
-       "--config.sample.seeds=0,1", f"--config.sample.out_dir={out}",
-       f"--config.sample.cache_dir={tmp_path / 'cache'}"],
+       "--config.num_steps=2", "--config.height=16", "--config.width=16", "--config.seeds=(0, 1)",
+       f"--config.generate_dir={out}", f"--config.cache_dir={tmp_path / 'cache'}"],
       cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-2000:]
   images = sorted(p.name for p in out.glob("*.png"))
@@ -109,3 +127,151 @@ def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
   pixels = [np.asarray(Image.open(out / name)) for name in images]
   assert pixels[0].shape == (16, 16, 3)
   assert not np.array_equal(pixels[0], pixels[1])   # seeds differ
+
+
+# ---------------------------------------------------------------------------------------------
+# FLUX.1: dev (guidance embeds, resolution-dependent shift) and schnell (neither).
+
+
+def word_tokenizer(folder, max_length):
+  from transformers import AutoTokenizer
+  save_word_tokenizer(folder)
+  tokenizer = AutoTokenizer.from_pretrained(folder)
+  tokenizer.model_max_length = max_length   # CLIP's tokenizer_max_length (FluxPipeline reads it)
+  return tokenizer
+
+
+def tiny_clip(hidden=12):
+  from transformers import CLIPTextConfig, CLIPTextModel
+  torch.manual_seed(5)
+  return CLIPTextModel(CLIPTextConfig(vocab_size=32, hidden_size=hidden, intermediate_size=24,
+                                     num_hidden_layers=2, num_attention_heads=2,
+                                     max_position_embeddings=16, pad_token_id=0, bos_token_id=0,
+                                     eos_token_id=1)).eval()
+
+
+FLUX_SCHEDULERS = {
+    "dev": dict(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
+                base_shift=0.5, max_shift=1.15),
+    "schnell": dict(shift=1.0, use_dynamic_shifting=False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FLUX_SCHEDULERS))
+def flux_folder(request, tmp_path_factory):
+  from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+  from tests import flux_test
+  folder = tmp_path_factory.mktemp(f"flux_{request.param}")
+  vae = tiny_kl_vae()
+  vae.register_to_config(shift_factor=0.1, scaling_factor=0.5)
+  pipe = FluxPipeline(
+      tokenizer=word_tokenizer(folder / "tok", 16), text_encoder=tiny_clip(),
+      tokenizer_2=word_tokenizer(folder / "tok_2", 512), text_encoder_2=tiny_t5(),
+      vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULERS[request.param]),
+      transformer=flux_test.tiny_torch_model(request.param == "dev", in_channels=16))
+  pipe.save_pretrained(folder)
+  return folder, pipe
+
+
+def test_flux_pipeline_latents_match_diffusers(flux_folder):
+  from diffusers import FluxPipeline
+  folder, pipe = flux_folder
+  # diffusers' FLUX latents are packed: 8x8x4 latents as 4x4 tokens of 16 channels.
+  latents = assert_latents_match(
+      "flux", folder, pipe, 4, 3.5, size=16,
+      to_pipe=lambda x: FluxPipeline._pack_latents(x, len(PROMPTS), 4, 8, 8),
+      from_pipe=lambda x: FluxPipeline._unpack_latents(x, 16, 16, pipe.vae_scale_factor), images=True)
+  nchw = torch.from_numpy(np.ascontiguousarray(latents.transpose(0, 3, 1, 2)))
+  np.testing.assert_array_equal(sampling.pack_latents(latents),
+                                FluxPipeline._pack_latents(nchw, len(PROMPTS), 4, 8, 8).numpy())
+
+
+@pytest.mark.slow   # ~14 s: compiles the loop twice
+@pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
+def test_flux_cond_carries_swap_and_concept(flux_folder):
+  from dit_jax.interventions import TextStreamSwap
+  folder, _ = flux_folder
+  ours = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+  prompts = ["a dog in the snow", "a cat in the snow"]   # row 1: the neutral prompt of row 0
+  noise = np.repeat(np.asarray(sampling.noise_for_seeds([0], ours.latent_shape(16, 16))), 2, axis=0)
+  cond = ours.conditioning(prompts, 16, 16)
+  plain = ours.latents(prompts, [0, 0], 16, 16, noise=noise)
+  concept = ours.encoder.concept_mask(prompts, ["dog", "cat"])
+  latents, scores = ours.denoise(noise, dict(cond, concept=concept))
+  assert scores.shape == (2, 2, ours.module.config.num_blocks, 2)   # steps, batch, blocks, [W_O, none]
+  assert np.all(np.asarray(scores) > 0)
+  np.testing.assert_allclose(np.asarray(latents), plain, rtol=0, atol=1e-6)   # scoring changes nothing
+  swap = TextStreamSwap(np.ones(ours.module.config.num_blocks, bool), np.array([1, 1], np.int32))
+  swapped = np.asarray(ours.denoise(noise, dict(cond, text_swap=swap)))
+  np.testing.assert_allclose(swapped[1], plain[1], rtol=0, atol=1e-6)   # the neutral row: untouched
+  assert rel_error(swapped[0], plain[0]) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# SANA: Gemma-2 text encoder behind the complex human instruction, AutoencoderDC, flow DPM-Solver++.
+
+SANA_SCHEDULER = dict(algorithm_type="dpmsolver++", solver_order=2, prediction_type="flow_prediction",
+                      use_flow_sigmas=True, flow_shift=3.0, final_sigmas_type="zero",
+                      lower_order_final=True, timestep_spacing="linspace")
+
+
+def tiny_gemma2(hidden=12):
+  from transformers import Gemma2Config, Gemma2Model
+  torch.manual_seed(6)
+  return Gemma2Model(Gemma2Config(vocab_size=32, hidden_size=hidden, intermediate_size=24,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=8, pad_token_id=0, eos_token_id=1, bos_token_id=2)).eval()
+
+
+def tiny_dc_vae():
+  from diffusers import AutoencoderDC
+  torch.manual_seed(7)
+  two = lambda v: (v, v)
+  return AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=4,
+                       encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
+                       encoder_layers_per_block=two(1), decoder_layers_per_block=two(1),
+                       encoder_qkv_multiscales=two(()), decoder_qkv_multiscales=two(()),
+                       scaling_factor=0.41).eval()
+
+
+@pytest.fixture(scope="module")
+def sana_folder(tmp_path_factory):
+  from diffusers import DPMSolverMultistepScheduler, SanaPipeline
+  from transformers import AutoTokenizer
+  from tests import sana_test
+  folder = tmp_path_factory.mktemp("sana_pipe")
+  save_word_tokenizer(folder / "tok")
+  pipe = SanaPipeline(tokenizer=AutoTokenizer.from_pretrained(folder / "tok"), text_encoder=tiny_gemma2(),
+                      vae=tiny_dc_vae(), transformer=sana_test.diffusers_model({}),
+                      scheduler=DPMSolverMultistepScheduler(**SANA_SCHEDULER))
+  pipe.save_pretrained(folder)
+  return folder, pipe
+
+
+@pytest.mark.parametrize("steps,guidance", [(5, 4.5), (8, 1.0)])
+def test_sana_pipeline_latents_match_diffusers(sana_folder, steps, guidance):
+  folder, pipe = sana_folder
+  # SANA's pipeline wants multiples of 32 pixels: 16x16 latents.
+  assert_latents_match("sana", folder, pipe, steps, guidance, size=32, images=steps == 5,
+                       use_resolution_binning=False)
+
+
+def test_sana_concept_positions_after_instruction(sana_folder):
+  """The concept mask marks the concept's tokens among those the pipeline keeps: the instruction
+  prefix, then the first token and the last max_sequence_length - 1 (select_index)."""
+  from dit_jax.text import PromptEncoder
+  folder, _ = sana_folder
+  encoder = PromptEncoder("sana", str(folder), max_sequence_length=12)
+  fed = []
+  encoder.pipeline.text_encoder.register_forward_pre_hook(lambda m, args: fed.append(args[0]))
+  encoded = encoder(PROMPTS)
+  assert encoded["caption"].shape == (2, 12, 12)
+  kept = fed[0][:, [0] + list(range(-11, 0))].numpy()      # the pipeline's select_index
+  mask = encoder.concept_mask(PROMPTS, ["dog", "van gogh"])
+  vocab = encoder.tokenizer.get_vocab()
+  assert fed[0].shape[1] > 12 + 100                           # the instruction is really there
+  np.testing.assert_array_equal(mask[0], kept[0] == vocab["dog"])
+  np.testing.assert_array_equal(mask[1], np.isin(kept[1], [vocab["van"], vocab["gogh"]]))
+  assert mask[1].sum() == 2
+  # The negative prompt is encoded without the instruction: max_sequence_length tokens, none cut.
+  assert encoder([""], negative=True)["caption"].shape == (1, 12, 12)

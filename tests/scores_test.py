@@ -19,10 +19,15 @@ def reference_scores(attn, hidden, context, key_mask, concept):
     q, k = attn.norm_q(q), attn.norm_k(k)
   q, k, v = split(q), split(k), split(attn.to_v(context))
   logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + ((1 - key_mask) * -10000.0)[:, None, None]
-  probs = logits.softmax(-1)                                                    # over all keys
+  return scores_from_probs(logits.softmax(-1), v, concept, attn.to_out[0].weight)  # over all keys
+
+
+def scores_from_probs(probs, v, concept, out_weight):
+  """(B, 2) scores from attention probabilities (B, heads, queries, keys) and values (B, heads, keys, H)."""
+  b, _, t, _ = probs.shape
   contribution = (probs * concept[:, None, None, :]) @ v                        # sum over j in J
   flat = contribution.transpose(1, 2).reshape(b, t, -1)                         # concat heads
-  projected = flat @ attn.to_out[0].weight.T                                    # W_O, no bias
+  projected = flat @ out_weight.T                                               # W_O, no bias
   return torch.stack([projected.norm(dim=-1).mean(1), flat.norm(dim=-1).mean(1)], dim=-1)
 
 
@@ -83,3 +88,56 @@ def test_sana_scores_match_reference(name, tmp_path):
   assert scores.shape == (2, model.config.num_layers, 2)
   assert rel_error(np.asarray(scores), expected) < 1e-4
   np.testing.assert_array_equal(np.asarray(out), sana_test.run_flax(module, params, inputs))
+
+
+def flux_reference_scores(attn, hidden, context, rope, concept, out_weight):
+  """(B, 2) scores of one diffusers FluxAttention from its inputs: image-token queries, softmax over
+  text and image keys, concept weights zero over the image keys."""
+  from diffusers.models.embeddings import apply_rotary_emb
+  heads = lambda x: x.unflatten(-1, (-1, attn.head_dim))                       # (B, T, N, H)
+  q, k, v = heads(attn.to_q(hidden)), heads(attn.to_k(hidden)), heads(attn.to_v(hidden))
+  q, k = attn.norm_q(q), attn.norm_k(k)
+  if context is not None:                                                       # double block
+    text_q, text_k = attn.norm_added_q(heads(attn.add_q_proj(context))), attn.norm_added_k(
+        heads(attn.add_k_proj(context)))
+    q, k = torch.cat([text_q, q], 1), torch.cat([text_k, k], 1)
+    v = torch.cat([heads(attn.add_v_proj(context)), v], 1)
+  q, k = (apply_rotary_emb(x, rope, sequence_dim=1).transpose(1, 2) for x in (q, k))
+  v = v.transpose(1, 2)                                                         # (B, N, T, H)
+  text_len = concept.shape[1]
+  probs = (q[:, :, text_len:] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+  weights = torch.cat([concept, torch.zeros(concept.shape[0], k.shape[2] - text_len)], 1)
+  return scores_from_probs(probs, v, weights, out_weight)
+
+
+@pytest.mark.parametrize("guidance", [True, False], ids=["dev", "schnell"])
+def test_flux_scores_match_reference(guidance, tmp_path):
+  from tests import flux_test
+  model = flux_test.tiny_torch_model(guidance)
+  model.save_pretrained(tmp_path)
+  inputs = flux_test.random_inputs(model)
+  concept = np.zeros((2, inputs["encoder_hidden_states"].shape[1]), np.float32)
+  concept[:, 1:3] = 1
+  # W_O of each block: the image output projection (double), the attention rows of proj_out (single).
+  inner = model.config.num_attention_heads * model.config.attention_head_dim
+  out_weights = ([b.attn.to_out[0].weight for b in model.transformer_blocks]
+                 + [b.proj_out.weight[:, :inner] for b in model.single_transformer_blocks])
+  captured = []
+  hooks = [block.attn.register_forward_pre_hook(
+      lambda m, args, kw: captured.append((m, kw["hidden_states"], kw.get("encoder_hidden_states"),
+                                           kw["image_rotary_emb"])), with_kwargs=True)
+           for block in list(model.transformer_blocks) + list(model.single_transformer_blocks)]
+  flux_test.torch_forward(model, inputs)
+  for h in hooks:
+    h.remove()
+  with torch.no_grad():
+    expected = torch.stack([flux_reference_scores(*c, torch.from_numpy(concept), w)
+                            for c, w in zip(captured, out_weights)], 1).numpy()
+
+  module, params = loading.load(str(tmp_path), "flux")
+  out, scores = module.apply({"params": params}, **inputs, concept=jnp.asarray(concept))
+  assert scores.shape == (2, model.config.num_layers + model.config.num_single_layers, 2)
+  err = rel_error(np.asarray(scores), expected)
+  print(f"FLUX scores rel. error vs reference: {err:.2e}")
+  assert err < 1e-4, err
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(module.apply({"params": params}, **inputs)))

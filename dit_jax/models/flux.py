@@ -13,10 +13,13 @@ outputs concatenated into one projection. Positions are 3-axis RoPE from txt_ids
 
 The module holds only the network. The text-stream swap of the localization study (DESIGN.md)
 enters as an explicit TextStreamSwap argument, so jax.vmap over block selections is one call.
+Concept scores (DESIGN.md section 2) come out of every double and single block's joint attention,
+with the same formula as PixArt's and SANA's cross-attention (layers.concept_scores).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -73,6 +76,11 @@ class FluxAttention(nn.Module):
   With `context`, the text stream has its own projections (add_*_proj, norm_added_*, to_add_out) and
   attends jointly with the image, text first; returns (image, text) outputs. Without, it returns the
   unprojected heads: single-stream blocks project them together with their MLP.
+
+  With `concept` ((B, S) weights over the S text tokens, which come first), it also returns a
+  function W_O -> (B, 2) concept scores: image-token queries, softmax over all keys (text and
+  image), values of keys outside the concept zeroed (layers.concept_scores). W_O is a parameter of
+  whoever projects the heads (to_out.0 here, the single block's proj_out), hence a function.
   """
   heads: int
   head_dim: int
@@ -86,19 +94,27 @@ class FluxAttention(nn.Module):
     return rms(q_norm)(q), rms(k_norm)(k), v
 
   @nn.compact
-  def __call__(self, x, rope, context=None):
+  def __call__(self, x, rope, context=None, concept=None):
     q, k, v = self.project(x, "to_q", "to_k", "to_v", "norm_q", "norm_k")
     if context is not None:
       text = self.project(context, "add_q_proj", "add_k_proj", "add_v_proj", "norm_added_q",
                           "norm_added_k")
       q, k, v = (jnp.concatenate([t, i], axis=1) for t, i in zip(text, (q, k, v)))
-    out = layers.dot_product_attention(layers.apply_rope(q, rope), layers.apply_rope(k, rope), v)
+    q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
+    out = layers.dot_product_attention(q, k, v)
     out = out.reshape(*out.shape[:2], self.heads * self.head_dim)
+    score = None
+    if concept is not None:
+      text_len = concept.shape[1]
+      weights = jnp.pad(concept, ((0, 0), (0, k.shape[1] - text_len)))   # no image key is the concept
+      score = functools.partial(layers.concept_scores, q[:, text_len:], k, v, None, weights)
     if context is None:
-      return out
+      return out, score
     text_len, dim = context.shape[1], x.shape[-1]
-    return (layers.dense(dim, "to_out.0", self.dtype)(out[:, text_len:]),
-            layers.dense(dim, "to_add_out", self.dtype)(out[:, :text_len]))
+    to_out = layers.dense(dim, "to_out.0", self.dtype)
+    img_out = to_out(out[:, text_len:])
+    txt_out = layers.dense(dim, "to_add_out", self.dtype)(out[:, :text_len])
+    return img_out, txt_out, None if score is None else score(to_out.variables["params"]["kernel"])
 
 
 def gated_mlp_update(x, attn_out, mod, ff_name: str, dtype: Dtype):
@@ -116,13 +132,13 @@ class DoubleStreamBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, img, txt, temb, rope):
+  def __call__(self, img, txt, temb, rope, concept=None):
     img_mod = modulation(temb, 6, "norm1.linear", self.dtype)
     txt_mod = modulation(temb, 6, "norm1_context.linear", self.dtype)
-    img_attn, txt_attn = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(
-        modulate(img, *img_mod[:2], self.dtype), rope, modulate(txt, *txt_mod[:2], self.dtype))
+    img_attn, txt_attn, scores = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(
+        modulate(img, *img_mod[:2], self.dtype), rope, modulate(txt, *txt_mod[:2], self.dtype), concept)
     return (gated_mlp_update(img, img_attn, img_mod, "ff", self.dtype),
-            gated_mlp_update(txt, txt_attn, txt_mod, "ff_context", self.dtype))
+            gated_mlp_update(txt, txt_attn, txt_mod, "ff_context", self.dtype), scores)
 
 
 class SingleStreamBlock(nn.Module):
@@ -133,16 +149,20 @@ class SingleStreamBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, img, txt, temb, rope):
+  def __call__(self, img, txt, temb, rope, concept=None):
     x = jnp.concatenate([txt, img], axis=1)
     dim = x.shape[-1]
     shift, scale, gate = modulation(temb, 3, "norm.linear", self.dtype)
     h = modulate(x, shift, scale, self.dtype)
     mlp = layers.gelu_tanh(layers.dense(self.mlp_ratio * dim, "proj_mlp", self.dtype)(h))
-    attn = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h, rope)
-    x = x + gate * layers.dense(dim, "proj_out", self.dtype)(jnp.concatenate([attn, mlp], axis=-1))
+    attn, score = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h, rope,
+                                                                                     concept=concept)
+    proj_out = layers.dense(dim, "proj_out", self.dtype)
+    x = x + gate * proj_out(jnp.concatenate([attn, mlp], axis=-1))
     text_len = txt.shape[1]
-    return x[:, text_len:], x[:, :text_len]
+    # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP).
+    scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]])
+    return x[:, text_len:], x[:, :text_len], scores
 
 
 class FluxTransformer(nn.Module):
@@ -156,6 +176,10 @@ class FluxTransformer(nn.Module):
     img_ids: (N, 3) and txt_ids: (S, 3) RoPE positions.
     guidance: (B,) or scalar guidance scale, required by guidance-distilled models (dev), else None.
     text_swap: optional TextStreamSwap intervention.
+    concept: optional (B, S) 0/1 weights on a concept's T5 tokens. When given, the call returns
+      (output, scores) with scores (B, num_layers + num_single_layers, 2): each double then single
+      block's joint-attention contribution of those tokens to the image tokens, with and without
+      W_O (layers.concept_scores).
   Returns (B, N, patch_size**2 * out_channels).
   """
   config: FluxConfig
@@ -175,7 +199,7 @@ class FluxTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids,
-               txt_ids, guidance=None, text_swap: TextStreamSwap | None = None):
+               txt_ids, guidance=None, text_swap: TextStreamSwap | None = None, concept=None):
     cfg, dtype = self.config, self.dtype
     if cfg.guidance_embeds != (guidance is not None):
       raise ValueError("this FLUX model " + ("is guidance-distilled: pass guidance (e.g. 3.5)"
@@ -183,6 +207,9 @@ class FluxTransformer(nn.Module):
     if text_swap is not None and text_swap.block_mask.shape[-1] != cfg.num_blocks:
       raise ValueError(f"text_swap.block_mask needs {cfg.num_blocks} entries (double then single "
                        f"blocks), got {text_swap.block_mask.shape[-1]}")
+    if concept is not None and concept.shape[1] != encoder_hidden_states.shape[1]:
+      raise ValueError(f"concept weights cover {concept.shape[1]} tokens, the text has "
+                       f"{encoder_hidden_states.shape[1]}")
 
     img = layers.dense(cfg.inner_dim, "x_embedder", dtype)(hidden_states.astype(dtype))
     txt = layers.dense(cfg.inner_dim, "context_embedder", dtype)(encoder_hidden_states.astype(dtype))
@@ -194,13 +221,16 @@ class FluxTransformer(nn.Module):
     blocks += [SingleStreamBlock(cfg.num_attention_heads, cfg.attention_head_dim, dtype=dtype,
                                  name=f"single_transformer_blocks.{i}")
                for i in range(cfg.num_single_layers)]
+    block_scores = []
     for i, block in enumerate(blocks):
       if text_swap is not None:
         txt = text_swap.text_input(i, txt)
       # A fusion boundary at every block input, with or without a swap, so that compiled runs that
       # select no block give the plain forward bit for bit (XLA would otherwise fuse the select).
-      img, txt = block(img, jax.lax.optimization_barrier(txt), temb, rope)
+      img, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, rope, concept)
+      block_scores.append(scores)
 
     scale, shift = modulation(temb, 2, "norm_out.linear", dtype)  # diffusers' order: scale first
     img = modulate(img, shift, scale, dtype)
-    return layers.dense(cfg.patch_size ** 2 * cfg.output_channels, "proj_out", dtype)(img)
+    out = layers.dense(cfg.patch_size ** 2 * cfg.output_channels, "proj_out", dtype)(img)
+    return out if concept is None else (out, jnp.stack(block_scores, axis=1))

@@ -1,0 +1,45 @@
+"""Defaults every model config shares: sampling (generate.py) and localization (localize.py)."""
+import os
+
+import ml_collections
+
+
+def base_config(model: str, height: int, width: int, num_steps: int, guidance_scale: float):
+  config = ml_collections.ConfigDict()
+  config.model = model
+  config.checkpoint = ""                   # required for real models: the diffusers pipeline folder
+  config.dtype = "bfloat16"
+  config.max_sequence_length = 0           # 0: the pipeline's default
+  config.original_overrides = ml_collections.ConfigDict()   # only for original single-file weights
+
+  # Sampling.
+  config.num_steps = num_steps
+  config.guidance_scale = guidance_scale
+  config.height, config.width = height, width
+  config.seeds = (0, 1)                    # the paper uses one seed; averaging over several is sounder
+  config.seed = 0
+  config.batch_size = 4
+
+  # Knowledge and localization (DESIGN.md section 2).
+  config.knowledge = "builtin"             # "builtin", "shapes", or "lock:/path/to/LocK"
+  config.categories = ()
+  config.concepts = ()
+  config.concepts_per_category = 2
+  config.prompts_per_concept = 8
+  config.score_variant = "with_wo"
+  config.ks = (0.1, 0.3)                   # counts, or fractions of the blocks
+  config.random_draws = 5
+  config.single_blocks = False
+  config.intervention_chunk = 4
+  config.judge = "clip"
+  config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
+  config.presence_target = 0.5
+  config.out_dir = f"runs/localize_{model}"
+
+  # generate.py
+  config.prompt = ""
+  config.prompts_file = ""
+  config.transformer = ""                  # optional Flax checkpoint replacing transformer/
+  config.cache_dir = os.path.expanduser("~/.cache/dit_jax/prompts")
+  config.generate_dir = f"out/generate_{model}"
+  return config

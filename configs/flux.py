@@ -1,0 +1,13 @@
+"""FLUX.1-dev / FLUX.1-schnell (sampling; the localization sweep uses the text-stream swap).
+
+    python -m dit_jax.generate --config configs/flux.py --config.checkpoint=/path/to/FLUX.1-dev \
+        --config.prompt="a dog in the snow"
+
+For schnell: --config.num_steps=4 --config.guidance_scale=0.
+"""
+from configs.common import base_config
+
+
+def get_config():
+  # FluxPipeline's defaults for dev: 28 steps, distilled guidance 3.5, T5 at 512 tokens.
+  return base_config("flux", height=1024, width=1024, num_steps=28, guidance_scale=3.5)

@@ -1,0 +1,334 @@
+"""Judges of knowledge presence: does image i show the concept of pairs[i]?
+
+    judge = make_judge("shapes")                         # the Shapes world's classifier
+    judge = make_judge("clip", folder="/models/clip-vit-base-patch32", candidates=ks.concepts)
+    scores = judge.presence(images, pairs)               # (N,) in [0, 1]; images uint8 (N, H, W, 3)
+    hits = judge.present(images, pairs)                  # scores >= judge.threshold
+    results["judge"] = judge.describe()                  # name, version, threshold, file hashes
+
+Evaluators drift between papers, so every result records describe() (DESIGN.md section 6).
+
+Plugging in another judge (a CSD style similarity, a VLM answering yes/no): subclass Judge,
+implement `_presence(images, pairs)` (and `weight_files()` / `version()` where it has files), and
+register it:
+
+    @register_judge("vlm")
+    class VLMJudge(Judge):
+      def __init__(self, folder, threshold=0.5): ...
+      def _presence(self, images, pairs):   # P("yes") to "Is there {pair.concept} in the image?"
+        ...
+"""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from dit_jax.knowledge import PromptPair
+from dit_jax.shapes import world
+
+JUDGES: dict[str, type["Judge"]] = {}
+
+
+def register_judge(name: str):
+  """Class decorator: make the class available as make_judge(name, ...)."""
+  def register(cls):
+    cls.name = name
+    JUDGES[name] = cls
+    return cls
+  return register
+
+
+def make_judge(name: str, **kwargs) -> "Judge":
+  if name not in JUDGES:
+    raise ValueError(f"unknown judge {name!r}; registered judges are {sorted(JUDGES)} "
+                     "(add one with @register_judge)")
+  return JUDGES[name](**kwargs)
+
+
+def sha256(path: str | pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 24), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def check_images(images) -> np.ndarray:
+  images = np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"judges take uint8 RGB images (N, H, W, 3), as the pipelines return, got "
+                     f"{images.dtype} {images.shape}; convert [-1, 1] floats with "
+                     "dit_jax.latents.to_uint8")
+  return images
+
+
+class Judge:
+  """Base class: presence(images, pairs) -> (N,) score in [0, 1], 1 = concept of pairs[i] seen."""
+  name = "judge"
+
+  def __init__(self, threshold: float = 0.5):
+    self.threshold = float(threshold)
+    self._hashes = None
+
+  def _presence(self, images: np.ndarray, pairs: list[PromptPair]) -> np.ndarray:
+    raise NotImplementedError
+
+  def version(self) -> str:
+    return "1"
+
+  def weight_files(self) -> list[pathlib.Path]:
+    """Files whose content decides the scores; describe() records their sha256."""
+    return []
+
+  def details(self) -> dict:
+    """Further settings that decide the scores (texts, candidates), for describe()."""
+    return {}
+
+  def describe(self) -> dict:
+    # Hashing a CLIP checkpoint takes a second or two: do it once.
+    if getattr(self, "_hashes", None) is None:
+      self._hashes = {p.name: sha256(p) for p in self.weight_files()}
+    cls = type(self)
+    return {"name": self.name, "class": f"{cls.__module__}.{cls.__qualname__}",
+            "version": self.version(), "threshold": self.threshold, "files": dict(self._hashes),
+            **self.details()}
+
+  def presence(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
+    images, pairs = check_images(images), list(pairs)
+    if len(images) != len(pairs):
+      raise ValueError(f"{len(images)} images but {len(pairs)} prompt pairs")
+    scores = np.asarray(self._presence(images, pairs), np.float64)
+    if scores.shape != (len(pairs),) or not np.all((scores >= 0) & (scores <= 1)):
+      raise ValueError(f"judge {self.name!r} returned scores of shape {scores.shape} outside "
+                       "[0, 1]; _presence must give one probability per image")
+    return scores
+
+  def present(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
+    return self.presence(images, pairs) >= self.threshold
+
+
+# ------------------------------------------------------------------ the Shapes world
+@register_judge("shapes")
+class ShapesJudge(Judge):
+  """The Shapes classifier: presence = its head's probability of the concept. With the threshold
+  0.5 a concept judged present is also the head's predicted class."""
+
+  def __init__(self, folder: str | pathlib.Path | None = None, threshold: float = 0.5):
+    from dit_jax.shapes import judge as shapes_judge
+    super().__init__(threshold)
+    self.folder = pathlib.Path(folder or shapes_judge.DEFAULT_DIR)
+    self.model = shapes_judge.load_judge(self.folder)
+
+  def version(self) -> str:
+    return self.model.meta.get("format", "unknown")
+
+  def weight_files(self) -> list[pathlib.Path]:
+    return [self.folder / "params.safetensors", self.folder / "judge.json"]
+
+  def predictions(self, images):
+    """{category: HeadPrediction} for uint8 images."""
+    return self.model(check_images(images).astype(np.float32) / 127.5 - 1.0)
+
+  def _presence(self, images, pairs):
+    heads = self.predictions(images)
+    scores = np.empty(len(pairs))
+    for i, pair in enumerate(pairs):
+      classes = world.JUDGE_CLASSES.get(pair.category, ())
+      if pair.concept not in classes:
+        raise ValueError(f"the Shapes judge has no class {pair.concept!r} for category "
+                         f"{pair.category!r}; its heads are {world.JUDGE_CLASSES}")
+      scores[i] = heads[pair.category].probs[i, classes.index(pair.concept)]
+    return scores
+
+  def category_accuracy(self, images, prompts: Sequence[str | PromptPair]) -> dict[str, float]:
+    """category -> fraction of the images whose head predicts the concept their prompt names,
+    over the prompts that name one: for an intervention on one category, the other categories'
+    accuracy measures what it disturbed. Categories no prompt names are left out."""
+    heads = self.predictions(images)
+    named = [named_concepts(p.prompt if isinstance(p, PromptPair) else p) for p in prompts]
+    if len(named) != len(images):
+      raise ValueError(f"{len(images)} images but {len(named)} prompts")
+    accuracy = {}
+    for category in world.CATEGORIES:
+      rows = [(i, n[category]) for i, n in enumerate(named) if category in n]
+      if rows:
+        predicted = heads[category].names
+        accuracy[category] = float(np.mean([predicted[i] == concept for i, concept in rows]))
+    return accuracy
+
+
+_SUBJECT = re.compile(r"(an?) (?:(\w+) )?(\w+)")
+
+
+def named_concepts(prompt: str) -> dict[str, str]:
+  """category -> concept that a Shapes caption (full or partly neutral) names; the inverse of
+  world.caption: named_concepts(world.caption(scene)) == world.concepts_in(scene)."""
+  def fail(why):
+    return ValueError(f"{prompt!r} is not a Shapes caption ({why}); captions read "
+                      "'{subject} [{position}] in {place}[, {texture} style]'")
+  text, named = prompt, {}
+  if text.endswith(" style"):
+    text, _, texture = text[:-len(" style")].rpartition(", ")
+    if texture not in world.TEXTURES:
+      raise fail(f"unknown texture {texture!r}")
+    named["texture"] = texture
+  place = next((p for p in world.PLACES + (world.NEUTRAL["place"],) if text.endswith(" in " + p)),
+               None)
+  if place is None:
+    raise fail("no place")
+  text = text[:-len(" in " + place)]
+  if place in world.PLACES:
+    named["place"] = place
+  position = next((p for p in world.POSITIONS if text.endswith(" " + p)), None)
+  if position is not None:
+    text, named["position"] = text[:-len(" " + position)], position
+  if text in world.CHARACTERS:
+    named["character"] = text
+  elif text != world.GENERIC_CHARACTER:
+    match = _SUBJECT.fullmatch(text)
+    if match is None:
+      raise fail(f"unknown subject {text!r}")
+    _, colour, noun = match.groups()
+    if colour is not None:
+      if colour not in world.COLOURS:
+        raise fail(f"unknown colour {colour!r}")
+      named["colour"] = colour
+    if noun in world.SHAPES:
+      named["shape"] = noun
+    elif noun != world.NEUTRAL["shape"]:
+      raise fail(f"unknown shape {noun!r}")
+  return named
+
+
+# ------------------------------------------------------------------ CLIP
+CLIP_TEXTS = {"style": "a photo in the style of {}"}   # the paper's texts (DESIGN.md section 2)
+CLIP_DEFAULT_TEXT = "a photo of {}"
+CLIP_EXPECTED = ("config.json", "model.safetensors (or pytorch_model.bin)",
+                 "preprocessor_config.json", "tokenizer.json (or vocab.json + merges.txt)")
+
+
+@register_judge("clip")
+class CLIPJudge(Judge):
+  """CLIP zero-shot: presence = softmax over the category's candidate concepts' texts ("a photo of
+  {k}") of the image's scaled cosine similarity, taken at the right concept, so chance is
+  1/len(candidates). candidates: category -> concepts (e.g. KnowledgeSet.concepts); a category
+  without candidates competes among the concepts that the judged pairs name.
+  """
+
+  def __init__(self, folder: str | pathlib.Path, candidates: dict[str, Sequence[str]] | None = None,
+               threshold: float = 0.5, texts: dict[str, str] | None = None, batch_size: int = 32,
+               device: str = "cpu"):
+    import torch
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    super().__init__(threshold)
+    self.folder, self._files = pathlib.Path(folder), _clip_files(pathlib.Path(folder))
+    self.candidates = {c: tuple(k) for c, k in (candidates or {}).items()}
+    self.texts = {**CLIP_TEXTS, **(texts or {})}
+    self.batch_size, self.device, self._torch = batch_size, device, torch
+    self.model = CLIPModel.from_pretrained(self.folder).eval().to(device)
+    self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+    self.image_processor = CLIPImageProcessor.from_pretrained(self.folder)
+    self._text_cache: dict[str, np.ndarray] = {}
+
+  def version(self) -> str:
+    import transformers
+    return f"transformers {transformers.__version__}"
+
+  def weight_files(self) -> list[pathlib.Path]:
+    return self._files
+
+  def details(self) -> dict:
+    return {"texts": {**self.texts, "default": CLIP_DEFAULT_TEXT},
+            "candidates": {c: list(k) for c, k in self.candidates.items()}}
+
+  def text_for(self, category: str, concept: str) -> str:
+    return self.texts.get(category, CLIP_DEFAULT_TEXT).format(concept)
+
+  def image_features(self, images) -> np.ndarray:
+    """(N, D) unit-norm image embeddings."""
+    images, out = check_images(images), []
+    for start in range(0, len(images), self.batch_size):
+      batch = self.image_processor(images=list(images[start:start + self.batch_size]),
+                                   return_tensors="pt")
+      with self._torch.no_grad():
+        feats = self.model.get_image_features(pixel_values=batch["pixel_values"].to(self.device))
+      out.append(_unit(_pooled(feats)))
+    return np.concatenate(out)
+
+  def text_features(self, texts: Sequence[str]) -> np.ndarray:
+    """(T, D) unit-norm text embeddings (cached per text)."""
+    missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+    max_length = min(self.tokenizer.model_max_length,
+                     self.model.config.text_config.max_position_embeddings)
+    for start in range(0, len(missing), self.batch_size):
+      chunk = missing[start:start + self.batch_size]
+      tokens = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+      with self._torch.no_grad():
+        tokens = {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        feats = self.model.get_text_features(**tokens)
+      self._text_cache.update(zip(chunk, _unit(_pooled(feats))))
+    return np.stack([self._text_cache[t] for t in texts])
+
+  def similarity(self, images, texts: Sequence[str]) -> np.ndarray:
+    """(N, T) raw cosine similarity."""
+    return self.image_features(images) @ self.text_features(texts).T
+
+  def concept_similarity(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
+    """(N,) cosine similarity of image i to its own concept's text: the paper's CLIP score."""
+    if len(images) != len(pairs):
+      raise ValueError(f"{len(images)} images but {len(pairs)} prompt pairs")
+    texts = [self.text_for(p.category, p.concept) for p in pairs]
+    return np.einsum("nd,nd->n", self.image_features(images), self.text_features(texts))
+
+  def _presence(self, images, pairs):
+    feats = self.image_features(images)
+    scale = self.model.logit_scale.exp().item()
+    scores = np.empty(len(pairs))
+    for category in dict.fromkeys(p.category for p in pairs):
+      rows = [i for i, p in enumerate(pairs) if p.category == category]
+      named = tuple(dict.fromkeys(pairs[i].concept for i in rows))
+      options = self.candidates.get(category) or named
+      if len(options) < 2:
+        raise ValueError(f"CLIP presence for {category!r} needs at least two candidate concepts to "
+                         f"compare, got {list(options)}: pass candidates={{category: concepts}}")
+      logits = scale * feats[rows] @ self.text_features([self.text_for(category, k)
+                                                         for k in options]).T
+      probs = np.exp(logits - logits.max(-1, keepdims=True))
+      probs /= probs.sum(-1, keepdims=True)
+      for row, i in enumerate(rows):
+        if pairs[i].concept not in options:
+          raise ValueError(f"{pairs[i].concept!r} is not among the {category!r} candidates "
+                           f"{list(options)}")
+        scores[i] = probs[row, options.index(pairs[i].concept)]
+    return scores
+
+
+def _pooled(feats) -> np.ndarray:
+  # transformers 5 returns a model output whose pooler_output is the projected embedding.
+  feats = getattr(feats, "pooler_output", feats)
+  return feats.float().cpu().numpy()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _clip_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  """The files a CLIP folder must hold (those hashed into describe()), or a FileNotFoundError."""
+  weights = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+  tokenizer = ([folder / "tokenizer.json"] if (folder / "tokenizer.json").is_file()
+               else [folder / "vocab.json", folder / "merges.txt"])
+  files = [folder / "config.json", *weights, folder / "preprocessor_config.json", *tokenizer]
+  missing = [p.name for p in files if not p.is_file()] + ([] if weights else ["model.safetensors"])
+  if missing:
+    raise FileNotFoundError(
+        f"no CLIP model in {folder}: missing {missing}. Expected {', '.join(CLIP_EXPECTED)}: "
+        "a folder written by CLIPModel.save_pretrained + CLIPProcessor.save_pretrained, such as a "
+        "local copy of openai/clip-vit-base-patch32 (the paper's judge)")
+  extra = [folder / n for n in ("tokenizer_config.json", "special_tokens_map.json")]
+  return files + [p for p in extra if p.is_file()]

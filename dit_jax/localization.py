@@ -1,0 +1,156 @@
+"""Localization (which blocks carry a concept) and its causal validation (block interventions).
+
+    scores = concept_scores(pipe, prompts, concepts, seeds, size)        # (N, steps, blocks, 2)
+    ranking = rank_blocks(scores.mean(axis=(0, 1))[:, variant])
+    plan = plan_interventions(ranking, ks=[2, 4], random_draws=5)
+    images = run_interventions(pipe, prompts, neutral_prompts, seeds, size, plan)
+
+Scores come out of the attention as values (DESIGN.md section 2); interventions are data (block
+masks) fed to one jitted, vmapped sampling call per chunk of interventions, so a whole sweep (every
+single block, top-K for several K, random-K draws, bottom-K, the reverse experiment) shares one
+compilation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dit_jax.interventions import TextSwap
+
+VARIANTS = {"with_wo": 0, "without_wo": 1}   # the last axis of every score array
+
+
+def resolve_k(k: float, num_blocks: int) -> int:
+  """K as a count (k >= 1) or a fraction of the blocks (0 <= k < 1), as the paper sweeps 10/30/50 %."""
+  if k < 0 or k > num_blocks:
+    raise ValueError(f"K={k} is outside [0, {num_blocks}] blocks")
+  return int(round(k * num_blocks)) if k < 1 else int(k)
+
+
+def rank_blocks(block_scores: np.ndarray) -> np.ndarray:
+  """Block indices from the largest score to the smallest (ties keep block order)."""
+  return np.argsort(-np.asarray(block_scores), kind="stable")
+
+
+def _batches(n: int, size: int):
+  for start in range(0, n, size):
+    yield slice(start, min(start + size, n))
+
+
+def concept_scores(pipe, prompts: Sequence[str], concepts: Sequence[str], seeds: Sequence[int],
+                   size: tuple[int, int], batch_size: int = 8) -> np.ndarray:
+  """(len(prompts) * len(seeds), steps, blocks, 2) attention contributions of each concept's tokens.
+
+  Rows are prompt-major (prompt i, seed j at i * len(seeds) + j). The concept's token positions come
+  from the tokenizer that feeds the attention (offset mappings); a concept absent from its prompt
+  raises ConceptNotFound naming both.
+  """
+  height, width = size
+  jobs = [(p, c, s) for p, c in zip(prompts, concepts) for s in seeds]
+  out = []
+  for batch in _batches(len(jobs), batch_size):
+    ps, cs, ss = zip(*jobs[batch])
+    cond = pipe.conditioning(ps, height, width)
+    cond["concept"] = pipe.encoder.concept_mask(ps, cs)
+    noise = pipe_noise(pipe, ss, size)
+    _, scores = pipe.denoise(noise, jax.tree_util.tree_map(jnp.asarray, cond))
+    out.append(np.asarray(scores, np.float32).transpose(1, 0, 2, 3))   # steps-major -> row-major
+  return np.concatenate(out)
+
+
+def pipe_noise(pipe, seeds, size):
+  from dit_jax.sampling import noise_for_seeds
+  return noise_for_seeds(seeds, pipe.latent_shape(*size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Intervention:
+  """Blocks whose cross-attention text input is swapped. Default: the concept prompt everywhere but
+  the neutral prompt in `blocks`. reverse: the neutral prompt everywhere but the concept in `blocks`."""
+  kind: str                 # none | top | bottom | random | single | reverse
+  k: int
+  blocks: tuple[int, ...]
+  draw: int = 0
+  reverse: bool = False
+
+  @property
+  def name(self) -> str:
+    if self.kind == "none":
+      return "original"
+    if self.kind == "single":
+      return f"block {self.blocks[0]}"
+    return f"{self.kind}-{self.k}" + (f" #{self.draw}" if self.kind == "random" else "")
+
+
+def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int = 5, seed: int = 0,
+                       single_blocks: bool = False, reverse: bool = True) -> list[Intervention]:
+  """The sweep: K=0, and for each K top-K, bottom-K, `random_draws` random-K, reverse top-K; plus
+  every single block when asked. Random draws are reproducible from `seed`."""
+  n = len(ranking)
+  rng = np.random.default_rng(seed)
+  plan = [Intervention("none", 0, ())]
+  for k in ks:
+    if not 0 < k <= n:
+      raise ValueError(f"K={k} must be in 1..{n}")
+    top = tuple(sorted(int(b) for b in ranking[:k]))
+    plan.append(Intervention("top", k, top))
+    plan.append(Intervention("bottom", k, tuple(sorted(int(b) for b in ranking[n - k:]))))
+    plan += [Intervention("random", k, tuple(sorted(int(b) for b in rng.choice(n, k, replace=False))), d)
+             for d in range(random_draws)]
+    if reverse:
+      plan.append(Intervention("reverse", k, top, reverse=True))
+  if single_blocks:
+    plan += [Intervention("single", 1, (b,)) for b in range(n)]
+  return plan
+
+
+def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
+  mask = np.zeros((len(plan), num_blocks), bool)
+  for i, intervention in enumerate(plan):
+    mask[i, list(intervention.blocks)] = True
+  return mask
+
+
+def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str],
+                      seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
+                      chunk: int = 8) -> np.ndarray:
+  """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
+
+  Each chunk of interventions is one jitted call, vmapped over block masks and the reverse flag:
+  the conditional branch reads `base` text in unselected blocks and `swap` text in selected ones,
+  the unconditional branch is never touched, and every intervention starts from the same noise.
+  """
+  if len(prompts) != len(neutral_prompts):
+    raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
+  height, width = size
+  rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
+  ps, ns, ss = zip(*rows)
+  concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
+  neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
+  noise = pipe_noise(pipe, ss, size)
+  loop = pipe.loop(tuple(noise.shape[1:]))
+  text_keys = ("caption", "caption_mask")
+
+  def one(mask, reverse):
+    pick = lambda a, b: jnp.where(reverse, b, a)
+    base = {k: pick(concept[k], neutral[k]) for k in text_keys}
+    swap = {k: pick(neutral[k], concept[k]) for k in text_keys}
+    cond = {**concept, **base,
+            "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
+    return loop(pipe.params, noise, cond)
+
+  sweep = jax.jit(jax.vmap(one))
+  masks = block_mask(plan, pipe.module.config.num_layers)
+  reverse = np.array([i.reverse for i in plan])
+  chunk = min(chunk, len(plan))
+  images = []
+  for part in _batches(len(plan), chunk):
+    # The last chunk is padded to full size so that every call reuses one compilation.
+    index = np.arange(part.start, part.start + chunk).clip(max=part.stop - 1)
+    latents = np.asarray(sweep(jnp.asarray(masks[index]), jnp.asarray(reverse[index])), np.float32)
+    images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
+  return np.stack(images)

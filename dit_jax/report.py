@@ -1,0 +1,411 @@
+"""What a localization run writes for people to read: score tables, heatmaps, K curves, image grids,
+intervention tables and the verdict. Plain Python and numpy in, files out (no JAX), so a finished run
+can be re-plotted from its JSON on any machine.
+
+    scores: {concept: {"category", "score_wo": [L], "score_v": [L], "num_prompts", "num_seeds", "num_steps"}}
+    rows:   [{"concept", "category", "kind", "k", "draw", "blocks", "presence", "other": {category: acc}}]
+
+Row kinds: "none" (the original, K=0), "top", "bottom", "random" (draws 0..), "reverse" (the concept
+prompt only in the top-K blocks) and "single" (one block). Every file goes to a temporary name and is
+renamed into place, so a killed run never leaves a torn file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
+
+VARIANTS = ("score_wo", "score_v")
+CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
+                "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple")}
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _write_text(path: str, text: str) -> None:
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+      f.write(text)
+  _write_atomically(path, write)
+
+
+def _write_json(path: str, obj) -> None:
+  # allow_nan=False: NaN/inf are not JSON; callers turn undefined numbers into None first.
+  _write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def _write_csv(path: str, header: Sequence[str], table: Sequence[Sequence]) -> None:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows(table)
+  _write_text(path, buffer.getvalue())
+
+
+def _save_figure(fig: Figure, path: str) -> None:
+  # format= because the temporary name has no .png suffix to infer it from.
+  _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
+
+
+# --------------------------------------------------------------------------------------------- scores
+
+def block_ranks(block_scores: Sequence[float]) -> np.ndarray:
+  """Rank of every block, 1 = largest score; ties keep block order (as localization.rank_blocks)."""
+  order = np.argsort(-np.asarray(block_scores, float), kind="stable")
+  ranks = np.empty(len(order), int)
+  ranks[order] = np.arange(1, len(order) + 1)
+  return ranks
+
+
+def _concepts_by_category(scores: dict) -> dict[str, list[str]]:
+  groups: dict[str, list[str]] = {}
+  for concept, entry in scores.items():
+    groups.setdefault(entry["category"], []).append(concept)
+  return groups
+
+
+def write_scores(scores: dict, out_dir: str, block_labels: Sequence[str] | None = None) -> None:
+  """scores.json (the dict as given) and scores.csv (one row per concept x block, ranks 1 = top)."""
+  _write_json(os.path.join(out_dir, "scores.json"), scores)
+  table = []
+  for concept, entry in scores.items():
+    rank_wo, rank_v = block_ranks(entry["score_wo"]), block_ranks(entry["score_v"])
+    for block, (wo, v) in enumerate(zip(entry["score_wo"], entry["score_v"])):
+      label = block_labels[block] if block_labels else str(block)
+      table.append([concept, entry["category"], block, label, repr(float(wo)), repr(float(v)),
+                    rank_wo[block], rank_v[block]])
+  _write_csv(os.path.join(out_dir, "scores.csv"),
+             ["concept", "category", "block", "block_label", "score_wo", "score_v", "rank_wo", "rank_v"],
+             table)
+
+
+def heatmap(scores: dict, path: str, variant: str = "score_wo",
+            block_labels: Sequence[str] | None = None, k: int | None = None) -> None:
+  """Concepts (grouped by category) x blocks, each row divided by its max; circles mark the top-K."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
+  groups = _concepts_by_category(scores)
+  concepts = [c for members in groups.values() for c in members]
+  raw = np.array([scores[c][variant] for c in concepts], float)
+  # Concepts differ in scale (token count, frequency), so rows are compared by shape, not height.
+  peak = raw.max(axis=1, keepdims=True)
+  matrix = raw / np.where(peak > 0, peak, 1.0)
+  num_rows, num_blocks = matrix.shape
+  labels = list(block_labels) if block_labels else [str(b) for b in range(num_blocks)]
+  if len(labels) != num_blocks:
+    raise ValueError(f"{len(labels)} block labels for {num_blocks} blocks")
+
+  fig = Figure(figsize=(3.5 + 0.2 * num_blocks, 1.6 + 0.3 * num_rows), dpi=110, layout="constrained")
+  ax = fig.add_subplot()
+  image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+  ax.set_yticks(range(num_rows), concepts, fontsize=8)
+  ax.set_xticks(range(num_blocks), labels, rotation=90, fontsize=7)
+  ax.set_xlabel("block")
+  if k:
+    for row, concept in enumerate(concepts):
+      top = np.argsort(-raw[row], kind="stable")[:k]
+      ax.scatter(top, [row] * len(top), s=30, facecolors="none", edgecolors="red", linewidths=1.2)
+  # Category names on the right, centred on their group, with a white rule between groups.
+  middles, start = [], 0
+  for members in groups.values():
+    if start:
+      ax.axhline(start - 0.5, color="white", linewidth=2.5)
+    middles.append(start + (len(members) - 1) / 2)
+    start += len(members)
+  side = ax.secondary_yaxis("right")
+  side.set_yticks(middles, list(groups), fontsize=9, fontweight="bold")
+  side.tick_params(length=0)
+  bar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.03)
+  bar.set_label("score / row max", fontsize=8)
+  marked = f", circles: top-{k}" if k else ""
+  ax.set_title(f"attention contribution ({'with' if variant == 'score_wo' else 'without'} W_O){marked}",
+               fontsize=10)
+  _save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------ interventions
+
+def _select(rows: Sequence[dict], concept_or_category: str) -> list[dict]:
+  """The rows of a concept, or else of every concept of a category."""
+  chosen = [r for r in rows if r["concept"] == concept_or_category]
+  chosen = chosen or [r for r in rows if r["category"] == concept_or_category]
+  if not chosen:
+    raise KeyError(f"no rows for a concept or category named {concept_or_category!r}")
+  return chosen
+
+
+def _mean(values: Sequence[float]) -> float | None:
+  return float(np.mean(values)) if len(values) else None
+
+
+def _presence_by_k(rows: Sequence[dict], kind: str) -> dict[int, float]:
+  """Mean presence of one kind at each K (over concepts and draws), K ascending."""
+  ks = sorted({r["k"] for r in rows if r["kind"] == kind})
+  return {k: _mean([r["presence"] for r in rows if r["kind"] == kind and r["k"] == k]) for k in ks}
+
+
+def _random_band(rows: Sequence[dict], k: int) -> tuple[float, float]:
+  """(min, max) over random draws of the presence, each draw first averaged over concepts."""
+  draws = {}
+  for r in rows:
+    if r["kind"] == "random" and r["k"] == k:
+      draws.setdefault(r["draw"], []).append(r["presence"])
+  per_draw = [np.mean(v) for v in draws.values()]
+  return float(np.min(per_draw)), float(np.max(per_draw))
+
+
+def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
+  """Presence vs K for top-, random- (mean and min..max band over draws), bottom-K and the reverse."""
+  chosen = _select(rows, concept_or_category)
+  baseline = _mean([r["presence"] for r in chosen if r["kind"] == "none"])
+  fig = Figure(figsize=(8, 4), dpi=110, layout="constrained")
+  ax = fig.add_subplot()
+  if baseline is not None:
+    ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="original (K=0)")
+  for kind, (label, color) in CURVE_STYLES.items():
+    curve = _presence_by_k(chosen, kind)
+    if not curve:
+      continue
+    ks, values = list(curve), list(curve.values())
+    if baseline is not None and kind != "reverse":   # every removal curve starts at the original
+      ks, values = [0] + ks, [baseline] + values
+    ax.plot(ks, values, marker="o", color=color, label=label,
+            linestyle=":" if kind == "reverse" else "-")
+    if kind == "random" and len({r["draw"] for r in chosen if r["kind"] == "random"}) > 1:
+      lows, highs = zip(*[_random_band(chosen, k) for k in curve])
+      ax.fill_between(list(curve), lows, highs, color=color, alpha=0.2, linewidth=0,
+                      label="random-K min..max over draws")
+  other = _other_accuracy_by_k(chosen)
+  if other:
+    ax.plot(list(other), list(other.values()), marker="s", markersize=4, color="black", alpha=0.6,
+            label="top-K: other categories' accuracy")
+  concepts = sorted({r["concept"] for r in chosen})
+  subject = concept_or_category if len(concepts) == 1 else f"{concept_or_category} ({len(concepts)} concepts)"
+  ax.set_title(f"knowledge presence vs K: {subject}", fontsize=10)
+  ax.set_xlabel("K (blocks intervened on)")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.set_ylabel("presence (judge)")
+  ax.set_ylim(-0.03, 1.03)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: curves fill the axes
+  _save_figure(fig, path)
+
+
+def _other_accuracy_by_k(rows: Sequence[dict]) -> dict[int, float]:
+  """Mean accuracy on the other categories, K=0 (original) then each top-K; empty without data."""
+  by_k: dict[int, list[float]] = {}
+  for r in rows:
+    if r["kind"] in ("none", "top") and r.get("other"):
+      by_k.setdefault(r["k"] if r["kind"] == "top" else 0, []).extend(r["other"].values())
+  return {k: float(np.mean(by_k[k])) for k in sorted(by_k)}
+
+
+def write_rows(rows: Sequence[dict], out_dir: str) -> None:
+  """interventions.jsonl (rows as given) and interventions.csv (blocks space-separated, other_<cat>)."""
+  _write_text(os.path.join(out_dir, "interventions.jsonl"),
+              "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+  others = sorted({cat for r in rows for cat in r.get("other", {})})
+  table = [[r["concept"], r["category"], r["kind"], r["k"], r["draw"], " ".join(map(str, r["blocks"])),
+            repr(float(r["presence"]))] + [_csv_number(r.get("other", {}).get(cat)) for cat in others]
+           for r in rows]
+  _write_csv(os.path.join(out_dir, "interventions.csv"),
+             ["concept", "category", "kind", "k", "draw", "blocks", "presence"]
+             + [f"other_{cat}" for cat in others], table)
+
+
+def _csv_number(value: float | None) -> str:
+  return "" if value is None else repr(float(value))
+
+
+# -------------------------------------------------------------------------------------------- verdict
+
+def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
+  """One entry per group (category, or concept with by="concept") and top-K K.
+
+  Drops are per concept (its K=0 presence minus the intervened presence), then averaged. other_drop:
+  the same for the other categories' accuracy under top-K (None without data, and then the verdict
+  rests on the own-category half alone). localized: top-K lowers its own category >= 2x more than
+  random-K, and the other categories less than half as much as its own; None without random-K rows.
+  """
+  if by not in ("category", "concept"):
+    raise ValueError(f"by={by!r}: use 'category' or 'concept'")
+  original = {r["concept"]: r for r in rows if r["kind"] == "none"}
+  groups = list(dict.fromkeys(r[by] for r in rows))
+  entries = []
+  for group in groups:
+    members = [r for r in rows if r[by] == group]
+    for k in sorted({r["k"] for r in members if r["kind"] == "top"}):
+      at_k = {kind: [r for r in members if r["kind"] == kind and r["k"] == k]
+              for kind in ("top", "random", "bottom", "reverse")}
+      drops = {kind: _mean([original[r["concept"]]["presence"] - r["presence"]
+                            for r in at_k[kind] if r["concept"] in original])
+               for kind in ("top", "random", "bottom")}
+      other = _mean([original[r["concept"]]["other"][cat] - acc
+                     for r in at_k["top"] if r["concept"] in original
+                     for cat, acc in r.get("other", {}).items()
+                     if cat in original[r["concept"]].get("other", {})])
+      entries.append({
+          by: group, "k": k, "concepts": len({r["concept"] for r in at_k["top"]}),
+          "original": entry_original(original, members),
+          "top_drop": drops["top"], "random_drop": drops["random"],
+          "random_draws": len({r["draw"] for r in at_k["random"]}),
+          "bottom_drop": drops["bottom"],
+          "reverse_presence": _mean([r["presence"] for r in at_k["reverse"]]),
+          "other_drop": other,
+          "top_over_random": _ratio(drops["top"], drops["random"]),
+          "localized": _localized(entry_original(original, members), drops["top"],
+                                  drops["random"], other)})
+  return entries
+
+
+def _ratio(top: float | None, random: float | None) -> float | None:
+  """top / random drop; None where undefined (no data, or random-K did not lower presence)."""
+  if top is None or random is None or random <= 0:
+    return None
+  return top / random
+
+
+# Below these the verdict is noise: a concept the model does not show at K=0 has nothing to remove,
+# and a drop of a few hundredths is within the judge's scatter on a handful of images.
+MIN_ORIGINAL_PRESENCE = 0.2
+MIN_TOP_DROP = 0.05
+
+
+def entry_original(original: dict, members: Sequence[dict]) -> float | None:
+  return _mean([original[c]["presence"] for c in {r["concept"] for r in members} if c in original])
+
+
+def _localized(original: float | None, top: float | None, random: float | None,
+               other: float | None) -> bool | None:
+  if top is None or random is None or original is None or original < MIN_ORIGINAL_PRESENCE:
+    return None
+  own = top >= MIN_TOP_DROP and top >= 2 * random
+  return bool(own and (other is None or other < 0.5 * top))
+
+
+SUMMARY_COLUMNS = (   # (header, key, format)
+    ("K", "k", "{}"), ("concepts", "concepts", "{}"), ("original", "original", "{:.3f}"),
+    ("top drop", "top_drop", "{:+.3f}"), ("random drop", "random_drop", "{:+.3f}"),
+    ("draws", "random_draws", "{}"), ("bottom drop", "bottom_drop", "{:+.3f}"),
+    ("reverse", "reverse_presence", "{:.3f}"), ("other drop", "other_drop", "{:+.3f}"),
+    ("top/random", "top_over_random", "{:.1f}x"))
+
+
+def summary_table(rows: Sequence[dict], by: str = "category") -> str:
+  """Fixed-width text of `summarize`, one line per group and K, for the end of a run."""
+  entries = summarize(rows, by)
+  header = [by] + [h for h, _, _ in SUMMARY_COLUMNS] + ["localized"]
+  table = [header]
+  for e in entries:
+    cells = [str(e[by])] + [_cell(e[key], fmt) for _, key, fmt in SUMMARY_COLUMNS]
+    if e["top_over_random"] is None and e["top_drop"] is not None and e["random_drop"] is not None:
+      cells[-1] = "inf" if e["top_drop"] > 0 else "-"   # random-K did not lower presence at all
+    cells.append({True: "yes", False: "no", None: "-"}[e["localized"]])
+    table.append(cells)
+  widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+  lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                     enumerate(zip(line, widths))).rstrip() for line in table]
+  body = []
+  for index, (entry, line) in enumerate(zip(entries, lines[1:])):
+    if index and entry[by] != entries[index - 1][by]:   # a blank line between groups
+      body.append("")
+    body.append(line)
+  note = ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
+          "localized: top-K lowers its own category >= 2x more than random-K (and by >= "
+          f"{MIN_TOP_DROP}), and the other",
+          "categories less than half as much as its own (- where there is no random-K to compare, or "
+          f"the original presence is below {MIN_ORIGINAL_PRESENCE}: nothing to localize)."]
+  return "\n".join([lines[0], "-" * len(lines[0])] + body + [""] + note)
+
+
+def _cell(value, fmt: str) -> str:
+  return "-" if value is None else fmt.format(value)
+
+
+def write_summary(rows: Sequence[dict], out_dir: str) -> list[dict]:
+  """summary.txt (the table) and summary.json (`summarize`'s entries); returns the entries."""
+  entries = summarize(rows)
+  _write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows) + "\n")
+  _write_json(os.path.join(out_dir, "summary.json"), entries)
+  return entries
+
+
+def auto_k(rows: Sequence[dict], concept_or_category: str, target: float) -> int | None:
+  """The smallest K whose top-K intervention brings mean presence below target; None if none does.
+
+  Only intervened K count (K >= 1): a concept the judge already misses at K=0 still gets None or a K.
+  """
+  for k, presence in _presence_by_k(_select(rows, concept_or_category), "top").items():
+    if k > 0 and presence < target:
+      return k
+  return None
+
+
+# --------------------------------------------------------------------------------------------- images
+
+def image_grid(images: dict[str, np.ndarray], path: str, labels: bool = True,
+               column_labels: Sequence[str] | None = None, min_size: int = 128, gap: int = 4) -> None:
+  """One row per intervention (its name on the left), one column per prompt; uint8 (P, H, W, 3) each.
+
+  Small images are enlarged by a whole factor (nearest neighbour) to at least `min_size` pixels so
+  32x32 samples stay crisp and visible.
+  """
+  names = list(images)
+  stacks = [np.asarray(images[n]) for n in names]
+  shapes = {s.shape for s in stacks}
+  if (len(shapes) != 1 or len(next(iter(shapes))) != 4 or next(iter(shapes))[-1] != 3
+      or any(s.dtype != np.uint8 for s in stacks)):
+    raise ValueError("want uint8 images of one (P, H, W, 3) shape for every intervention, got "
+                     f"{ {n: (s.shape, str(s.dtype)) for n, s in zip(names, stacks)} }")
+  num_prompts, height, width, _ = stacks[0].shape
+  scale = max(1, math.ceil(min_size / min(height, width)))
+  tile_h, tile_w = height * scale, width * scale
+  font = ImageFont.load_default(size=14)
+  probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  left = int(max(probe.textlength(n, font=font) for n in names)) + 3 * gap if labels else 0
+  top = 22 if labels else 0
+  canvas = Image.new("RGB", (left + num_prompts * (tile_w + gap) + gap,
+                             top + len(names) * (tile_h + gap) + gap), "white")
+  draw = ImageDraw.Draw(canvas)
+  for row, (name, stack) in enumerate(zip(names, stacks)):
+    y = top + gap + row * (tile_h + gap)
+    for col, tile in enumerate(stack):
+      big = np.repeat(np.repeat(tile, scale, 0), scale, 1)
+      canvas.paste(Image.fromarray(big), (left + gap + col * (tile_w + gap), y))
+    if labels:
+      draw.text((gap, y + tile_h // 2), name, fill="black", font=font, anchor="lm")
+  if labels:
+    heads = column_labels or [f"prompt {i}" for i in range(num_prompts)]
+    for col, head in enumerate(heads):
+      x = left + gap + col * (tile_w + gap)
+      draw.text((x + tile_w // 2, top // 2 + 1), _fit(head, tile_w, draw, font), fill="black",
+                font=font, anchor="mm")
+  _write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+
+
+def _fit(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> str:
+  """The text, cut with an ellipsis to fit `width` pixels (prompts are longer than a tile)."""
+  if draw.textlength(text, font=font) <= width:
+    return text
+  while text and draw.textlength(text + "...", font=font) > width:
+    text = text[:-1]
+  return text + "..."

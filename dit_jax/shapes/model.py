@@ -1,0 +1,37 @@
+"""The Shapes model as a PixArt pipeline folder (assets/shapes/), loadable by diffusers and by us.
+
+    assets/shapes/model_index.json   PixArtAlphaPipeline, no VAE (the model works on pixels)
+                  transformer/       PixArtTransformer2DModel, diffusers format
+                  scheduler/         DPMSolverMultistepScheduler (the schedule training used)
+                  tokenizer/, text_encoder/   (dit_jax.shapes.text)
+                  judge/             (dit_jax.shapes.judge)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import diffusers
+
+from dit_jax.shapes import text
+
+# DDPM linear schedule of PixArt; training draws timesteps from it, sampling uses DPM-Solver++.
+SCHEDULER_CONFIG = {"_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000,
+                    "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+                    "prediction_type": "epsilon", "algorithm_type": "dpmsolver++", "solver_order": 2,
+                    "lower_order_final": True, "timestep_spacing": "linspace"}
+MAX_SEQUENCE_LENGTH = text.MAX_LENGTH
+
+
+def write_pipeline_index(folder: str) -> None:
+  """model_index.json and scheduler/ so diffusers' PixArtAlphaPipeline.from_pretrained reads the folder."""
+  os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
+  with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
+    json.dump({**SCHEDULER_CONFIG, "_diffusers_version": diffusers.__version__}, f, indent=2)
+  index = {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": diffusers.__version__,
+           "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+           "text_encoder": ["transformers", "T5EncoderModel"],
+           "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+           "transformer": ["diffusers", "PixArtTransformer2DModel"], "vae": [None, None]}
+  with open(os.path.join(folder, "model_index.json"), "w") as f:
+    json.dump(index, f, indent=2)

@@ -1,0 +1,214 @@
+"""Reports of a localization run on synthetic data: files parse back, plots open, the verdict is right."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dit_jax import report
+
+NUM_BLOCKS = 12
+
+
+def make_scores():
+  rng = np.random.default_rng(0)
+  scores = {}
+  for concept, category in [("van gogh", "style"), ("monet", "style"), ("a dog", "animal")]:
+    wo = rng.uniform(0, 1, NUM_BLOCKS)
+    scores[concept] = {"category": category, "score_wo": (wo * 10).tolist(), "score_v": wo.tolist(),
+                       "num_prompts": 4, "num_seeds": 2, "num_steps": 5}
+  return scores
+
+
+def row(concept, category, kind, k, presence, other=None, draw=0):
+  return {"concept": concept, "category": category, "kind": kind, "k": k, "draw": draw,
+          "blocks": list(range(k)), "presence": presence, "other": other or {}}
+
+
+def style_concept(name, original, top, random, bottom, reverse, animal):
+  """One style concept's rows: presence at K=0, top-2/-4 (pair), random-2 draws and random-4
+  (triple), bottom-2, reverse-2; the animal category's accuracy at K=0, top-2, top-4 (triple)."""
+  return [row(name, "style", "none", 0, original, {"animal": animal[0]}),
+          row(name, "style", "top", 2, top[0], {"animal": animal[1]}),
+          row(name, "style", "top", 4, top[1], {"animal": animal[2]}),
+          row(name, "style", "random", 2, random[0], draw=0),
+          row(name, "style", "random", 2, random[1], draw=1),
+          row(name, "style", "random", 4, random[2], draw=0),
+          row(name, "style", "bottom", 2, bottom),
+          row(name, "style", "reverse", 2, reverse),
+          row(name, "style", "single", 1, original - 0.02)]
+
+
+def make_rows():
+  """Hand-picked presences (numbers chosen away from the 2x / half thresholds)."""
+  return (style_concept("van gogh", 0.9, (0.3, 0.1), (0.8, 0.7, 0.5), 0.85, 0.6, (0.8, 0.7, 0.8))
+          + style_concept("monet", 0.7, (0.3, 0.1), (0.7, 0.6, 0.5), 0.7, 0.4, (0.6, 0.6, 0.5))
+          # a dog: top-K removes the dog (0.8 -> 0.4) but also hurts style (0.9 -> 0.6): not specific.
+          + [row("a dog", "animal", "none", 0, 0.8, {"style": 0.9}),
+             row("a dog", "animal", "top", 2, 0.4, {"style": 0.6}),
+             row("a dog", "animal", "random", 2, 0.7, {"style": 0.9}, draw=0)])
+
+
+def read_csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def open_png(path):
+  with Image.open(path) as image:
+    assert image.format == "PNG"
+    return image.size
+
+
+def test_scores_round_trip(tmp_path):
+  scores = make_scores()
+  report.write_scores(scores, str(tmp_path / "out"))
+  with open(tmp_path / "out" / "scores.json") as f:
+    assert json.load(f) == scores
+  table = read_csv(tmp_path / "out" / "scores.csv")
+  assert len(table) == len(scores) * NUM_BLOCKS
+  for line in table:
+    entry = scores[line["concept"]]
+    block = int(line["block"])
+    assert line["category"] == entry["category"]
+    assert float(line["score_wo"]) == entry["score_wo"][block]   # repr round-trips floats exactly
+    assert float(line["score_v"]) == entry["score_v"][block]
+  dog = [line for line in table if line["concept"] == "a dog"]
+  best = int(np.argmax(scores["a dog"]["score_wo"]))
+  assert sorted(int(line["rank_wo"]) for line in dog) == list(range(1, NUM_BLOCKS + 1))
+  assert int(dog[best]["rank_wo"]) == 1
+  assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]   # nothing half-written left
+
+
+def test_block_ranks_ties_keep_block_order():
+  np.testing.assert_array_equal(report.block_ranks([0.5, 2.0, 0.5, 1.0]), [3, 1, 4, 2])
+
+
+def test_rows_round_trip(tmp_path):
+  rows = make_rows()
+  report.write_rows(rows, str(tmp_path))
+  with open(tmp_path / "interventions.jsonl") as f:
+    assert [json.loads(line) for line in f] == rows
+  table = read_csv(tmp_path / "interventions.csv")
+  assert len(table) == len(rows)
+  for line, r in zip(table, rows):
+    assert (line["concept"], line["kind"], int(line["k"]), int(line["draw"])) == (
+        r["concept"], r["kind"], r["k"], r["draw"])
+    assert [int(b) for b in line["blocks"].split()] == r["blocks"]
+    assert float(line["presence"]) == r["presence"]
+    for category in ("animal", "style"):
+      expected = r["other"].get(category)
+      assert line[f"other_{category}"] == ("" if expected is None else repr(expected))
+
+
+def test_summary_numbers_by_hand(tmp_path):
+  entries = report.write_summary(make_rows(), str(tmp_path))
+  by_key = {(e["category"], e["k"]): e for e in entries}
+  assert sorted(by_key) == [("animal", 2), ("style", 2), ("style", 4)]
+  style = by_key["style", 2]
+  assert style["concepts"] == 2 and style["random_draws"] == 2
+  assert style["original"] == pytest.approx(0.8)
+  assert style["top_drop"] == pytest.approx(0.5)                   # (0.6 + 0.4) / 2
+  assert style["random_drop"] == pytest.approx(0.1)                # (0.1 + 0.2 + 0.0 + 0.1) / 4
+  assert style["bottom_drop"] == pytest.approx(0.025)              # (0.05 + 0.0) / 2
+  assert style["reverse_presence"] == pytest.approx(0.5)
+  assert style["other_drop"] == pytest.approx(0.05)                # (0.1 + 0.0) / 2
+  assert style["top_over_random"] == pytest.approx(5.0)
+  assert style["localized"] is True
+  # K=4: random-K drops 0.3 on average vs 0.7 for top-K (2.3x), other categories 0.05: yes.
+  assert by_key["style", 4]["top_drop"] == pytest.approx(0.7)
+  assert by_key["style", 4]["bottom_drop"] is None and by_key["style", 4]["localized"] is True
+  # The dog: own drop 0.4 is 4x random's 0.1, but style loses 0.3 >= 0.4 / 2: no.
+  dog = by_key["animal", 2]
+  assert dog["top_drop"] == pytest.approx(0.4) and dog["other_drop"] == pytest.approx(0.3)
+  assert dog["localized"] is False
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f) == entries
+  text = (tmp_path / "summary.txt").read_text()
+  assert text.strip() == report.summary_table(make_rows()).strip()
+  lines = {line.split()[0] + line.split()[1]: line for line in text.splitlines()[2:6] if line}
+  assert lines["style2"].split()[-1] == "yes" and lines["animal2"].split()[-1] == "no"
+  assert sorted(lines) == ["animal2", "style2", "style4"]
+  assert "+0.500" in lines["style2"] and "5.0x" in lines["style2"]
+
+
+def test_localized_fails_when_random_hurts_as_much():
+  rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 3, 0.5),
+          row("x", "c", "random", 3, 0.55, draw=0), row("x", "c", "random", 3, 0.75, draw=1)]
+  (entry,) = report.summarize(rows)
+  assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.25)
+  assert entry["other_drop"] is None and entry["localized"] is False     # 0.4 < 2 x 0.25
+  rows[2]["presence"] = 0.85                                             # random drop now 0.1
+  assert report.summarize(rows)[0]["localized"] is True
+  # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
+  rows[2]["presence"] = rows[3]["presence"] = 0.95
+  assert report.summarize(rows)[0]["top_over_random"] is None
+  assert " inf " in report.summary_table(rows)
+  assert report.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
+
+
+def test_summary_by_concept():
+  entries = report.summarize(make_rows(), by="concept")
+  monet = {e["k"]: e for e in entries if e["concept"] == "monet"}
+  assert monet[2]["top_drop"] == pytest.approx(0.4) and monet[2]["random_drop"] == pytest.approx(0.05)
+
+
+def test_auto_k():
+  rows = make_rows()
+  assert report.auto_k(rows, "style", 0.35) == 2       # mean top-2 presence 0.3
+  assert report.auto_k(rows, "style", 0.2) == 4        # 0.3 at K=2 is not below, 0.1 at K=4 is
+  assert report.auto_k(rows, "style", 0.05) is None
+  assert report.auto_k(rows, "a dog", 0.5) == 2        # a concept, not a category
+  assert report.auto_k(rows, "a dog", 0.95) == 2       # K=0 (no intervention) never counts
+  with pytest.raises(KeyError):
+    report.auto_k(rows, "nothing", 0.5)
+
+
+def test_heatmap_png(tmp_path):
+  scores = make_scores()
+  path = tmp_path / "plots" / "heatmap.png"
+  labels = [f"D{i}" for i in range(4)] + [f"S{i}" for i in range(NUM_BLOCKS - 4)]
+  report.heatmap(scores, str(path), variant="score_v", block_labels=labels, k=3)
+  width, height = open_png(path)
+  assert 400 < width < 3000 and 200 < height < 2000 and width > height
+  with pytest.raises(ValueError):
+    report.heatmap(scores, str(path), variant="nope")
+
+
+def test_k_curve_png(tmp_path):
+  for name in ("style", "van gogh"):
+    path = tmp_path / f"{name}.png"
+    report.k_curve(make_rows(), name, str(path))
+    width, height = open_png(path)
+    assert 400 < width < 2000 and 300 < height < 1500
+
+
+def test_image_grid_png(tmp_path):
+  rng = np.random.default_rng(1)
+  names = ["original", "top-2", "random-2 #0", "random-2 #1", "bottom-2", "reverse-2"]
+  images = {n: rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for n in names}
+  path = tmp_path / "grid.png"
+  report.image_grid(images, str(path), column_labels=["a dog in the snow", "a dog", "a very long prompt"])
+  width, height = open_png(path)
+  assert width > 3 * 128 and height > 6 * 128
+  # Without labels the grid is exactly the tiles (4x nearest) and the gaps; pixels are repeated.
+  report.image_grid(images, str(path), labels=False)
+  with Image.open(path) as image:
+    grid = np.asarray(image.convert("RGB"))
+  assert grid.shape == (6 * 132 + 4, 3 * 132 + 4, 3)
+  np.testing.assert_array_equal(grid[4:8, 4:8], np.broadcast_to(images["original"][0, 0, 0], (4, 4, 3)))
+  with pytest.raises(ValueError):
+    report.image_grid({"a": np.zeros((2, 8, 8, 3), np.float32)}, str(path))
+
+
+def test_no_verdict_without_knowledge_and_no_credit_for_noise():
+  def rows(original, top, random):
+    base = {"concept": "c", "category": "cat", "k": 2, "draw": 0, "blocks": [], "other": {}}
+    return [dict(base, kind="none", k=0, presence=original), dict(base, kind="top", presence=top),
+            dict(base, kind="random", presence=random)]
+  verdict = lambda r: report.summarize(r)[0]["localized"]
+  assert verdict(rows(0.9, 0.1, 0.8)) is True
+  assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
+  assert verdict(rows(0.9, 0.88, 0.9)) is False          # a 0.02 drop is noise, not localization
