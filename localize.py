@@ -122,7 +122,7 @@ def main(argv):
                     max_sequence_length=config.max_sequence_length or None)
   knowledge_set = load_knowledge(config)
   judge = make_judge(config, knowledge_set)
-  num_blocks = pipe.module.config.num_layers
+  num_blocks = localization.num_blocks(pipe.module.config)
   write_json(os.path.join(out, "run.json"), {"config": config.to_dict(), "judge": judge.describe(),
                                              "num_blocks": num_blocks})
   concepts = [c for cat in knowledge_set.categories for c in knowledge_set.concepts[cat]]
@@ -134,10 +134,14 @@ def main(argv):
     if not os.path.exists(path):
       write_json(path, score_concept(pipe, config, knowledge_set.pairs(concept, "train")))
     scores[concept] = read_json(path)
-  report.write_scores(scores, out)
+  cfg = pipe.module.config
+  labels = None
+  if config.model == "flux":   # double-stream blocks first, then single-stream, ranked together
+    labels = [f"D{i}" for i in range(cfg.num_layers)] + [f"S{i}" for i in range(cfg.num_single_layers)]
+  report.write_scores(scores, out, block_labels=labels)
   top_k = localization.resolve_k(config.ks[0], num_blocks)
   report.heatmap(scores, os.path.join(out, "heatmap.png"), variant="score_wo" if variant == 0
-                 else "score_v", k=top_k)
+                 else "score_v", block_labels=labels, k=top_k)
 
   rows = []
   for concept in tqdm(concepts, desc="interventions"):

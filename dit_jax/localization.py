@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax.interventions import TextSwap
+from dit_jax.interventions import TextStreamSwap, TextSwap
 
 VARIANTS = {"with_wo": 0, "without_wo": 1}   # the last axis of every score array
 
@@ -129,22 +129,14 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   height, width = size
   rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
   ps, ns, ss = zip(*rows)
-  concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
-  neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
   noise = pipe_noise(pipe, ss, size)
   loop = pipe.loop(tuple(noise.shape[1:]))
-  text_keys = ("caption", "caption_mask")
+  concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
+  neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
+  make = _text_stream_sweep if pipe.family == "flux" else _cross_attention_sweep
+  sweep = jax.jit(jax.vmap(make(pipe, loop, noise, concept, neutral)))
 
-  def one(mask, reverse):
-    pick = lambda a, b: jnp.where(reverse, b, a)
-    base = {k: pick(concept[k], neutral[k]) for k in text_keys}
-    swap = {k: pick(neutral[k], concept[k]) for k in text_keys}
-    cond = {**concept, **base,
-            "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
-    return loop(pipe.params, noise, cond)
-
-  sweep = jax.jit(jax.vmap(one))
-  masks = block_mask(plan, pipe.module.config.num_layers)
+  masks = block_mask(plan, num_blocks(pipe.module.config))
   reverse = np.array([i.reverse for i in plan])
   chunk = min(chunk, len(plan))
   images = []
@@ -154,3 +146,40 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
     latents = np.asarray(sweep(jnp.asarray(masks[index]), jnp.asarray(reverse[index])), np.float32)
     images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
   return np.stack(images)
+
+
+def num_blocks(config) -> int:
+  """Blocks an intervention can select: FLUX's double- then single-stream blocks, else num_layers."""
+  return getattr(config, "num_blocks", config.num_layers)
+
+
+def _cross_attention_sweep(pipe, loop, noise, concept, neutral):
+  """PixArt, SANA: the conditional branch reads `base` text in unselected blocks and `swap` text in
+  selected ones (TextSwap); the unconditional branch is never touched."""
+  keys = ("caption", "caption_mask")
+
+  def one(mask, reverse):
+    pick = lambda a, b: jnp.where(reverse, b, a)
+    base = {k: pick(concept[k], neutral[k]) for k in keys}
+    swap = {k: pick(neutral[k], concept[k]) for k in keys}
+    cond = {**concept, **base, "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
+    return loop(pipe.params, noise, cond)
+  return one
+
+
+def _text_stream_sweep(pipe, loop, noise, concept, neutral):
+  """FLUX: the concept and the neutral trajectories run in one batch from the same noise; in the
+  selected blocks the main trajectory's text stream is overwritten by the other's (TextStreamSwap).
+  The pooled CLIP vector stays the main prompt's (swapping it would touch every block)."""
+  n = noise.shape[0]
+  both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), concept, neutral)
+  rows = np.arange(2 * n)
+  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral stream
+  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept stream
+
+  def one(mask, reverse):
+    source = jnp.where(reverse, backward, forward).astype(jnp.int32)
+    latents = loop(pipe.params, jnp.concatenate([noise, noise]),
+                   {**both, "text_swap": TextStreamSwap(mask, source)})
+    return jnp.where(reverse, latents[n:], latents[:n])
+  return one

@@ -5,7 +5,7 @@ import pytest
 from dit_jax import localization
 from dit_jax.concepts import ConceptNotFound
 from dit_jax.pipeline import Text2Image
-from tests.pipeline_test import pixart_folder  # noqa: F401  (fixture)
+from tests.pipeline_test import flux_folder, pixart_folder  # noqa: F401  (fixtures)
 
 PROMPTS = ["a dog in the snow", "a red car in the style of van gogh"]
 CONCEPTS = ["dog", "van gogh"]
@@ -64,3 +64,20 @@ def test_sweep_matches_plain_sampling(pipe):
   assert close(images[0], plain) and close(images[3], plain)
   assert close(images[1], neutral) and close(images[2], neutral)
   assert not close(images[4], plain)   # swapping one block changes the image
+
+
+@pytest.mark.slow   # compiles a vmapped FLUX loop
+@pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
+def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F811
+  folder, _ = flux_folder
+  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+  n = localization.num_blocks(pipe.module.config)
+  plan = [localization.Intervention("none", 0, ()),
+          localization.Intervention("reverse", 0, (), reverse=True),   # the neutral prompt alone
+          localization.Intervention("top", 1, (0,))]
+  prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
+  images = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
+  close = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max() <= 1
+  assert close(images[0], pipe(prompts, [0], *SIZE)) and close(images[1], pipe(neutral, [0], *SIZE))
+  assert not close(images[2], images[0])
+  assert n == pipe.module.config.num_layers + pipe.module.config.num_single_layers
