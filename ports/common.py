@@ -130,6 +130,21 @@ def read_diffusers_folder(path: str, subfolder: str = "transformer"):
   return config, safetensors_state_dict(files)
 
 
+def original_dit_shapes(state: Mapping[str, np.ndarray], family: str) -> tuple[int, dict]:
+  """(hidden width, config values) that the tensor shapes of an original PixArt-style checkpoint
+  (PixArt, SANA: x_embedder, blocks.N, final_layer, y_embedder, optional pos_embed) tell."""
+  if "x_embedder.proj.weight" not in state:
+    raise CheckpointError(f"not an original {family} checkpoint: no 'x_embedder.proj.weight' key")
+  hidden, in_channels, patch, _ = state["x_embedder.proj.weight"].shape
+  config = {"in_channels": in_channels, "patch_size": patch,
+            "num_layers": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
+            "out_channels": state["final_layer.linear.weight"].shape[0] // patch ** 2,
+            "caption_channels": state["y_embedder.y_proj.fc1.weight"].shape[1]}
+  if "pos_embed" in state:   # the stored sin-cos table gives the training grid
+    config["sample_size"] = int(round(state["pos_embed"].shape[1] ** 0.5)) * patch
+  return hidden, config
+
+
 # ---------------------------------------------------------------------------------------------
 # The key and layout rule.
 

@@ -74,19 +74,9 @@ def from_original(state, overrides: dict):
   resolution `sample_size` (from the stored pos_embed table if present). Pass them as overrides,
   with interpolation_scale for models that use a non-default one (e.g. PixArt-Sigma 256px: 0.5).
   """
-  if "x_embedder.proj.weight" not in state:
-    raise common.CheckpointError("not an original PixArt checkpoint: no 'x_embedder.proj.weight' key")
-  hidden, in_channels, patch, _ = state["x_embedder.proj.weight"].shape
-  config = {
-      "in_channels": in_channels, "patch_size": patch,
-      "num_layers": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
-      "num_attention_heads": hidden // 72, "attention_head_dim": 72,
-      "out_channels": state["final_layer.linear.weight"].shape[0] // patch ** 2,
-      "caption_channels": state["y_embedder.y_proj.fc1.weight"].shape[1],
-      "use_additional_conditions": "csize_embedder.mlp.0.weight" in state,
-  }
-  if "pos_embed" in state:
-    config["sample_size"] = int(round(state["pos_embed"].shape[1] ** 0.5)) * patch
+  hidden, config = common.original_dit_shapes(state, "PixArt")
+  config.update({"num_attention_heads": hidden // 72, "attention_head_dim": 72,
+                 "use_additional_conditions": "csize_embedder.mlp.0.weight" in state})
   config.update(overrides)
   if "num_attention_heads" in overrides and "attention_head_dim" not in overrides:
     config["attention_head_dim"] = hidden // config["num_attention_heads"]

@@ -98,21 +98,13 @@ def from_original(state, overrides: dict):
   whether positions are used (`interpolation_scale`, by resolution as published) and the pipeline's
   `timestep_scale` / `guidance_embeds_scale`. Pass any of them as overrides.
   """
-  if "x_embedder.proj.weight" not in state:
-    raise common.CheckpointError("not an original SANA checkpoint: no 'x_embedder.proj.weight' key")
-  hidden, in_channels, patch, _ = state["x_embedder.proj.weight"].shape
-  config = {
-      "in_channels": in_channels, "patch_size": patch,
-      "num_layers": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
-      "out_channels": state["final_layer.linear.weight"].shape[0] // patch ** 2,
-      "caption_channels": state["y_embedder.y_proj.fc1.weight"].shape[1],
+  hidden, config = common.original_dit_shapes(state, "SANA")
+  config.update({
       "mlp_ratio": state["blocks.0.mlp.inverted_conv.conv.weight"].shape[0] / 2 / hidden,
       "attention_bias": "blocks.0.attn.qkv.bias" in state,
       "qk_norm": QK_NORM if "blocks.0.attn.q_norm.weight" in state else None,
       "guidance_embeds": "cfg_embedder.mlp.0.weight" in state,
-  }
-  if "pos_embed" in state:
-    config["sample_size"] = int(round(state["pos_embed"].shape[1] ** 0.5)) * patch
+  })
   config.update(overrides)
   config["cross_attention_dim"] = hidden
   if "sample_size" not in config:
