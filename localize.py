@@ -114,8 +114,7 @@ def main(argv):
   out = config.out_dir
   os.makedirs(out, exist_ok=True)
   started = time.time()
-  if not config.checkpoint:
-    entry.load_backbone(config)   # explains where to get weights
+  entry.require_checkpoint(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),

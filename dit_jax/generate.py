@@ -36,8 +36,7 @@ def read_prompts(config) -> list[str]:
 def main(argv):
   del argv
   config = _CONFIG.value
-  if not config.checkpoint:
-    entry.load_backbone(config)   # raises the "where to get weights" message
+  entry.require_checkpoint(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     transformer=config.transformer or None, cache_dir=config.cache_dir,
