@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
+from tqdm import tqdm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,20 +54,33 @@ def block_selector(blocks: list[int] | None, prefix: str = "transformer_blocks")
 # The objective.
 
 
-def eps_prediction_loss(apply: Callable, params, batch: dict, key, alphas_cumprod: jax.Array):
-  """DDPM noise-prediction MSE at uniformly drawn timesteps (PixArt's training objective).
+def diffusion_loss(apply: Callable, params, batch: dict, key, alphas_cumprod: jax.Array,
+                   prediction_type: str = "epsilon"):
+  """DDPM MSE at uniformly drawn timesteps, against the target the scheduler expects.
 
+  prediction_type "epsilon" is PixArt's objective; "v_prediction" (v = sqrt(a) eps - sqrt(1-a) x0)
+  keeps the implied x0 estimate well-conditioned at high noise, which small pixel-space models need:
+  with epsilon, x0 = (x - sqrt(1-a) eps) / sqrt(a) multiplies the eps error by ~150 at t = 999.
   apply(params, noisy, t, batch) -> prediction with at least the image's channels (a learned-sigma
   model's extra channels are ignored).
   """
+  if prediction_type not in ("epsilon", "v_prediction"):
+    raise ValueError(f"prediction_type={prediction_type!r}: choose 'epsilon' or 'v_prediction'")
   x0 = batch["images"]
+  noisy, t, noise = add_noise(x0, key, alphas_cumprod)
+  a = alphas_cumprod[t.astype(jnp.int32)][:, None, None, None]
+  target = noise if prediction_type == "epsilon" else jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * x0
+  prediction = apply(params, noisy, t, batch)[..., :x0.shape[-1]]
+  return jnp.mean((prediction.astype(jnp.float32) - target) ** 2)
+
+
+def add_noise(x0, key, alphas_cumprod):
+  """(x_t, t as float32, noise) at timesteps drawn uniformly per example: the forward process."""
   t_key, n_key = jax.random.split(key)
   t = jax.random.randint(t_key, (x0.shape[0],), 0, alphas_cumprod.shape[0])
   noise = jax.random.normal(n_key, x0.shape, jnp.float32)
   a = alphas_cumprod[t][:, None, None, None]
-  noisy = jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise
-  prediction = apply(params, noisy, t.astype(jnp.float32), batch)[..., :x0.shape[-1]]
-  return jnp.mean((prediction.astype(jnp.float32) - noise) ** 2)
+  return jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise, t.astype(jnp.float32), noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,13 +109,20 @@ def init_state(trainable: dict, optimizer, seed: int, ema: bool) -> TrainState:
                     jax.random.key_data(jax.random.key(seed)))
 
 
-def make_train_step(loss_fn: Callable, optimizer, frozen: dict, ema_decay: float = 0.0):
-  """jit-compiled (state, batch) -> (state, loss). loss_fn(params_tree, batch, key) -> scalar."""
+def make_train_step(loss_fn: Callable, optimizer, frozen: dict, ema_decay: float = 0.0, aux=None,
+                    combine: Callable = merge_params):
+  """jit-compiled (state, batch) -> (state, loss).
 
-  def step(state: TrainState, batch):
+  loss_fn(params_tree, batch, key, aux) -> scalar; combine(trainable, frozen) -> params_tree
+  (merge_params, or lora.combiner's for LoRA factors). `frozen` and `aux` (e.g. a teacher's weights)
+  are arguments of the compiled step, not constants baked into it, so large models compile quickly
+  and their shardings carry over.
+  """
+
+  def step(state: TrainState, frozen: dict, aux, batch):
     key, step_key = jax.random.split(jax.random.wrap_key_data(state.key))
     loss, grads = jax.value_and_grad(
-        lambda trainable: loss_fn(merge_params(trainable, frozen), batch, step_key))(state.trainable)
+        lambda trainable: loss_fn(combine(trainable, frozen), batch, step_key, aux))(state.trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     ema = state.ema
@@ -110,7 +132,39 @@ def make_train_step(loss_fn: Callable, optimizer, frozen: dict, ema_decay: float
       ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, trainable)
     return TrainState(state.step + 1, trainable, opt_state, ema, jax.random.key_data(key)), loss
 
-  return jax.jit(step, donate_argnums=0)
+  compiled = jax.jit(step, donate_argnums=0)
+  return lambda state, batch: compiled(state, frozen, aux, batch)
+
+
+def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps: int, workdir: str,
+        checkpoints: "Checkpoints", log_every: int = 25, checkpoint_every: int = 250,
+        max_minutes: float = 0.0, desc: str = "train") -> TrainState:
+  """The loop every task shares: progress bar, JSONL metrics + loss PNG, checkpoints, time limit.
+
+  draw(step) -> batch. A non-finite loss raises NonFiniteLoss before anything is saved, so the
+  checkpoint on disk is the last good one.
+  """
+  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  began = time.time()
+  start = int(state.step)
+  bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc)
+  for step in bar:
+    state, loss = step_fn(state, draw(step))
+    if (step + 1) % log_every == 0 or step + 1 == steps:
+      loss = float(loss)
+      if not np.isfinite(loss):
+        raise NonFiniteLoss(f"loss became {loss} at step {step + 1}; the last good checkpoint "
+                            f"(step {checkpoints.latest_step()}) is in {checkpoints.directory}")
+      log.write({"step": step + 1, "loss": loss, "seconds": time.time() - began})
+      bar.set_postfix(loss=f"{loss:.4f}")
+    out_of_time = max_minutes and time.time() - began > 60 * max_minutes
+    if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
+      checkpoints.save(state)
+      log.plot(os.path.join(workdir, "loss.png"))
+    if out_of_time:
+      print(f"stopping after {max_minutes} minutes at step {step + 1}; rerun to resume")
+      break
+  return state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +176,7 @@ class Checkpoints:
 
   def __init__(self, directory: str, keep: int = 2):
     import orbax.checkpoint as ocp
+    self.directory = directory
     self.manager = ocp.CheckpointManager(os.path.abspath(directory),
                                          options=ocp.CheckpointManagerOptions(max_to_keep=keep))
 
@@ -129,6 +184,9 @@ class Checkpoints:
     import orbax.checkpoint as ocp
     self.manager.save(int(state.step), args=ocp.args.StandardSave(_as_tree(state)))
     self.manager.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
 
   def restore_latest(self, template: TrainState) -> TrainState | None:
     import orbax.checkpoint as ocp
@@ -150,6 +208,12 @@ def _from_tree(tree: dict, template: TrainState) -> TrainState:
   unflat = lambda d: {tuple(k.split("/")): v for k, v in d.items()}
   return TrainState(tree["step"], unflat(tree["trainable"]), tree["opt_state"],
                     unflat(tree["ema"]) if template.ema is not None else None, tree["key"])
+
+
+def write_json(path: str, record: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f, indent=2)
 
 
 class MetricsLog:

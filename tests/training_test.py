@@ -29,7 +29,7 @@ def setup(blocks):
   trainable, frozen = training.split_params(params, training.block_selector(blocks))
   apply = lambda p, x, t, b: module.apply({"params": p}, x, t, b["caption"], b["caption_mask"])
   alphas = jnp.linspace(0.999, 0.01, 100)
-  loss_fn = lambda p, b, key: training.eps_prediction_loss(apply, p, b, key, alphas)
+  loss_fn = lambda p, b, key, aux: training.diffusion_loss(apply, p, b, key, alphas)
   optimizer = training.make_optimizer(1e-3, 1, 20)
   return batch, params, trainable, frozen, loss_fn, optimizer
 
@@ -97,3 +97,20 @@ def test_pretrain_cli_runs_resumes_and_exports(tmp_path):
   assert os.path.exists(tmp_path / "run" / "loss.png")
   model = PixArtTransformer2DModel.from_pretrained(tmp_path / "export")
   assert model.config.num_layers == 2 and model.config.in_channels == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  batch, _, trainable, frozen, loss_fn, optimizer = setup([0])
+  step = training.make_train_step(loss_fn, optimizer, frozen)
+  state = training.init_state(trainable, optimizer, seed=0, ema=False)
+  poisoned = {**batch, "images": np.full_like(batch["images"], np.nan)}
+  draw = lambda i: poisoned if i == 4 else batch                    # the 5th step goes bad
+  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  with pytest.raises(training.NonFiniteLoss, match=r"loss became nan at step 5.*step 4"):
+    training.fit(step, state, draw, steps=10, workdir=str(tmp_path), checkpoints=checkpoints,
+                 log_every=1, checkpoint_every=2)
+  assert checkpoints.latest_step() == 4
+  restored = checkpoints.restore_latest(training.init_state(trainable, optimizer, 0, ema=False))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(restored.trainable))
+  records = training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()
+  assert [r["step"] for r in records] == [1, 2, 3, 4]

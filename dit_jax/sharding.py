@@ -1,0 +1,71 @@
+"""Data-parallel + FSDP sharding of the training state and batches over a device mesh.
+
+    mesh = sharding.make_mesh(fsdp=4)              # axes ("data", "fsdp"); data = devices / fsdp
+    state = sharding.shard_state(state, mesh)      # params, Adam moments and EMA split over "fsdp"
+    frozen = sharding.shard_params(frozen, mesh)
+    batch = sharding.shard_batch(batch, mesh)      # examples split over data x fsdp
+
+training.make_train_step then compiles for these shardings: XLA gathers each parameter where it
+is used and reduce-scatters its gradient (the FSDP pattern), so per-device parameter, gradient and
+optimizer memory shrinks with the fsdp axis while the data axis adds throughput. One device is the
+mesh (1, 1) and changes nothing.
+
+Multi-host: call jax.distributed.initialize() on every host first (coordinator address, process
+count and id, or the cluster's auto-detection); jax.devices() then lists every host's devices and
+make_mesh spans them all. Each host loads its own slice of the global batch and builds the global
+array with jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dit_jax.training import TrainState
+
+AXES = ("data", "fsdp")
+
+
+def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"fsdp={fsdp} must divide the {len(devices)} devices")
+  return Mesh(np.array(devices).reshape(len(devices) // fsdp, fsdp), AXES)
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+  """Split the largest dimension that the fsdp size divides; small or indivisible arrays replicate."""
+  if fsdp == 1 or not shape:
+    return P()
+  candidates = [i for i, d in enumerate(shape) if d % fsdp == 0]
+  if not candidates:
+    return P()
+  axis = max(candidates, key=lambda i: shape[i])
+  return P(*(["fsdp" if i == axis else None for i in range(len(shape))]))
+
+
+def shard_params(tree, mesh: Mesh):
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree_util.tree_map(
+      lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), fsdp))), tree)
+
+
+def shard_state(state: TrainState, mesh: Mesh) -> TrainState:
+  replicated = NamedSharding(mesh, P())
+  return TrainState(jax.device_put(state.step, replicated), shard_params(state.trainable, mesh),
+                    shard_params(state.opt_state, mesh),
+                    None if state.ema is None else shard_params(state.ema, mesh),
+                    jax.device_put(state.key, replicated))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(AXES))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  devices = mesh.devices.size
+  for name, x in batch.items():
+    if np.shape(x)[0] % devices:
+      raise ValueError(f"batch[{name!r}] has {np.shape(x)[0]} rows; the mesh needs a multiple of "
+                       f"its {devices} devices")
+  return jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh)), batch)
