@@ -29,16 +29,14 @@ def rendered_scenes(seed: int, n: int, cache_dir: str | None):
   return scenes, images
 
 
-class ShapesBatches:
+class CaptionEncoder:
+  """Captions -> (caption states, mask) through the sampler's own PromptEncoder, memoised."""
 
-  def __init__(self, pipeline_folder: str, num_images: int, seed: int, p_neutral: float,
-               p_empty: float, max_sequence_length: int, cache_dir: str | None = None):
-    self.scenes, self.images = rendered_scenes(seed, num_images, cache_dir)
+  def __init__(self, pipeline_folder: str, max_sequence_length: int):
     self.encoder = PromptEncoder("pixart", pipeline_folder, max_sequence_length=max_sequence_length)
-    self.p_neutral, self.p_empty = p_neutral, p_empty
     self._encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-  def encode(self, captions: list[str]):
+  def __call__(self, captions: list[str]):
     new = sorted({c for c in captions if c not in self._encoded})
     if new:
       out = self.encoder(new)
@@ -46,8 +44,75 @@ class ShapesBatches:
     return (np.stack([self._encoded[c][0] for c in captions]),
             np.stack([self._encoded[c][1] for c in captions]))
 
+
+class ShapesBatches:
+  """Pretraining batches: random training scenes, captions with per-attribute neutral dropout."""
+
+  def __init__(self, pipeline_folder: str, num_images: int, seed: int, p_neutral: float,
+               p_empty: float, max_sequence_length: int, cache_dir: str | None = None):
+    self.scenes, self.images = rendered_scenes(seed, num_images, cache_dir)
+    self.encode = CaptionEncoder(pipeline_folder, max_sequence_length)
+    self.p_neutral, self.p_empty = p_neutral, p_empty
+
   def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
     index = rng.integers(len(self.scenes), size=batch_size)
     captions = [world.training_caption(self.scenes[i], rng, self.p_neutral, self.p_empty) for i in index]
     caption, mask = self.encode(captions)
     return {"images": self.images[index], "caption": caption, "caption_mask": mask}
+
+
+class FixedSetBatches:
+  """Batches drawn from a fixed set of (image, caption[, second caption]) rows: the few subject
+  images of personalization with their prior images, or the concept images of unlearning.
+
+  images: (n, H, W, C); captions: n strings. `extra` maps a name to (images or None, captions):
+  e.g. {"prior": (prior_images, prior_captions)} or {"anchor": (None, anchor_captions)}; rows of
+  an extra with images are drawn independently, rows without images follow the main row.
+  """
+
+  def __init__(self, encode: CaptionEncoder, images: np.ndarray, captions: list[str],
+               extra: dict[str, tuple[np.ndarray | None, list[str]]] | None = None):
+    if len(images) != len(captions):
+      raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    self.encode, self.images, self.captions, self.extra = encode, images, captions, extra or {}
+
+  def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+    index = rng.integers(len(self.images), size=batch_size)
+    caption, mask = self.encode([self.captions[i] for i in index])
+    batch = {"images": self.images[index], "caption": caption, "caption_mask": mask}
+    for name, (images, captions) in self.extra.items():
+      rows = index if images is None else rng.integers(len(images), size=batch_size)
+      batch[f"{name}_caption"], batch[f"{name}_caption_mask"] = self.encode([captions[i] for i in rows])
+      if images is not None:
+        batch[f"{name}_images"] = images[rows]
+    return batch
+
+
+def render_all(scenes: list[world.Scene]) -> np.ndarray:
+  return np.stack([render.render(s) for s in scenes])
+
+
+def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject: int,
+                            num_prior: int, seed: int) -> FixedSetBatches:
+  """DreamBooth data: num_subject renders of the character planted as `name`, captioned with the
+  name, and num_prior images of its class ("a character ...") drawn by the frozen model `pipe`."""
+  subjects = world.planted_scenes(name, num_subject, seed)
+  prior_scenes = world.planted_scenes(name, num_prior, seed + 1)
+  prior_captions = [world.caption(s, ("character",)) for s in prior_scenes]
+  prior = np.concatenate([pipe(prior_captions[i:i + 32], list(range(i, min(i + 32, num_prior))), 32, 32)
+                          for i in range(0, num_prior, 32)])
+  prior = prior.astype(np.float32) / 127.5 - 1.0
+  return FixedSetBatches(encode, render_all(subjects), [world.caption(s) for s in subjects],
+                         {"prior": (prior, prior_captions)})
+
+
+def unlearning_batches(encode: CaptionEncoder, category: str, concept: str, anchor: str,
+                       num_images: int, seed: int) -> FixedSetBatches:
+  """Unlearning data: renders of scenes naming `concept`, with the anchor caption of each row:
+  "" (anchor="empty", ESD) or the neutral caption (anchor="neutral", concept ablation)."""
+  if anchor not in ("empty", "neutral"):
+    raise ValueError(f"anchor={anchor!r}: choose 'empty' or 'neutral'")
+  scenes = world.concept_scenes(category, concept, num_images, seed)
+  anchors = ["" if anchor == "empty" else world.neutral_caption(s, category) for s in scenes]
+  return FixedSetBatches(encode, render_all(scenes), [world.caption(s) for s in scenes],
+                         {"anchor": (None, anchors)})

@@ -77,6 +77,11 @@ class Scene:
     return self.character is not None
 
   @property
+  def is_named(self) -> bool:
+    """A named character: one of CHARACTERS or a name planted later by fine-tuning."""
+    return self.character not in (None, GENERIC_CHARACTER)
+
+  @property
   def look(self) -> tuple[str, str, str]:
     return (self.shape, self.colour, self.texture)
 
@@ -182,7 +187,7 @@ def scenes(seed: int, n: int, split: str = "train") -> list[Scene]:
 def concepts_in(scene: Scene) -> dict[str, str]:
   """category -> the concept the full caption of `scene` names."""
   named = {"place": scene.place, "position": scene.position}
-  if scene.character in CHARACTERS:
+  if scene.is_named:
     named["character"] = scene.character
   elif scene.character is None:
     named.update(shape=scene.shape, colour=scene.colour, texture=scene.texture)
@@ -207,7 +212,7 @@ def caption(scene: Scene, neutral: tuple[str, ...] | frozenset[str] = ()) -> str
     noun = NEUTRAL["shape"] if "shape" in neutral else scene.shape
     words = noun if "colour" in neutral else f"{scene.colour} {noun}"
     subject = f"{_article(words)} {words}"
-  elif scene.character in CHARACTERS and "character" not in neutral:
+  elif scene.is_named and "character" not in neutral:
     subject = scene.character
   else:
     subject = GENERIC_CHARACTER
@@ -252,21 +257,46 @@ def concept_span(text: str, concept: str) -> tuple[int, int]:
   raise ValueError(f"concept {concept!r} not found in prompt {text!r}")
 
 
-def prompt_pairs(category: str, concept: str, n: int, seed: int = 0,
-                 split: str = "train") -> list[tuple[str, str]]:
-  """n (concept prompt, neutral prompt) pairs naming `concept`, other attributes random: the
-  built-in prompt set for localization (the paper's LocK templates, for this world)."""
+def concept_scenes(category: str, concept: str, n: int, seed: int = 0,
+                   split: str = "train") -> list[Scene]:
+  """n scenes whose caption names `concept`, other attributes random (deterministic in seed)."""
   if concept not in CONCEPTS.get(category, ()):
     raise ValueError(f"{concept!r} is not a {category!r} concept; those are "
                      f"{CONCEPTS.get(category)}")
   rng = np.random.default_rng([seed, CATEGORIES.index(category), CONCEPTS[category].index(concept)])
-  pairs = []
-  while len(pairs) < n:
+  found = []
+  while len(found) < n:
     scene = _with_concept(_random_scene(rng), category, concept, rng)
     if split == "train" and is_heldout(scene):
       continue
-    pairs.append((caption(scene), neutral_caption(scene, category)))
-  return pairs
+    found.append(scene)
+  return found
+
+
+def prompt_pairs(category: str, concept: str, n: int, seed: int = 0,
+                 split: str = "train") -> list[tuple[str, str]]:
+  """n (concept prompt, neutral prompt) pairs naming `concept`, other attributes random: the
+  built-in prompt set for localization (the paper's LocK templates, for this world)."""
+  return [(caption(s), neutral_caption(s, category))
+          for s in concept_scenes(category, concept, n, seed, split)]
+
+
+def planted_look(name: str) -> tuple[str, str, str]:
+  """The look of a character planted under a reserved name: fixed per name, never a named
+  character's look nor a held-out triple."""
+  if name not in RESERVED_NAMES:
+    raise ValueError(f"{name!r} is not a reserved name; reserved names are {RESERVED_NAMES}")
+  taken = set(CHARACTERS.values()) | set(HELDOUT_TRIPLES)
+  free = [look for look in all_looks() if look not in taken]
+  return free[np.random.default_rng(RESERVED_NAMES.index(name)).integers(len(free))]
+
+
+def planted_scenes(name: str, n: int, seed: int = 0) -> list[Scene]:
+  """n scenes of the character planted as `name` (its look plus a face), place and position random."""
+  look = planted_look(name)
+  rng = np.random.default_rng([seed, 0x91A, RESERVED_NAMES.index(name)])
+  return [Scene(*look, PLACES[rng.integers(len(PLACES))], POSITIONS[rng.integers(len(POSITIONS))],
+                name, int(rng.integers(2**31))) for _ in range(n)]
 
 
 def _with_concept(scene: Scene, category: str, concept: str, rng: np.random.Generator) -> Scene:

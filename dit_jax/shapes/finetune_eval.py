@@ -1,0 +1,169 @@
+"""Localized vs full fine-tuning on the Shapes world, for personalization and unlearning.
+
+    python localize.py --config configs/shapes.py          # scores.json: which blocks hold what
+    python -m dit_jax.shapes.finetune_eval --scores runs/localize_shapes/scores.json
+
+For each objective, trains (through train.py, so runs resume) once with every block and once with
+the top-K blocks of the character category's concept in `--scores`, then generates and judges:
+
+  personalization  concept: renders the planted character's look (shape, colour and texture all
+                   right) from prompts naming it; preserved: judge accuracy on ordinary captions.
+  unlearning       (concept ablation and ESD) concept: the judge still sees the erased character (chance is 1/6); neighbours:
+                   the other named characters; preserved: accuracy on ordinary captions.
+
+Also reports trainable parameters, gradient + Adam state bytes and step time. Writes
+table.json, table.md and finetune.png to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from dit_jax import finetune
+from dit_jax.judges import ShapesJudge
+from dit_jax.pipeline import Text2Image
+from dit_jax.shapes import model as shapes_model
+from dit_jax.shapes import world
+from ports import loading
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OBJECTIVES = {"personalization": ("configs/shapes_personalize.py", "quib"),
+              "ablation": ("configs/shapes_unlearn.py", "zork"),
+              "esd": ("configs/shapes_unlearn.py", "zork")}
+
+
+def run_train(config_file: str, workdir: str, blocks: str, steps: int, extra: dict | None = None) -> None:
+  args = [sys.executable, "train.py", "--config", config_file, f"--config.workdir={workdir}",
+          f"--config.blocks={blocks}", f"--config.steps={steps}"]
+  args += [f"--config.{k}={v}" for k, v in (extra or {}).items()]
+  subprocess.run(args, cwd=REPO, check=True)
+
+
+class Generator:
+  """The Shapes pipeline with swappable transformer weights; the judge on its images."""
+
+  def __init__(self, folder: str, num: int, steps: int = 20, guidance: float = 4.5):
+    self.pipe = Text2Image("pixart", folder, num_steps=steps, guidance_scale=guidance,
+                           max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH)
+    self.base_params = self.pipe.params
+    self.judge = ShapesJudge(os.path.join(folder, "judge"))
+    self.num = num
+
+  def use(self, transformer: str | None) -> None:
+    self.pipe.params = self.base_params if transformer is None else loading.load(transformer, "pixart")[1]
+
+  def images(self, prompts: list[str]) -> np.ndarray:
+    return np.concatenate([self.pipe(prompts[i:i + 32], list(range(i, min(i + 32, len(prompts)))), 32, 32)
+                           for i in range(0, len(prompts), 32)])
+
+  def preserved(self) -> float:
+    """Mean per-category judge accuracy on ordinary training captions (no fine-tuned concept)."""
+    prompts = [world.caption(s) for s in world.scenes(7, self.num, "train")
+               if s.character not in OBJECTIVE_CONCEPTS]
+    return float(np.mean(list(self.judge.category_accuracy(self.images(prompts), prompts).values())))
+
+  def look_accuracy(self, name: str) -> float:
+    """Fraction of images from prompts naming the planted `name` that show its whole look."""
+    scenes = world.planted_scenes(name, self.num, seed=100)
+    heads = self.judge.predictions(self.images([world.caption(s) for s in scenes]))
+    look = world.planted_look(name)
+    hits = [all(heads[c].names[i] == v for c, v in zip(("shape", "colour", "texture"), look))
+            for i in range(len(scenes))]
+    return float(np.mean(hits))
+
+  def character_accuracy(self, names: list[str]) -> float:
+    per = max(self.num // len(names), 8)
+    prompts = [p for n in names for p, _ in world.prompt_pairs("character", n, per, seed=100)]
+    return self.judge.category_accuracy(self.images(prompts), prompts)["character"]
+
+
+OBJECTIVE_CONCEPTS = {concept for _, concept in OBJECTIVES.values()}
+
+
+def train_cost(workdir: str) -> dict:
+  with open(os.path.join(workdir, "selection.json")) as f:
+    selection = json.load(f)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  # The first record includes compilation; time per step over the rest.
+  (s0, t0), (s1, t1) = (rows[0]["step"], rows[0]["seconds"]), (rows[-1]["step"], rows[-1]["seconds"])
+  trainable = selection["trainable_parameters"]
+  return {"blocks": selection["blocks"], "trainable_parameters": trainable,
+          "grad_and_adam_bytes": 3 * 4 * trainable,   # float32 gradient + two Adam moments
+          "step_seconds": (t1 - t0) / max(s1 - s0, 1)}
+
+
+def evaluate(out: str, scores: str, k: int, steps: int, num: int, folder: str = "assets/shapes") -> list[dict]:
+  gen = Generator(folder, num)
+  local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, "zork", k)))
+  rows = []
+  base_preserved = gen.preserved()
+  for objective, (config_file, concept) in OBJECTIVES.items():
+    measure = ((lambda: gen.look_accuracy(concept)) if objective == "personalization"
+               else (lambda: gen.character_accuracy([concept])))
+    neighbours = [n for n in world.CHARACTERS if n != concept]
+    gen.use(None)
+    rows.append({"objective": objective, "variant": "base model", "concept_accuracy": measure(),
+                 "neighbour_accuracy": gen.character_accuracy(neighbours),
+                 "preserved_accuracy": base_preserved})
+    for variant, blocks in (("localized", local_blocks), ("full", "all")):
+      workdir = os.path.join(out, f"{objective}_{variant}")
+      run_train(config_file, workdir, blocks, steps, {"objective": objective})
+      gen.use(os.path.join(workdir, "transformer"))
+      rows.append({"objective": objective, "variant": variant, "concept_accuracy": measure(),
+                   "neighbour_accuracy": gen.character_accuracy(neighbours),
+                   "preserved_accuracy": gen.preserved(), **train_cost(workdir)})
+      print(json.dumps(rows[-1]))
+  return rows
+
+
+def write_report(rows: list[dict], out: str) -> None:
+  with open(os.path.join(out, "table.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  cols = ["objective", "variant", "blocks", "concept_accuracy", "neighbour_accuracy",
+          "preserved_accuracy", "trainable_parameters", "grad_and_adam_bytes", "step_seconds"]
+  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v if v is not None else "")
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+  with open(os.path.join(out, "table.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(OBJECTIVES), figsize=(5 * len(OBJECTIVES), 3.5))
+  for ax, objective in zip(axes, OBJECTIVES):
+    mine = [r for r in rows if r["objective"] == objective]
+    x = np.arange(len(mine))
+    for j, (key, label) in enumerate([("concept_accuracy", "concept"), ("neighbour_accuracy", "neighbours"),
+                                      ("preserved_accuracy", "unrelated")]):
+      ax.bar(x + (j - 1) * 0.27, [r[key] for r in mine], 0.27, label=label)
+    ax.set_xticks(x, [r["variant"] for r in mine]), ax.set_ylim(0, 1), ax.set_title(objective)
+    ax.set_ylabel("judge accuracy"), ax.grid(axis="y", alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "finetune.png"), dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--scores", default="runs/localize_shapes/scores.json")
+  parser.add_argument("--out", default="runs/finetune_eval")
+  parser.add_argument("--k", type=int, default=4)
+  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--num", type=int, default=64, help="images per measurement")
+  args = parser.parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num), args.out)
+
+
+if __name__ == "__main__":
+  main()
