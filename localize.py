@@ -90,17 +90,24 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   ks = [localization.resolve_k(k, num_blocks) for k in config.ks]
   plan = localization.plan_interventions(ranking, ks, config.random_draws, config.seed,
                                          config.single_blocks, reverse=True)
-  images = localization.run_interventions(
+  sweep = lambda part, swap_pooled: localization.run_interventions(
       pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
-      (config.height, config.width), plan, config.intervention_chunk)
+      (config.height, config.width), part, config.intervention_chunk, swap_pooled)
+  images = sweep(plan, False)
+  runs = [("", plan, images)]
+  if config.pooled_swap:
+    # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
+    swapped = [i for i in plan if i.kind != "none"]
+    runs.append(("+pooled", swapped, sweep(swapped, True)))
   expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
   rows = []
-  for intervention, imgs in zip(plan, images):
-    rows.append({"concept": pairs[0].concept, "category": pairs[0].category,
-                 "kind": intervention.kind, "k": intervention.k, "draw": intervention.draw,
-                 "blocks": list(intervention.blocks),
-                 "presence": float(np.mean(judge.presence(imgs, expanded))),
-                 "other": other_categories(judge, imgs, expanded)})
+  for tag, part, part_images in runs:
+    for intervention, imgs in zip(part, part_images):
+      rows.append({"concept": pairs[0].concept, "category": pairs[0].category,
+                   "kind": intervention.kind + tag, "k": intervention.k, "draw": intervention.draw,
+                   "blocks": list(intervention.blocks),
+                   "presence": float(np.mean(judge.presence(imgs, expanded))),
+                   "other": other_categories(judge, imgs, expanded)})
   shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 2}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])

@@ -31,6 +31,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.random_draws = 5
   config.single_blocks = False
   config.intervention_chunk = 4
+  config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped
   config.judge = "clip"
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5

@@ -3,7 +3,8 @@
     python -m dit_jax.generate --config configs/flux.py --config.checkpoint=/path/to/FLUX.1-dev \
         --config.prompt="a dog in the snow"
 
-For schnell: --config.num_steps=4 --config.guidance_scale=0.
+For schnell: --config.num_steps=4 --config.guidance_scale=0. Localization with the pooled CLIP vector
+swapped as well (its rows are reported apart, as "top+pooled", ...): --config.pooled_swap=True.
 """
 from configs.common import base_config
 

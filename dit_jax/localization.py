@@ -117,13 +117,17 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
 
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str],
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
-                      chunk: int = 8) -> np.ndarray:
+                      chunk: int = 8, swap_pooled: bool = False) -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
   Each chunk of interventions is one jitted call, vmapped over block masks and the reverse flag:
   the conditional branch reads `base` text in unselected blocks and `swap` text in selected ones,
   the unconditional branch is never touched, and every intervention starts from the same noise.
+  swap_pooled (FLUX only): an intervention that selects any block also takes the other prompt's
+  pooled CLIP vector, which reaches every block through the modulation (report it separately).
   """
+  if swap_pooled and pipe.family != "flux":
+    raise ValueError(f"swap_pooled is FLUX's option; {pipe.family} has no pooled text vector")
   if len(prompts) != len(neutral_prompts):
     raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
   height, width = size
@@ -133,8 +137,11 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   loop = pipe.loop(tuple(noise.shape[1:]))
   concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
   neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
-  make = _text_stream_sweep if pipe.family == "flux" else _cross_attention_sweep
-  sweep = jax.jit(jax.vmap(make(pipe, loop, noise, concept, neutral)))
+  if pipe.family == "flux":
+    make = _text_stream_sweep(pipe, loop, noise, concept, neutral, swap_pooled)
+  else:
+    make = _cross_attention_sweep(pipe, loop, noise, concept, neutral)
+  sweep = jax.jit(jax.vmap(make))
 
   masks = block_mask(plan, num_blocks(pipe.module.config))
   reverse = np.array([i.reverse for i in plan])
@@ -167,10 +174,11 @@ def _cross_attention_sweep(pipe, loop, noise, concept, neutral):
   return one
 
 
-def _text_stream_sweep(pipe, loop, noise, concept, neutral):
+def _text_stream_sweep(pipe, loop, noise, concept, neutral, swap_pooled=False):
   """FLUX: the concept and the neutral trajectories run in one batch from the same noise; in the
   selected blocks the main trajectory's text stream is overwritten by the other's (TextStreamSwap).
-  The pooled CLIP vector stays the main prompt's (swapping it would touch every block)."""
+  The pooled CLIP vector stays the main prompt's (swapping it touches every block) unless
+  swap_pooled, where a non-empty selection takes the other's too."""
   n = noise.shape[0]
   both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), concept, neutral)
   rows = np.arange(2 * n)
@@ -179,7 +187,9 @@ def _text_stream_sweep(pipe, loop, noise, concept, neutral):
 
   def one(mask, reverse):
     source = jnp.where(reverse, backward, forward).astype(jnp.int32)
-    latents = loop(pipe.params, jnp.concatenate([noise, noise]),
-                   {**both, "text_swap": TextStreamSwap(mask, source)})
+    cond = {**both, "text_swap": TextStreamSwap(mask, source)}
+    if swap_pooled:
+      cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
+    latents = loop(pipe.params, jnp.concatenate([noise, noise]), cond)
     return jnp.where(reverse, latents[n:], latents[:n])
   return one

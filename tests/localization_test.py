@@ -81,3 +81,26 @@ def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F
   assert close(images[0], pipe(prompts, [0], *SIZE)) and close(images[1], pipe(neutral, [0], *SIZE))
   assert not close(images[2], images[0])
   assert n == pipe.module.config.num_layers + pipe.module.config.num_single_layers
+
+
+@pytest.mark.slow   # compiles a vmapped FLUX loop
+@pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
+def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_folder):  # noqa: F811
+  folder, _ = flux_folder
+  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+  every = tuple(range(localization.num_blocks(pipe.module.config)))
+  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", len(every), every)]
+  prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
+  swapped = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, swap_pooled=True)
+  close = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max() <= 1
+  # K=0 keeps the concept's pooled vector; all blocks + pooled leaves nothing of the concept.
+  assert close(swapped[0], pipe(prompts, [0], *SIZE))
+  assert close(swapped[1], pipe(neutral, [0], *SIZE))
+  kept = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan[1:])
+  assert not close(kept[0], swapped[1])        # without the option the pooled vector stays
+
+
+def test_pooled_swap_is_flux_only(pipe):
+  with pytest.raises(ValueError, match="swap_pooled is FLUX's option"):
+    localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE,
+                                   [localization.Intervention("none", 0, ())], swap_pooled=True)

@@ -1,0 +1,70 @@
+"""Planted knowledge: does localization find the blocks that were taught a new concept?
+
+    python -m benchmarks.planted_knowledge                    # 3 block sets, ~10 min on 2 CPU cores
+
+For each (block set, reserved name, seed), fine-tunes only that block set of the shipped Shapes
+model to draw a new character under the reserved name (train.py, configs/shapes_personalize.py),
+then localizes the name on the fine-tuned model (attention contribution of its tokens per block,
+score_wo, over prompts x seeds x steps) and reports precision@|set|: the share of the top-|set|
+blocks that belong to the set. Also reports the same ranking computed on the base model (what the
+frozen text embedding alone would give) and whether the fine-tuned model draws the character.
+Writes benchmarks/results/planted_knowledge.json and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from benchmarks.timing import write_result
+from dit_jax import localization
+from dit_jax.shapes import world
+from dit_jax.shapes.finetune_eval import Generator, run_train
+
+SETS = (((1, 5, 9), "quib", 0), ((2, 6, 10), "vexa", 1), ((0, 4, 7), "nolo", 2))
+
+
+def block_scores(gen: Generator, name: str, num_prompts: int, seeds=(0, 1)) -> np.ndarray:
+  prompts = [world.caption(s) for s in world.planted_scenes(name, num_prompts, seed=200)]
+  scores = localization.concept_scores(gen.pipe, prompts, [name] * len(prompts), seeds, (32, 32),
+                                       batch_size=16)
+  return scores[..., 0].mean(axis=(0, 1))     # score_wo, mean over prompts x seeds and steps
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="runs/planted")
+  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--prompts", type=int, default=16)
+  parser.add_argument("--result", default="benchmarks/results/planted_knowledge.json")
+  args = parser.parse_args(argv)
+  gen = Generator("assets/shapes", num=32)
+  rows = []
+  for blocks, name, seed in SETS:
+    workdir = os.path.join(args.out, f"{name}_{'-'.join(map(str, blocks))}_seed{seed}")
+    gen.use(None)
+    base = block_scores(gen, name, args.prompts)
+    run_train("configs/shapes_personalize.py", workdir, ",".join(map(str, blocks)), args.steps,
+              {"concept": name, "seed": seed})
+    gen.use(os.path.join(workdir, "transformer"))
+    tuned = block_scores(gen, name, args.prompts)
+    k = len(blocks)
+    precision = lambda s: len(set(localization.rank_blocks(s)[:k].tolist()) & set(blocks)) / k
+    rows.append({"name": name, "seed": seed, "planted_blocks": list(blocks),
+                 "top_blocks": sorted(localization.rank_blocks(tuned)[:k].tolist()),
+                 "precision": precision(tuned), "base_model_precision": precision(base),
+                 "look_accuracy": gen.look_accuracy(name),
+                 "scores": tuned.tolist(), "base_scores": base.tolist()})
+  mean = float(np.mean([r["precision"] for r in rows]))
+  write_result(args.result, {"steps": args.steps, "prompts": args.prompts, "sets": rows,
+                             "mean_precision": mean, "target": 0.8})
+  print(f"{'name':6} {'planted':>10} {'found':>10} {'precision':>9} {'base':>6} {'look acc':>8}")
+  for r in rows:
+    print(f"{r['name']:6} {str(r['planted_blocks']):>10} {str(r['top_blocks']):>10} "
+          f"{r['precision']:9.2f} {r['base_model_precision']:6.2f} {r['look_accuracy']:8.2f}")
+  print(f"mean precision@|set| = {mean:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+  main()
