@@ -14,6 +14,7 @@ def get_config():
   config.task = "pretrain_shapes"
   config.model = "pixart"
   # 12 blocks (the smallest the design allows), 3 heads x 32, 4x4 pixel patches -> 64 tokens.
+  # The objective (v-prediction, cosine schedule) is the scheduler config in dit_jax/shapes/model.py.
   config.transformer = ml_collections.ConfigDict(dict(
       num_layers=12, num_attention_heads=3, attention_head_dim=32, cross_attention_dim=96,
       in_channels=3, out_channels=3, patch_size=4, sample_size=32, caption_channels=64,
@@ -25,9 +26,9 @@ def get_config():
   config.num_images = 16000
   config.p_neutral = 0.15      # per-attribute neutral dropout (DESIGN.md section 5)
   config.p_empty = 0.1         # whole-caption dropout, for classifier-free guidance
-  config.steps = 6000
+  config.steps = 5000
   config.batch_size = 32
-  config.learning_rate = 5e-4
+  config.learning_rate = 1e-3
   config.warmup_steps = 200
   config.weight_decay = 0.0
   config.ema_decay = 0.999

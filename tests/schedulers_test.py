@@ -9,6 +9,7 @@ import torch
 import diffusers
 
 from dit_jax import schedulers
+from dit_jax.shapes.model import SCHEDULER_CONFIG as SHAPES_SCHEDULER
 from tests.testutil import rel_error
 
 PIXART_DPM = {  # PixArt-alpha/Sigma scheduler_config.json
@@ -57,6 +58,7 @@ CASES = [
     ("flow_static_shift", dict(FLUX_SCHNELL, shift=3.0), lambda n: {}),
     ("flow_dynamic_linear_terminal", dict(FLUX_DEV, time_shift_type="linear", shift_terminal=0.1),
      lambda n: {"mu": 2.0}),
+    ("shapes_model", SHAPES_SCHEDULER, lambda n: {}),     # v-prediction, cosine betas
     ("ddim_eps", DDIM_EPS, lambda n: {}),
     ("ddim_v_clip", dict(DDIM_EPS, prediction_type="v_prediction", clip_sample=True,
                          set_alpha_to_one=True, timestep_spacing="trailing"), lambda n: {}),
