@@ -99,12 +99,14 @@ def train_cost(workdir: str) -> dict:
           "step_seconds": (t1 - t0) / max(s1 - s0, 1)}
 
 
-def evaluate(out: str, scores: str, k: int, steps: int, num: int, folder: str = "assets/shapes") -> list[dict]:
+def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tuple(OBJECTIVES),
+             folder: str = "assets/shapes") -> list[dict]:
   gen = Generator(folder, num)
   local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, "zork", k)))
   rows = []
   base_preserved = gen.preserved()
-  for objective, (config_file, concept) in OBJECTIVES.items():
+  for objective in objectives:
+    config_file, concept = OBJECTIVES[objective]
     measure = ((lambda: gen.look_accuracy(concept)) if objective == "personalization"
                else (lambda: gen.character_accuracy([concept])))
     neighbours = [n for n in world.CHARACTERS if n != concept]
@@ -138,8 +140,10 @@ def write_report(rows: list[dict], out: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(OBJECTIVES), figsize=(5 * len(OBJECTIVES), 3.5))
-  for ax, objective in zip(axes, OBJECTIVES):
+  shown = len({r["objective"] for r in rows})
+  fig, axes = plt.subplots(1, shown, figsize=(5 * shown, 3.5), squeeze=False)
+  axes = axes[0]
+  for ax, objective in zip(np.atleast_1d(axes), dict.fromkeys(r["objective"] for r in rows)):
     mine = [r for r in rows if r["objective"] == objective]
     x = np.arange(len(mine))
     for j, (key, label) in enumerate([("concept_accuracy", "concept"), ("neighbour_accuracy", "neighbours"),
@@ -160,9 +164,11 @@ def main(argv=None):
   parser.add_argument("--k", type=int, default=4)
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
+  parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
-  write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num), args.out)
+  write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num, args.objectives),
+               args.out)
 
 
 if __name__ == "__main__":
