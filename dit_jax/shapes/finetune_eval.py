@@ -8,8 +8,9 @@ the top-K blocks of the character category's concept in `--scores`, then generat
 
   personalization  concept: renders the planted character's look (shape, colour and texture all
                    right) from prompts naming it; preserved: judge accuracy on ordinary captions.
-  unlearning       (concept ablation and ESD) concept: the judge still sees the erased character (chance is 1/6); neighbours:
-                   the other named characters; preserved: accuracy on ordinary captions.
+  unlearning       (concept ablation and ESD) of --unlearn (category:concept). concept: the judge
+                   still sees it (chance is 1 / the category's size); neighbours: the category's
+                   other concepts; preserved: accuracy on ordinary captions.
 
 Also reports trainable parameters, gradient + Adam state bytes and step time. Writes
 table.json, table.md and finetune.png to --out.
@@ -33,9 +34,9 @@ from dit_jax.shapes import world
 from ports import loading
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-OBJECTIVES = {"personalization": ("configs/shapes_personalize.py", "quib"),
-              "ablation": ("configs/shapes_unlearn.py", "zork"),
-              "esd": ("configs/shapes_unlearn.py", "zork")}
+OBJECTIVES = {"personalization": "configs/shapes_personalize.py",
+              "ablation": "configs/shapes_unlearn.py", "esd": "configs/shapes_unlearn.py"}
+PLANTED = "quib"    # personalization's new character; its blocks come from the character category
 
 
 def run_train(config_file: str, workdir: str, blocks: str, steps: int, extra: dict | None = None) -> None:
@@ -63,9 +64,8 @@ class Generator:
                            for i in range(0, len(prompts), 32)])
 
   def preserved(self) -> float:
-    """Mean per-category judge accuracy on ordinary training captions (no fine-tuned concept)."""
-    prompts = [world.caption(s) for s in world.scenes(7, self.num, "train")
-               if s.character not in OBJECTIVE_CONCEPTS]
+    """Mean per-category judge accuracy on ordinary training captions."""
+    prompts = [world.caption(s) for s in world.scenes(7, self.num, "train")]
     return float(np.mean(list(self.judge.category_accuracy(self.images(prompts), prompts).values())))
 
   def look_accuracy(self, name: str) -> float:
@@ -77,13 +77,11 @@ class Generator:
             for i in range(len(scenes))]
     return float(np.mean(hits))
 
-  def character_accuracy(self, names: list[str]) -> float:
+  def concept_accuracy(self, category: str, names: list[str]) -> float:
+    """Judge accuracy on `category` for prompts naming each of `names`."""
     per = max(self.num // len(names), 8)
-    prompts = [p for n in names for p, _ in world.prompt_pairs("character", n, per, seed=100)]
-    return self.judge.category_accuracy(self.images(prompts), prompts)["character"]
-
-
-OBJECTIVE_CONCEPTS = {concept for _, concept in OBJECTIVES.values()}
+    prompts = [p for n in names for p, _ in world.prompt_pairs(category, n, per, seed=100)]
+    return self.judge.category_accuracy(self.images(prompts), prompts)[category]
 
 
 def train_cost(workdir: str) -> dict:
@@ -100,26 +98,35 @@ def train_cost(workdir: str) -> dict:
 
 
 def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tuple(OBJECTIVES),
-             folder: str = "assets/shapes") -> list[dict]:
+             unlearn: tuple[str, str] = ("colour", "red"), folder: str = "assets/shapes") -> list[dict]:
   gen = Generator(folder, num)
-  local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, "zork", k)))
   rows = []
   base_preserved = gen.preserved()
   for objective in objectives:
-    config_file, concept = OBJECTIVES[objective]
-    measure = ((lambda: gen.look_accuracy(concept)) if objective == "personalization"
-               else (lambda: gen.character_accuracy([concept])))
-    neighbours = [n for n in world.CHARACTERS if n != concept]
+    if objective == "personalization":
+      category, concept = "character", PLANTED
+      source = "zork"                 # no scores exist for a concept the model does not know yet
+      measure = lambda: gen.look_accuracy(PLANTED)
+      extra = {"concept": PLANTED}
+    else:
+      category, concept = unlearn
+      source = concept
+      measure = lambda: gen.concept_accuracy(category, [concept])
+      extra = {"concept": concept, "category": category, "objective": objective}
+    neighbours = [n for n in world.CONCEPTS[category] if n != concept]
+    local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, source, k)))
     gen.use(None)
-    rows.append({"objective": objective, "variant": "base model", "concept_accuracy": measure(),
-                 "neighbour_accuracy": gen.character_accuracy(neighbours),
+    rows.append({"objective": objective, "concept": concept, "variant": "base model",
+                 "concept_accuracy": measure(),
+                 "neighbour_accuracy": gen.concept_accuracy(category, neighbours),
                  "preserved_accuracy": base_preserved})
     for variant, blocks in (("localized", local_blocks), ("full", "all")):
       workdir = os.path.join(out, f"{objective}_{variant}")
-      run_train(config_file, workdir, blocks, steps, {"objective": objective})
+      run_train(OBJECTIVES[objective], workdir, blocks, steps, extra)
       gen.use(os.path.join(workdir, "transformer"))
-      rows.append({"objective": objective, "variant": variant, "concept_accuracy": measure(),
-                   "neighbour_accuracy": gen.character_accuracy(neighbours),
+      rows.append({"objective": objective, "concept": concept, "variant": variant,
+                   "concept_accuracy": measure(),
+                   "neighbour_accuracy": gen.concept_accuracy(category, neighbours),
                    "preserved_accuracy": gen.preserved(), **train_cost(workdir)})
       print(json.dumps(rows[-1]))
   return rows
@@ -128,7 +135,7 @@ def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tup
 def write_report(rows: list[dict], out: str) -> None:
   with open(os.path.join(out, "table.json"), "w") as f:
     json.dump(rows, f, indent=2)
-  cols = ["objective", "variant", "blocks", "concept_accuracy", "neighbour_accuracy",
+  cols = ["objective", "concept", "variant", "blocks", "concept_accuracy", "neighbour_accuracy",
           "preserved_accuracy", "trainable_parameters", "grad_and_adam_bytes", "step_seconds"]
   fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v if v is not None else "")
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -165,10 +172,14 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
   parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
+  parser.add_argument("--unlearn", default="colour:red", help="category:concept to unlearn")
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
-  write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num, args.objectives),
-               args.out)
+  category, _, concept = args.unlearn.partition(":")
+  if concept not in world.CONCEPTS.get(category, ()):
+    raise SystemExit(f"--unlearn={args.unlearn!r}: use category:concept, e.g. colour:red")
+  write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num, args.objectives,
+                        (category, concept)), args.out)
 
 
 if __name__ == "__main__":
