@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from dit_jax import latents as latent_codecs
 from dit_jax import sampling, schedulers
@@ -116,3 +117,11 @@ class Text2Image:
 
   def __call__(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int):
     return self.decode(self.latents(prompts, seeds, height, width))
+
+  def generate(self, prompts: Sequence[str], height: int, width: int, batch_size: int = 32,
+               desc: str | None = None) -> np.ndarray:
+    """uint8 images of many prompts, `batch_size` at a time; prompt i uses seed i."""
+    starts = range(0, len(prompts), batch_size)
+    return np.concatenate([self(prompts[i:i + batch_size], list(range(i, min(i + batch_size, len(prompts)))),
+                                height, width)
+                           for i in (tqdm(starts, desc=desc) if desc else starts)])

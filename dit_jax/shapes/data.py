@@ -99,8 +99,7 @@ def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject
   subjects = world.planted_scenes(name, num_subject, seed)
   prior_scenes = world.planted_scenes(name, num_prior, seed + 1)
   prior_captions = [world.caption(s, ("character",)) for s in prior_scenes]
-  prior = np.concatenate([pipe(prior_captions[i:i + 32], list(range(i, min(i + 32, num_prior))), 32, 32)
-                          for i in range(0, num_prior, 32)])
+  prior = pipe.generate(prior_captions, 32, 32)
   prior = prior.astype(np.float32) / 127.5 - 1.0
   return FixedSetBatches(encode, render_all(subjects), [world.caption(s) for s in subjects],
                          {"prior": (prior, prior_captions)})

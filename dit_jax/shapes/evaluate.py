@@ -12,7 +12,6 @@ import json
 import os
 
 import numpy as np
-from tqdm import tqdm
 
 from dit_jax.judges import ShapesJudge
 from dit_jax.pipeline import Text2Image
@@ -25,8 +24,7 @@ def evaluate(folder: str, num: int, split: str, steps: int, guidance: float, see
   pipe = Text2Image("pixart", folder, num_steps=steps, guidance_scale=guidance,
                     max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH)
   prompts = [world.caption(s) for s in world.scenes(seed, num, split)]
-  images = np.concatenate([pipe(prompts[i:i + batch], list(range(i, min(i + batch, num))), 32, 32)
-                           for i in tqdm(range(0, num, batch), desc="generating")])
+  images = pipe.generate(prompts, 32, 32, batch, desc="generating")
   accuracy = ShapesJudge(os.path.join(folder, "judge")).category_accuracy(images, prompts)
   return {"split": split, "num_images": num, "steps": steps, "guidance_scale": guidance,
           "accuracy": accuracy, "mean": float(np.mean(list(accuracy.values())))}, images

@@ -60,8 +60,7 @@ class Generator:
     self.pipe.params = self.base_params if transformer is None else loading.load(transformer, "pixart")[1]
 
   def images(self, prompts: list[str]) -> np.ndarray:
-    return np.concatenate([self.pipe(prompts[i:i + 32], list(range(i, min(i + 32, len(prompts)))), 32, 32)
-                           for i in range(0, len(prompts), 32)])
+    return self.pipe.generate(prompts, 32, 32)
 
   def preserved(self) -> float:
     """Mean per-category judge accuracy on ordinary training captions."""
