@@ -126,22 +126,16 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   swap_pooled (FLUX only): an intervention that selects any block also takes the other prompt's
   pooled CLIP vector, which reaches every block through the modulation (report it separately).
   """
-  if swap_pooled and pipe.family != "flux":
-    raise ValueError(f"swap_pooled is FLUX's option; {pipe.family} has no pooled text vector")
   if len(prompts) != len(neutral_prompts):
     raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
   height, width = size
+  sweep = jax.jit(intervention_sweep(pipe.family, pipe.loop(pipe.latent_shape(height, width)),
+                                     swap_pooled))
   rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
   ps, ns, ss = zip(*rows)
-  noise = pipe_noise(pipe, ss, size)
-  loop = pipe.loop(tuple(noise.shape[1:]))
+  noise = jnp.asarray(pipe_noise(pipe, ss, size))
   concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
   neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
-  if pipe.family == "flux":
-    make = _text_stream_sweep(pipe, loop, noise, concept, neutral, swap_pooled)
-  else:
-    make = _cross_attention_sweep(pipe, loop, noise, concept, neutral)
-  sweep = jax.jit(jax.vmap(make))
 
   masks = block_mask(plan, num_blocks(pipe.module.config))
   reverse = np.array([i.reverse for i in plan])
@@ -150,9 +144,26 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   for part in _batches(len(plan), chunk):
     # The last chunk is padded to full size so that every call reuses one compilation.
     index = np.arange(part.start, part.start + chunk).clip(max=part.stop - 1)
-    latents = np.asarray(sweep(jnp.asarray(masks[index]), jnp.asarray(reverse[index])), np.float32)
+    latents = np.asarray(sweep(pipe.params, noise, concept, neutral, jnp.asarray(masks[index]),
+                               jnp.asarray(reverse[index])), np.float32)
     images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
   return np.stack(images)
+
+
+def intervention_sweep(family: str, loop, swap_pooled: bool = False):
+  """fn(params, noise, concept, neutral, masks, reverse) -> final latents (I, N, ...): the denoising
+  `loop` (Text2Image.loop) run once per intervention, vmapped over the block masks (I, blocks) and
+  reverse flags (I,). Weights, noise and text states are arguments, so jitting it bakes no model
+  into the program and one compilation serves every chunk."""
+  one = _text_stream_swap if family == "flux" else _cross_attention_swap
+  if swap_pooled and family != "flux":
+    raise ValueError(f"swap_pooled is FLUX's option; {family} has no pooled text vector")
+  kwargs = {"swap_pooled": swap_pooled} if family == "flux" else {}
+
+  def sweep(params, noise, concept, neutral, masks, reverse):
+    run = lambda mask, rev: one(loop, params, noise, concept, neutral, mask, rev, **kwargs)
+    return jax.vmap(run)(masks, reverse)
+  return sweep
 
 
 def num_blocks(config) -> int:
@@ -160,21 +171,18 @@ def num_blocks(config) -> int:
   return getattr(config, "num_blocks", config.num_layers)
 
 
-def _cross_attention_sweep(pipe, loop, noise, concept, neutral):
+def _cross_attention_swap(loop, params, noise, concept, neutral, mask, reverse):
   """PixArt, SANA: the conditional branch reads `base` text in unselected blocks and `swap` text in
   selected ones (TextSwap); the unconditional branch is never touched."""
+  pick = lambda a, b: jnp.where(reverse, b, a)
   keys = ("caption", "caption_mask")
-
-  def one(mask, reverse):
-    pick = lambda a, b: jnp.where(reverse, b, a)
-    base = {k: pick(concept[k], neutral[k]) for k in keys}
-    swap = {k: pick(neutral[k], concept[k]) for k in keys}
-    cond = {**concept, **base, "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
-    return loop(pipe.params, noise, cond)
-  return one
+  base = {k: pick(concept[k], neutral[k]) for k in keys}
+  swap = {k: pick(neutral[k], concept[k]) for k in keys}
+  cond = {**concept, **base, "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
+  return loop(params, noise, cond)
 
 
-def _text_stream_sweep(pipe, loop, noise, concept, neutral, swap_pooled=False):
+def _text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False):
   """FLUX: the concept and the neutral trajectories run in one batch from the same noise; in the
   selected blocks the main trajectory's text stream is overwritten by the other's (TextStreamSwap).
   The pooled CLIP vector stays the main prompt's (swapping it touches every block) unless
@@ -184,12 +192,9 @@ def _text_stream_sweep(pipe, loop, noise, concept, neutral, swap_pooled=False):
   rows = np.arange(2 * n)
   forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral stream
   backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept stream
-
-  def one(mask, reverse):
-    source = jnp.where(reverse, backward, forward).astype(jnp.int32)
-    cond = {**both, "text_swap": TextStreamSwap(mask, source)}
-    if swap_pooled:
-      cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
-    latents = loop(pipe.params, jnp.concatenate([noise, noise]), cond)
-    return jnp.where(reverse, latents[n:], latents[:n])
-  return one
+  source = jnp.where(reverse, backward, forward).astype(jnp.int32)
+  cond = {**both, "text_swap": TextStreamSwap(mask, source)}
+  if swap_pooled:
+    cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
+  latents = loop(params, jnp.concatenate([noise, noise]), cond)
+  return jnp.where(reverse, latents[n:], latents[:n])
