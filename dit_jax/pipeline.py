@@ -53,7 +53,9 @@ class Text2Image:
     if guidance_scale is None:
       guidance_scale = pipeline_default(PIPELINES[family][0], "guidance_scale")
     self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
+    self.dtype = dtype
     self.module, self.params = loading.load(transformer or folder, family, dtype)
+    self._own_params = self.params
     self.encoder = PromptEncoder(family, folder, cache_dir=cache_dir, device=device,
                                  max_sequence_length=max_sequence_length)
     self.scheduler_config = read_scheduler_config(folder)
@@ -62,6 +64,19 @@ class Text2Image:
     self.codec = latent_codecs.TorchVAE(folder, device) if has_vae else latent_codecs.PixelSpace()
     self._predict = sampling.PREDICTORS[family](self.module, guidance_scale)
     self._loops = {}   # latent shape -> compiled denoising loop (the schedule is baked in)
+
+  def use_transformer(self, transformer: str | None) -> None:
+    """Sample with the weights of another transformer folder of the same architecture (e.g. a
+    fine-tuned export); None returns to the pipeline's own. Compiled loops are kept: the weights
+    are their argument, not a constant."""
+    if transformer is None:
+      self.params = self._own_params
+      return
+    module, params = loading.load(transformer, self.family, self.dtype)
+    if module.config != self.module.config:
+      raise ValueError(f"{transformer} is a different architecture from the pipeline's transformer: "
+                       f"{module.config} vs {self.module.config}")
+    self.params = params
 
   def conditioning(self, prompts: Sequence[str], height: int, width: int) -> dict:
     """Text states (and micro-conditions) for a batch of prompts, from the prompt cache."""

@@ -109,6 +109,27 @@ def test_missing_component_is_named(pixart_folder, tmp_path):
     PromptEncoder("pixart", str(broken))
 
 
+def test_use_transformer_swaps_weights_and_refuses_another_architecture(pixart_folder, tmp_path):
+  folder, _ = pixart_folder
+  other = tmp_path / "other"
+  tiny_torch_model(seed=5, sample_size=128, use_additional_conditions=True).save_pretrained(other)
+  run = lambda pipe: pipe.latents(PROMPTS, [0, 1], 16, 16)
+  pipe = Text2Image("pixart", str(folder), num_steps=3, max_sequence_length=12)
+  own = run(pipe)
+  pipe.use_transformer(str(other))
+  swapped = run(pipe)
+  np.testing.assert_array_equal(
+      swapped, run(Text2Image("pixart", str(folder), num_steps=3, max_sequence_length=12,
+                              transformer=str(other))))
+  assert rel_error(swapped, own) > 1e-2
+  pipe.use_transformer(None)
+  np.testing.assert_array_equal(run(pipe), own)
+  bigger = tmp_path / "bigger"
+  tiny_torch_model(num_layers=4, sample_size=128, use_additional_conditions=True).save_pretrained(bigger)
+  with pytest.raises(ValueError, match="different architecture"):
+    pipe.use_transformer(str(bigger))
+
+
 def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
   import subprocess
   import sys
