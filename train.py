@@ -55,7 +55,7 @@ def finetune_shapes(config) -> None:
   full weights, or LoRA factors of their attention projections when config.lora_rank > 0."""
   module, params = loading.load(os.path.join(config.pipeline_folder, "transformer"), "pixart")
   blocks = finetune.select_blocks(config.blocks, module.config.num_layers, config.concept, config.k)
-  trainable, frozen = training.split_params(params, training.block_selector(blocks))
+  trainable, frozen = training.split_params(params, training.block_selector(blocks, module.config))
   encode = CaptionEncoder(config.pipeline_folder, shapes_model.MAX_SEQUENCE_LENGTH)
   alphas, prediction_type = _schedule(config.pipeline_folder)
   apply = lambda p, x, t, caption, mask: module.apply({"params": p}, x, t, caption, mask)
@@ -76,7 +76,7 @@ def finetune_shapes(config) -> None:
   combine = training.merge_params
   if config.lora_rank:
     frozen = {**trainable, **frozen}
-    trainable = lora.init(frozen, training.block_selector(blocks), config.lora_rank, config.seed)
+    trainable = lora.init(frozen, training.block_selector(blocks, module.config), config.lora_rank, config.seed)
     combine = lora.combiner(config.lora_rank, config.lora_alpha)
   # The teacher (unlearning): the values fine-tuning changes, as they were before it.
   teacher = (lora.base_kernels(trainable, frozen) if config.lora_rank
@@ -88,7 +88,9 @@ def finetune_shapes(config) -> None:
   training.write_json(os.path.join(config.workdir, "selection.json"),
                       {"blocks": blocks if blocks is not None else "all",
                        "lora_rank": config.lora_rank, "trainable_parameters": count(trainable),
-                       "total_parameters": count(params)})
+                       "total_parameters": count(params),
+                       "step_memory_bytes": step_fn.memory(
+                           state, data.draw(np.random.default_rng(0), config.batch_size))})
   state = _fit(config, step_fn, state, data, checkpoints, config.objective)
   _export(config, module, state, frozen, combine)
   if config.lora_rank:

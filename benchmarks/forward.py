@@ -64,11 +64,13 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 def pixart_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import PixArtTransformer2DModel
-  if preset == "full":   # PixArt-XL-2-1024-MS
+  if preset in ("full", "512"):   # PixArt-XL-2-1024-MS; PixArt-XL-2-512x512 (no micro-conditions)
     config = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152,
                   caption_channels=4096, sample_size=128, in_channels=4, out_channels=8,
                   use_additional_conditions=True, norm_type="ada_norm_single",
                   norm_elementwise_affine=False, num_embeds_ada_norm=1000)
+    if preset == "512":
+      config.update(sample_size=64, use_additional_conditions=False)
     seq = 120
   else:
     # No micro-conditions: PixArtAlphaPipeline passes them only at sample_size 128 (generate.py).

@@ -11,8 +11,10 @@ are left out). Reports seconds per batch, images/s and the ratio; writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from collections.abc import Callable
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +38,70 @@ MODELS = {"pixart": (pixart_case, "PixArtAlphaPipeline", {}, 8),
           "sana": (sana_case, "SanaPipeline", SANA_SCHEDULER, 32)}
 
 
+@dataclasses.dataclass
+class Sampling:
+  """One model's denoising on both sides, from the same weights and inputs.
+
+  run_diffusers() -> diffusers' final latents (torch, NCHW); loop(params, noise, cond) -> ours
+  (un-jitted, NHWC); `noise` and `cond` are the JAX inputs that match diffusers' inputs.
+  """
+  run_diffusers: Callable[[], torch.Tensor]
+  sync: Callable
+  module: object
+  loop: Callable
+  params: dict
+  noise: jax.Array
+  cond: dict
+
+
+def make_sampling(model: str, preset: str, batch: int, steps: int, guidance: float,
+                  dtype: str) -> Sampling:
+  import diffusers
+  cuda = torch.cuda.is_available()
+  device = "cuda" if cuda else "cpu"
+  torch_dtype, jax_dtype = getattr(torch, dtype), jnp.dtype(dtype)
+  make_case, pipeline_class, scheduler_config, downsample = MODELS[model]
+  case = make_case(preset, batch, torch_dtype, device)
+  torch_model = case.torch_model
+  scheduler = diffusers.DPMSolverMultistepScheduler(**scheduler_config)
+  pipe = getattr(diffusers, pipeline_class)(tokenizer=None, text_encoder=None, vae=None,
+                                            transformer=torch_model, scheduler=scheduler)
+  pipe.set_progress_bar_config(disable=True)
+  caption, mask = case.flax_args[2], case.flax_args[3]
+  uncond = np.random.default_rng(5).standard_normal(caption.shape).astype(np.float32)
+  size, channels = torch_model.config.sample_size, torch_model.config.in_channels
+  noise = np.random.default_rng(6).standard_normal((batch, channels, size, size)).astype(np.float32)
+  to = lambda a, dt=torch_dtype: torch.from_numpy(a).to(device=device, dtype=dt)
+
+  @torch.inference_mode()
+  def run_diffusers():
+    return pipe(prompt_embeds=to(caption), prompt_attention_mask=to(mask, torch.long), negative_prompt=None,
+                negative_prompt_embeds=to(uncond), negative_prompt_attention_mask=to(mask, torch.long),
+                latents=to(noise), num_inference_steps=steps, guidance_scale=guidance,
+                height=size * downsample, width=size * downsample, output_type="latent",
+                use_resolution_binning=False, return_dict=False)[0]
+
+  state = {k: common.torch_to_numpy(v) for k, v in torch_model.state_dict().items()}
+  module, params = loading.from_state_dict(loading.family(model), dict(torch_model.config), state,
+                                           dtype=jax_dtype)
+  del state
+  jax_scheduler = schedulers.from_diffusers(
+      {**scheduler.config, "_class_name": type(scheduler).__name__}, steps)
+  predict = sampling.PREDICTORS[model](module, guidance)
+  cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask}
+  if getattr(module.config, "additional_conditions", False):
+    cond.update(resolution=np.full((batch, 2), size * downsample * 1.0, np.float32),
+                aspect_ratio=np.ones((batch, 1), np.float32))
+  return Sampling(run_diffusers, (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out),
+                  module, lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c), params,
+                  jnp.asarray(np.transpose(noise, (0, 2, 3, 1))),
+                  jax.tree_util.tree_map(jnp.asarray, cond))
+
+
+def nhwc_numpy(latents: torch.Tensor) -> np.ndarray:
+  return np.transpose(latents.float().cpu().numpy(), (0, 2, 3, 1))
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", choices=sorted(MODELS), default="pixart")
@@ -48,55 +114,15 @@ def main(argv=None):
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
 
-  import diffusers
-  cuda = torch.cuda.is_available()
-  device = "cuda" if cuda else "cpu"
-  torch_dtype, jax_dtype = getattr(torch, args.dtype), jnp.dtype(args.dtype)
-  make_case, pipeline_class, scheduler_config, downsample = MODELS[args.model]
-  case = make_case(args.preset, args.batch, torch_dtype, device)
-  model = case.torch_model
-  scheduler = diffusers.DPMSolverMultistepScheduler(**scheduler_config)
-  pipe = getattr(diffusers, pipeline_class)(tokenizer=None, text_encoder=None, vae=None, transformer=model,
-                                            scheduler=scheduler)
-  caption, mask = case.flax_args[2], case.flax_args[3]
-  uncond = np.random.default_rng(5).standard_normal(caption.shape).astype(np.float32)
-  size, channels = model.config.sample_size, model.config.in_channels
-  noise = np.random.default_rng(6).standard_normal((args.batch, channels, size, size)).astype(np.float32)
-  to = lambda a, dt=torch_dtype: torch.from_numpy(a).to(device=device, dtype=dt)
-  sync = (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out)
-
-  def run_diffusers():
-    return pipe(prompt_embeds=to(caption), prompt_attention_mask=to(mask, torch.long), negative_prompt=None,
-                negative_prompt_embeds=to(uncond), negative_prompt_attention_mask=to(mask, torch.long),
-                latents=to(noise), num_inference_steps=args.steps, guidance_scale=args.guidance,
-                height=size * downsample, width=size * downsample, output_type="latent",
-                use_resolution_binning=False, return_dict=False)[0]
-
-  pipe.set_progress_bar_config(disable=True)
-  with torch.inference_mode():
-    reference = np.transpose(run_diffusers().float().cpu().numpy(), (0, 2, 3, 1))
-    result = {"diffusers": timing.time_call(run_diffusers, sync, warmup=1, iters=args.iters)}
-
-  state = {k: common.torch_to_numpy(v) for k, v in model.state_dict().items()}
-  config = dict(model.config)
-  del pipe, model, case
-  if cuda:
+  run = make_sampling(args.model, args.preset, args.batch, args.steps, args.guidance, args.dtype)
+  reference = nhwc_numpy(run.run_diffusers())
+  result = {"diffusers": timing.time_call(run.run_diffusers, run.sync, warmup=1, iters=args.iters)}
+  if torch.cuda.is_available():
     torch.cuda.empty_cache()
-  module, params = loading.from_state_dict(loading.family(args.model), config, state, dtype=jax_dtype)
-  jax_scheduler = schedulers.from_diffusers(
-      {**scheduler.config, "_class_name": type(scheduler).__name__}, args.steps)
-  predict = sampling.PREDICTORS[args.model](module, args.guidance)
-  cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask}
-  if getattr(module.config, "additional_conditions", False):
-    cond.update(resolution=np.full((args.batch, 2), size * downsample * 1.0, np.float32),
-                aspect_ratio=np.ones((args.batch, 1), np.float32))
-  cond = jax.tree_util.tree_map(jnp.asarray, cond)
-  loop = jax.jit(lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c))
-  x0 = jnp.asarray(np.transpose(noise, (0, 2, 3, 1)))
-  compiled = loop.lower(params, x0, cond).compile()
-  result["flax"] = timing.time_call(lambda: compiled(params, x0, cond), jax.block_until_ready,
-                                    warmup=1, iters=args.iters)
-  ours = np.asarray(compiled(params, x0, cond), np.float32)
+  compiled = jax.jit(run.loop).lower(run.params, run.noise, run.cond).compile()
+  call = lambda: compiled(run.params, run.noise, run.cond)
+  result["flax"] = timing.time_call(call, jax.block_until_ready, warmup=1, iters=args.iters)
+  ours = np.asarray(call(), np.float32)
   err = float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
   rows = []
@@ -111,7 +137,8 @@ def main(argv=None):
         f"{result['device']}; final latents rel. error vs diffusers {err:.2e}")
   timing.print_table(rows, ["impl", "s / batch", "images/s", "flax speed-up"])
   timing.write_result(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                      f"generate_{args.model}_{args.preset}_{'gpu' if cuda else 'cpu'}.json"), result)
+                      f"generate_{args.model}_{args.preset}_{'gpu' if torch.cuda.is_available() else 'cpu'}.json"),
+                      result)
 
 
 if __name__ == "__main__":

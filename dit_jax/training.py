@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -42,12 +41,26 @@ def merge_params(trainable: dict, frozen: dict):
   return traverse_util.unflatten_dict({**frozen, **trainable})
 
 
-def block_selector(blocks: list[int] | None, prefix: str = "transformer_blocks") -> Callable[[str], bool]:
-  """Trainable test for the parameters of the listed blocks (None: every parameter)."""
+def block_names(config) -> list[str]:
+  """Parameter prefix of each block, in the order localization numbers them (FLUX: the double-
+  stream blocks, then the single-stream ones)."""
+  names = [f"transformer_blocks.{i}" for i in range(config.num_layers)]
+  return names + [f"single_transformer_blocks.{i}" for i in range(getattr(config, "num_single_layers", 0))]
+
+
+def block_selector(blocks: list[int] | None, config=None) -> Callable[[str], bool]:
+  """Trainable test for the parameters of the listed blocks (None: every parameter). Block numbers
+  follow block_names(config); without a config they name `transformer_blocks.<b>`."""
   if blocks is None:
     return lambda name: True
-  pattern = re.compile(rf"^{re.escape(prefix)}\.({'|'.join(str(b) for b in blocks)})/")
-  return lambda name: bool(pattern.match(name))
+  if config is None:
+    prefixes = [f"transformer_blocks.{b}/" for b in blocks]
+  else:
+    names = block_names(config)
+    if bad := [b for b in blocks if not 0 <= b < len(names)]:
+      raise ValueError(f"blocks {bad} do not exist: the model has {len(names)} (0..{len(names) - 1})")
+    prefixes = [names[b] + "/" for b in blocks]
+  return lambda name: name.startswith(tuple(prefixes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +145,34 @@ def make_train_step(loss_fn: Callable, optimizer, frozen: dict, ema_decay: float
       ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, trainable)
     return TrainState(state.step + 1, trainable, opt_state, ema, jax.random.key_data(key)), loss
 
-  compiled = jax.jit(step, donate_argnums=0)
-  return lambda state, batch: compiled(state, frozen, aux, batch)
+  return TrainStep(jax.jit(step, donate_argnums=0), frozen, aux)
+
+
+class TrainStep:
+  """A compiled training step with its frozen weights and aux bound: step(state, batch) -> (state, loss)."""
+
+  def __init__(self, compiled: Callable, frozen: dict, aux):
+    self._compiled, self.frozen, self.aux = compiled, frozen, aux
+
+  def __call__(self, state: TrainState, batch: dict):
+    return self._compiled(state, self.frozen, self.aux, batch)
+
+  def memory(self, state: TrainState, batch: dict) -> dict[str, int]:
+    """XLA's memory plan for one step, in bytes (compiles the step; runs nothing).
+
+    arguments: weights (trainable and frozen), optimizer state, EMA, teacher and batch; temporaries:
+    activations kept for the backward pass, gradients and the update; peak: what the device must
+    hold at once. The same analysis on CPU and GPU, so a CPU run already shows what localized
+    training saves.
+    """
+    stats = self._compiled.lower(state, self.frozen, self.aux, batch).compile().memory_analysis()
+    sizes = {"arguments": int(stats.argument_size_in_bytes), "temporaries": int(stats.temp_size_in_bytes),
+             "outputs": int(stats.output_size_in_bytes)}
+    # Older jaxlibs lack the peak field; donated (aliased) outputs reuse their argument's buffer.
+    peak = getattr(stats, "peak_memory_in_bytes", None)
+    if peak is None:
+      peak = sum(sizes.values()) - int(stats.alias_size_in_bytes)
+    return {**sizes, "peak": int(peak)}
 
 
 def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps: int, workdir: str,

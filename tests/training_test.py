@@ -34,6 +34,20 @@ def setup(blocks):
   return batch, params, trainable, frozen, loss_fn, optimizer
 
 
+def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them():
+  from dit_jax.models.flux import FluxConfig
+  config = FluxConfig(num_layers=2, num_single_layers=3)
+  chosen = training.block_selector([1, 2, 4], config)
+  assert chosen("transformer_blocks.1/attn/to_q/kernel")
+  assert chosen("single_transformer_blocks.0/proj_mlp/kernel")
+  assert chosen("single_transformer_blocks.2/proj_out/bias")
+  assert not chosen("transformer_blocks.0/attn/to_q/kernel")
+  assert not chosen("single_transformer_blocks.1/proj_out/bias")
+  assert not chosen("transformer_blocks.2/attn/to_q/kernel")     # there are only 2 double blocks
+  with pytest.raises(ValueError, match=r"blocks \[5\] do not exist: the model has 5"):
+    training.block_selector([0, 5], config)
+
+
 def test_only_selected_blocks_train_and_hold_optimizer_state():
   batch, params, trainable, frozen, loss_fn, optimizer = setup([1, 3])
   params = jax.tree_util.tree_map(np.array, params)   # the step donates the trainable buffers
@@ -55,6 +69,21 @@ def test_only_selected_blocks_train_and_hold_optimizer_state():
     block = str(path[0].key)
     changed = not np.array_equal(np.asarray(before), np.asarray(after))
     assert changed == (block in ("transformer_blocks.1", "transformer_blocks.3")), block
+
+
+def test_memory_plan_of_a_localized_step_is_smaller_by_the_frozen_optimizer_state():
+  plans = {}
+  for name, blocks in (("full", None), ("one block", [2])):
+    batch, params, trainable, frozen, loss_fn, optimizer = setup(blocks)
+    state = training.init_state(trainable, optimizer, seed=0, ema=False)
+    plans[name] = training.make_train_step(loss_fn, optimizer, frozen).memory(state, batch)
+  count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  frozen_bytes = 4 * count(frozen)     # of the one-block run: what full training also trains
+  # Same weights and batch as arguments; full training adds two float32 Adam moments per parameter.
+  assert plans["full"]["arguments"] - plans["one block"]["arguments"] == pytest.approx(
+      2 * frozen_bytes, rel=0.01)
+  assert plans["one block"]["peak"] < plans["full"]["peak"] - 2 * frozen_bytes
+  assert all(v > 0 for plan in plans.values() for v in plan.values())
 
 
 def test_resume_gives_the_same_parameters(tmp_path):

@@ -12,8 +12,8 @@ the top-K blocks of the character category's concept in `--scores`, then generat
                    still sees it (chance is 1 / the category's size); neighbours: the category's
                    other concepts; preserved: accuracy on ordinary captions.
 
-Also reports trainable parameters, gradient + Adam state bytes and step time. Writes
-table.json, table.md and finetune.png to --out.
+Also reports trainable parameters, gradient + Adam state bytes, the step's peak memory (XLA's
+memory plan) and step time. Writes table.json, table.md and finetune.png to --out.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from dit_jax.judges import ShapesJudge
 from dit_jax.pipeline import Text2Image
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import world
-from ports import loading
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OBJECTIVES = {"personalization": "configs/shapes_personalize.py",
@@ -52,12 +51,11 @@ class Generator:
   def __init__(self, folder: str, num: int, steps: int = 20, guidance: float = 4.5):
     self.pipe = Text2Image("pixart", folder, num_steps=steps, guidance_scale=guidance,
                            max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH)
-    self.base_params = self.pipe.params
     self.judge = ShapesJudge(os.path.join(folder, "judge"))
     self.num = num
 
   def use(self, transformer: str | None) -> None:
-    self.pipe.params = self.base_params if transformer is None else loading.load(transformer, "pixart")[1]
+    self.pipe.use_transformer(transformer)
 
   def images(self, prompts: list[str]) -> np.ndarray:
     return self.pipe.generate(prompts, 32, 32)
@@ -93,6 +91,7 @@ def train_cost(workdir: str) -> dict:
   trainable = selection["trainable_parameters"]
   return {"blocks": selection["blocks"], "trainable_parameters": trainable,
           "grad_and_adam_bytes": 3 * 4 * trainable,   # float32 gradient + two Adam moments
+          "step_peak_bytes": selection["step_memory_bytes"]["peak"],   # XLA's plan, training.TrainStep
           "step_seconds": (t1 - t0) / max(s1 - s0, 1)}
 
 
@@ -135,7 +134,8 @@ def write_report(rows: list[dict], out: str) -> None:
   with open(os.path.join(out, "table.json"), "w") as f:
     json.dump(rows, f, indent=2)
   cols = ["objective", "concept", "variant", "blocks", "concept_accuracy", "neighbour_accuracy",
-          "preserved_accuracy", "trainable_parameters", "grad_and_adam_bytes", "step_seconds"]
+          "preserved_accuracy", "trainable_parameters", "grad_and_adam_bytes", "step_peak_bytes",
+          "step_seconds"]
   fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v if v is not None else "")
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
