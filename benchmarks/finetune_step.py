@@ -194,8 +194,8 @@ def main(argv=None):
   timing.print_table(table, list(table[0]))
   if "ratios" in result:
     print("localized / full: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
-  timing.write_result(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                      f"finetune_step_{args.model}_{args.preset}_{jax.default_backend()}.json"), result)
+  timing.write_result(args.out or timing.result_path(f"finetune_step_{args.model}_{args.preset}",
+                                                     jax.default_backend() == "gpu"), result)
 
 
 if __name__ == "__main__":

@@ -228,9 +228,7 @@ def main(argv=None):
   print(f"\n{args.model} ({args.preset}) batch {batch} {args.dtype} on {result['device']}: "
         f"{flops / 1e9:,.0f} GFLOP, Flax vs diffusers output rel. error {err:.2e}")
   timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "flax speed-up"])
-  out_path = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                      f"forward_{args.model}_{args.preset}_{'gpu' if cuda else 'cpu'}.json")
-  timing.write_result(out_path, result)
+  timing.write_result(args.out or timing.result_path(f"forward_{args.model}_{args.preset}", cuda), result)
   return result
 
 

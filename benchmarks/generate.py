@@ -125,20 +125,14 @@ def main(argv=None):
   ours = np.asarray(call(), np.float32)
   err = float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
-  rows = []
-  for name in ("diffusers", "flax"):
-    seconds = result[name]["median_ms"] / 1e3
-    result[name]["images_per_s"] = args.batch / seconds
-    rows.append({"impl": name, "s / batch": f"{seconds:.3f}", "images/s": f"{args.batch / seconds:.2f}",
-                 "flax speed-up": f"{result[name]['median_ms'] / result['flax']['median_ms']:.2f}x"})
+  rows = timing.speed_rows(result, args.batch, "batch")
   result.update(model=args.model, preset=args.preset, steps=args.steps, batch=args.batch,
                 dtype=args.dtype, device=timing.device_name(), final_latent_rel_error=err)
   print(f"\n{args.model} ({args.preset}) {args.steps} steps, batch {args.batch} x2 CFG, {args.dtype} on "
         f"{result['device']}; final latents rel. error vs diffusers {err:.2e}")
-  timing.print_table(rows, ["impl", "s / batch", "images/s", "flax speed-up"])
-  timing.write_result(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                      f"generate_{args.model}_{args.preset}_{'gpu' if torch.cuda.is_available() else 'cpu'}.json"),
-                      result)
+  timing.print_table(rows, list(rows[0]))
+  timing.write_result(args.out or timing.result_path(f"generate_{args.model}_{args.preset}",
+                                                     torch.cuda.is_available()), result)
 
 
 if __name__ == "__main__":

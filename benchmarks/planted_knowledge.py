@@ -69,6 +69,7 @@ def main(argv=None):
   parser.add_argument("--out", default="runs/planted")
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--prompts", type=int, default=16)
+  parser.add_argument("--learning-rate", type=float, default=3e-4)
   parser.add_argument("--result", default="benchmarks/results/planted_knowledge.json")
   parser.add_argument("--rescore", action="store_true")
   args = parser.parse_args(argv)
@@ -82,13 +83,14 @@ def main(argv=None):
     gen.use(None)
     base = block_scores(gen, name, args.prompts)
     run_train("configs/shapes_personalize.py", workdir, ",".join(map(str, blocks)), args.steps,
-              {"concept": name, "seed": seed})
+              {"concept": name, "seed": seed, "learning_rate": args.learning_rate})
     gen.use(os.path.join(workdir, "transformer"))
     tuned = block_scores(gen, name, args.prompts)
     rows.append({"name": name, "seed": seed, "planted_blocks": list(blocks),
                  "look_accuracy": gen.look_accuracy(name),
                  "scores": tuned.tolist(), "base_scores": base.tolist()})
-  report({"steps": args.steps, "prompts": args.prompts, "sets": rows, "target": 0.8}, args.result)
+  report({"steps": args.steps, "learning_rate": args.learning_rate, "prompts": args.prompts,
+          "sets": rows, "target": 0.8}, args.result)
 
 
 if __name__ == "__main__":

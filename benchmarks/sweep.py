@@ -67,21 +67,15 @@ def main(argv=None):
   same = np.asarray(sweep(run.params, run.noise, concept, concept, masks, reverse), np.float32)
   err = max(float(np.linalg.norm(row - reference) / np.linalg.norm(reference)) for row in same)
 
-  rows = []
-  for name in ("diffusers", "flax"):
-    seconds = result[name]["median_ms"] / 1e3
-    result[name]["images_per_s"] = blocks / seconds
-    rows.append({"impl": name, "s / sweep": f"{seconds:.2f}", "images/s": f"{blocks / seconds:.2f}",
-                 "flax speed-up": f"{result[name]['median_ms'] / result['flax']['median_ms']:.2f}x"})
+  rows = timing.speed_rows(result, blocks, "sweep")
   result.update(preset=args.preset, interventions=blocks, steps=args.steps, dtype=args.dtype,
                 device=timing.device_name(), flax_compile_seconds=compile_seconds,
                 speedup=result["diffusers"]["median_ms"] / result["flax"]["median_ms"], target=1.5,
                 no_op_sweep_rel_error_vs_diffusers=err)
   print(f"\nsingle-block sweep, PixArt ({args.preset}): {blocks} interventions x {args.steps} steps, "
         f"CFG, {args.dtype} on {result['device']}; no-op sweep vs diffusers rel. error {err:.2e}")
-  timing.print_table(rows, ["impl", "s / sweep", "images/s", "flax speed-up"])
-  timing.write_result(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                      f"sweep_pixart_{args.preset}_{'gpu' if torch.cuda.is_available() else 'cpu'}.json"),
+  timing.print_table(rows, list(rows[0]))
+  timing.write_result(args.out or timing.result_path(f"sweep_pixart_{args.preset}", torch.cuda.is_available()),
                       result)
 
 

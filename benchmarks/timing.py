@@ -46,3 +46,21 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
   print("  ".join("-" * w for w in widths))
   for row in cells:
     print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def speed_rows(result: dict, images: int, per: str) -> list[dict]:
+  """Rows of images/s for result["diffusers"] and result["flax"] (timed calls that each make
+  `images` images), with flax's speed-up; also stores images_per_s in each entry."""
+  rows = []
+  for name in ("diffusers", "flax"):
+    seconds = result[name]["median_ms"] / 1e3
+    result[name]["images_per_s"] = images / seconds
+    rows.append({"impl": name, f"s / {per}": f"{seconds:.3f}", "images/s": f"{images / seconds:.2f}",
+                 "flax speed-up": f"{result[name]['median_ms'] / result['flax']['median_ms']:.2f}x"})
+  return rows
+
+
+def result_path(stem: str, gpu: bool) -> str:
+  """benchmarks/results/<stem>_<gpu|cpu>.json"""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                      f"{stem}_{'gpu' if gpu else 'cpu'}.json")

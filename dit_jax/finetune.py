@@ -10,9 +10,14 @@ needs no teacher), and `apply(params, noisy, t, caption, caption_mask)` runs the
   unlearning        The student, given the concept's caption, regresses to the frozen teacher's
                     prediction moved away from the concept:
                         target = teacher(anchor) - guidance * (teacher(concept) - teacher(anchor))
-                    ESD (Gandikota et al. 2023): anchor = the empty caption, guidance > 0.
+                    ESD (Gandikota et al. 2023): guidance > 0. ESD trains on the concept alone
+                    ("van gogh") against the empty prompt, i.e. the prompt with the concept taken
+                    out. Captions here name several concepts, so the anchor is the caption with
+                    only this concept taken out (its neutral caption): the target moves away from
+                    the concept and from nothing else in the caption.
                     Concept ablation (Kumari et al. 2023): anchor = the concept's neutral caption
-                    (e.g. "zork" -> "a character"), guidance = 0.
+                    (e.g. "zork" -> "a character"), guidance = 0: the concept's prompt draws what
+                    the neutral one draws.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from flax import traverse_util
 from dit_jax import training
 from dit_jax.localization import rank_blocks
 
-UNLEARNING = {"esd": dict(anchor="empty", guidance=1.0),
+UNLEARNING = {"esd": dict(anchor="neutral", guidance=1.0),
               "ablation": dict(anchor="neutral", guidance=0.0)}
 
 

@@ -85,3 +85,15 @@ def test_localized_lora_unlearning_cli_exports_both_layouts(tmp_path):
   assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").exists()
   model = PixArtTransformer2DModel.from_pretrained(tmp_path / "run" / "transformer")
   assert model.config.num_layers == 12
+
+
+def test_preservation_captions_leave_out_the_fine_tuned_concept():
+  import re
+  from dit_jax.shapes import world
+  from dit_jax.shapes.finetune_eval import unrelated_scenes
+  names = lambda concept, scene: re.search(rf"\b{re.escape(concept)}\b", world.caption(scene))
+  for category, concept in [("colour", "red"), ("position", "on the left"), ("character", "zork")]:
+    scenes = unrelated_scenes(64, category, concept)
+    assert len(scenes) == 64 and not any(names(concept, s) for s in scenes)
+  # Without a concept nothing is left out.
+  assert any(names("red", s) for s in unrelated_scenes(64))

@@ -108,7 +108,8 @@ def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject
 def unlearning_batches(encode: CaptionEncoder, category: str, concept: str, anchor: str,
                        num_images: int, seed: int) -> FixedSetBatches:
   """Unlearning data: renders of scenes naming `concept`, with the anchor caption of each row:
-  "" (anchor="empty", ESD) or the neutral caption (anchor="neutral", concept ablation)."""
+  the neutral caption (anchor="neutral": ESD and concept ablation, finetune.UNLEARNING) or ""
+  (anchor="empty": ESD's original anchor, for captions that name nothing but the concept)."""
   if anchor not in ("empty", "neutral"):
     raise ValueError(f"anchor={anchor!r}: choose 'empty' or 'neutral'")
   scenes = world.concept_scenes(category, concept, num_images, seed)

@@ -10,7 +10,8 @@ the top-K blocks of the character category's concept in `--scores`, then generat
                    right) from prompts naming it; preserved: judge accuracy on ordinary captions.
   unlearning       (concept ablation and ESD) of --unlearn (category:concept). concept: the judge
                    still sees it (chance is 1 / the category's size); neighbours: the category's
-                   other concepts; preserved: accuracy on ordinary captions.
+                   other concepts; preserved: the other categories' accuracy on ordinary captions
+                   that do not name the concept.
 
 Also reports trainable parameters, gradient + Adam state bytes, the step's peak memory (XLA's
 memory plan) and step time. Writes table.json, table.md and finetune.png to --out.
@@ -45,6 +46,15 @@ def run_train(config_file: str, workdir: str, blocks: str, steps: int, extra: di
   subprocess.run(args, cwd=REPO, check=True)
 
 
+def unrelated_scenes(n: int, category: str | None = None, concept: str | None = None) -> list:
+  """n fixed training scenes whose captions do not name `concept` of `category` (any, if None)."""
+  scenes = [s for s in world.scenes(7, 8 * n, "train")
+            if concept is None or world.concepts_in(s).get(category) != concept][:n]
+  if len(scenes) < n:
+    raise ValueError(f"fewer than {n} training scenes leave out {category}={concept!r}")
+  return scenes
+
+
 class Generator:
   """The Shapes pipeline with swappable transformer weights; the judge on its images."""
 
@@ -60,10 +70,13 @@ class Generator:
   def images(self, prompts: list[str]) -> np.ndarray:
     return self.pipe.generate(prompts, 32, 32)
 
-  def preserved(self) -> float:
-    """Mean per-category judge accuracy on ordinary training captions."""
-    prompts = [world.caption(s) for s in world.scenes(7, self.num, "train")]
-    return float(np.mean(list(self.judge.category_accuracy(self.images(prompts), prompts).values())))
+  def preserved(self, category: str | None = None, concept: str | None = None) -> float:
+    """Mean judge accuracy on ordinary training captions over the categories other than `category`
+    (all six when None), from 2 x num captions that do not name `concept`: what fine-tuning on
+    `concept` should leave alone."""
+    prompts = [world.caption(s) for s in unrelated_scenes(2 * self.num, category, concept)]
+    accuracy = self.judge.category_accuracy(self.images(prompts), prompts)
+    return float(np.mean([v for c, v in accuracy.items() if c != category]))
 
   def look_accuracy(self, name: str) -> float:
     """Fraction of images from prompts naming the planted `name` that show its whole look."""
@@ -96,28 +109,32 @@ def train_cost(workdir: str) -> dict:
 
 
 def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tuple(OBJECTIVES),
-             unlearn: tuple[str, str] = ("colour", "red"), folder: str = "assets/shapes") -> list[dict]:
+             unlearn: tuple[str, str] = ("colour", "red"), folder: str = "assets/shapes",
+             learning_rate: float | None = None) -> list[dict]:
   gen = Generator(folder, num)
   rows = []
-  base_preserved = gen.preserved()
   for objective in objectives:
     if objective == "personalization":
       category, concept = "character", PLANTED
       source = "zork"                 # no scores exist for a concept the model does not know yet
       measure = lambda: gen.look_accuracy(PLANTED)
+      preserved = lambda: gen.preserved()        # every category: the new name is in no caption
       extra = {"concept": PLANTED}
     else:
       category, concept = unlearn
       source = concept
       measure = lambda: gen.concept_accuracy(category, [concept])
+      preserved = lambda: gen.preserved(category, concept)   # the other categories
       extra = {"concept": concept, "category": category, "objective": objective}
+    if learning_rate:
+      extra["learning_rate"] = learning_rate
     neighbours = [n for n in world.CONCEPTS[category] if n != concept]
     local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, source, k)))
     gen.use(None)
     rows.append({"objective": objective, "concept": concept, "variant": "base model",
                  "concept_accuracy": measure(),
                  "neighbour_accuracy": gen.concept_accuracy(category, neighbours),
-                 "preserved_accuracy": base_preserved})
+                 "preserved_accuracy": preserved()})
     for variant, blocks in (("localized", local_blocks), ("full", "all")):
       workdir = os.path.join(out, f"{objective}_{variant}")
       run_train(OBJECTIVES[objective], workdir, blocks, steps, extra)
@@ -125,7 +142,7 @@ def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tup
       rows.append({"objective": objective, "concept": concept, "variant": variant,
                    "concept_accuracy": measure(),
                    "neighbour_accuracy": gen.concept_accuracy(category, neighbours),
-                   "preserved_accuracy": gen.preserved(), **train_cost(workdir)})
+                   "preserved_accuracy": preserved(), **train_cost(workdir)})
       print(json.dumps(rows[-1]))
   return rows
 
@@ -172,13 +189,14 @@ def main(argv=None):
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
   parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
   parser.add_argument("--unlearn", default="colour:red", help="category:concept to unlearn")
+  parser.add_argument("--learning-rate", type=float, default=None, help="default: the configs' (3e-4)")
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   category, _, concept = args.unlearn.partition(":")
   if concept not in world.CONCEPTS.get(category, ()):
     raise SystemExit(f"--unlearn={args.unlearn!r}: use category:concept, e.g. colour:red")
   write_report(evaluate(args.out, args.scores, args.k, args.steps, args.num, args.objectives,
-                        (category, concept)), args.out)
+                        (category, concept), learning_rate=args.learning_rate), args.out)
 
 
 if __name__ == "__main__":
