@@ -9,6 +9,9 @@ score_wo, over prompts x seeds x steps) and reports precision@|set|: the share o
 blocks that belong to the set. Also reports the same ranking computed on the base model (what the
 frozen text embedding alone would give), the ranking of the score *change* (fine-tuned minus base:
 localizing what fine-tuning added), and whether the fine-tuned model draws the character.
+Planting strength matters: at lr 3e-4 x 200 steps the name's new attention in the planted blocks
+stayed below blocks 3 and 4, which attend to every unknown name already in the base model
+(precision 0.56); the default is lr 1e-3 x 300 steps.
 Writes benchmarks/results/planted_knowledge.json and prints a table; `--rescore` recomputes the
 precisions and the table from that file's stored scores without training again.
 """
@@ -69,7 +72,7 @@ def main(argv=None):
   parser.add_argument("--out", default="runs/planted")
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--prompts", type=int, default=16)
-  parser.add_argument("--learning-rate", type=float, default=3e-4)
+  parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--result", default="benchmarks/results/planted_knowledge.json")
   parser.add_argument("--rescore", action="store_true")
   args = parser.parse_args(argv)
