@@ -109,7 +109,7 @@ def train_cost(workdir: str) -> dict:
 
 
 def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tuple(OBJECTIVES),
-             unlearn: tuple[str, str] = ("colour", "red"), folder: str = "assets/shapes",
+             unlearn: tuple[str, str] = ("position", "on the left"), folder: str = "assets/shapes",
              learning_rate: float | None = None) -> list[dict]:
   gen = Generator(folder, num)
   rows = []
@@ -188,7 +188,7 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
   parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
-  parser.add_argument("--unlearn", default="colour:red", help="category:concept to unlearn")
+  parser.add_argument("--unlearn", default="position:on the left", help="category:concept to unlearn")
   parser.add_argument("--learning-rate", type=float, default=None, help="default: the configs' (3e-4)")
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
