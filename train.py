@@ -54,7 +54,7 @@ def finetune_shapes(config) -> None:
   model, training only the selected blocks (config.blocks: "all", "3,7", or a scores.json): their
   full weights, or LoRA factors of their attention projections when config.lora_rank > 0."""
   module, params = loading.load(os.path.join(config.pipeline_folder, "transformer"), "pixart")
-  blocks = finetune.select_blocks(config.blocks, module.config.num_layers, config.concept, config.k)
+  blocks = finetune.select_blocks(config.blocks, len(training.block_names(module.config)), config.concept, config.k)
   trainable, frozen = training.split_params(params, training.block_selector(blocks, module.config))
   encode = CaptionEncoder(config.pipeline_folder, shapes_model.MAX_SEQUENCE_LENGTH)
   alphas, prediction_type = _schedule(config.pipeline_folder)
