@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import timing
+from dit_jax import families
 from dit_jax import training
-from dit_jax.sampling import latent_image_ids
-from ports import loading
+from dit_jax.families.flux import latent_image_ids
+from dit_jax import loading
 
 # model -> preset -> diffusers config, latent grid (tokens per side after patching x patch), text length
 CONFIGS = {
@@ -79,7 +80,7 @@ def _normal(key, shape, dtype):
 def make_case(model: str, preset: str, batch: int, dtype):
   """(module, params, batch dict, apply(params, noisy, t, batch) -> prediction)."""
   config_dict, grid, text_len = CONFIGS[model][preset]
-  fam = loading.family(model)
+  fam = families.get(model)
   config = fam.config_cls.from_diffusers(config_dict)
   module = fam.module_cls(config=config, dtype=dtype)
   params = random_params(loading.param_shapes(fam, config), dtype)

@@ -3,7 +3,7 @@
     python benchmarks/forward.py --model pixart                 # full PixArt-XL-2 1024px, bf16, GPU
     python benchmarks/forward.py --model pixart --preset tiny   # seconds on a CPU: checks the harness
 
-Models (full presets, DESIGN.md section 4): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
+Models (full presets, docs/design.md, "Speed"): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
 1024px, batch 2), flux (FLUX.1-dev 1024px: 4096 image + 512 text tokens, guidance embeds, batch 1).
 
 The Flax weights are converted from the diffusers model being timed (through ports/), the inputs
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from ports import common, loading
+from dit_jax import families
+from dit_jax import checkpoints as common, loading
 
 
 @dataclasses.dataclass
@@ -127,7 +128,7 @@ def sana_case(preset: str, batch: int, dtype, device) -> Case:
 
 def flux_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import FluxTransformer2DModel
-  from dit_jax.sampling import latent_image_ids
+  from dit_jax.families.flux import latent_image_ids
   if preset == "full":   # FLUX.1-dev 1024px: 64x64 packed latent tokens, 512 T5 tokens
     config = dict(guidance_embeds=True)   # the rest: diffusers' defaults are FLUX.1's
     grid, seq, in_channels, text_dim, pooled_dim = 64, 512, 64, 4096, 768
@@ -197,7 +198,7 @@ def main(argv=None):
           lambda: torch_output(compiled, case.torch_kwargs), sync, iters=args.iters)
 
   # Same weights in Flax, through the conversion path users take; then free the GPU for JAX.
-  fam = loading.family(case.family)
+  fam = families.get(case.family)
   state = {k: common.torch_to_numpy(v) for k, v in case.torch_model.state_dict().items()}
   config = dict(case.torch_model.config)
   del case.torch_model

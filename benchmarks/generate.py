@@ -26,8 +26,9 @@ import torch
 
 from benchmarks import timing
 from benchmarks.forward import pixart_case, sana_case
+from dit_jax import families
 from dit_jax import sampling, schedulers
-from ports import common, loading
+from dit_jax import checkpoints as common, loading
 
 # SANA's published scheduler: DPM-Solver++ on rectified-flow sigmas, shifted.
 SANA_SCHEDULER = dict(algorithm_type="dpmsolver++", solver_order=2, prediction_type="flow_prediction",
@@ -82,12 +83,12 @@ def make_sampling(model: str, preset: str, batch: int, steps: int, guidance: flo
                 use_resolution_binning=False, return_dict=False)[0]
 
   state = {k: common.torch_to_numpy(v) for k, v in torch_model.state_dict().items()}
-  module, params = loading.from_state_dict(loading.family(model), dict(torch_model.config), state,
+  module, params = loading.from_state_dict(families.get(model), dict(torch_model.config), state,
                                            dtype=jax_dtype)
   del state
   jax_scheduler = schedulers.from_diffusers(
       {**scheduler.config, "_class_name": type(scheduler).__name__}, steps)
-  predict = sampling.PREDICTORS[model](module, guidance)
+  predict = families.get(model).predictor(module, guidance)
   cond = {"caption": caption, "caption_mask": mask, "uncond_caption": uncond, "uncond_caption_mask": mask}
   if getattr(module.config, "additional_conditions", False):
     cond.update(resolution=np.full((batch, 2), size * downsample * 1.0, np.float32),

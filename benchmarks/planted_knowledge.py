@@ -26,7 +26,8 @@ import numpy as np
 from benchmarks.timing import write_result
 from dit_jax import localization
 from dit_jax.shapes import world
-from dit_jax.shapes.finetune_eval import Generator, run_train
+from dit_jax.shapes import ASSETS, tasks
+from dit_jax.shapes.finetune_eval import Generator
 
 SETS = (((1, 5, 9), "quib", 0), ((2, 6, 10), "vexa", 1), ((0, 4, 7), "nolo", 2))
 
@@ -79,14 +80,14 @@ def main(argv=None):
   if args.rescore:
     with open(args.result) as f:
       return report(json.load(f), args.result)
-  gen = Generator("assets/shapes", num=32)
+  gen = Generator(str(ASSETS), num=32)
   rows = []
   for blocks, name, seed in SETS:
     workdir = os.path.join(args.out, f"{name}_{'-'.join(map(str, blocks))}_seed{seed}")
     gen.use(None)
     base = block_scores(gen, name, args.prompts)
-    run_train("configs/shapes_personalize.py", workdir, ",".join(map(str, blocks)), args.steps,
-              {"concept": name, "seed": seed, "learning_rate": args.learning_rate})
+    tasks.run_finetune(tasks.personalize_config(), workdir, ",".join(map(str, blocks)), args.steps,
+                       concept=name, seed=seed, learning_rate=args.learning_rate)
     gen.use(os.path.join(workdir, "transformer"))
     tuned = block_scores(gen, name, args.prompts)
     rows.append({"name": name, "seed": seed, "planted_blocks": list(blocks),

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 
 from benchmarks import timing
 from dit_jax.pipeline import Text2Image
+from dit_jax.shapes import ASSETS
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--family", default="pixart")
-  parser.add_argument("--folder", default="assets/shapes")
+  parser.add_argument("--folder", default=str(ASSETS))
   parser.add_argument("--size", type=int, default=32)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--batch", type=int, default=16)

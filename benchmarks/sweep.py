@@ -43,7 +43,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   run = make_sampling("pixart", args.preset, 1, args.steps, args.guidance, args.dtype)
-  blocks = localization.num_blocks(run.module.config)
+  blocks = run.module.config.num_blocks
   masks = jnp.eye(blocks, dtype=bool)
   reverse = jnp.zeros((blocks,), bool)
 

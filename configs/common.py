@@ -10,7 +10,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.checkpoint = ""                   # required for real models: the diffusers pipeline folder
   config.dtype = "bfloat16"
   config.max_sequence_length = 0           # 0: the pipeline's default
-  config.original_overrides = ml_collections.ConfigDict()   # only for original single-file weights
+  config.plugins = ()                      # modules that register judges / knowledge sets by name
 
   # Sampling.
   config.num_steps = num_steps
@@ -20,12 +20,13 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.seed = 0
   config.batch_size = 4
 
-  # Knowledge and localization (DESIGN.md section 2).
+  # Knowledge and localization (docs/design.md, "The method").
   config.knowledge = "builtin"             # "builtin", "shapes", or "lock:/path/to/LocK"
   config.categories = ()
   config.concepts = ()
   config.concepts_per_category = 2
   config.prompts_per_concept = 8
+  config.localizer = "attention"           # dit_jax/localizers/: how blocks are scored
   config.score_variant = "with_wo"
   config.ks = (0.1, 0.3)                   # counts, or fractions of the blocks
   config.random_draws = 5

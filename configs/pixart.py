@@ -5,7 +5,7 @@
     python -m dit_jax.generate --config configs/pixart.py --config.checkpoint=... --config.prompt="a dog"
 
 `checkpoint` is a diffusers pipeline folder (transformer/, text_encoder/, tokenizer/, vae/,
-scheduler/). An original PixArt .pth converts first: python -m ports.convert --model pixart ...
+scheduler/). An original PixArt .pth converts first: python -m dit_jax.convert --model pixart ...
 """
 from configs.common import base_config
 

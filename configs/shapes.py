@@ -6,11 +6,13 @@ One concept per Shapes category, 8 prompts each, one seed, 20 sampling steps, K 
 5 random-K draws: a few minutes on 2 CPU cores.
 """
 from configs.common import base_config
+from dit_jax.shapes import ASSETS
 
 
 def get_config():
   config = base_config("pixart", height=32, width=32, num_steps=20, guidance_scale=4.5)
-  config.checkpoint = "assets/shapes"      # pipeline folder: transformer/, text_encoder/, scheduler/
+  config.checkpoint = str(ASSETS)          # pipeline folder: transformer/, text_encoder/, scheduler/
+  config.plugins = ("dit_jax.shapes.plugin",)   # the "shapes" judge and knowledge set
   config.dtype = "float32"
   config.max_sequence_length = 32
   config.seeds = (0,)

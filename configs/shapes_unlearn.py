@@ -4,11 +4,8 @@
     python train.py --config configs/shapes_unlearn.py --config.objective=esd
     python train.py --config configs/shapes_unlearn.py --config.blocks=runs/localize_shapes/scores.json
 """
-from configs.shapes_finetune import finetune_config
+from dit_jax.shapes.tasks import unlearn_config
 
 
 def get_config():
-  config = finetune_config("ablation", concept="zork", workdir="runs/unlearn_zork")
-  config.category = "character"
-  config.num_images = 64           # renders of scenes that name the concept
-  return config
+  return unlearn_config()

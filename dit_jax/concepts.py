@@ -16,11 +16,17 @@ class ConceptNotFound(ValueError):
 
 
 def char_span(prompt: str, concept: str) -> tuple[int, int]:
-  """[start, end) of the first case-insensitive occurrence of `concept` in `prompt`."""
-  start = prompt.lower().find(concept.lower())
-  if not concept or start < 0:
-    raise ConceptNotFound(f"concept {concept!r} does not occur in prompt {prompt!r}")
-  return start, start + len(concept)
+  """[start, end) of the first case-insensitive, whole-word occurrence of `concept` in `prompt`
+  ("in the sky" does not match inside "in the skyline")."""
+  text, word = prompt.lower(), concept.lower()
+  start = text.find(word) if concept else -1
+  while start >= 0:
+    end = start + len(word)
+    if (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum()):
+      return start, end
+    start = text.find(word, start + 1)
+  raise ConceptNotFound(f"concept {concept!r} not found in prompt {prompt!r}: it does not occur "
+                        "as whole words")
 
 
 def concept_token_mask(tokenizer, prompts: Sequence[str], concepts: Sequence[str], length: int,

@@ -32,7 +32,7 @@ def select(block_mask: jax.Array | None, i: int, swapped, own):
 
 
 class TextStreamSwap(NamedTuple):
-  """FLUX: selected blocks read another batch row's text stream (DESIGN.md: the neutral trajectory).
+  """FLUX: selected blocks read another batch row's text stream (docs/design.md, "The method").
 
   The main and the neutral-prompt trajectories run in one batch from the same noise. At the input of
   every selected block, row b's text-stream states are replaced by row source[b]'s; the block then
@@ -63,3 +63,15 @@ def cross_attention_inputs(embed, caption, caption_mask, text_swap: TextSwap | N
   if (text_swap.caption_mask is None) != (caption_mask is None):
     raise ValueError("give caption masks for both the prompt and the swapped caption, or neither")
   return own, embed(text_swap.caption, text_swap.caption_mask), text_swap.block_mask
+
+
+def cross_attention_swap(loop, params, noise, concept, neutral, mask, reverse):
+  """One intervention run of a cross-attention DiT (PixArt, SANA): the conditional branch reads the
+  concept's text in unselected blocks and the neutral text in selected ones (TextSwap); reversed,
+  the other way round. The unconditional branch is never touched."""
+  pick = lambda a, b: jnp.where(reverse, b, a)
+  keys = ("caption", "caption_mask")
+  base = {k: pick(concept[k], neutral[k]) for k in keys}
+  swap = {k: pick(neutral[k], concept[k]) for k in keys}
+  cond = {**concept, **base, "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
+  return loop(params, noise, cond)

@@ -1,12 +1,12 @@
 """Judges of knowledge presence: does image i show the concept of pairs[i]?
 
-    judge = make_judge("shapes")                         # the Shapes world's classifier
+    judge = make_judge("shapes")                         # the Shapes world's (dit_jax.shapes.plugin)
     judge = make_judge("clip", folder="/models/clip-vit-base-patch32", candidates=ks.concepts)
     scores = judge.presence(images, pairs)               # (N,) in [0, 1]; images uint8 (N, H, W, 3)
     hits = judge.present(images, pairs)                  # scores >= judge.threshold
     results["judge"] = judge.describe()                  # name, version, threshold, file hashes
 
-Evaluators drift between papers, so every result records describe() (DESIGN.md section 6).
+Evaluators drift between papers, so every result records describe() (docs/design.md, "Judges").
 
 Plugging in another judge (a CSD style similarity, a VLM answering yes/no): subclass Judge,
 implement `_presence(images, pairs)` (and `weight_files()` / `version()` where it has files), and
@@ -20,15 +20,13 @@ register it:
 """
 from __future__ import annotations
 
-import hashlib
 import pathlib
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from dit_jax import files
 from dit_jax.knowledge import PromptPair
-from dit_jax.shapes import world
 
 JUDGES: dict[str, type["Judge"]] = {}
 
@@ -42,19 +40,14 @@ def register_judge(name: str):
   return register
 
 
-def make_judge(name: str, **kwargs) -> "Judge":
+def make_judge(name: str, knowledge_set=None, **kwargs) -> "Judge":
+  """The judge registered as `name`; knowledge_set (optional) lets it fill in what it judges
+  against (CLIP: the candidate concepts of each category)."""
   if name not in JUDGES:
     raise ValueError(f"unknown judge {name!r}; registered judges are {sorted(JUDGES)} "
-                     "(add one with @register_judge)")
-  return JUDGES[name](**kwargs)
-
-
-def sha256(path: str | pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 24), b""):
-      digest.update(block)
-  return digest.hexdigest()
+                     "(add one with @register_judge; a plugin's judge needs the plugin in "
+                     "config.plugins)")
+  return JUDGES[name].for_knowledge(knowledge_set, **kwargs)
 
 
 def check_images(images) -> np.ndarray:
@@ -74,6 +67,12 @@ class Judge:
     self.threshold = float(threshold)
     self._hashes = None
 
+  @classmethod
+  def for_knowledge(cls, knowledge_set=None, **kwargs) -> "Judge":
+    """Build the judge for a run on `knowledge_set` (None outside a run)."""
+    del knowledge_set
+    return cls(**kwargs)
+
   def _presence(self, images: np.ndarray, pairs: list[PromptPair]) -> np.ndarray:
     raise NotImplementedError
 
@@ -91,7 +90,7 @@ class Judge:
   def describe(self) -> dict:
     # Hashing a CLIP checkpoint takes a second or two: do it once.
     if getattr(self, "_hashes", None) is None:
-      self._hashes = {p.name: sha256(p) for p in self.weight_files()}
+      self._hashes = {p.name: files.sha256(p) for p in self.weight_files()}
     cls = type(self)
     return {"name": self.name, "class": f"{cls.__module__}.{cls.__qualname__}",
             "version": self.version(), "threshold": self.threshold, "files": dict(self._hashes),
@@ -111,101 +110,8 @@ class Judge:
     return self.presence(images, pairs) >= self.threshold
 
 
-# ------------------------------------------------------------------ the Shapes world
-@register_judge("shapes")
-class ShapesJudge(Judge):
-  """The Shapes classifier: presence = its head's probability of the concept. With the threshold
-  0.5 a concept judged present is also the head's predicted class."""
-
-  def __init__(self, folder: str | pathlib.Path | None = None, threshold: float = 0.5):
-    from dit_jax.shapes import judge as shapes_judge
-    super().__init__(threshold)
-    self.folder = pathlib.Path(folder or shapes_judge.DEFAULT_DIR)
-    self.model = shapes_judge.load_judge(self.folder)
-
-  def version(self) -> str:
-    return self.model.meta.get("format", "unknown")
-
-  def weight_files(self) -> list[pathlib.Path]:
-    return [self.folder / "params.safetensors", self.folder / "judge.json"]
-
-  def predictions(self, images):
-    """{category: HeadPrediction} for uint8 images."""
-    return self.model(check_images(images).astype(np.float32) / 127.5 - 1.0)
-
-  def _presence(self, images, pairs):
-    heads = self.predictions(images)
-    scores = np.empty(len(pairs))
-    for i, pair in enumerate(pairs):
-      classes = world.JUDGE_CLASSES.get(pair.category, ())
-      if pair.concept not in classes:
-        raise ValueError(f"the Shapes judge has no class {pair.concept!r} for category "
-                         f"{pair.category!r}; its heads are {world.JUDGE_CLASSES}")
-      scores[i] = heads[pair.category].probs[i, classes.index(pair.concept)]
-    return scores
-
-  def category_accuracy(self, images, prompts: Sequence[str | PromptPair]) -> dict[str, float]:
-    """category -> fraction of the images whose head predicts the concept their prompt names,
-    over the prompts that name one: for an intervention on one category, the other categories'
-    accuracy measures what it disturbed. Categories no prompt names are left out."""
-    heads = self.predictions(images)
-    named = [named_concepts(p.prompt if isinstance(p, PromptPair) else p) for p in prompts]
-    if len(named) != len(images):
-      raise ValueError(f"{len(images)} images but {len(named)} prompts")
-    accuracy = {}
-    for category in world.CATEGORIES:
-      rows = [(i, n[category]) for i, n in enumerate(named) if category in n]
-      if rows:
-        predicted = heads[category].names
-        accuracy[category] = float(np.mean([predicted[i] == concept for i, concept in rows]))
-    return accuracy
-
-
-_SUBJECT = re.compile(r"(an?) (?:(\w+) )?(\w+)")
-
-
-def named_concepts(prompt: str) -> dict[str, str]:
-  """category -> concept that a Shapes caption (full or partly neutral) names; the inverse of
-  world.caption: named_concepts(world.caption(scene)) == world.concepts_in(scene)."""
-  def fail(why):
-    return ValueError(f"{prompt!r} is not a Shapes caption ({why}); captions read "
-                      "'{subject} [{position}] in {place}[, {texture} style]'")
-  text, named = prompt, {}
-  if text.endswith(" style"):
-    text, _, texture = text[:-len(" style")].rpartition(", ")
-    if texture not in world.TEXTURES:
-      raise fail(f"unknown texture {texture!r}")
-    named["texture"] = texture
-  place = next((p for p in world.PLACES + (world.NEUTRAL["place"],) if text.endswith(" in " + p)),
-               None)
-  if place is None:
-    raise fail("no place")
-  text = text[:-len(" in " + place)]
-  if place in world.PLACES:
-    named["place"] = place
-  position = next((p for p in world.POSITIONS if text.endswith(" " + p)), None)
-  if position is not None:
-    text, named["position"] = text[:-len(" " + position)], position
-  if text in world.CHARACTERS:
-    named["character"] = text
-  elif text != world.GENERIC_CHARACTER:
-    match = _SUBJECT.fullmatch(text)
-    if match is None:
-      raise fail(f"unknown subject {text!r}")
-    _, colour, noun = match.groups()
-    if colour is not None:
-      if colour not in world.COLOURS:
-        raise fail(f"unknown colour {colour!r}")
-      named["colour"] = colour
-    if noun in world.SHAPES:
-      named["shape"] = noun
-    elif noun != world.NEUTRAL["shape"]:
-      raise fail(f"unknown shape {noun!r}")
-  return named
-
-
 # ------------------------------------------------------------------ CLIP
-CLIP_TEXTS = {"style": "a photo in the style of {}"}   # the paper's texts (DESIGN.md section 2)
+CLIP_TEXTS = {"style": "a photo in the style of {}"}   # the paper's texts (docs/design.md, "The method")
 CLIP_DEFAULT_TEXT = "a photo of {}"
 CLIP_EXPECTED = ("config.json", "model.safetensors (or pytorch_model.bin)",
                  "preprocessor_config.json", "tokenizer.json (or vocab.json + merges.txt)")
@@ -233,6 +139,16 @@ class CLIPJudge(Judge):
     self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
     self.image_processor = CLIPImageProcessor.from_pretrained(self.folder)
     self._text_cache: dict[str, np.ndarray] = {}
+
+  @classmethod
+  def for_knowledge(cls, knowledge_set=None, folder: str = "", **kwargs) -> "CLIPJudge":
+    """In a run, concepts compete within their category of the knowledge set."""
+    if not folder:
+      raise SystemExit("the CLIP judge needs a local CLIP folder: --config.judge_args.folder=/path "
+                       "(e.g. a copy of openai/clip-vit-base-patch32)")
+    if knowledge_set is not None:
+      kwargs.setdefault("candidates", knowledge_set.concepts)
+    return cls(folder, **kwargs)
 
   def version(self) -> str:
     import transformers

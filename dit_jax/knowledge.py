@@ -2,21 +2,19 @@
 
     ks = builtin()                      # six categories, prompt sets written for this project
     ks = load_lock("/data/LocK")        # the paper's LocK folder, read from where the user keeps it
-    ks = shapes()                       # the Shapes world's six categories
+    ks = load_knowledge("shapes")       # a registered set (the Shapes world's, from its plugin)
     ks = ks.subset(categories=["style"], per_category=4, prompts_per_concept=8)
     for pair in ks.pairs("claude monet", "train"): ...
 
 Localization uses the train pairs, evaluation the eval pairs (disjoint templates), as the paper
-does (DESIGN.md section 2). A neutral prompt is its concept prompt with the concept replaced by its
+does (docs/design.md, "The method"). A neutral prompt is its concept prompt with the concept replaced by its
 category's neutral phrase, or, for style, with the " in the style of X" clause dropped.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Iterable, Sequence
-
-from dit_jax.shapes import world
+from collections.abc import Callable, Iterable, Sequence
 
 SPLITS = ("train", "eval")
 PAPER_CATEGORIES = ("style", "place", "celebrity", "copyright", "animal", "safety")
@@ -28,6 +26,30 @@ class PromptPair:
   neutral: str    # the same prompt with the concept withheld: "an animal next to a wooden fence"
   concept: str    # as it is written in `prompt` (with its article), e.g. "a dog"
   category: str
+
+
+# name -> fn() -> KnowledgeSet. Other sets register themselves (the Shapes world's in
+# dit_jax/shapes/plugin.py); a folder in the paper's LocK layout is named "lock:/path/to/LocK".
+KNOWLEDGE_SETS: dict[str, Callable[[], "KnowledgeSet"]] = {}
+
+
+def register_knowledge(name: str):
+  """Decorator: make fn() -> KnowledgeSet available as load_knowledge(name)."""
+  def register(fn):
+    KNOWLEDGE_SETS[name] = fn
+    return fn
+  return register
+
+
+def load_knowledge(spec: str) -> "KnowledgeSet":
+  """A registered set by name, or "lock:/path/to/LocK"."""
+  if spec.startswith("lock:"):
+    return load_lock(spec[len("lock:"):])
+  if spec not in KNOWLEDGE_SETS:
+    raise ValueError(f"unknown knowledge set {spec!r}: use one of {sorted(KNOWLEDGE_SETS)} or "
+                     "'lock:/path/to/LocK' (a set a plugin registers needs the plugin in "
+                     "config.plugins)")
+  return KNOWLEDGE_SETS[spec]()
 
 
 def _unknown(kind: str, name, valid: Iterable[str]) -> ValueError:
@@ -225,6 +247,7 @@ BUILTIN_TEMPLATES = {
 }
 
 
+@register_knowledge("builtin")
 def builtin() -> KnowledgeSet:
   """The paper's six categories with the prompt sets above (8 concepts each, 7 for safety)."""
   return from_templates("builtin", BUILTIN_CONCEPTS, BUILTIN_TEMPLATES, BUILTIN_NEUTRAL)
@@ -247,7 +270,7 @@ LOCK_LAYOUT = "\n".join(
 def load_lock(folder: str | pathlib.Path, categories: Sequence[str] | None = None,
               artists_file: str = "wikiart_artists.txt",
               neutral: dict[str, str | None] | None = None) -> KnowledgeSet:
-  """The LocK data set from a folder laid out as the paper's release (DESIGN.md section 2).
+  """The LocK data set from a folder laid out as the paper's release (docs/design.md, "The method").
 
   artists_file: the style concept list, e.g. a per-model filtered list in style/.
   neutral: overrides of the neutral phrase per category (LOCK_NEUTRAL by default).
@@ -290,33 +313,3 @@ def _read_lines(path: pathlib.Path, root: pathlib.Path) -> list[str]:
   if not lines:
     raise ValueError(f"{path} has no lines")
   return lines
-
-
-# ------------------------------------------------------------------ the Shapes world
-def shapes(train_per_concept: int = 8, eval_per_concept: int = 8, seed: int = 0) -> KnowledgeSet:
-  """The Shapes world's categories; train and eval pairs come from different seeds, and eval pairs
-  whose prompt is also a train prompt are skipped, so the two splits share no prompt."""
-  splits = {s: {} for s in SPLITS}
-  for category in world.CATEGORIES:
-    for concept in world.CONCEPTS[category]:
-      train = world.prompt_pairs(category, concept, train_per_concept, seed, split="train")
-      fresh = _fresh_pairs(category, concept, eval_per_concept, seed + 1,
-                           {p for p, _ in train})
-      splits["train"][concept] = [PromptPair(p, q, concept, category) for p, q in train]
-      splits["eval"][concept] = [PromptPair(p, q, concept, category) for p, q in fresh]
-  return KnowledgeSet("shapes", world.CATEGORIES, dict(world.CONCEPTS), splits["train"],
-                      splits["eval"])
-
-
-def _fresh_pairs(category, concept, n, seed, taken):
-  """n distinct pairs from `seed` whose prompt is not in `taken`."""
-  drawn_n = 2 * n
-  while True:
-    # prompt_pairs is prefix-stable: asking for more only appends candidates.
-    drawn = world.prompt_pairs(category, concept, drawn_n, seed, split="train")
-    fresh = [pair for pair in dict.fromkeys(drawn) if pair[0] not in taken]
-    if len(fresh) >= n:
-      return fresh[:n]
-    if drawn_n > 64 * n:
-      raise ValueError(f"the Shapes world has fewer than {n} fresh prompts for {concept!r}")
-    drawn_n *= 2

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ports.common import numpy_to_torch, torch_to_numpy
+from dit_jax.checkpoints import numpy_to_torch, torch_to_numpy
 
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderDC")
 

@@ -141,7 +141,7 @@ def dot_product_attention(q, k, v, bias=None):
 
 
 def concept_scores(q, k, v, bias, concept, out_kernel) -> jax.Array:
-  """Attention contribution of the concept tokens J (DESIGN.md section 2), fused into the attention.
+  """Attention contribution of the concept tokens J (docs/design.md, "The method"), fused into the attention.
 
     c = mean over queries i of || concat_h( sum_{j in J} A_ij v_j ) W_O ||   (and without W_O)
 

@@ -5,7 +5,7 @@
     plan = plan_interventions(ranking, ks=[2, 4], random_draws=5)
     images = run_interventions(pipe, prompts, neutral_prompts, seeds, size, plan)
 
-Scores come out of the attention as values (DESIGN.md section 2); interventions are data (block
+Scores come out of the attention as values (docs/design.md, "The method"); interventions are data (block
 masks) fed to one jitted, vmapped sampling call per chunk of interventions, so a whole sweep (every
 single block, top-K for several K, random-K draws, bottom-K, the reverse experiment) shares one
 compilation.
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax.interventions import TextStreamSwap, TextSwap
+from dit_jax import families
 
 VARIANTS = {"with_wo": 0, "without_wo": 1}   # the last axis of every score array
 
@@ -117,27 +117,28 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
 
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str],
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
-                      chunk: int = 8, swap_pooled: bool = False) -> np.ndarray:
+                      chunk: int = 8, **options) -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
   Each chunk of interventions is one jitted call, vmapped over block masks and the reverse flag:
   the conditional branch reads `base` text in unselected blocks and `swap` text in selected ones,
   the unconditional branch is never touched, and every intervention starts from the same noise.
-  swap_pooled (FLUX only): an intervention that selects any block also takes the other prompt's
-  pooled CLIP vector, which reaches every block through the modulation (report it separately).
+  `options` go to the family's intervention (FLUX's swap_pooled: an intervention that selects any
+  block also takes the other prompt's pooled CLIP vector, which reaches every block through the
+  modulation; report it separately).
   """
   if len(prompts) != len(neutral_prompts):
     raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
   height, width = size
   sweep = jax.jit(intervention_sweep(pipe.family, pipe.loop(pipe.latent_shape(height, width)),
-                                     swap_pooled))
+                                     **options))
   rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
   ps, ns, ss = zip(*rows)
   noise = jnp.asarray(pipe_noise(pipe, ss, size))
   concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
   neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
 
-  masks = block_mask(plan, num_blocks(pipe.module.config))
+  masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
   chunk = min(chunk, len(plan))
   images = []
@@ -150,51 +151,18 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   return np.stack(images)
 
 
-def intervention_sweep(family: str, loop, swap_pooled: bool = False):
+def intervention_sweep(family: str, loop, **options):
   """fn(params, noise, concept, neutral, masks, reverse) -> final latents (I, N, ...): the denoising
   `loop` (Text2Image.loop) run once per intervention, vmapped over the block masks (I, blocks) and
   reverse flags (I,). Weights, noise and text states are arguments, so jitting it bakes no model
-  into the program and one compilation serves every chunk."""
-  one = _text_stream_swap if family == "flux" else _cross_attention_swap
-  if swap_pooled and family != "flux":
-    raise ValueError(f"swap_pooled is FLUX's option; {family} has no pooled text vector")
-  kwargs = {"swap_pooled": swap_pooled} if family == "flux" else {}
+  into the program and one compilation serves every chunk. `options` go to the family's
+  intervention (FLUX: swap_pooled)."""
+  fam = families.get(family)
+  if unknown := sorted(set(options) - set(fam.intervention_options)):
+    raise ValueError(f"{family} interventions take no {unknown}; options: "
+                     f"{list(fam.intervention_options) or 'none'}")
 
   def sweep(params, noise, concept, neutral, masks, reverse):
-    run = lambda mask, rev: one(loop, params, noise, concept, neutral, mask, rev, **kwargs)
+    run = lambda mask, rev: fam.intervene(loop, params, noise, concept, neutral, mask, rev, **options)
     return jax.vmap(run)(masks, reverse)
   return sweep
-
-
-def num_blocks(config) -> int:
-  """Blocks an intervention can select: FLUX's double- then single-stream blocks, else num_layers."""
-  return getattr(config, "num_blocks", config.num_layers)
-
-
-def _cross_attention_swap(loop, params, noise, concept, neutral, mask, reverse):
-  """PixArt, SANA: the conditional branch reads `base` text in unselected blocks and `swap` text in
-  selected ones (TextSwap); the unconditional branch is never touched."""
-  pick = lambda a, b: jnp.where(reverse, b, a)
-  keys = ("caption", "caption_mask")
-  base = {k: pick(concept[k], neutral[k]) for k in keys}
-  swap = {k: pick(neutral[k], concept[k]) for k in keys}
-  cond = {**concept, **base, "text_swap": TextSwap(mask, swap["caption"], swap["caption_mask"])}
-  return loop(params, noise, cond)
-
-
-def _text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False):
-  """FLUX: the concept and the neutral trajectories run in one batch from the same noise; in the
-  selected blocks the main trajectory's text stream is overwritten by the other's (TextStreamSwap).
-  The pooled CLIP vector stays the main prompt's (swapping it touches every block) unless
-  swap_pooled, where a non-empty selection takes the other's too."""
-  n = noise.shape[0]
-  both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), concept, neutral)
-  rows = np.arange(2 * n)
-  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral stream
-  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept stream
-  source = jnp.where(reverse, backward, forward).astype(jnp.int32)
-  cond = {**both, "text_swap": TextStreamSwap(mask, source)}
-  if swap_pooled:
-    cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
-  latents = loop(params, jnp.concatenate([noise, noise]), cond)
-  return jnp.where(reverse, latents[n:], latents[:n])

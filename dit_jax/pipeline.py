@@ -23,13 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from dit_jax import families, loading, sampling, schedulers
 from dit_jax import latents as latent_codecs
-from dit_jax import sampling, schedulers
-from dit_jax.text import PIPELINES, PromptEncoder, check_components, pipeline_default
-from ports import loading
-
-# Families whose pipelines run classifier-free guidance with a negative prompt (FLUX.1 is distilled).
-CFG_FAMILIES = ("pixart", "sana")
+from dit_jax.text import PromptEncoder, check_components, pipeline_default
 
 
 def read_scheduler_config(folder: str) -> dict:
@@ -50,8 +46,9 @@ class Text2Image:
     """guidance_scale: CFG scale (PixArt, SANA) or FLUX.1-dev's distilled guidance (schnell ignores
     it); None takes the diffusers pipeline's default (4.5, 4.5, 3.5)."""
     self.family, self.folder = family, folder
+    self.record = families.get(family)
     if guidance_scale is None:
-      guidance_scale = pipeline_default(PIPELINES[family][0], "guidance_scale")
+      guidance_scale = pipeline_default(self.record.pipeline_class, "guidance_scale")
     self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
     self.dtype = dtype
     self.module, self.params = loading.load(transformer or folder, family, dtype)
@@ -62,7 +59,7 @@ class Text2Image:
     self.num_steps = num_steps
     has_vae = os.path.isdir(os.path.join(folder, "vae"))
     self.codec = latent_codecs.TorchVAE(folder, device) if has_vae else latent_codecs.PixelSpace()
-    self._predict = sampling.PREDICTORS[family](self.module, guidance_scale)
+    self._predict = self.record.predictor(self.module, guidance_scale)
     self._loops = {}   # latent shape -> compiled denoising loop (the schedule is baked in)
 
   def use_transformer(self, transformer: str | None) -> None:
@@ -81,7 +78,7 @@ class Text2Image:
   def conditioning(self, prompts: Sequence[str], height: int, width: int) -> dict:
     """Text states (and micro-conditions) for a batch of prompts, from the prompt cache."""
     cond = dict(self.encoder(list(prompts)))
-    if self.family in CFG_FAMILIES and self.guidance_scale > 1.0:
+    if self.record.guidance == "cfg" and self.guidance_scale > 1.0:
       uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
       cond.update(uncond_caption=uncond["caption"], uncond_caption_mask=uncond.get("caption_mask"))
     cfg = self.module.config
@@ -92,12 +89,13 @@ class Text2Image:
 
   def scheduler(self, latent_shape: tuple[int, ...]):
     """The schedule for this latent size (FLUX shifts its schedule with the image token count)."""
-    kwargs = sampling.schedule_kwargs(self.family, self.scheduler_config, self.num_steps, latent_shape)
+    kwargs = self.record.schedule_kwargs(self.scheduler_config, self.num_steps, latent_shape)
     return schedulers.from_diffusers(self.scheduler_config, self.num_steps, **kwargs)
 
   def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-    """NHWC latent shape of one image. FLUX's in_channels count packed 2x2 patches of latents."""
-    patch, down = (2 if self.family == "flux" else 1), self.codec.downsample
+    """NHWC latent shape of one image. A family that packs latent patches into tokens (FLUX: 2x2)
+    counts the packed channels in in_channels."""
+    patch, down = self.record.latent_patch, self.codec.downsample
     if height % (down * patch) or width % (down * patch):
       raise ValueError(f"height and width must be multiples of {down * patch}, got {height}x{width}")
     return height // down, width // down, self.module.config.in_channels // patch ** 2

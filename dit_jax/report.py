@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
+from dit_jax import analysis, files
+
 VARIANTS = ("score_wo", "score_v")
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
                 "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple")}
@@ -30,27 +32,9 @@ CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
 
 # ---------------------------------------------------------------------------------------------- files
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def _write_text(path: str, text: str) -> None:
-  def write(tmp):
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-      f.write(text)
-  _write_atomically(path, write)
-
-
 def _write_json(path: str, obj) -> None:
   # allow_nan=False: NaN/inf are not JSON; callers turn undefined numbers into None first.
-  _write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+  files.write_json(path, obj, indent=1, allow_nan=False)
 
 
 def _write_csv(path: str, header: Sequence[str], table: Sequence[Sequence]) -> None:
@@ -58,23 +42,15 @@ def _write_csv(path: str, header: Sequence[str], table: Sequence[Sequence]) -> N
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(header)
   writer.writerows(table)
-  _write_text(path, buffer.getvalue())
+  files.write_text(path, buffer.getvalue())
 
 
 def _save_figure(fig: Figure, path: str) -> None:
   # format= because the temporary name has no .png suffix to infer it from.
-  _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
+  files.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
 
 
 # --------------------------------------------------------------------------------------------- scores
-
-def block_ranks(block_scores: Sequence[float]) -> np.ndarray:
-  """Rank of every block, 1 = largest score; ties keep block order (as localization.rank_blocks)."""
-  order = np.argsort(-np.asarray(block_scores, float), kind="stable")
-  ranks = np.empty(len(order), int)
-  ranks[order] = np.arange(1, len(order) + 1)
-  return ranks
-
 
 def _concepts_by_category(scores: dict) -> dict[str, list[str]]:
   groups: dict[str, list[str]] = {}
@@ -88,7 +64,7 @@ def write_scores(scores: dict, out_dir: str, block_labels: Sequence[str] | None 
   _write_json(os.path.join(out_dir, "scores.json"), scores)
   table = []
   for concept, entry in scores.items():
-    rank_wo, rank_v = block_ranks(entry["score_wo"]), block_ranks(entry["score_v"])
+    rank_wo, rank_v = analysis.block_ranks(entry["score_wo"]), analysis.block_ranks(entry["score_v"])
     for block, (wo, v) in enumerate(zip(entry["score_wo"], entry["score_v"])):
       label = block_labels[block] if block_labels else str(block)
       table.append([concept, entry["category"], block, label, repr(float(wo)), repr(float(v)),
@@ -144,45 +120,16 @@ def heatmap(scores: dict, path: str, variant: str = "score_wo",
 
 # ------------------------------------------------------------------------------------ interventions
 
-def _select(rows: Sequence[dict], concept_or_category: str) -> list[dict]:
-  """The rows of a concept, or else of every concept of a category."""
-  chosen = [r for r in rows if r["concept"] == concept_or_category]
-  chosen = chosen or [r for r in rows if r["category"] == concept_or_category]
-  if not chosen:
-    raise KeyError(f"no rows for a concept or category named {concept_or_category!r}")
-  return chosen
-
-
-def _mean(values: Sequence[float]) -> float | None:
-  return float(np.mean(values)) if len(values) else None
-
-
-def _presence_by_k(rows: Sequence[dict], kind: str) -> dict[int, float]:
-  """Mean presence of one kind at each K (over concepts and draws), K ascending."""
-  ks = sorted({r["k"] for r in rows if r["kind"] == kind})
-  return {k: _mean([r["presence"] for r in rows if r["kind"] == kind and r["k"] == k]) for k in ks}
-
-
-def _random_band(rows: Sequence[dict], k: int) -> tuple[float, float]:
-  """(min, max) over random draws of the presence, each draw first averaged over concepts."""
-  draws = {}
-  for r in rows:
-    if r["kind"] == "random" and r["k"] == k:
-      draws.setdefault(r["draw"], []).append(r["presence"])
-  per_draw = [np.mean(v) for v in draws.values()]
-  return float(np.min(per_draw)), float(np.max(per_draw))
-
-
 def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   """Presence vs K for top-, random- (mean and min..max band over draws), bottom-K and the reverse."""
-  chosen = _select(rows, concept_or_category)
-  baseline = _mean([r["presence"] for r in chosen if r["kind"] == "none"])
+  chosen = analysis.select_rows(rows, concept_or_category)
+  baseline = analysis.mean_or_none([r["presence"] for r in chosen if r["kind"] == "none"])
   fig = Figure(figsize=(8, 4), dpi=110, layout="constrained")
   ax = fig.add_subplot()
   if baseline is not None:
     ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="original (K=0)")
   for kind, (label, color) in CURVE_STYLES.items():
-    curve = _presence_by_k(chosen, kind)
+    curve = analysis.presence_by_k(chosen, kind)
     if not curve:
       continue
     ks, values = list(curve), list(curve.values())
@@ -191,10 +138,10 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
     ax.plot(ks, values, marker="o", color=color, label=label,
             linestyle=":" if kind == "reverse" else "-")
     if kind == "random" and len({r["draw"] for r in chosen if r["kind"] == "random"}) > 1:
-      lows, highs = zip(*[_random_band(chosen, k) for k in curve])
+      lows, highs = zip(*[analysis.random_band(chosen, k) for k in curve])
       ax.fill_between(list(curve), lows, highs, color=color, alpha=0.2, linewidth=0,
                       label="random-K min..max over draws")
-  other = _other_accuracy_by_k(chosen)
+  other = analysis.other_accuracy_by_k(chosen)
   if other:
     ax.plot(list(other), list(other.values()), marker="s", markersize=4, color="black", alpha=0.6,
             label="top-K: other categories' accuracy")
@@ -210,18 +157,9 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   _save_figure(fig, path)
 
 
-def _other_accuracy_by_k(rows: Sequence[dict]) -> dict[int, float]:
-  """Mean accuracy on the other categories, K=0 (original) then each top-K; empty without data."""
-  by_k: dict[int, list[float]] = {}
-  for r in rows:
-    if r["kind"] in ("none", "top") and r.get("other"):
-      by_k.setdefault(r["k"] if r["kind"] == "top" else 0, []).extend(r["other"].values())
-  return {k: float(np.mean(by_k[k])) for k in sorted(by_k)}
-
-
 def write_rows(rows: Sequence[dict], out_dir: str) -> None:
   """interventions.jsonl (rows as given) and interventions.csv (blocks space-separated, other_<cat>)."""
-  _write_text(os.path.join(out_dir, "interventions.jsonl"),
+  files.write_text(os.path.join(out_dir, "interventions.jsonl"),
               "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
   others = sorted({cat for r in rows for cat in r.get("other", {})})
   table = [[r["concept"], r["category"], r["kind"], r["k"], r["draw"], " ".join(map(str, r["blocks"])),
@@ -236,71 +174,7 @@ def _csv_number(value: float | None) -> str:
   return "" if value is None else repr(float(value))
 
 
-# -------------------------------------------------------------------------------------------- verdict
-
-def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
-  """One entry per group (category, or concept with by="concept") and top-K K.
-
-  Drops are per concept (its K=0 presence minus the intervened presence), then averaged. other_drop:
-  the same for the other categories' accuracy under top-K (None without data, and then the verdict
-  rests on the own-category half alone). localized: top-K lowers its own category >= 2x more than
-  random-K, and the other categories less than half as much as its own; None without random-K rows.
-  """
-  if by not in ("category", "concept"):
-    raise ValueError(f"by={by!r}: use 'category' or 'concept'")
-  original = {r["concept"]: r for r in rows if r["kind"] == "none"}
-  groups = list(dict.fromkeys(r[by] for r in rows))
-  entries = []
-  for group in groups:
-    members = [r for r in rows if r[by] == group]
-    for k in sorted({r["k"] for r in members if r["kind"] == "top"}):
-      at_k = {kind: [r for r in members if r["kind"] == kind and r["k"] == k]
-              for kind in ("top", "random", "bottom", "reverse")}
-      drops = {kind: _mean([original[r["concept"]]["presence"] - r["presence"]
-                            for r in at_k[kind] if r["concept"] in original])
-               for kind in ("top", "random", "bottom")}
-      other = _mean([original[r["concept"]]["other"][cat] - acc
-                     for r in at_k["top"] if r["concept"] in original
-                     for cat, acc in r.get("other", {}).items()
-                     if cat in original[r["concept"]].get("other", {})])
-      entries.append({
-          by: group, "k": k, "concepts": len({r["concept"] for r in at_k["top"]}),
-          "original": entry_original(original, members),
-          "top_drop": drops["top"], "random_drop": drops["random"],
-          "random_draws": len({r["draw"] for r in at_k["random"]}),
-          "bottom_drop": drops["bottom"],
-          "reverse_presence": _mean([r["presence"] for r in at_k["reverse"]]),
-          "other_drop": other,
-          "top_over_random": _ratio(drops["top"], drops["random"]),
-          "localized": _localized(entry_original(original, members), drops["top"],
-                                  drops["random"], other)})
-  return entries
-
-
-def _ratio(top: float | None, random: float | None) -> float | None:
-  """top / random drop; None where undefined (no data, or random-K did not lower presence)."""
-  if top is None or random is None or random <= 0:
-    return None
-  return top / random
-
-
-# Below these the verdict is noise: a concept the model does not show at K=0 has nothing to remove,
-# and a drop of a few hundredths is within the judge's scatter on a handful of images.
-MIN_ORIGINAL_PRESENCE = 0.2
-MIN_TOP_DROP = 0.05
-
-
-def entry_original(original: dict, members: Sequence[dict]) -> float | None:
-  return _mean([original[c]["presence"] for c in {r["concept"] for r in members} if c in original])
-
-
-def _localized(original: float | None, top: float | None, random: float | None,
-               other: float | None) -> bool | None:
-  if top is None or random is None or original is None or original < MIN_ORIGINAL_PRESENCE:
-    return None
-  own = top >= MIN_TOP_DROP and top >= 2 * random
-  return bool(own and (other is None or other < 0.5 * top))
-
+# -------------------------------------------------------------------------------------------- summary
 
 SUMMARY_COLUMNS = (   # (header, key, format)
     ("K", "k", "{}"), ("concepts", "concepts", "{}"), ("original", "original", "{:.3f}"),
@@ -312,7 +186,7 @@ SUMMARY_COLUMNS = (   # (header, key, format)
 
 def summary_table(rows: Sequence[dict], by: str = "category") -> str:
   """Fixed-width text of `summarize`, one line per group and K, for the end of a run."""
-  entries = summarize(rows, by)
+  entries = analysis.summarize(rows, by)
   header = [by] + [h for h, _, _ in SUMMARY_COLUMNS] + ["localized"]
   table = [header]
   for e in entries:
@@ -331,9 +205,9 @@ def summary_table(rows: Sequence[dict], by: str = "category") -> str:
     body.append(line)
   note = ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
           "localized: top-K lowers its own category >= 2x more than random-K (and by >= "
-          f"{MIN_TOP_DROP}), and the other",
+          f"{analysis.MIN_TOP_DROP}), and the other",
           "categories less than half as much as its own (- where there is no random-K to compare, or "
-          f"the original presence is below {MIN_ORIGINAL_PRESENCE}: nothing to localize)."]
+          f"the original presence is below {analysis.MIN_ORIGINAL_PRESENCE}: nothing to localize)."]
   return "\n".join([lines[0], "-" * len(lines[0])] + body + [""] + note)
 
 
@@ -343,24 +217,11 @@ def _cell(value, fmt: str) -> str:
 
 def write_summary(rows: Sequence[dict], out_dir: str) -> list[dict]:
   """summary.txt (the table) and summary.json (`summarize`'s entries); returns the entries."""
-  entries = summarize(rows)
-  _write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows) + "\n")
+  entries = analysis.summarize(rows)
+  files.write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows) + "\n")
   _write_json(os.path.join(out_dir, "summary.json"), entries)
   return entries
 
-
-def auto_k(rows: Sequence[dict], concept_or_category: str, target: float) -> int | None:
-  """The smallest K whose top-K intervention brings mean presence below target; None if none does.
-
-  Only intervened K count (K >= 1): a concept the judge already misses at K=0 still gets None or a K.
-  """
-  for k, presence in _presence_by_k(_select(rows, concept_or_category), "top").items():
-    if k > 0 and presence < target:
-      return k
-  return None
-
-
-# --------------------------------------------------------------------------------------------- images
 
 def image_grid(images: dict[str, np.ndarray], path: str, labels: bool = True,
                column_labels: Sequence[str] | None = None, min_size: int = 128, gap: int = 4) -> None:
@@ -399,7 +260,7 @@ def image_grid(images: dict[str, np.ndarray], path: str, labels: bool = True,
       x = left + gap + col * (tile_w + gap)
       draw.text((x + tile_w // 2, top // 2 + 1), _fit(head, tile_w, draw, font), fill="black",
                 font=font, anchor="mm")
-  _write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+  files.write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def _fit(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> str:

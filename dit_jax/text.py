@@ -13,15 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ports.common import torch_to_numpy
+from dit_jax import families
+from dit_jax.checkpoints import torch_to_numpy
 
-# family -> (diffusers pipeline class, component subfolders it needs for prompts)
-PIPELINES = {
-    "pixart": ("PixArtAlphaPipeline", ("tokenizer", "text_encoder")),
-    "sana": ("SanaPipeline", ("tokenizer", "text_encoder")),
-    "flux": ("FluxPipeline", ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2")),
-}
-DEFAULT_MAX_LENGTH = {"pixart": 120, "sana": 300, "flux": 512}
 EXPECTED_LAYOUT = ("a diffusers pipeline folder, as save_pretrained writes it or as published on "
                    "Hugging Face, with {} subfolders")
 
@@ -68,16 +62,12 @@ class PromptEncoder:
 
   def __init__(self, family: str, folder: str, cache_dir: str | None = None,
                max_sequence_length: int | None = None, device: str = "cpu", torch_dtype=None):
-    if family not in PIPELINES:
-      raise ValueError(f"unknown family {family!r}; choose from {sorted(PIPELINES)}")
-    self.family, self.folder, self.device = family, os.path.abspath(folder), device
-    self.max_length = max_sequence_length or DEFAULT_MAX_LENGTH[family]
-    class_name, self.components = PIPELINES[family]
+    self.family = families.get(family)
+    self.folder, self.device = os.path.abspath(folder), device
+    self.max_length = max_sequence_length or self.family.max_sequence_length
+    class_name, self.components = self.family.pipeline_class, self.family.text_components
     check_components(self.folder, self.components)
-    self.encode_kwargs = {}
-    if family == "sana":
-      self.encode_kwargs["complex_human_instruction"] = pipeline_default(class_name,
-                                                                         "complex_human_instruction")
+    self.encode_kwargs = self.family.encode_kwargs(class_name)
     self._pipeline, self._class_name, self._torch_dtype = None, class_name, torch_dtype
     key = json.dumps([family, folder_fingerprint(self.folder, self.components), self.max_length,
                       str(torch_dtype), sorted(self.encode_kwargs.items())], default=str)
@@ -98,24 +88,13 @@ class PromptEncoder:
   @property
   def tokenizer(self):
     """The tokenizer whose tokens the DiT's attention sees (FLUX: T5's, not CLIP's)."""
-    return self.pipeline.tokenizer_2 if self.family == "flux" else self.pipeline.tokenizer
+    return getattr(self.pipeline, self.family.attention_tokenizer)
 
   def _encode_uncached(self, prompts: list[str], negative: bool) -> dict[str, np.ndarray]:
     import torch
-    pipe = self.pipeline
     with torch.no_grad():
-      if self.family == "flux":
-        if negative:
-          raise ValueError("FLUX.1 uses distilled guidance: it has no negative prompt")
-        caption, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, device=self.device,
-                                                max_sequence_length=self.max_length)
-        return {"caption": torch_to_numpy(caption), "pooled": torch_to_numpy(pooled)}
-      # The negative branch of encode_prompt is how the pipeline encodes negative prompts.
-      out = pipe.encode_prompt(prompts, do_classifier_free_guidance=negative, negative_prompt=prompts,
-                               device=self.device, clean_caption=False,
-                               max_sequence_length=self.max_length, **self.encode_kwargs)
-      caption, mask = out[2:] if negative else out[:2]
-      return {"caption": torch_to_numpy(caption), "caption_mask": torch_to_numpy(mask).astype(np.int32)}
+      return self.family.encode_prompts(self.pipeline, prompts, negative, self.device,
+                                        self.max_length, **self.encode_kwargs)
 
   def _cache_path(self, prompt: str, negative: bool) -> str:
     name = hashlib.sha256(f"{negative}:{prompt}".encode()).hexdigest()[:24]
@@ -149,3 +128,14 @@ class PromptEncoder:
       length = len(self.tokenizer.encode(prefix)) + self.max_length - 2
       select = [0] + list(range(length - self.max_length + 1, length))
     return concept_token_mask(self.tokenizer, prompts, concepts, length, prefix, select)
+
+
+def encode_cross_attention(pipe, prompts: list[str], negative: bool, device: str, max_length: int,
+                           **kwargs) -> dict[str, np.ndarray]:
+  """Caption states and key mask, as a cross-attention pipeline (PixArt, SANA) encodes them."""
+  # The negative branch of encode_prompt is how the pipeline encodes negative prompts.
+  out = pipe.encode_prompt(prompts, do_classifier_free_guidance=negative, negative_prompt=prompts,
+                           device=device, clean_caption=False, max_sequence_length=max_length,
+                           **kwargs)
+  caption, mask = out[2:] if negative else out[:2]
+  return {"caption": torch_to_numpy(caption), "caption_mask": torch_to_numpy(mask).astype(np.int32)}

@@ -41,22 +41,15 @@ def merge_params(trainable: dict, frozen: dict):
   return traverse_util.unflatten_dict({**frozen, **trainable})
 
 
-def block_names(config) -> list[str]:
-  """Parameter prefix of each block, in the order localization numbers them (FLUX: the double-
-  stream blocks, then the single-stream ones)."""
-  names = [f"transformer_blocks.{i}" for i in range(config.num_layers)]
-  return names + [f"single_transformer_blocks.{i}" for i in range(getattr(config, "num_single_layers", 0))]
-
-
 def block_selector(blocks: list[int] | None, config=None) -> Callable[[str], bool]:
   """Trainable test for the parameters of the listed blocks (None: every parameter). Block numbers
-  follow block_names(config); without a config they name `transformer_blocks.<b>`."""
+  follow config.block_names; without a config they name `transformer_blocks.<b>`."""
   if blocks is None:
     return lambda name: True
   if config is None:
     prefixes = [f"transformer_blocks.{b}/" for b in blocks]
   else:
-    names = block_names(config)
+    names = config.block_names
     if bad := [b for b in blocks if not 0 <= b < len(names)]:
       raise ValueError(f"blocks {bad} do not exist: the model has {len(names)} (0..{len(names) - 1})")
     prefixes = [names[b] + "/" for b in blocks]
@@ -247,12 +240,6 @@ def _from_tree(tree: dict, template: TrainState) -> TrainState:
   unflat = lambda d: {tuple(k.split("/")): v for k, v in d.items()}
   return TrainState(tree["step"], unflat(tree["trainable"]), tree["opt_state"],
                     unflat(tree["ema"]) if template.ema is not None else None, tree["key"])
-
-
-def write_json(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(record, f, indent=2)
 
 
 class MetricsLog:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dit_jax import finetune
+from dit_jax.objectives import personalization, unlearning
 from dit_jax.models.pixart import PixArtTransformer
 from tests.pixart_test import REPO
 from tests.training_test import CONFIG, setup
@@ -47,12 +48,12 @@ def test_unlearning_targets():
   # is the student's own prediction (ablation), and ESD's guidance term vanishes.
   same = {**batch, "anchor_caption": batch["caption"], "anchor_caption_mask": batch["caption_mask"]}
   for guidance in (0.0, 1.0):
-    loss = finetune.unlearning_loss(apply, alphas, guidance)(params, same, key, teacher)
+    loss = unlearning.unlearning_loss(apply, alphas, guidance)(params, same, key, teacher)
     assert float(loss) < 1e-10
   # A different anchor gives a real target; ESD pushes further than ablation.
   other = {**same, "anchor_caption": batch["caption"][::-1], "anchor_caption_mask": batch["caption_mask"][::-1]}
-  ablation = float(finetune.unlearning_loss(apply, alphas, 0.0)(params, other, key, teacher))
-  esd = float(finetune.unlearning_loss(apply, alphas, 1.0)(params, other, key, teacher))
+  ablation = float(unlearning.unlearning_loss(apply, alphas, 0.0)(params, other, key, teacher))
+  esd = float(unlearning.unlearning_loss(apply, alphas, 1.0)(params, other, key, teacher))
   assert 0 < ablation < esd
 
 
@@ -61,8 +62,8 @@ def test_personalization_adds_the_prior_term():
   key = jax.random.key(4)
   with_prior = {**batch, "prior_images": batch["images"][::-1], "prior_caption": batch["caption"],
                 "prior_caption_mask": batch["caption_mask"]}
-  full = finetune.personalization_loss(apply, alphas, "v_prediction", prior_weight=1.0)
-  none = finetune.personalization_loss(apply, alphas, "v_prediction", prior_weight=0.0)
+  full = personalization.personalization_loss(apply, alphas, "v_prediction", prior_weight=1.0)
+  none = personalization.personalization_loss(apply, alphas, "v_prediction", prior_weight=0.0)
   a, b = float(full(params, with_prior, key, None)), float(none(params, with_prior, key, None))
   assert a > b > 0
 

@@ -14,9 +14,11 @@ import torch
 from diffusers import FluxTransformer2DModel
 from safetensors.torch import save_file
 
+from dit_jax import families
 from dit_jax.interventions import TextStreamSwap
-from dit_jax.sampling import latent_image_ids
-from ports import common, flux, loading
+from dit_jax.families.flux import latent_image_ids
+from dit_jax import checkpoints as common, loading
+from dit_jax.families import flux
 from tests.testutil import rel_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,7 +176,7 @@ def test_original_fused_tensors_are_read_once(tmp_path):
 
   config, lazy = flux.from_original(Recording(original), {"axes_dims_rope": ROPE})
   reads.clear()
-  loading.from_state_dict(loading.family("flux"), config, lazy)
+  loading.from_state_dict(families.get("flux"), config, lazy)
   assert sorted(reads) == sorted(original)   # every original tensor read exactly once
   assert not lazy._open                       # and nothing kept afterwards
 
@@ -241,7 +243,7 @@ def test_errors_name_the_problem(tmp_path):
   model = tiny_torch_model()
   config = dict(model.config)
   state = {k: v.numpy() for k, v in model.state_dict().items()}
-  fam = loading.family("flux")
+  fam = families.get("flux")
 
   missing = dict(state)
   del missing["single_transformer_blocks.1.attn.norm_k.weight"]
@@ -276,7 +278,7 @@ def test_errors_name_the_problem(tmp_path):
 MEMORY_PROBE = """
 import json, os, re, sys
 import jax, numpy as np, torch
-from ports import loading
+from dit_jax import loading
 peak_mib = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 base = peak_mib()
 module, params = loading.load(sys.argv[1], "flux")

@@ -7,7 +7,7 @@ import pytest
 
 from dit_jax import judges
 from dit_jax.knowledge import PromptPair
-from dit_jax.shapes import render, world
+from dit_jax.shapes import plugin, render, world
 
 
 def to_uint8(images):
@@ -20,12 +20,12 @@ def test_named_concepts_inverts_captions():
     for r in range(3):
       for neutral in itertools.combinations(sorted(present), r):
         expected = {c: k for c, k in present.items() if c not in neutral}
-        assert judges.named_concepts(world.caption(scene, neutral)) == expected, (scene, neutral)
-  assert judges.named_concepts("an orange shape in a place") == {"colour": "orange"}
+        assert plugin.named_concepts(world.caption(scene, neutral)) == expected, (scene, neutral)
+  assert plugin.named_concepts("an orange shape in a place") == {"colour": "orange"}
   with pytest.raises(ValueError, match="not a Shapes caption.*unknown shape 'dog'"):
-    judges.named_concepts("a red dog on the left in the sky")
+    plugin.named_concepts("a red dog on the left in the sky")
   with pytest.raises(ValueError, match="no place"):
-    judges.named_concepts("a red star on the left")
+    plugin.named_concepts("a red star on the left")
 
 
 @pytest.fixture(scope="module")

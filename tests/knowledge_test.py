@@ -3,7 +3,7 @@ import pytest
 
 from dit_jax import knowledge
 from dit_jax.knowledge import KnowledgeSet, PromptPair
-from dit_jax.shapes import world
+from dit_jax.shapes import plugin, world
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_load_lock_missing_file_names_it_and_the_layout(tmp_path):
 
 
 def test_shapes_set_follows_the_world():
-  shapes = knowledge.shapes(train_per_concept=4, eval_per_concept=5)
+  shapes = plugin.shapes(train_per_concept=4, eval_per_concept=5)
   assert shapes.categories == world.CATEGORIES
   assert shapes.concepts == world.CONCEPTS
   for category in world.CATEGORIES:

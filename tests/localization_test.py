@@ -71,7 +71,7 @@ def test_sweep_matches_plain_sampling(pipe):
 def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F811
   folder, _ = flux_folder
   pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
-  n = localization.num_blocks(pipe.module.config)
+  n = pipe.module.config.num_blocks
   plan = [localization.Intervention("none", 0, ()),
           localization.Intervention("reverse", 0, (), reverse=True),   # the neutral prompt alone
           localization.Intervention("top", 1, (0,))]
@@ -88,7 +88,7 @@ def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F
 def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_folder):  # noqa: F811
   folder, _ = flux_folder
   pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
-  every = tuple(range(localization.num_blocks(pipe.module.config)))
+  every = tuple(range(pipe.module.config.num_blocks))
   plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", len(every), every)]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
   swapped = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, swap_pooled=True)

@@ -1,33 +1,31 @@
 """End to end: localize.py on the shipped Shapes model (few steps and prompts), and its resume."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from ports import loading
-from tests.pixart_test import REPO
+from configs import shapes as shapes_config
+from dit_jax import loading
+from dit_jax.jobs import localize
+from dit_jax.shapes import ASSETS
 from tests.testutil import rel_error
 
-SHAPES = os.path.join(REPO, "assets", "shapes")
+SHAPES = str(ASSETS)
 
 
-def run_localize(out_dir, *extra):
-  return subprocess.run(
-      [sys.executable, "localize.py", "--config", "configs/shapes.py", f"--config.out_dir={out_dir}",
-       "--config.num_steps=4", "--config.prompts_per_concept=2", "--config.random_draws=2",
-       "--config.categories=('shape', 'place')", *extra],
-      cwd=REPO, capture_output=True, text=True)
+def run_localize(out_dir, **overrides):
+  config = shapes_config.get_config()
+  config.update(dict(num_steps=4, prompts_per_concept=2, random_draws=2,
+                     categories=("shape", "place"), **overrides))
+  return localize.run(config, out_dir)
 
 
 @pytest.mark.slow
-def test_localize_shapes_end_to_end_and_resume(tmp_path):
-  result = run_localize(tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "top/random" in result.stdout   # the summary table is printed
+def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
+  run_localize(tmp_path)
+  assert "top/random" in capsys.readouterr().out   # the summary table is printed
   for name in ("scores.json", "scores.csv", "heatmap.png", "interventions.csv", "summary.json",
                "auto_k.json", "run.json", "grids/circle.png", "curves/place.png"):
     assert (tmp_path / name).exists(), name
@@ -40,8 +38,7 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path):
   assert judge["files"]["params.safetensors"]   # the judge's file hash is recorded
   # A rerun finds every concept's results on disk and recomputes nothing.
   stamp = os.path.getmtime(tmp_path / "scores" / "circle.json")
-  again = run_localize(tmp_path)
-  assert again.returncode == 0, again.stderr[-3000:]
+  run_localize(tmp_path)
   assert os.path.getmtime(tmp_path / "scores" / "circle.json") == stamp
 
 

@@ -9,7 +9,7 @@ from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from dit_jax import lora, training
-from ports import loading
+from dit_jax import loading
 from tests.pixart_test import flax_forward, random_inputs, tiny_torch_model
 from tests.testutil import rel_error
 

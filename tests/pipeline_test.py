@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dit_jax import sampling
+from dit_jax.families import flux as flux_family
 from dit_jax.pipeline import Text2Image
 from tests.pixart_test import REPO, tiny_torch_model
 from tests.testutil import nchw_to_nhwc, rel_error, save_word_tokenizer
@@ -203,7 +204,7 @@ def test_flux_pipeline_latents_match_diffusers(flux_folder):
       to_pipe=lambda x: FluxPipeline._pack_latents(x, len(PROMPTS), 4, 8, 8),
       from_pipe=lambda x: FluxPipeline._unpack_latents(x, 16, 16, pipe.vae_scale_factor), images=True)
   nchw = torch.from_numpy(np.ascontiguousarray(latents.transpose(0, 3, 1, 2)))
-  np.testing.assert_array_equal(sampling.pack_latents(latents),
+  np.testing.assert_array_equal(flux_family.pack_latents(latents),
                                 FluxPipeline._pack_latents(nchw, len(PROMPTS), 4, 8, 8).numpy())
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from dit_jax import families
 from dit_jax.interventions import TextSwap
-from ports import common, loading
+from dit_jax import checkpoints as common, loading
 from tests.testutil import nchw_to_nhwc, rel_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +119,7 @@ def write_original_checkpoint(model, path):
 
 
 def run_convert(*args):
-  result = subprocess.run([sys.executable, "-m", "ports.convert", *args], cwd=REPO,
+  result = subprocess.run([sys.executable, "-m", "dit_jax.convert", *args], cwd=REPO,
                           capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   return result
@@ -215,7 +216,7 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_512"])
   config = dict(model.config)
   state = {k: v.numpy() for k, v in model.state_dict().items()}
-  fam = loading.family("pixart")
+  fam = families.get("pixart")
 
   missing = dict(state)
   del missing["transformer_blocks.1.attn2.to_k.weight"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dit_jax import report
+from dit_jax import analysis, report
 
 NUM_BLOCKS = 12
 
@@ -83,7 +83,7 @@ def test_scores_round_trip(tmp_path):
 
 
 def test_block_ranks_ties_keep_block_order():
-  np.testing.assert_array_equal(report.block_ranks([0.5, 2.0, 0.5, 1.0]), [3, 1, 4, 2])
+  np.testing.assert_array_equal(analysis.block_ranks([0.5, 2.0, 0.5, 1.0]), [3, 1, 4, 2])
 
 
 def test_rows_round_trip(tmp_path):
@@ -137,33 +137,33 @@ def test_summary_numbers_by_hand(tmp_path):
 def test_localized_fails_when_random_hurts_as_much():
   rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 3, 0.5),
           row("x", "c", "random", 3, 0.55, draw=0), row("x", "c", "random", 3, 0.75, draw=1)]
-  (entry,) = report.summarize(rows)
+  (entry,) = analysis.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.25)
   assert entry["other_drop"] is None and entry["localized"] is False     # 0.4 < 2 x 0.25
   rows[2]["presence"] = 0.85                                             # random drop now 0.1
-  assert report.summarize(rows)[0]["localized"] is True
+  assert analysis.summarize(rows)[0]["localized"] is True
   # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
   rows[2]["presence"] = rows[3]["presence"] = 0.95
-  assert report.summarize(rows)[0]["top_over_random"] is None
+  assert analysis.summarize(rows)[0]["top_over_random"] is None
   assert " inf " in report.summary_table(rows)
-  assert report.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
+  assert analysis.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
 
 
 def test_summary_by_concept():
-  entries = report.summarize(make_rows(), by="concept")
+  entries = analysis.summarize(make_rows(), by="concept")
   monet = {e["k"]: e for e in entries if e["concept"] == "monet"}
   assert monet[2]["top_drop"] == pytest.approx(0.4) and monet[2]["random_drop"] == pytest.approx(0.05)
 
 
 def test_auto_k():
   rows = make_rows()
-  assert report.auto_k(rows, "style", 0.35) == 2       # mean top-2 presence 0.3
-  assert report.auto_k(rows, "style", 0.2) == 4        # 0.3 at K=2 is not below, 0.1 at K=4 is
-  assert report.auto_k(rows, "style", 0.05) is None
-  assert report.auto_k(rows, "a dog", 0.5) == 2        # a concept, not a category
-  assert report.auto_k(rows, "a dog", 0.95) == 2       # K=0 (no intervention) never counts
+  assert analysis.auto_k(rows, "style", 0.35) == 2       # mean top-2 presence 0.3
+  assert analysis.auto_k(rows, "style", 0.2) == 4        # 0.3 at K=2 is not below, 0.1 at K=4 is
+  assert analysis.auto_k(rows, "style", 0.05) is None
+  assert analysis.auto_k(rows, "a dog", 0.5) == 2        # a concept, not a category
+  assert analysis.auto_k(rows, "a dog", 0.95) == 2       # K=0 (no intervention) never counts
   with pytest.raises(KeyError):
-    report.auto_k(rows, "nothing", 0.5)
+    analysis.auto_k(rows, "nothing", 0.5)
 
 
 def test_heatmap_png(tmp_path):
@@ -208,7 +208,7 @@ def test_no_verdict_without_knowledge_and_no_credit_for_noise():
     base = {"concept": "c", "category": "cat", "k": 2, "draw": 0, "blocks": [], "other": {}}
     return [dict(base, kind="none", k=0, presence=original), dict(base, kind="top", presence=top),
             dict(base, kind="random", presence=random)]
-  verdict = lambda r: report.summarize(r)[0]["localized"]
+  verdict = lambda r: analysis.summarize(r)[0]["localized"]
   assert verdict(rows(0.9, 0.1, 0.8)) is True
   assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
   assert verdict(rows(0.9, 0.88, 0.9)) is False          # a 0.02 drop is noise, not localization

@@ -10,8 +10,8 @@ from diffusers import SanaTransformer2DModel
 
 from dit_jax.interventions import TextSwap
 from dit_jax.models.sana import SanaConfig
-from ports import loading
-from ports import sana as sana_port
+from dit_jax import loading
+from dit_jax.families import sana as sana_port
 from tests.testutil import nchw_to_nhwc, rel_error
 
 TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,

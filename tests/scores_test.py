@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ports import loading
+from dit_jax import loading
 from tests.pixart_test import CONFIGS, flax_forward, random_inputs, tiny_torch_model, torch_forward
 from tests.testutil import nchw_to_nhwc, rel_error
 

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from dit_jax.shapes import judge as judge_lib
+from dit_jax.concepts import concept_token_mask
+from dit_jax.shapes import classifier as judge_lib
 from dit_jax.shapes import render, text, world
 
 
@@ -110,10 +111,10 @@ def test_tokenizer_offsets_locate_concepts(shipped_text):
   tokens = tokenizer.convert_ids_to_tokens(tokenizer(prompt).input_ids)
   assert tokens[-1] == "</s>" and "<unk>" not in tokens
   for concept in ("star", "on the left", "the snow", "dotted", "orange"):
-    positions = text.concept_token_positions(tokenizer, prompt, concept)
+    positions = np.flatnonzero(concept_token_mask(tokenizer, [prompt], [concept], text.MAX_LENGTH)[0])
     assert " ".join(tokens[i] for i in positions) == concept
   with pytest.raises(ValueError, match="not found"):
-    text.concept_token_positions(tokenizer, prompt, "zork")
+    concept_token_mask(tokenizer, [prompt], ["zork"], text.MAX_LENGTH)
 
 
 def test_every_caption_word_is_in_the_vocabulary(shipped_text):
@@ -157,7 +158,7 @@ def test_text_asset_build_is_deterministic(tmp_path):
 
 
 def test_shipped_judge_is_accurate_on_fresh_renders():
-  judge = judge_lib.load_judge()
+  judge = judge_lib.load_classifier()
   assert len(judge.sha256) == 64
   for split, seed in (("train", 991), ("heldout", 992)):
     images, labels = judge_lib.make_dataset(seed, 200, split)
@@ -171,6 +172,6 @@ def test_shipped_judge_is_accurate_on_fresh_renders():
 
 
 def test_judge_rejects_wrong_layout():
-  judge = judge_lib.load_judge()
+  judge = judge_lib.load_classifier()
   with pytest.raises(ValueError, match="NHWC"):
     judge(np.zeros((2, 3, 32, 32), np.float32))

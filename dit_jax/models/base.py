@@ -23,6 +23,22 @@ class DiffusersConfig:
   def output_channels(self) -> int:
     return self.out_channels or self.in_channels
 
+  # Blocks, numbered as localization ranks them and fine-tuning selects them (docs/design.md,
+  # "Blocks"). A backbone whose blocks are not transformer_blocks.0..num_layers-1 overrides these.
+  @property
+  def num_blocks(self) -> int:
+    return len(self.block_names)
+
+  @property
+  def block_names(self) -> list[str]:
+    """The parameter prefix of each block, in block order."""
+    return [f"transformer_blocks.{i}" for i in range(self.num_layers)]
+
+  @property
+  def block_labels(self) -> list[str]:
+    """How reports and block selections name each block."""
+    return [str(i) for i in range(self.num_blocks)]
+
   @classmethod
   def from_diffusers(cls, config: dict):
     for key, expected in cls.FIXED.items():

@@ -11,9 +11,9 @@ RMS-normed queries and keys, output projection and MLP, but attend jointly (text
 Single-stream block: one sequence, attention and MLP in parallel from the same modulated input, their
 outputs concatenated into one projection. Positions are 3-axis RoPE from txt_ids and img_ids.
 
-The module holds only the network. The text-stream swap of the localization study (DESIGN.md)
+The module holds only the network. The text-stream swap of the localization study (docs/design.md, "The method")
 enters as an explicit TextStreamSwap argument, so jax.vmap over block selections is one call.
-Concept scores (DESIGN.md section 2) come out of every double and single block's joint attention,
+Concept scores (docs/design.md, "The method") come out of every double and single block's joint attention,
 with the same formula as PixArt's and SANA's cross-attention (layers.concept_scores).
 """
 from __future__ import annotations
@@ -56,8 +56,14 @@ class FluxConfig(DiffusersConfig):
                        f"{self.attention_head_dim}: RoPE rotates every channel of a head")
 
   @property
-  def num_blocks(self) -> int:
-    return self.num_layers + self.num_single_layers
+  def block_names(self) -> list[str]:
+    """Double-stream blocks, then single-stream ones: localization ranks them together."""
+    return ([f"transformer_blocks.{i}" for i in range(self.num_layers)]
+            + [f"single_transformer_blocks.{i}" for i in range(self.num_single_layers)])
+
+  @property
+  def block_labels(self) -> list[str]:
+    return [f"D{i}" for i in range(self.num_layers)] + [f"S{i}" for i in range(self.num_single_layers)]
 
 
 def modulation(temb, chunks: int, name: str, dtype: Dtype):

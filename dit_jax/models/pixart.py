@@ -3,7 +3,7 @@
     patches + sin-cos positions -> 28 x [AdaLN-single self-attn, cross-attn to T5, AdaLN-single MLP]
     -> AdaLN final layer -> unpatchify
 
-The module holds only the network. A text-swap intervention (DESIGN.md section 2) enters as an
+The module holds only the network. A text-swap intervention (docs/design.md, "The method") enters as an
 explicit argument, so jax.vmap over block selections gives a whole sweep in one compiled call.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How well the Shapes model draws what captions ask: the judge's accuracy per category.
 
-    python -m dit_jax.shapes.evaluate --folder assets/shapes --num 256 --split heldout
+    python -m dit_jax.shapes.evaluate  --num 256 --split heldout
 
 Captions come from held-out scenes (attribute combinations never used in training) by default.
 Writes <folder>/generation_eval.json and a grid of the first images.
@@ -13,10 +13,11 @@ import os
 
 import numpy as np
 
-from dit_jax.judges import ShapesJudge
+from dit_jax.shapes.plugin import ShapesJudge
 from dit_jax.pipeline import Text2Image
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import render, world
+from dit_jax.shapes import ASSETS
 
 
 def evaluate(folder: str, num: int, split: str, steps: int, guidance: float, seed: int = 123,
@@ -32,7 +33,7 @@ def evaluate(folder: str, num: int, split: str, steps: int, guidance: float, see
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--folder", default="assets/shapes")
+  parser.add_argument("--folder", default=str(ASSETS))
   parser.add_argument("--num", type=int, default=256)
   parser.add_argument("--split", choices=("heldout", "train"), default="heldout")
   parser.add_argument("--steps", type=int, default=20)

@@ -21,29 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 
 from dit_jax import finetune
-from dit_jax.judges import ShapesJudge
+from dit_jax.shapes.plugin import ShapesJudge
 from dit_jax.pipeline import Text2Image
 from dit_jax.shapes import model as shapes_model
-from dit_jax.shapes import world
+from dit_jax.shapes import ASSETS, tasks, world
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-OBJECTIVES = {"personalization": "configs/shapes_personalize.py",
-              "ablation": "configs/shapes_unlearn.py", "esd": "configs/shapes_unlearn.py"}
+OBJECTIVES = {"personalization": tasks.personalize_config, "ablation": tasks.unlearn_config,
+              "esd": tasks.unlearn_config}
 PLANTED = "quib"    # personalization's new character; its blocks come from the character category
-
-
-def run_train(config_file: str, workdir: str, blocks: str, steps: int, extra: dict | None = None) -> None:
-  args = [sys.executable, "train.py", "--config", config_file, f"--config.workdir={workdir}",
-          f"--config.blocks={blocks}", f"--config.steps={steps}"]
-  args += [f"--config.{k}={v}" for k, v in (extra or {}).items()]
-  subprocess.run(args, cwd=REPO, check=True)
 
 
 def unrelated_scenes(n: int, category: str | None = None, concept: str | None = None) -> list:
@@ -109,7 +98,7 @@ def train_cost(workdir: str) -> dict:
 
 
 def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tuple(OBJECTIVES),
-             unlearn: tuple[str, str] = ("position", "on the left"), folder: str = "assets/shapes",
+             unlearn: tuple[str, str] = ("position", "on the left"), folder: str = str(ASSETS),
              learning_rate: float | None = None) -> list[dict]:
   gen = Generator(folder, num)
   rows = []
@@ -137,7 +126,7 @@ def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tup
                  "preserved_accuracy": preserved()})
     for variant, blocks in (("localized", local_blocks), ("full", "all")):
       workdir = os.path.join(out, f"{objective}_{variant}")
-      run_train(OBJECTIVES[objective], workdir, blocks, steps, extra)
+      tasks.run_finetune(OBJECTIVES[objective](), workdir, blocks, steps, **extra)
       gen.use(os.path.join(workdir, "transformer"))
       rows.append({"objective": objective, "concept": concept, "variant": variant,
                    "concept_accuracy": measure(),

@@ -1,10 +1,10 @@
-"""The Shapes model as a PixArt pipeline folder (assets/shapes/), loadable by diffusers and by us.
+"""The Shapes model as a PixArt pipeline folder (dit_jax/shapes/assets/), loadable by diffusers and by us.
 
-    assets/shapes/model_index.json   PixArtAlphaPipeline, no VAE (the model works on pixels)
+    assets/model_index.json          PixArtAlphaPipeline, no VAE (the model works on pixels)
                   transformer/       PixArtTransformer2DModel, diffusers format
                   scheduler/         DPMSolverMultistepScheduler (the schedule training used)
                   tokenizer/, text_encoder/   (dit_jax.shapes.text)
-                  judge/             (dit_jax.shapes.judge)
+                  judge/             (dit_jax.shapes.classifier)
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ special ids (pad 0, eos 1, unk 2) and an eos appended, and keeps character offse
 are found with offset mappings. The encoder is a tiny T5 v1.1-style encoder, randomly initialised
 from a fixed seed and never trained: the DiT learns to read whatever fixed features it gives.
 
-  python -m dit_jax.shapes.text --out assets/shapes      # writes tokenizer/ and text_encoder/
+  python -m dit_jax.shapes.text --out dit_jax/shapes/assets      # writes tokenizer/ and text_encoder/
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pathlib
 
 from dit_jax.shapes import world
 
-ASSETS = pathlib.Path(__file__).resolve().parents[2] / "assets" / "shapes"
+from dit_jax.shapes import ASSETS
 SPECIAL = ("<pad>", "</s>", "<unk>")
 MAX_LENGTH = 32  # the longest caption is 14 tokens with eos
 ENCODER_CONFIG = dict(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2,
@@ -80,14 +80,6 @@ def load_text_assets(folder: str | pathlib.Path = ASSETS):
   tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
   encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval()
   return tokenizer, encoder
-
-
-def concept_token_positions(tokenizer, prompt: str, concept: str) -> list[int]:
-  """Token indices of `concept`'s words in tokenizer(prompt), found through offset mappings."""
-  start, end = world.concept_span(prompt, concept)
-  offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
-  # Special tokens (eos) have empty (0, 0) spans and never overlap a concept.
-  return [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
 
 
 def main(argv=None):

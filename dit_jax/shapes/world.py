@@ -20,7 +20,7 @@ take the two free slots because they exercise attribute binding and layout.
 
 Captions (the concept prompt):  "a red star on the left in the desert, striped style"
                                 "zork at the top in the snow"
-Neutral captions replace one concept by its neutral form (DESIGN.md section 2); training captions
+Neutral captions replace one concept by its neutral form (docs/design.md, "The method"); training captions
 apply the same replacement at random per attribute, so every neutral caption is in distribution.
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import numpy as np
+
+from dit_jax import concepts
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -247,14 +249,7 @@ def training_caption(scene: Scene, rng: np.random.Generator, p_neutral: float = 
 
 def concept_span(text: str, concept: str) -> tuple[int, int]:
   """(start, end) character span of the first whole-word occurrence of `concept` in `text`."""
-  i = text.find(concept)
-  while i >= 0:
-    end = i + len(concept)
-    # Whole words only: "in the sky" must not match inside "in the skyline".
-    if (i == 0 or not text[i - 1].isalnum()) and (end == len(text) or not text[end].isalnum()):
-      return i, end
-    i = text.find(concept, i + 1)
-  raise ValueError(f"concept {concept!r} not found in prompt {text!r}")
+  return concepts.char_span(text, concept)
 
 
 def concept_scenes(category: str, concept: str, n: int, seed: int = 0,

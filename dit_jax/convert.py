@@ -1,8 +1,8 @@
 """Convert DiT checkpoints between PyTorch layouts and Flax.
 
-    python -m ports.convert --model pixart --src PixArt-XL-2-1024-MS/ --dst pixart_flax/
-    python -m ports.convert --model pixart --src PixArt-XL-2-512x512.pth --dst out/ --set sample_size=64
-    python -m ports.convert --model pixart --src pixart_flax/ --dst pixart_diffusers/ --to diffusers
+    python -m dit_jax.convert --model pixart --src PixArt-XL-2-1024-MS/ --dst pixart_flax/
+    python -m dit_jax.convert --model pixart --src PixArt-XL-2-512x512.pth --dst out/ --set sample_size=64
+    python -m dit_jax.convert --model pixart --src pixart_flax/ --dst pixart_diffusers/ --to diffusers
 
 --src: a diffusers folder (pipeline or transformer/), an original single-file checkpoint, or a Flax
 checkpoint written by this tool. --to flax (default) writes an orbax checkpoint; --to diffusers
@@ -15,11 +15,9 @@ import ast
 import sys
 import time
 
-import jax.numpy as jnp
+from dit_jax import families, loading
+from dit_jax.entry import DTYPES
 
-from ports import loading
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def parse_override(text: str):
@@ -33,9 +31,9 @@ def parse_override(text: str):
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m ports.convert", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m dit_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", required=True, choices=sorted(loading.FAMILY_MODULES))
+  parser.add_argument("--model", required=True, choices=families.names())
   parser.add_argument("--src", required=True, help="diffusers folder, original file or Flax checkpoint")
   parser.add_argument("--dst", required=True, help="output folder")
   parser.add_argument("--to", choices=("flax", "diffusers"), default="flax")

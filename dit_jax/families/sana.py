@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dit_jax.models.sana import QK_NORM, SanaConfig, SanaTransformer
-from ports import common
-from ports.loading import Family
+from dit_jax import checkpoints
+from dit_jax import interventions, sampling, text
+from dit_jax.families import Family
 
 # Original module -> diffusers module ("{i}": block index; "" is the model itself). The parameter
 # leaf (weight, bias, scale_shift_table) is kept.
@@ -76,7 +77,7 @@ def rename_original(state, guidance_embeds: bool) -> dict[str, np.ndarray]:
     for target, array in zip(targets, arrays):
       out[".".join(filter(None, (target.format(i=index), leaf)))] = array
   if unknown:
-    raise common.CheckpointError(f"not a SANA checkpoint key: {unknown[:10]}")
+    raise checkpoints.CheckpointError(f"not a SANA checkpoint key: {unknown[:10]}")
   return out
 
 
@@ -85,7 +86,7 @@ def fill_heads(config: dict, heads_key: str, head_dim_key: str, default_heads: i
   hidden, heads, head_dim = config["cross_attention_dim"], config.get(heads_key), config.get(head_dim_key)
   heads = heads or (hidden // head_dim if head_dim else default_heads)
   if not heads:
-    raise common.CheckpointError(f"hidden size {hidden} is not a published SANA size: pass {heads_key}")
+    raise checkpoints.CheckpointError(f"hidden size {hidden} is not a published SANA size: pass {heads_key}")
   config[heads_key], config[head_dim_key] = heads, head_dim or hidden // heads
 
 
@@ -98,7 +99,7 @@ def from_original(state, overrides: dict):
   whether positions are used (`interpolation_scale`, by resolution as published) and the pipeline's
   `timestep_scale` / `guidance_embeds_scale`. Pass any of them as overrides.
   """
-  hidden, config = common.original_dit_shapes(state, "SANA")
+  hidden, config = checkpoints.original_dit_shapes(state, "SANA")
   config.update({
       "mlp_ratio": state["blocks.0.mlp.inverted_conv.conv.weight"].shape[0] / 2 / hidden,
       "attention_bias": "blocks.0.attn.qkv.bias" in state,
@@ -108,7 +109,7 @@ def from_original(state, overrides: dict):
   config.update(overrides)
   config["cross_attention_dim"] = hidden
   if "sample_size" not in config:
-    raise common.CheckpointError(
+    raise checkpoints.CheckpointError(
         "this SANA checkpoint stores no pos_embed, so its training resolution is unknown: pass "
         "sample_size (latent size: 16 for 512px, 32 for 1024px, 64 for 2048px, 128 for 4096px)")
   config.setdefault("interpolation_scale", PUBLISHED_INTERPOLATION_SCALE.get(config["sample_size"]))
@@ -125,9 +126,18 @@ def example_inputs(config: SanaConfig, batch: int = 1):
           jnp.zeros((batch, 3, config.caption_channels)), None, guidance)
 
 
+def sana_encode_kwargs(pipeline_class: str) -> dict:
+  """SanaPipeline prefixes prompts with its "complex human instruction" (the pipeline's default)."""
+  return {"complex_human_instruction": text.pipeline_default(pipeline_class,
+                                                             "complex_human_instruction")}
+
+
 FAMILY = Family(
     name="sana", config_cls=SanaConfig, module_cls=SanaTransformer,
     diffusers_class="SanaTransformer2DModel", example_inputs=example_inputs,
     from_original=from_original,
+    pipeline_class="SanaPipeline", text_components=("tokenizer", "text_encoder"),
+    max_sequence_length=300, encode_kwargs=sana_encode_kwargs, encode_prompts=text.encode_cross_attention,
+    predictor=sampling.cross_attention_predict, intervene=interventions.cross_attention_swap,
     published="SANA weights: Efficient-Large-Model/Sana_1600M_1024px_diffusers (diffusers) or the "
               "original .pth on Hugging Face (e.g. Efficient-Large-Model/Sana_1600M_1024px).")

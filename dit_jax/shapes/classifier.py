@@ -1,18 +1,17 @@
-"""The Shapes world's judge: a small CNN with one classification head per knowledge category.
+"""The Shapes world's classifier: a small CNN with one classification head per knowledge category.
 
 Trained on clean renders of all attribute combinations with the renderer's labels (plus mild noise
 and colour jitter, so that slightly-off samples from a generator are still read), scored on fresh
-scenes and on fresh renders of the held-out combinations. Shipped under assets/shapes/judge/:
+scenes and on fresh renders of the held-out combinations. Shipped under dit_jax/shapes/assets/judge/:
 params.safetensors and judge.json (config, classes, accuracy per head, and the params' sha256,
 which results should record).
 
-  python -m dit_jax.shapes.judge --train --out assets/shapes/judge
+  python -m dit_jax.shapes.classifier --train --out dit_jax/shapes/assets/judge
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import pathlib
 import time
@@ -26,9 +25,10 @@ import optax
 from flax import traverse_util
 from tqdm import tqdm
 
-from dit_jax.shapes import render, world
+from dit_jax import files
+from dit_jax.shapes import ASSETS, render, world
 
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "assets" / "shapes" / "judge"
+DEFAULT_DIR = ASSETS / "judge"
 HEADS = tuple(world.JUDGE_CLASSES)
 
 
@@ -124,7 +124,7 @@ def train(config: TrainConfig = TrainConfig(), out: str | pathlib.Path | None = 
     if i % 50 == 0:
       bar.set_postfix(loss=f"{float(loss):.4f}")
 
-  judge_fn = Judge(params, net)
+  judge_fn = Classifier(params, net)
   # Fresh scenes: seeds disjoint from training (scene i of seed s uses s * 1_000_003 + i).
   eval_sets = {"fresh": make_dataset(config.seed + 1, config.num_eval, "any", "render eval"),
                "heldout_combinations": make_dataset(config.seed + 2, config.num_heldout_eval,
@@ -147,7 +147,7 @@ def save(params, config: TrainConfig, report: dict, out: str | pathlib.Path) -> 
                                                       "hidden": JudgeNet.hidden},
           "classes": {h: list(c) for h, c in world.JUDGE_CLASSES.items()},
           "train_config": dataclasses.asdict(config), "accuracy": report,
-          "params_sha256": _sha256(out / "params.safetensors"),
+          "params_sha256": files.sha256(out / "params.safetensors"),
           "versions": {"jax": jax.__version__, "flax": _flax_version()}}
   (out / "judge.json").write_text(json.dumps(meta, indent=2) + "\n")
   return out
@@ -156,10 +156,6 @@ def save(params, config: TrainConfig, report: dict, out: str | pathlib.Path) -> 
 def _flax_version():
   import flax
   return flax.__version__
-
-
-def _sha256(path) -> str:
-  return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 class HeadPrediction(NamedTuple):
@@ -172,7 +168,7 @@ class HeadPrediction(NamedTuple):
     return [self.classes[i] for i in self.labels]
 
 
-class Judge:
+class Classifier:
   """judge(images) -> {category: HeadPrediction}; images (N, 32, 32, 3) in [-1, 1]."""
 
   def __init__(self, params, net: JudgeNet | None = None, meta: dict | None = None):
@@ -202,7 +198,7 @@ class Judge:
     return self.meta.get("params_sha256")
 
 
-def load_judge(folder: str | pathlib.Path = DEFAULT_DIR) -> Judge:
+def load_classifier(folder: str | pathlib.Path = DEFAULT_DIR) -> Classifier:
   """The shipped judge (or one trained into `folder`); checks the params file's hash."""
   from safetensors.numpy import load_file
   folder = pathlib.Path(folder)
@@ -210,9 +206,9 @@ def load_judge(folder: str | pathlib.Path = DEFAULT_DIR) -> Judge:
   if not meta_path.exists() or not params_path.exists():
     raise FileNotFoundError(
         f"no judge in {folder} (expected judge.json and params.safetensors); "
-        f"train one with `python -m dit_jax.shapes.judge --train --out {folder}`")
+        f"train one with `python -m dit_jax.shapes.classifier --train --out {folder}`")
   meta = json.loads(meta_path.read_text())
-  digest = _sha256(params_path)
+  digest = files.sha256(params_path)
   if digest != meta["params_sha256"]:
     raise ValueError(f"{params_path} has sha256 {digest}, but judge.json records "
                      f"{meta['params_sha256']}: the weights changed since they were scored")
@@ -222,17 +218,17 @@ def load_judge(folder: str | pathlib.Path = DEFAULT_DIR) -> Judge:
   params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v)
                                          for k, v in load_file(params_path).items()})
   net = JudgeNet(widths=tuple(meta["net"]["widths"]), hidden=meta["net"]["hidden"])
-  return Judge(params, net, meta)
+  return Classifier(params, net, meta)
 
 
-_DEFAULT: Judge | None = None
+_DEFAULT: Classifier | None = None
 
 
 def judge(images) -> dict[str, HeadPrediction]:
   """Predictions of the shipped judge (loaded once)."""
   global _DEFAULT
   if _DEFAULT is None:
-    _DEFAULT = load_judge()
+    _DEFAULT = load_classifier()
   return _DEFAULT(images)
 
 
@@ -245,7 +241,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=TrainConfig.seed)
   args = parser.parse_args(argv)
   if not args.train:
-    report = load_judge(args.out).meta["accuracy"]
+    report = load_classifier(args.out).meta["accuracy"]
   else:
     config = TrainConfig(steps=args.steps, num_train=args.num_train, seed=args.seed)
     _, report = train(config, args.out)

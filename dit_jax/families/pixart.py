@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dit_jax.models.pixart import PixArtConfig, PixArtTransformer
-from ports import common
-from ports.loading import Family
+from dit_jax import checkpoints
+from dit_jax import interventions, sampling, text
+from dit_jax.families import Family
 
 # Original PixArt name -> diffusers name, for tensors that are renamed but not reshaped.
 ORIGINAL_RENAMES = {
@@ -62,7 +63,7 @@ def rename_original(state) -> dict[str, np.ndarray]:
     else:
       unknown.append(key)
   if unknown:
-    raise common.CheckpointError(f"not a PixArt checkpoint key: {unknown[:10]}")
+    raise checkpoints.CheckpointError(f"not a PixArt checkpoint key: {unknown[:10]}")
   return out
 
 
@@ -74,7 +75,7 @@ def from_original(state, overrides: dict):
   resolution `sample_size` (from the stored pos_embed table if present). Pass them as overrides,
   with interpolation_scale for models that use a non-default one (e.g. PixArt-Sigma 256px: 0.5).
   """
-  hidden, config = common.original_dit_shapes(state, "PixArt")
+  hidden, config = checkpoints.original_dit_shapes(state, "PixArt")
   config.update({"num_attention_heads": hidden // 72, "attention_head_dim": 72,
                  "use_additional_conditions": "csize_embedder.mlp.0.weight" in state})
   config.update(overrides)
@@ -82,7 +83,7 @@ def from_original(state, overrides: dict):
     config["attention_head_dim"] = hidden // config["num_attention_heads"]
   config["cross_attention_dim"] = config["num_attention_heads"] * config["attention_head_dim"]
   if "sample_size" not in config:
-    raise common.CheckpointError(
+    raise checkpoints.CheckpointError(
         "this PixArt checkpoint stores no pos_embed, so its training resolution is unknown: pass "
         "sample_size (latent size, e.g. 128 for 1024px, 64 for 512px, 32 for 256px)")
   return config, rename_original(state)
@@ -101,6 +102,9 @@ FAMILY = Family(
     name="pixart", config_cls=PixArtConfig, module_cls=PixArtTransformer,
     diffusers_class="PixArtTransformer2DModel", example_inputs=example_inputs,
     from_original=from_original,
+    pipeline_class="PixArtAlphaPipeline", text_components=("tokenizer", "text_encoder"),
+    max_sequence_length=120, encode_prompts=text.encode_cross_attention,
+    predictor=sampling.cross_attention_predict, intervene=interventions.cross_attention_swap,
     published="PixArt weights are published on Hugging Face as PixArt-alpha/PixArt-XL-2-1024-MS "
               "(diffusers folder) and PixArt-alpha/PixArt-alpha (original .pth files); PixArt-Sigma "
               "as PixArt-alpha/PixArt-Sigma-XL-2-1024-MS.")

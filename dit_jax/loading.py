@@ -7,41 +7,19 @@ checkpoint (.pth / .safetensors), or a Flax checkpoint written by `save_flax` (o
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ports import common
+from dit_jax import checkpoints, families
+from dit_jax.families import Family
 
 FLAX_CONFIG = "dit_jax_config.json"
-FAMILY_MODULES = {"pixart": "ports.pixart", "flux": "ports.flux", "sana": "ports.sana"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-  """What a backbone family adds to the shared conversion mechanism."""
-  name: str
-  config_cls: type                    # from_diffusers(dict) -> config; config.to_diffusers() -> dict
-  module_cls: type                    # Flax module: module_cls(config=..., dtype=...)
-  diffusers_class: str                # class name written to config.json
-  example_inputs: Callable[[Any], tuple]      # config -> positional inputs, to trace param shapes
-  # Original single-file layout: state dict (+ user overrides) -> (diffusers config, diffusers state).
-  from_original: Callable[[Mapping[str, np.ndarray], dict], tuple[dict, Mapping[str, np.ndarray]]]
-  ignore_key: Callable[[str], bool] = lambda key: False   # diffusers keys that are not parameters
-  published: str = ""                 # where real weights are published, for error messages
-
-
-def family(name: str) -> Family:
-  if name not in FAMILY_MODULES:
-    raise ValueError(f"unknown model family {name!r}; choose from {sorted(FAMILY_MODULES)}")
-  return importlib.import_module(FAMILY_MODULES[name]).FAMILY
 
 
 def param_shapes(fam: Family, config) -> Any:
@@ -52,7 +30,7 @@ def param_shapes(fam: Family, config) -> Any:
 def from_state_dict(fam: Family, config_dict: dict, state: Mapping[str, np.ndarray], dtype=None):
   """(module, params) from a diffusers config dict and a diffusers-keyed state dict."""
   config = fam.config_cls.from_diffusers(config_dict)
-  params = common.state_dict_to_flax(state, param_shapes(fam, config), dtype, fam.ignore_key)
+  params = checkpoints.state_dict_to_flax(state, param_shapes(fam, config), dtype, fam.ignore_key)
   return fam.module_cls(config=config, dtype=dtype or jnp.float32), params
 
 
@@ -67,18 +45,18 @@ def load(path: str, family_name: str, dtype=None, **original_overrides):
   weights and computes in float32. `original_overrides` fill in config values an original
   single-file checkpoint does not record (e.g. sample_size).
   """
-  fam = family(family_name)
+  fam = families.get(family_name)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{path} does not exist. Expected a diffusers folder (config.json + "
-        f"{common.WEIGHTS_NAME}, or the pipeline folder with transformer/), an original checkpoint "
+        f"{checkpoints.WEIGHTS_NAME}, or the pipeline folder with transformer/), an original checkpoint "
         f"file, or a dit_jax Flax checkpoint. {fam.published}")
   if os.path.isdir(path) and is_flax_checkpoint(path):
     return load_flax(path, dtype)
   if os.path.isdir(path):
-    config_dict, state = common.read_diffusers_folder(path)
+    config_dict, state = checkpoints.read_diffusers_folder(path)
   else:
-    config_dict, state = fam.from_original(common.read_state_dict(path), original_overrides)
+    config_dict, state = fam.from_original(checkpoints.read_state_dict(path), original_overrides)
   return from_state_dict(fam, config_dict, state, dtype)
 
 
@@ -98,7 +76,7 @@ def load_flax(path: str, dtype=None):
   path = os.path.abspath(path)
   with open(os.path.join(path, FLAX_CONFIG)) as f:
     meta = json.load(f)
-  fam = family(meta["family"])
+  fam = families.get(meta["family"])
   config = fam.config_cls.from_diffusers(meta["config"])
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(os.path.join(path, "params"))
@@ -109,5 +87,5 @@ def load_flax(path: str, dtype=None):
 
 def export_diffusers(path: str, family_name: str, module, params) -> None:
   """A diffusers model folder that diffusers' own from_pretrained loads."""
-  fam = family(family_name)
-  common.save_diffusers_folder(params, module.config.to_diffusers(), fam.diffusers_class, path)
+  fam = families.get(family_name)
+  checkpoints.save_diffusers_folder(params, module.config.to_diffusers(), fam.diffusers_class, path)

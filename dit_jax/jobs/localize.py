@@ -1,0 +1,126 @@
+"""Localization and causal validation of knowledge in DiT blocks: run(config, workdir).
+
+    python localize.py --config configs/shapes.py                 # the shipped Shapes model, CPU
+    python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512
+
+For every concept of the knowledge set: (1) attention-contribution scores of its tokens in every
+block, averaged over the train prompts, timesteps and seeds, ranked; (2) one vmapped sweep of block
+interventions on the eval prompts (top-K, bottom-K, random-K draws, reverse, optionally every single
+block) judged for the concept's presence and for the other categories; (3) reports: scores.json/csv,
+heatmap.png, per-category K curves, image grids, interventions.csv and a summary table. Each concept's
+results are written as soon as they exist, and a rerun skips what is already on disk.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from dit_jax import analysis, entry, judges, knowledge, localization, localizers, report
+from dit_jax.files import read_json, write_json
+from dit_jax.pipeline import Text2Image
+
+
+def slug(text: str) -> str:
+  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def load_knowledge(config) -> knowledge.KnowledgeSet:
+  source = config.knowledge
+  full = knowledge.load_knowledge(source)
+  return full.subset(categories=list(config.categories) or None, concepts=list(config.concepts) or None,
+                     per_category=config.concepts_per_category or None,
+                     prompts_per_concept=config.prompts_per_concept or None)
+
+
+def other_categories(judge, images, pairs) -> dict[str, float]:
+  """The judge's accuracy on the categories the intervention did not target (if it can tell)."""
+  if not hasattr(judge, "category_accuracy"):
+    return {}
+  return {c: v for c, v in judge.category_accuracy(images, pairs).items() if c != pairs[0].category}
+
+
+def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) -> list[dict]:
+  ks = [localization.resolve_k(k, num_blocks) for k in config.ks]
+  plan = localization.plan_interventions(ranking, ks, config.random_draws, config.seed,
+                                         config.single_blocks, reverse=True)
+  sweep = lambda part, **options: localization.run_interventions(
+      pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
+      (config.height, config.width), part, config.intervention_chunk, **options)
+  images = sweep(plan)
+  runs = [("", plan, images)]
+  if config.pooled_swap:
+    # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
+    swapped = [i for i in plan if i.kind != "none"]
+    runs.append(("+pooled", swapped, sweep(swapped, swap_pooled=True)))
+  expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
+  rows = []
+  for tag, part, part_images in runs:
+    for intervention, imgs in zip(part, part_images):
+      rows.append({"concept": pairs[0].concept, "category": pairs[0].category,
+                   "kind": intervention.kind + tag, "k": intervention.k, "draw": intervention.draw,
+                   "blocks": list(intervention.blocks),
+                   "presence": float(np.mean(judge.presence(imgs, expanded))),
+                   "other": other_categories(judge, imgs, expanded)})
+  shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 2}
+  report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
+                    column_labels=[p.prompt for p in expanded])
+  return rows
+
+
+def run(config, workdir: str) -> list[dict]:
+  """Score, intervene, judge and report every concept of the config's knowledge set into
+  `workdir`; returns the intervention rows."""
+  out = os.fspath(workdir)
+  os.makedirs(out, exist_ok=True)
+  started = time.time()
+  entry.import_plugins(config)
+  entry.require_checkpoint(config)
+  pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
+                    guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
+                    cache_dir=os.path.join(out, "prompt_cache"),
+                    max_sequence_length=config.max_sequence_length or None)
+  knowledge_set = load_knowledge(config)
+  judge = judges.make_judge(config.judge, knowledge_set, **config.judge_args)
+  localizer = localizers.get(config.localizer)
+  num_blocks = pipe.module.config.num_blocks
+  write_json(os.path.join(out, "run.json"), {"config": config.to_dict(), "judge": judge.describe(),
+                                             "num_blocks": num_blocks})
+  concepts = [c for cat in knowledge_set.categories for c in knowledge_set.concepts[cat]]
+  variant = localization.VARIANTS[config.score_variant]
+
+  scores = {}
+  for concept in tqdm(concepts, desc="scoring concepts"):
+    path = os.path.join(out, "scores", f"{slug(concept)}.json")
+    if not os.path.exists(path):
+      write_json(path, localizer.score(pipe, knowledge_set.pairs(concept, "train"), config.seeds,
+                                        (config.height, config.width), config.batch_size), indent=1)
+    scores[concept] = read_json(path)
+  labels = pipe.module.config.block_labels
+  report.write_scores(scores, out, block_labels=labels)
+  top_k = localization.resolve_k(config.ks[0], num_blocks)
+  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant="score_wo" if variant == 0
+                 else "score_v", block_labels=labels, k=top_k)
+
+  rows = []
+  for concept in tqdm(concepts, desc="interventions"):
+    path = os.path.join(out, "interventions", f"{slug(concept)}.json")
+    if not os.path.exists(path):
+      key = "score_wo" if variant == 0 else "score_v"
+      ranking = localization.rank_blocks(np.asarray(scores[concept][key]))
+      write_json(path, intervene_concept(pipe, config, judge, knowledge_set.pairs(concept, "eval"),
+                                         ranking, num_blocks, out))
+    rows += read_json(path)
+  report.write_rows(rows, out)
+  for category in knowledge_set.categories:
+    report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
+  report.write_summary(rows, out)
+  auto = {c: analysis.auto_k(rows, c, config.presence_target) for c in knowledge_set.categories}
+  write_json(os.path.join(out, "auto_k.json"), auto)
+  print(report.summary_table(rows))
+  print(f"automatic K (presence below {config.presence_target}): {auto}")
+  print(f"results in {out} ({time.time() - started:.0f}s)")
+  return rows

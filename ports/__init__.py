@@ -1,1 +1,0 @@
-"""PyTorch <-> Flax weight conversion for the DiT backbones (one module per model family)."""
