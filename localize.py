@@ -90,15 +90,19 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   ks = [localization.resolve_k(k, num_blocks) for k in config.ks]
   plan = localization.plan_interventions(ranking, ks, config.random_draws, config.seed,
                                          config.single_blocks, reverse=True)
-  sweep = lambda part, swap_pooled: localization.run_interventions(
+  sweep = lambda part, swap_pooled, flux_swap="attention": localization.run_interventions(
       pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
-      (config.height, config.width), part, config.intervention_chunk, swap_pooled)
+      (config.height, config.width), part, config.intervention_chunk, swap_pooled, flux_swap)
   images = sweep(plan, False)
   runs = [("", plan, images)]
   if config.pooled_swap:
     # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
     swapped = [i for i in plan if i.kind != "none"]
     runs.append(("+pooled", swapped, sweep(swapped, True)))
+  if config.residual_swap:
+    # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
+    swapped = [i for i in plan if i.kind != "none"]
+    runs.append(("+residual", swapped, sweep(swapped, False, "residual")))
   expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
   rows = []
   for tag, part, part_images in runs:

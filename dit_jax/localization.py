@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax.interventions import TextStreamSwap, TextSwap
+from dit_jax.interventions import TextAttentionSwap, TextResidualSwap, TextSwap
 
 VARIANTS = {"with_wo": 0, "without_wo": 1}   # the last axis of every score array
 
@@ -117,7 +117,8 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
 
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str],
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
-                      chunk: int = 8, swap_pooled: bool = False) -> np.ndarray:
+                      chunk: int = 8, swap_pooled: bool = False,
+                      flux_swap: str = "attention") -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
   Each chunk of interventions is one jitted call, vmapped over block masks and the reverse flag:
@@ -125,12 +126,14 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   the unconditional branch is never touched, and every intervention starts from the same noise.
   swap_pooled (FLUX only): an intervention that selects any block also takes the other prompt's
   pooled CLIP vector, which reaches every block through the modulation (report it separately).
+  flux_swap (FLUX only): "attention", the paper's swap of the attention's text input (the default),
+  or "residual", the control that replaces the whole text stream onward (report it separately).
   """
   if len(prompts) != len(neutral_prompts):
     raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
   height, width = size
   sweep = jax.jit(intervention_sweep(pipe.family, pipe.loop(pipe.latent_shape(height, width)),
-                                     swap_pooled))
+                                     swap_pooled, flux_swap))
   rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
   ps, ns, ss = zip(*rows)
   noise = jnp.asarray(pipe_noise(pipe, ss, size))
@@ -150,15 +153,19 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   return np.stack(images)
 
 
-def intervention_sweep(family: str, loop, swap_pooled: bool = False):
+def intervention_sweep(family: str, loop, swap_pooled: bool = False, flux_swap: str = "attention"):
   """fn(params, noise, concept, neutral, masks, reverse) -> final latents (I, N, ...): the denoising
   `loop` (Text2Image.loop) run once per intervention, vmapped over the block masks (I, blocks) and
   reverse flags (I,). Weights, noise and text states are arguments, so jitting it bakes no model
-  into the program and one compilation serves every chunk."""
+  into the program and one compilation serves every chunk. flux_swap: FLUX_SWAPS' key."""
   one = _text_stream_swap if family == "flux" else _cross_attention_swap
   if swap_pooled and family != "flux":
     raise ValueError(f"swap_pooled is FLUX's option; {family} has no pooled text vector")
-  kwargs = {"swap_pooled": swap_pooled} if family == "flux" else {}
+  if flux_swap not in FLUX_SWAPS:
+    raise ValueError(f"flux_swap={flux_swap!r}: use one of {sorted(FLUX_SWAPS)}")
+  if flux_swap != "attention" and family != "flux":
+    raise ValueError(f"flux_swap={flux_swap!r} is FLUX's option; {family} swaps its cross-attention")
+  kwargs = {"swap_pooled": swap_pooled, "kind": flux_swap} if family == "flux" else {}
 
   def sweep(params, noise, concept, neutral, masks, reverse):
     run = lambda mask, rev: one(loop, params, noise, concept, neutral, mask, rev, **kwargs)
@@ -182,18 +189,26 @@ def _cross_attention_swap(loop, params, noise, concept, neutral, mask, reverse):
   return loop(params, noise, cond)
 
 
-def _text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False):
+# FLUX interventions by name. "attention" is the paper's (arXiv 2505.18832) and the default;
+# "residual" is a control whose effect is mostly its earliest selected block, reported apart.
+FLUX_SWAPS = {"attention": TextAttentionSwap, "residual": TextResidualSwap}
+
+
+def _text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False,
+                      kind="attention"):
   """FLUX: the concept and the neutral trajectories run in one batch from the same noise; in the
-  selected blocks the main trajectory's text stream is overwritten by the other's (TextStreamSwap).
-  The pooled CLIP vector stays the main prompt's (swapping it touches every block) unless
+  selected blocks the main trajectory's attention reads the other trajectory's text input to the
+  same attention (kind "attention", TextAttentionSwap, the paper's), or its whole text stream is
+  replaced onward (kind "residual", TextResidualSwap, a control). The other trajectory is never
+  swapped. The pooled CLIP vector stays the main prompt's (swapping it touches every block) unless
   swap_pooled, where a non-empty selection takes the other's too."""
   n = noise.shape[0]
   both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), concept, neutral)
   rows = np.arange(2 * n)
-  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral stream
-  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept stream
+  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral rows
+  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept rows
   source = jnp.where(reverse, backward, forward).astype(jnp.int32)
-  cond = {**both, "text_swap": TextStreamSwap(mask, source)}
+  cond = {**both, "text_swap": FLUX_SWAPS[kind](mask, source)}
   if swap_pooled:
     cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
   latents = loop(params, jnp.concatenate([noise, noise]), cond)

@@ -130,8 +130,9 @@ def flux_predict(module, guidance_scale: float) -> Predict:
   The sampler's latents stay NHWC (B, H, W, C) like every family's; each call packs them into 2x2
   patch tokens and unpacks the velocity (the Euler step is elementwise, so this is the same as
   stepping packed latents), and the image positions come from the static grid. cond holds "caption"
-  (T5 states) and "pooled" (CLIP), optionally a TextStreamSwap ("text_swap") and concept weights over
-  the T5 tokens ("concept"; then it returns (prediction, scores) for every row of the batch).
+  (T5 states) and "pooled" (CLIP), optionally an intervention ("text_swap": TextAttentionSwap, or the
+  control TextResidualSwap) and concept weights over the T5 tokens ("concept"; then it returns
+  (prediction, scores) for every row of the batch).
   Guidance-distilled models (dev) get guidance_scale as their guidance input; schnell none. The
   timestep is the scheduler's t / 1000, as FluxPipeline passes it.
   """
