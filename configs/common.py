@@ -33,6 +33,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.single_blocks = False
   config.intervention_chunk = 4
   config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped
+  config.residual_swap = False             # FLUX: also run the control swap of the whole text stream
   config.judge = "clip"
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5

@@ -1,8 +1,12 @@
 """Interventions that backbones accept as explicit arguments (no hooks), so jax.vmap composes.
 
-A backbone asks `block_input(i, ...)` which input block i should see; everything about which blocks
-are swapped and with what is data (arrays), never Python control flow, so a batch of block
-selections is one vmapped, compiled call.
+Every intervention replaces the text input of the attention in selected blocks, as the paper does
+(arXiv 2505.18832): PixArt's and SANA's cross-attention read another prompt's caption (TextSwap);
+FLUX's joint attention reads the text input that the neutral trajectory, run in the same batch,
+gives the same attention (TextAttentionSwap). TextResidualSwap, which replaces FLUX's whole text
+residual stream from the selected blocks onward, is a named control, not the paper's method.
+Everything about which blocks are swapped and with what is data (arrays), never Python control
+flow, so a batch of block selections is one vmapped, compiled call.
 """
 from __future__ import annotations
 
@@ -31,24 +35,52 @@ def select(block_mask: jax.Array | None, i: int, swapped, own):
   return jax.tree_util.tree_map(lambda a, b: jnp.where(block_mask[i], a, b), swapped, own)
 
 
-class TextStreamSwap(NamedTuple):
-  """FLUX: selected blocks read another batch row's text stream (docs/design.md, "The method").
+class TextAttentionSwap(NamedTuple):
+  """FLUX (the paper's intervention, and the default): the selected blocks' attention reads another
+  batch row's text input; everything else in the block, and every other block, keeps its own.
 
-  The main and the neutral-prompt trajectories run in one batch from the same noise. At the input of
-  every selected block, row b's text-stream states are replaced by row source[b]'s; the block then
-  mixes them with row b's own image tokens, and the text stream carries the result onward. In
-  single-stream blocks the text stream is the first S tokens of the joint sequence. Row b with
-  source[b] == b is untouched, so the neutral rows run exactly as if alone.
+  The main and the neutral-prompt trajectories run in one batch from the same noise. In every
+  selected block, the text that row b feeds to the joint attention is replaced by row source[b]'s
+  text input to the same attention in the same block: in double-stream blocks the normalised,
+  modulated text states (diffusers' norm1_context output, norm_encoder_hidden_states); in
+  single-stream blocks the first S tokens of the normalised joint input given to the attention (the
+  block's MLP still reads row b's own). The attention's text outputs, computed from the swapped
+  queries, are added to row b's own text residual stream, as the paper's attention processors do
+  (arXiv 2505.18832, ArmanZarei/DiT-Knowledge-Localization: save in a neutral pass, overwrite in
+  the main pass). Row b with source[b] == b is untouched; for the paper's two-trajectory run the
+  source rows must themselves be untouched (source[source[b]] == source[b]), so that they run
+  exactly as if alone.
 
   block_mask: (num_layers + num_single_layers,) bool over double-stream then single-stream blocks.
-  source: (B,) int32 batch row whose text stream replaces this row's in the selected blocks.
+  source: (B,) int32 batch row whose attention text input replaces this row's in selected blocks.
+  """
+  block_mask: jax.Array
+  source: jax.Array
+
+  def attention_text(self, i: int, text: jax.Array) -> jax.Array:
+    """The (B, S, D) text input block i's attention should read, given the rows' own."""
+    return _take_rows(self.block_mask, self.source, i, text)
+
+
+class TextResidualSwap(NamedTuple):
+  """FLUX, not the paper's: the selected blocks' whole text residual stream is replaced at the
+  block input, and the replacement is carried onward to every later block.
+
+  Kept as a separate, named control (reported apart, never the default): since the text stream
+  carries the replacement to the end, selecting one early block turns the main prompt's text into
+  the other prompt's for the rest of the network, so any selection acts mostly through its earliest
+  block. Fields as TextAttentionSwap's.
   """
   block_mask: jax.Array
   source: jax.Array
 
   def text_input(self, i: int, text: jax.Array) -> jax.Array:
-    """The (B, S, D) text stream block i should see."""
-    return jnp.where(self.block_mask[i], jnp.take(text, self.source, axis=0), text)
+    """The (B, S, D) text residual stream block i should see."""
+    return _take_rows(self.block_mask, self.source, i, text)
+
+
+def _take_rows(block_mask, source, i: int, x):
+  return jnp.where(block_mask[i], jnp.take(x, source, axis=0), x)
 
 
 def cross_attention_inputs(embed, caption, caption_mask, text_swap: TextSwap | None):

@@ -158,9 +158,13 @@ def intervention_sweep(family: str, loop, **options):
   into the program and one compilation serves every chunk. `options` go to the family's
   intervention (FLUX: swap_pooled)."""
   fam = families.get(family)
-  if unknown := sorted(set(options) - set(fam.intervention_options)):
-    raise ValueError(f"{family} interventions take no {unknown}; options: "
-                     f"{list(fam.intervention_options) or 'none'}")
+  for name, value in options.items():
+    if name not in fam.intervention_options:
+      owners = [f.title for f in map(families.get, families.names()) if name in f.intervention_options]
+      raise ValueError(f"{name} is {' and '.join(owners) or 'no family'}'s option; {fam.title} "
+                       f"interventions take {sorted(fam.intervention_options) or 'none'}")
+    if value not in fam.intervention_options[name]:
+      raise ValueError(f"{name}={value!r}: use one of {sorted(fam.intervention_options[name])}")
 
   def sweep(params, noise, concept, neutral, masks, reverse):
     run = lambda mask, rev: fam.intervene(loop, params, noise, concept, neutral, mask, rev, **options)

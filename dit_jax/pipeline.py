@@ -9,7 +9,7 @@ pixel-space models such as the Shapes model).
 
 Latents are NHWC in the sampler for every family (FLUX's predictor packs them into 2x2 patch
 tokens per call). `conditioning` + `denoise` is the lower-level path: add an intervention
-("text_swap": TextSwap for PixArt/SANA, TextStreamSwap for FLUX) or concept weights ("concept",
+("text_swap": TextSwap for PixArt/SANA, TextAttentionSwap for FLUX) or concept weights ("concept",
 then denoise also returns the scores of every step) to the cond dict.
 """
 from __future__ import annotations

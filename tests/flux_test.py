@@ -14,8 +14,8 @@ import torch
 from diffusers import FluxTransformer2DModel
 from safetensors.torch import save_file
 
+from dit_jax.interventions import TextResidualSwap
 from dit_jax import families
-from dit_jax.interventions import TextStreamSwap
 from dit_jax.families.flux import latent_image_ids
 from dit_jax import checkpoints as common, loading
 from dit_jax.families import flux
@@ -192,7 +192,9 @@ def test_round_trip_to_diffusers_folder(tmp_path):
 
 
 def torch_forward_with_swap(model, inputs, block_mask, source):
-  """Reference for TextStreamSwap: diffusers' blocks stepped by hand, swapping the text stream."""
+  """Reference for TextResidualSwap: diffusers' blocks stepped by hand, swapping the text stream.
+  (The paper's TextAttentionSwap has its own reference, built on attention processors, in
+  tests/flux_swap_test.py.)"""
   t = {k: torch.from_numpy(v) for k, v in inputs.items()}
   img = model.x_embedder(t["hidden_states"])
   txt = model.context_embedder(t["encoder_hidden_states"])
@@ -206,7 +208,7 @@ def torch_forward_with_swap(model, inputs, block_mask, source):
   return model.proj_out(model.norm_out(img, temb)).numpy()
 
 
-def test_text_stream_swap(tmp_path):
+def test_text_residual_swap(tmp_path):
   model = tiny_torch_model()
   model.save_pretrained(tmp_path)
   module, params = loading.load(str(tmp_path), "flux")
@@ -216,7 +218,7 @@ def test_text_stream_swap(tmp_path):
   inputs["timestep"][1] = inputs["timestep"][0]
   source = np.array([1, 1], np.int32)
   n = model.config.num_layers + model.config.num_single_layers
-  swap = lambda mask: TextStreamSwap(jnp.asarray(mask, bool), jnp.asarray(source))
+  swap = lambda mask: TextResidualSwap(jnp.asarray(mask, bool), jnp.asarray(source))
 
   plain = flax_forward(module, params, inputs)
   np.testing.assert_array_equal(flax_forward(module, params, inputs, text_swap=swap([False] * n)), plain)

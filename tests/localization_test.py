@@ -104,3 +104,26 @@ def test_pooled_swap_is_flux_only(pipe):
   with pytest.raises(ValueError, match="swap_pooled is FLUX's option"):
     localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE,
                                    [localization.Intervention("none", 0, ())], swap_pooled=True)
+
+
+@pytest.mark.slow   # compiles a vmapped FLUX loop twice
+@pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
+def test_flux_residual_swap_is_chosen_explicitly_and_differs(flux_folder):  # noqa: F811
+  folder, _ = flux_folder
+  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,))]
+  prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
+  default = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
+  attention = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="attention")
+  residual = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="residual")
+  np.testing.assert_array_equal(default, attention)          # the paper's swap is the default
+  np.testing.assert_array_equal(residual[0], attention[0])   # K=0 is plain sampling either way
+  assert np.abs(residual[1].astype(int) - attention[1].astype(int)).max() > 1
+
+
+def test_flux_swap_names_are_checked(pipe):
+  none = [localization.Intervention("none", 0, ())]
+  with pytest.raises(ValueError, match="flux_swap is FLUX's option"):
+    localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, none, flux_swap="residual")
+  with pytest.raises(ValueError, match=r"flux_swap='stream'.*\['attention', 'residual'\]"):
+    localization.intervention_sweep("flux", None, flux_swap="stream")

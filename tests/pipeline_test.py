@@ -211,7 +211,7 @@ def test_flux_pipeline_latents_match_diffusers(flux_folder):
 @pytest.mark.slow   # ~14 s: compiles the loop twice
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
 def test_flux_cond_carries_swap_and_concept(flux_folder):
-  from dit_jax.interventions import TextStreamSwap
+  from dit_jax.interventions import TextAttentionSwap
   folder, _ = flux_folder
   ours = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
   prompts = ["a dog in the snow", "a cat in the snow"]   # row 1: the neutral prompt of row 0
@@ -223,7 +223,7 @@ def test_flux_cond_carries_swap_and_concept(flux_folder):
   assert scores.shape == (2, 2, ours.module.config.num_blocks, 2)   # steps, batch, blocks, [W_O, none]
   assert np.all(np.asarray(scores) > 0)
   np.testing.assert_allclose(np.asarray(latents), plain, rtol=0, atol=1e-6)   # scoring changes nothing
-  swap = TextStreamSwap(np.ones(ours.module.config.num_blocks, bool), np.array([1, 1], np.int32))
+  swap = TextAttentionSwap(np.ones(ours.module.config.num_blocks, bool), np.array([1, 1], np.int32))
   swapped = np.asarray(ours.denoise(noise, dict(cond, text_swap=swap)))
   np.testing.assert_allclose(swapped[1], plain[1], rtol=0, atol=1e-6)   # the neutral row: untouched
   assert rel_error(swapped[0], plain[0]) > 1e-3

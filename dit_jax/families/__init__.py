@@ -33,6 +33,7 @@ def no_schedule_kwargs(scheduler_config: dict, num_steps: int, latent_shape) -> 
 class Family:
   """What a backbone family adds to the shared mechanisms (conversion, sampling, localization)."""
   name: str
+  title: str                          # how messages name it ("PixArt", "FLUX")
   # The network and its conversion (dit_jax.checkpoints is the one rule; these fill it in).
   config_cls: type                    # from_diffusers(dict) -> config; config.to_diffusers() -> dict
   module_cls: type                    # Flax module: module_cls(config=..., dtype=...)
@@ -57,9 +58,9 @@ class Family:
   schedule_kwargs: Callable[[dict, int, Any], dict] = no_schedule_kwargs
   latent_patch: int = 1               # the sampler's NHWC latents are packed in patch x patch tokens
   # Localization: one intervention run, fn(loop, params, noise, concept, neutral, mask, reverse,
-  # **options) -> final latents, and the option names it accepts.
+  # **options) -> final latents, and the options it accepts: name -> allowed values.
   intervene: Callable = None
-  intervention_options: tuple[str, ...] = ()
+  intervention_options: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   ignore_key: Callable[[str], bool] = lambda key: False   # diffusers keys that are not parameters
 
 

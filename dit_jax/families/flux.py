@@ -5,7 +5,7 @@
 - Prompts: FluxPipeline.encode_prompt (T5 states + pooled CLIP vector); the attention sees T5's tokens.
 - Sampling: distilled guidance (no negative prompt), 2x2 latent packing, FLUX's shifted schedule.
 - Localization: the concept and the neutral trajectories run in one batch from the same noise, and
-  the selected blocks' attention reads the other trajectory's text (TextStreamSwap).
+  the selected blocks' attention reads the other trajectory's text input to it (TextAttentionSwap).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dit_jax.models.flux import FluxConfig, FluxTransformer
 from dit_jax import checkpoints
 from dit_jax.checkpoints import torch_to_numpy
 from dit_jax.families import Family
-from dit_jax.interventions import TextStreamSwap
+from dit_jax.interventions import TextAttentionSwap, TextResidualSwap
 from dit_jax.sampling import Predict
 
 # Original name -> diffusers name, for tensors that are renamed but not reshaped (leaf kept,
@@ -232,8 +232,9 @@ def flux_predict(module, guidance_scale: float) -> Predict:
   The sampler's latents stay NHWC (B, H, W, C) like every family's; each call packs them into 2x2
   patch tokens and unpacks the velocity (the Euler step is elementwise, so this is the same as
   stepping packed latents), and the image positions come from the static grid. cond holds "caption"
-  (T5 states) and "pooled" (CLIP), optionally a TextStreamSwap ("text_swap") and concept weights over
-  the T5 tokens ("concept"; then it returns (prediction, scores) for every row of the batch).
+  (T5 states) and "pooled" (CLIP), optionally an intervention ("text_swap": TextAttentionSwap, or the
+  control TextResidualSwap) and concept weights over the T5 tokens ("concept"; then it returns
+  (prediction, scores) for every row of the batch).
   Guidance-distilled models (dev) get guidance_scale as their guidance input; schnell none. The
   timestep is the scheduler's t / 1000, as FluxPipeline passes it.
   """
@@ -283,18 +284,26 @@ def schedule_kwargs(scheduler_config: dict, num_steps: int, latent_shape) -> dic
 # Localization.
 
 
-def text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False):
+# FLUX interventions by name. "attention" is the paper's (arXiv 2505.18832) and the default;
+# "residual" is a control whose effect is mostly its earliest selected block, reported apart.
+FLUX_SWAPS = {"attention": TextAttentionSwap, "residual": TextResidualSwap}
+
+
+def text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_pooled=False,
+                     flux_swap="attention"):
   """One intervention run: the concept and the neutral trajectories run in one batch from the same
-  noise; in the selected blocks the main trajectory's text stream is overwritten by the other's
-  (TextStreamSwap). The pooled CLIP vector stays the main prompt's (swapping it touches every block)
+  noise; in the selected blocks the main trajectory's attention reads the other trajectory's text
+  input to the same attention (flux_swap "attention", TextAttentionSwap, the paper's), or its whole
+  text stream is replaced onward ("residual", TextResidualSwap, a control). The other trajectory is
+  never swapped. The pooled CLIP vector stays the main prompt's (swapping it touches every block)
   unless swap_pooled, where a non-empty selection takes the other's too."""
   n = noise.shape[0]
   both = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), concept, neutral)
   rows = np.arange(2 * n)
-  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral stream
-  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept stream
+  forward = np.where(rows < n, rows + n, rows)     # concept rows read the neutral rows
+  backward = np.where(rows >= n, rows - n, rows)   # reverse: neutral rows read the concept rows
   source = jnp.where(reverse, backward, forward).astype(jnp.int32)
-  cond = {**both, "text_swap": TextStreamSwap(mask, source)}
+  cond = {**both, "text_swap": FLUX_SWAPS[flux_swap](mask, source)}
   if swap_pooled:
     cond["pooled"] = jnp.where(mask.any(), both["pooled"][source], both["pooled"])
   latents = loop(params, jnp.concatenate([noise, noise]), cond)
@@ -302,13 +311,14 @@ def text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_
 
 
 FAMILY = Family(
-    name="flux", config_cls=FluxConfig, module_cls=FluxTransformer,
+    name="flux", title="FLUX", config_cls=FluxConfig, module_cls=FluxTransformer,
     diffusers_class="FluxTransformer2DModel", example_inputs=example_inputs,
     from_original=from_original,
     pipeline_class="FluxPipeline",
     text_components=("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"),
     max_sequence_length=512, encode_prompts=encode_prompts, attention_tokenizer="tokenizer_2",
     predictor=flux_predict, guidance="distilled", schedule_kwargs=schedule_kwargs, latent_patch=2,
-    intervene=text_stream_swap, intervention_options=("swap_pooled",),
+    intervene=text_stream_swap,
+    intervention_options={"swap_pooled": (False, True), "flux_swap": tuple(FLUX_SWAPS)},
     published="FLUX.1 weights: black-forest-labs/FLUX.1-dev and FLUX.1-schnell on Hugging Face "
               "(diffusers folder, or the single file flux1-dev.safetensors / flux1-schnell.safetensors).")

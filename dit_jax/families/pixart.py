@@ -99,7 +99,7 @@ def example_inputs(config: PixArtConfig, batch: int = 1):
 
 
 FAMILY = Family(
-    name="pixart", config_cls=PixArtConfig, module_cls=PixArtTransformer,
+    name="pixart", title="PixArt", config_cls=PixArtConfig, module_cls=PixArtTransformer,
     diffusers_class="PixArtTransformer2DModel", example_inputs=example_inputs,
     from_original=from_original,
     pipeline_class="PixArtAlphaPipeline", text_components=("tokenizer", "text_encoder"),

@@ -133,7 +133,7 @@ def sana_encode_kwargs(pipeline_class: str) -> dict:
 
 
 FAMILY = Family(
-    name="sana", config_cls=SanaConfig, module_cls=SanaTransformer,
+    name="sana", title="SANA", config_cls=SanaConfig, module_cls=SanaTransformer,
     diffusers_class="SanaTransformer2DModel", example_inputs=example_inputs,
     from_original=from_original,
     pipeline_class="SanaPipeline", text_components=("tokenizer", "text_encoder"),

@@ -56,6 +56,10 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
     # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
     swapped = [i for i in plan if i.kind != "none"]
     runs.append(("+pooled", swapped, sweep(swapped, swap_pooled=True)))
+  if config.residual_swap:
+    # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
+    swapped = [i for i in plan if i.kind != "none"]
+    runs.append(("+residual", swapped, sweep(swapped, flux_swap="residual")))
   expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
   rows = []
   for tag, part, part_images in runs:

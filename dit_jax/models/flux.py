@@ -11,10 +11,18 @@ RMS-normed queries and keys, output projection and MLP, but attend jointly (text
 Single-stream block: one sequence, attention and MLP in parallel from the same modulated input, their
 outputs concatenated into one projection. Positions are 3-axis RoPE from txt_ids and img_ids.
 
-The module holds only the network. The text-stream swap of the localization study (docs/design.md, "The method")
-enters as an explicit TextStreamSwap argument, so jax.vmap over block selections is one call.
-Concept scores (docs/design.md, "The method") come out of every double and single block's joint attention,
-with the same formula as PixArt's and SANA's cross-attention (layers.concept_scores).
+The module holds only the network. The intervention of the localization study enters as an
+explicit `text_swap` argument, so jax.vmap over block selections is one call:
+  TextAttentionSwap (the paper's, arXiv 2505.18832, and the default of localization's sweep): the
+    neutral trajectory runs in the same batch from the same noise; in each selected block the
+    joint attention of the main row reads the neutral row's text input to that attention (double
+    blocks: the normalised, modulated text; single blocks: the text part of the normalised joint
+    input, while the block's MLP reads the row's own). The main row keeps its own text residual
+    stream, to which the attention's text outputs are added as usual.
+  TextResidualSwap (a control, not the paper's): the whole text residual stream is replaced at the
+    selected blocks' input and carried onward, so the earliest selected block dominates.
+Concept scores (docs/design.md) come out of every double and single block's joint attention, with
+the same formula as PixArt's and SANA's cross-attention (layers.concept_scores).
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import TextStreamSwap
+from dit_jax.interventions import TextAttentionSwap, TextResidualSwap
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
@@ -123,6 +131,17 @@ class FluxAttention(nn.Module):
     return img_out, txt_out, None if score is None else score(to_out.variables["params"]["kernel"])
 
 
+def attention_text_input(text, swap):
+  """The text input the joint attention reads: `text`, or swap(text) under an intervention.
+
+  Fusion boundaries around the swap, with or without one, so that compiled runs that select no
+  block give the plain forward bit for bit (XLA would otherwise fuse the select with its
+  neighbours and may round differently).
+  """
+  text = jax.lax.optimization_barrier(text)
+  return text if swap is None else jax.lax.optimization_barrier(swap(text))
+
+
 def gated_mlp_update(x, attn_out, mod, ff_name: str, dtype: Dtype):
   """The rest of a double-stream block for one stream: gated attention residual, modulated MLP."""
   _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
@@ -138,11 +157,13 @@ class DoubleStreamBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, img, txt, temb, rope, concept=None):
+  def __call__(self, img, txt, temb, rope, concept=None, swap=None):
+    """swap: optional fn on the attention's (B, S, D) text input (norm1_context's output)."""
     img_mod = modulation(temb, 6, "norm1.linear", self.dtype)
     txt_mod = modulation(temb, 6, "norm1_context.linear", self.dtype)
+    context = attention_text_input(modulate(txt, *txt_mod[:2], self.dtype), swap)
     img_attn, txt_attn, scores = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(
-        modulate(img, *img_mod[:2], self.dtype), rope, modulate(txt, *txt_mod[:2], self.dtype), concept)
+        modulate(img, *img_mod[:2], self.dtype), rope, context, concept)
     return (gated_mlp_update(img, img_attn, img_mod, "ff", self.dtype),
             gated_mlp_update(txt, txt_attn, txt_mod, "ff_context", self.dtype), scores)
 
@@ -155,17 +176,19 @@ class SingleStreamBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, img, txt, temb, rope, concept=None):
+  def __call__(self, img, txt, temb, rope, concept=None, swap=None):
+    """swap: optional fn on the text part (B, S, D) of the attention's normalised joint input."""
     x = jnp.concatenate([txt, img], axis=1)
-    dim = x.shape[-1]
+    dim, text_len = x.shape[-1], txt.shape[1]
     shift, scale, gate = modulation(temb, 3, "norm.linear", self.dtype)
     h = modulate(x, shift, scale, self.dtype)
     mlp = layers.gelu_tanh(layers.dense(self.mlp_ratio * dim, "proj_mlp", self.dtype)(h))
-    attn, score = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h, rope,
+    # The swap reaches the attention only: the MLP above reads the row's own states.
+    h_attn = jnp.concatenate([attention_text_input(h[:, :text_len], swap), h[:, text_len:]], axis=1)
+    attn, score = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h_attn, rope,
                                                                                      concept=concept)
     proj_out = layers.dense(dim, "proj_out", self.dtype)
     x = x + gate * proj_out(jnp.concatenate([attn, mlp], axis=-1))
-    text_len = txt.shape[1]
     # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP).
     scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]])
     return x[:, text_len:], x[:, :text_len], scores
@@ -181,7 +204,9 @@ class FluxTransformer(nn.Module):
     timestep: (B,) or scalar, in [0, 1] (the model multiplies by 1000, as diffusers does).
     img_ids: (N, 3) and txt_ids: (S, 3) RoPE positions.
     guidance: (B,) or scalar guidance scale, required by guidance-distilled models (dev), else None.
-    text_swap: optional TextStreamSwap intervention.
+    text_swap: optional intervention: TextAttentionSwap (the paper's: selected blocks' attention
+      reads another row's text input to it) or TextResidualSwap (a control: selected blocks'
+      whole text stream replaced and carried onward).
     concept: optional (B, S) 0/1 weights on a concept's T5 tokens. When given, the call returns
       (output, scores) with scores (B, num_layers + num_single_layers, 2): each double then single
       block's joint-attention contribution of those tokens to the image tokens, with and without
@@ -205,11 +230,14 @@ class FluxTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids,
-               txt_ids, guidance=None, text_swap: TextStreamSwap | None = None, concept=None):
+               txt_ids, guidance=None, text_swap: TextAttentionSwap | TextResidualSwap | None = None,
+               concept=None):
     cfg, dtype = self.config, self.dtype
     if cfg.guidance_embeds != (guidance is not None):
       raise ValueError("this FLUX model " + ("is guidance-distilled: pass guidance (e.g. 3.5)"
                        if cfg.guidance_embeds else "has no guidance embedding: pass guidance=None"))
+    if text_swap is not None and not isinstance(text_swap, (TextAttentionSwap, TextResidualSwap)):
+      raise TypeError(f"FLUX takes a TextAttentionSwap or TextResidualSwap, got {type(text_swap)}")
     if text_swap is not None and text_swap.block_mask.shape[-1] != cfg.num_blocks:
       raise ValueError(f"text_swap.block_mask needs {cfg.num_blocks} entries (double then single "
                        f"blocks), got {text_swap.block_mask.shape[-1]}")
@@ -229,11 +257,14 @@ class FluxTransformer(nn.Module):
                for i in range(cfg.num_single_layers)]
     block_scores = []
     for i, block in enumerate(blocks):
-      if text_swap is not None:
+      swap = None
+      if isinstance(text_swap, TextResidualSwap):
         txt = text_swap.text_input(i, txt)
+      elif isinstance(text_swap, TextAttentionSwap):
+        swap = functools.partial(text_swap.attention_text, i)
       # A fusion boundary at every block input, with or without a swap, so that compiled runs that
       # select no block give the plain forward bit for bit (XLA would otherwise fuse the select).
-      img, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, rope, concept)
+      img, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, rope, concept, swap)
       block_scores.append(scores)
 
     scale, shift = modulation(temb, 2, "norm_out.linear", dtype)  # diffusers' order: scale first
