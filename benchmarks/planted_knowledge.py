@@ -5,7 +5,7 @@
 For each (block set, reserved name, seed), fine-tunes only that block set of the shipped Shapes
 model to draw a new character under the reserved name (train.py, configs/shapes_personalize.py),
 then localizes the name on the fine-tuned model (attention contribution of its tokens per block,
-score_wo, over prompts x seeds x steps) and reports precision@|set|: the share of the top-|set|
+with_wo, over prompts x seeds x steps) and reports precision@|set|: the share of the top-|set|
 blocks that belong to the set. Also reports the same ranking computed on the base model (what the
 frozen text embedding alone would give), the ranking of the score *change* (fine-tuned minus base:
 localizing what fine-tuning added), and whether the fine-tuned model draws the character.
@@ -36,7 +36,7 @@ def block_scores(gen: Generator, name: str, num_prompts: int, seeds=(0, 1)) -> n
   prompts = [world.caption(s) for s in world.planted_scenes(name, num_prompts, seed=200)]
   scores = localization.concept_scores(gen.pipe, prompts, [name] * len(prompts), seeds, (32, 32),
                                        batch_size=16)
-  return scores[..., 0].mean(axis=(0, 1))     # score_wo, mean over prompts x seeds and steps
+  return scores[..., 0].mean(axis=(0, 1))     # with_wo, mean over prompts x seeds and steps
 
 
 def precision(block_scores, planted) -> float:

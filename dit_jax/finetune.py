@@ -15,7 +15,7 @@ from dit_jax.localization import rank_blocks
 
 
 def select_blocks(spec: str | Sequence[int], num_blocks: int, concept: str = "", k: int = 0,
-                  variant: str = "score_wo") -> list[int] | None:
+                  variant: str = "with_wo") -> list[int] | None:
   """The blocks to train: None for "all"; an explicit list ("3,7,9" or a sequence of ints); or the
   top-k blocks of `concept` from a localization run's scores.json (a path ending in .json)."""
   if isinstance(spec, str) and spec.strip() == "all":
@@ -33,7 +33,7 @@ def select_blocks(spec: str | Sequence[int], num_blocks: int, concept: str = "",
   return blocks
 
 
-def top_blocks_from_scores(path: str, concept: str, k: int, variant: str = "score_wo") -> list[int]:
+def top_blocks_from_scores(path: str, concept: str, k: int, variant: str = "with_wo") -> list[int]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no localization scores; run localize.py first")
   with open(path) as f:

@@ -16,6 +16,28 @@ import jax
 import jax.numpy as jnp
 
 
+class ConceptProbe(NamedTuple):
+  """Asks a backbone for the concept scores of every block (docs/design.md, "The method").
+
+  weights: (B, S) 0/1 weights on the concept's tokens of the text the attention reads (text order:
+  the caption's; FLUX's T5 tokens). With a probe, a backbone returns (output, scores) with scores
+  (B, num_blocks, 2): each block's attention contribution of those tokens to the image tokens,
+  with and without W_O (results.VARIANTS order).
+  """
+  weights: jax.Array
+
+
+def probe_weights(probe: ConceptProbe | None, text_len: int) -> jax.Array | None:
+  """The probe's (B, S) weights, checked against the text length; None without a probe."""
+  if probe is None:
+    return None
+  if not isinstance(probe, ConceptProbe):
+    raise TypeError(f"concept takes a ConceptProbe, got {type(probe).__name__}")
+  if probe.weights.shape[1] != text_len:
+    raise ValueError(f"concept weights cover {probe.weights.shape[1]} tokens, the text has {text_len}")
+  return probe.weights
+
+
 class TextSwap(NamedTuple):
   """Cross-attention text input of selected blocks replaced by another prompt's (PixArt, SANA).
 

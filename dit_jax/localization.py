@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dit_jax import families
+from dit_jax.interventions import ConceptProbe
 
-VARIANTS = {"with_wo": 0, "without_wo": 1}   # the last axis of every score array
 
 
 def resolve_k(k: float, num_blocks: int) -> int:
@@ -55,7 +55,7 @@ def concept_scores(pipe, prompts: Sequence[str], concepts: Sequence[str], seeds:
   for batch in _batches(len(jobs), batch_size):
     ps, cs, ss = zip(*jobs[batch])
     cond = pipe.conditioning(ps, height, width)
-    cond["concept"] = pipe.encoder.concept_mask(ps, cs)
+    cond["concept"] = ConceptProbe(pipe.encoder.concept_mask(ps, cs))
     noise = pipe_noise(pipe, ss, size)
     _, scores = pipe.denoise(noise, jax.tree_util.tree_map(jnp.asarray, cond))
     out.append(np.asarray(scores, np.float32).transpose(1, 0, 2, 3))   # steps-major -> row-major

@@ -2,8 +2,9 @@
 intervention tables and the verdict. Plain Python and numpy in, files out (no JAX), so a finished run
 can be re-plotted from its JSON on any machine.
 
-    scores: {concept: {"category", "score_wo": [L], "score_v": [L], "num_prompts", "num_seeds", "num_steps"}}
-    rows:   [{"concept", "category", "kind", "k", "draw", "blocks", "presence", "other": {category: acc}}]
+    scores: {concept: results.ScoreRecord as a dict ("category", "with_wo": [L], "without_wo": [L], ...)}
+    rows:   [results.InterventionRow as a dict ("concept", "category", "kind", "k", "draw", "blocks",
+             "presence", "other": {category: accuracy})]
 
 Row kinds: "none" (the original, K=0), "top", "bottom", "random" (draws 0..), "reverse" (the concept
 prompt only in the top-K blocks) and "single" (one block). Every file goes to a temporary name and is
@@ -24,8 +25,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from dit_jax import analysis, files
+from dit_jax.results import VARIANTS, variant_index
 
-VARIANTS = ("score_wo", "score_v")
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
                 "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple")}
 
@@ -64,21 +65,20 @@ def write_scores(scores: dict, out_dir: str, block_labels: Sequence[str] | None 
   _write_json(os.path.join(out_dir, "scores.json"), scores)
   table = []
   for concept, entry in scores.items():
-    rank_wo, rank_v = analysis.block_ranks(entry["score_wo"]), analysis.block_ranks(entry["score_v"])
-    for block, (wo, v) in enumerate(zip(entry["score_wo"], entry["score_v"])):
+    rank_wo, rank_v = analysis.block_ranks(entry["with_wo"]), analysis.block_ranks(entry["without_wo"])
+    for block, (wo, v) in enumerate(zip(entry["with_wo"], entry["without_wo"])):
       label = block_labels[block] if block_labels else str(block)
       table.append([concept, entry["category"], block, label, repr(float(wo)), repr(float(v)),
                     rank_wo[block], rank_v[block]])
   _write_csv(os.path.join(out_dir, "scores.csv"),
-             ["concept", "category", "block", "block_label", "score_wo", "score_v", "rank_wo", "rank_v"],
+             ["concept", "category", "block", "block_label", *VARIANTS, *(f"rank_{v}" for v in VARIANTS)],
              table)
 
 
-def heatmap(scores: dict, path: str, variant: str = "score_wo",
+def heatmap(scores: dict, path: str, variant: str = "with_wo",
             block_labels: Sequence[str] | None = None, k: int | None = None) -> None:
   """Concepts (grouped by category) x blocks, each row divided by its max; circles mark the top-K."""
-  if variant not in VARIANTS:
-    raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
+  variant_index(variant)   # a clear error for an unknown variant
   groups = _concepts_by_category(scores)
   concepts = [c for members in groups.values() for c in members]
   raw = np.array([scores[c][variant] for c in concepts], float)
@@ -113,7 +113,7 @@ def heatmap(scores: dict, path: str, variant: str = "score_wo",
   bar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.03)
   bar.set_label("score / row max", fontsize=8)
   marked = f", circles: top-{k}" if k else ""
-  ax.set_title(f"attention contribution ({'with' if variant == 'score_wo' else 'without'} W_O){marked}",
+  ax.set_title(f"attention contribution ({'with' if variant == 'with_wo' else 'without'} W_O){marked}",
                fontsize=10)
   _save_figure(fig, path)
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax.interventions import TextSwap
+from dit_jax.interventions import ConceptProbe, TextSwap
 
 Predict = Callable[[dict, jax.Array, jax.Array, dict], jax.Array]
 
@@ -66,8 +66,9 @@ def classifier_free_guidance(model_call: Callable, guidance_scale: float):
             "aspect_ratio": both(text["aspect_ratio"], text["aspect_ratio"]),
             "caption": both(cond["uncond_caption"], text["caption"]),
             "caption_mask": both(cond.get("uncond_caption_mask"), text["caption_mask"]),
-            "concept": both(jnp.zeros_like(text["concept"]) if text["concept"] is not None else None,
-                            text["concept"]),
+            # The unconditional half asks for nothing: its scores are dropped below.
+            "concept": None if text["concept"] is None else ConceptProbe(
+                both(jnp.zeros_like(text["concept"].weights), text["concept"].weights)),
             "text_swap": None if swap is None else TextSwap(
                 swap.block_mask, both(cond["uncond_caption"], swap.caption),
                 both(cond.get("uncond_caption_mask"), swap.caption_mask))}

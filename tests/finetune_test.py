@@ -18,10 +18,10 @@ def test_select_blocks(tmp_path):
   assert finetune.select_blocks("all", 12) is None
   assert finetune.select_blocks("9, 2,5", 12) == [2, 5, 9]
   scores = tmp_path / "scores.json"
-  scores.write_text(json.dumps({"zork": {"category": "character", "score_wo": [0, 5, 1, 9, 3],
-                                         "score_v": [9, 0, 0, 0, 0]}}))
+  scores.write_text(json.dumps({"zork": {"category": "character", "with_wo": [0, 5, 1, 9, 3],
+                                         "without_wo": [9, 0, 0, 0, 0]}}))
   assert finetune.select_blocks(str(scores), 5, concept="zork", k=2) == [1, 3]
-  assert finetune.select_blocks(str(scores), 5, concept="zork", k=1, variant="score_v") == [0]
+  assert finetune.select_blocks(str(scores), 5, concept="zork", k=1, variant="without_wo") == [0]
   with pytest.raises(ValueError, match="not a non-empty subset of 0..11"):
     finetune.select_blocks("3,12", 12)
   with pytest.raises(ValueError, match="use 'all'"):
@@ -72,8 +72,8 @@ def test_personalization_adds_the_prior_term():
 def test_localized_lora_unlearning_cli_exports_both_layouts(tmp_path):
   from diffusers import PixArtTransformer2DModel
   scores = tmp_path / "scores.json"
-  scores.write_text(json.dumps({"zork": {"category": "character", "score_wo": list(range(12)),
-                                         "score_v": list(range(12))}}))
+  scores.write_text(json.dumps({"zork": {"category": "character", "with_wo": list(range(12)),
+                                         "without_wo": list(range(12))}}))
   run = subprocess.run(
       [sys.executable, "train.py", "--config", "configs/shapes_unlearn.py",
        f"--config.workdir={tmp_path / 'run'}", f"--config.blocks={scores}", "--config.k=2",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax.interventions import TextAttentionSwap, TextResidualSwap
+from dit_jax.interventions import ConceptProbe, TextAttentionSwap, TextResidualSwap
 from dit_jax.families.flux import latent_image_ids
 from dit_jax import families, loading
 from tests.flux_test import tiny_torch_model
@@ -152,7 +152,7 @@ def test_no_selection_is_the_plain_forward_bit_for_bit(setup):
 def test_concept_scores_under_the_attention_swap(setup):
   _, apply, params, _, ours_in = setup
   weights = jnp.asarray(np.tile([0, 1, 1, 0, 0], (2 * PAIRS, 1)), jnp.float32)
-  run = lambda swap: apply({"params": params}, **ours_in, text_swap=swap, concept=weights)
+  run = lambda swap: apply({"params": params}, **ours_in, text_swap=swap, concept=ConceptProbe(weights))
   out, scores = run(None)
   none_out, none_scores = run(TextAttentionSwap(mask_of(()), jnp.asarray(FORWARD)))
   np.testing.assert_array_equal(np.asarray(none_scores), np.asarray(scores))

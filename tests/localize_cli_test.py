@@ -30,7 +30,7 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
                "auto_k.json", "run.json", "grids/circle.png", "curves/place.png"):
     assert (tmp_path / name).exists(), name
   scores = json.loads((tmp_path / "scores.json").read_text())
-  assert set(scores) == {"circle", "the sky"} and len(scores["circle"]["score_wo"]) == 12
+  assert set(scores) == {"circle", "the sky"} and len(scores["circle"]["with_wo"]) == 12
   rows = [json.loads(line) for line in (tmp_path / "interventions.jsonl").read_text().splitlines()]
   kinds = {r["kind"] for r in rows}
   assert kinds == {"none", "top", "bottom", "random", "reverse"}

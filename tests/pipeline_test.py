@@ -211,7 +211,7 @@ def test_flux_pipeline_latents_match_diffusers(flux_folder):
 @pytest.mark.slow   # ~14 s: compiles the loop twice
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
 def test_flux_cond_carries_swap_and_concept(flux_folder):
-  from dit_jax.interventions import TextAttentionSwap
+  from dit_jax.interventions import ConceptProbe, TextAttentionSwap
   folder, _ = flux_folder
   ours = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
   prompts = ["a dog in the snow", "a cat in the snow"]   # row 1: the neutral prompt of row 0
@@ -219,7 +219,7 @@ def test_flux_cond_carries_swap_and_concept(flux_folder):
   cond = ours.conditioning(prompts, 16, 16)
   plain = ours.latents(prompts, [0, 0], 16, 16, noise=noise)
   concept = ours.encoder.concept_mask(prompts, ["dog", "cat"])
-  latents, scores = ours.denoise(noise, dict(cond, concept=concept))
+  latents, scores = ours.denoise(noise, dict(cond, concept=ConceptProbe(concept)))
   assert scores.shape == (2, 2, ours.module.config.num_blocks, 2)   # steps, batch, blocks, [W_O, none]
   assert np.all(np.asarray(scores) > 0)
   np.testing.assert_allclose(np.asarray(latents), plain, rtol=0, atol=1e-6)   # scoring changes nothing

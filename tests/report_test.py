@@ -17,7 +17,7 @@ def make_scores():
   scores = {}
   for concept, category in [("van gogh", "style"), ("monet", "style"), ("a dog", "animal")]:
     wo = rng.uniform(0, 1, NUM_BLOCKS)
-    scores[concept] = {"category": category, "score_wo": (wo * 10).tolist(), "score_v": wo.tolist(),
+    scores[concept] = {"category": category, "with_wo": (wo * 10).tolist(), "without_wo": wo.tolist(),
                        "num_prompts": 4, "num_seeds": 2, "num_steps": 5}
   return scores
 
@@ -73,12 +73,12 @@ def test_scores_round_trip(tmp_path):
     entry = scores[line["concept"]]
     block = int(line["block"])
     assert line["category"] == entry["category"]
-    assert float(line["score_wo"]) == entry["score_wo"][block]   # repr round-trips floats exactly
-    assert float(line["score_v"]) == entry["score_v"][block]
+    assert float(line["with_wo"]) == entry["with_wo"][block]   # repr round-trips floats exactly
+    assert float(line["without_wo"]) == entry["without_wo"][block]
   dog = [line for line in table if line["concept"] == "a dog"]
-  best = int(np.argmax(scores["a dog"]["score_wo"]))
-  assert sorted(int(line["rank_wo"]) for line in dog) == list(range(1, NUM_BLOCKS + 1))
-  assert int(dog[best]["rank_wo"]) == 1
+  best = int(np.argmax(scores["a dog"]["with_wo"]))
+  assert sorted(int(line["rank_with_wo"]) for line in dog) == list(range(1, NUM_BLOCKS + 1))
+  assert int(dog[best]["rank_with_wo"]) == 1
   assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]   # nothing half-written left
 
 
@@ -170,7 +170,7 @@ def test_heatmap_png(tmp_path):
   scores = make_scores()
   path = tmp_path / "plots" / "heatmap.png"
   labels = [f"D{i}" for i in range(4)] + [f"S{i}" for i in range(NUM_BLOCKS - 4)]
-  report.heatmap(scores, str(path), variant="score_v", block_labels=labels, k=3)
+  report.heatmap(scores, str(path), variant="without_wo", block_labels=labels, k=3)
   width, height = open_png(path)
   assert 400 < width < 3000 and 200 < height < 2000 and width > height
   with pytest.raises(ValueError):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dit_jax import loading
+from dit_jax.interventions import ConceptProbe
 from tests.pixart_test import CONFIGS, flax_forward, random_inputs, tiny_torch_model, torch_forward
 from tests.testutil import nchw_to_nhwc, rel_error
 
@@ -70,7 +71,7 @@ def flax_forward_with_scores(module, params, inputs, concept):
   out, scores = module.apply(
       {"params": params}, jnp.asarray(nchw_to_nhwc(inputs["latents"])), inputs["timestep"],
       inputs["caption"], inputs["caption_mask"], inputs.get("resolution"), inputs.get("aspect_ratio"),
-      concept=jnp.asarray(concept))
+      concept=ConceptProbe(jnp.asarray(concept)))
   return np.asarray(out), np.asarray(scores)
 
 
@@ -84,7 +85,7 @@ def test_sana_scores_match_reference(name, tmp_path):
   concept = concept_on_tokens(inputs["caption_mask"])
   expected = expected_scores(model, sana_test.run_diffusers, inputs, concept)
   module, params = loading.load(str(tmp_path), "sana")
-  out, scores = sana_test.run_flax(module, params, inputs, concept=jnp.asarray(concept))
+  out, scores = sana_test.run_flax(module, params, inputs, concept=ConceptProbe(jnp.asarray(concept)))
   assert scores.shape == (2, model.config.num_layers, 2)
   assert rel_error(np.asarray(scores), expected) < 1e-4
   np.testing.assert_array_equal(np.asarray(out), sana_test.run_flax(module, params, inputs))
@@ -135,7 +136,7 @@ def test_flux_scores_match_reference(guidance, tmp_path):
                             for c, w in zip(captured, out_weights)], 1).numpy()
 
   module, params = loading.load(str(tmp_path), "flux")
-  out, scores = module.apply({"params": params}, **inputs, concept=jnp.asarray(concept))
+  out, scores = module.apply({"params": params}, **inputs, concept=ConceptProbe(jnp.asarray(concept)))
   assert scores.shape == (2, model.config.num_layers + model.config.num_single_layers, 2)
   err = rel_error(np.asarray(scores), expected)
   print(f"FLUX scores rel. error vs reference: {err:.2e}")

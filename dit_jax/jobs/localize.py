@@ -22,6 +22,7 @@ from tqdm import tqdm
 from dit_jax import analysis, entry, judges, knowledge, localization, localizers, report
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
+from dit_jax.results import InterventionRow
 
 
 def slug(text: str) -> str:
@@ -64,11 +65,11 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   rows = []
   for tag, part, part_images in runs:
     for intervention, imgs in zip(part, part_images):
-      rows.append({"concept": pairs[0].concept, "category": pairs[0].category,
-                   "kind": intervention.kind + tag, "k": intervention.k, "draw": intervention.draw,
-                   "blocks": list(intervention.blocks),
-                   "presence": float(np.mean(judge.presence(imgs, expanded))),
-                   "other": other_categories(judge, imgs, expanded)})
+      rows.append(InterventionRow(
+          pairs[0].concept, pairs[0].category, intervention.kind + tag, intervention.k,
+          intervention.draw, list(intervention.blocks),
+          float(np.mean(judge.presence(imgs, expanded))),
+          other_categories(judge, imgs, expanded)).to_dict())
   shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 2}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])
@@ -94,27 +95,27 @@ def run(config, workdir: str) -> list[dict]:
   write_json(os.path.join(out, "run.json"), {"config": config.to_dict(), "judge": judge.describe(),
                                              "num_blocks": num_blocks})
   concepts = [c for cat in knowledge_set.categories for c in knowledge_set.concepts[cat]]
-  variant = localization.VARIANTS[config.score_variant]
+  variant = config.score_variant
 
   scores = {}
   for concept in tqdm(concepts, desc="scoring concepts"):
     path = os.path.join(out, "scores", f"{slug(concept)}.json")
     if not os.path.exists(path):
-      write_json(path, localizer.score(pipe, knowledge_set.pairs(concept, "train"), config.seeds,
-                                        (config.height, config.width), config.batch_size), indent=1)
+      record = localizer.score(pipe, knowledge_set.pairs(concept, "train"), config.seeds,
+                               (config.height, config.width), config.batch_size)
+      write_json(path, record.to_dict(), indent=1)
     scores[concept] = read_json(path)
   labels = pipe.module.config.block_labels
   report.write_scores(scores, out, block_labels=labels)
   top_k = localization.resolve_k(config.ks[0], num_blocks)
-  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant="score_wo" if variant == 0
-                 else "score_v", block_labels=labels, k=top_k)
+  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=variant, block_labels=labels,
+                 k=top_k)
 
   rows = []
   for concept in tqdm(concepts, desc="interventions"):
     path = os.path.join(out, "interventions", f"{slug(concept)}.json")
     if not os.path.exists(path):
-      key = "score_wo" if variant == 0 else "score_v"
-      ranking = localization.rank_blocks(np.asarray(scores[concept][key]))
+      ranking = localization.rank_blocks(np.asarray(scores[concept][variant]))
       write_json(path, intervene_concept(pipe, config, judge, knowledge_set.pairs(concept, "eval"),
                                          ranking, num_blocks, out))
     rows += read_json(path)

@@ -2,8 +2,8 @@
 
     scores = localizers.get("attention").score(pipe, pairs, seeds, size, batch_size)
 
-A localizer returns {"category", "with_wo", "without_wo", ...}: per-block scores, larger = the
-block carries more of the concept, in the backbone's block order (config.block_names). A new
+A localizer returns a results.ScoreRecord: per-block scores, larger = the block carries more of
+the concept, in the backbone's block order (config.block_names). A new
 localizer is one file here defining a Localizer and one line in REGISTRY.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ REGISTRY = {
 @dataclasses.dataclass(frozen=True)
 class Localizer:
   name: str
-  # score(pipe, pairs, seeds, size, batch_size) -> JSON-ready dict of per-block scores
+  # score(pipe, pairs, seeds, size, batch_size) -> results.ScoreRecord
   score: Callable[..., dict]
 
 

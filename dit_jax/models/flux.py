@@ -36,7 +36,7 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import TextAttentionSwap, TextResidualSwap
+from dit_jax.interventions import ConceptProbe, TextAttentionSwap, TextResidualSwap, probe_weights
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
@@ -231,7 +231,7 @@ class FluxTransformer(nn.Module):
   @nn.compact
   def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids,
                txt_ids, guidance=None, text_swap: TextAttentionSwap | TextResidualSwap | None = None,
-               concept=None):
+               concept: ConceptProbe | None = None):
     cfg, dtype = self.config, self.dtype
     if cfg.guidance_embeds != (guidance is not None):
       raise ValueError("this FLUX model " + ("is guidance-distilled: pass guidance (e.g. 3.5)"
@@ -241,9 +241,7 @@ class FluxTransformer(nn.Module):
     if text_swap is not None and text_swap.block_mask.shape[-1] != cfg.num_blocks:
       raise ValueError(f"text_swap.block_mask needs {cfg.num_blocks} entries (double then single "
                        f"blocks), got {text_swap.block_mask.shape[-1]}")
-    if concept is not None and concept.shape[1] != encoder_hidden_states.shape[1]:
-      raise ValueError(f"concept weights cover {concept.shape[1]} tokens, the text has "
-                       f"{encoder_hidden_states.shape[1]}")
+    concept = probe_weights(concept, encoder_hidden_states.shape[1])
 
     img = layers.dense(cfg.inner_dim, "x_embedder", dtype)(hidden_states.astype(dtype))
     txt = layers.dense(cfg.inner_dim, "context_embedder", dtype)(encoder_hidden_states.astype(dtype))

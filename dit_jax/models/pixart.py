@@ -17,7 +17,8 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import TextSwap, cross_attention_inputs, select
+from dit_jax.interventions import (ConceptProbe, TextSwap, cross_attention_inputs, probe_weights,
+                                   select)
 
 Dtype = Any
 
@@ -129,8 +130,10 @@ class PixArtTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
-               aspect_ratio=None, text_swap: TextSwap | None = None, concept=None):
+               aspect_ratio=None, text_swap: TextSwap | None = None,
+               concept: ConceptProbe | None = None):
     cfg, dtype = self.config, self.dtype
+    concept = probe_weights(concept, caption.shape[1])
     p = cfg.patch_size
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
 

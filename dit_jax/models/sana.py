@@ -23,7 +23,8 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import TextSwap, cross_attention_inputs, select
+from dit_jax.interventions import (ConceptProbe, TextSwap, cross_attention_inputs, probe_weights,
+                                   select)
 # SANA's timestep embedding without guidance is PixArt's AdaLN-single (no size conditions).
 from dit_jax.models.pixart import AdaLayerNormSingle
 
@@ -197,8 +198,9 @@ class SanaTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, guidance=None,
-               text_swap: TextSwap | None = None, concept=None):
+               text_swap: TextSwap | None = None, concept: ConceptProbe | None = None):
     cfg, dtype = self.config, self.dtype
+    concept = probe_weights(concept, caption.shape[1])
     p, dim = cfg.patch_size, cfg.inner_dim
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
     if cfg.guidance_embeds != (guidance is not None):

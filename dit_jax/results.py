@@ -1,0 +1,68 @@
+"""The records a localization run produces, typed, with one vocabulary for the two score variants.
+
+    "with_wo"     ||concat_h(sum_J A v) W_O||, the paper's attention contribution (W_O without bias)
+    "without_wo"  ||concat_h(sum_J A v)||, which the authors later found gives a stronger signal
+
+Score arrays from the models carry the variants on their last axis, in VARIANTS order. Records are
+written as JSON (asdict) and read back with from_dict, so a finished run can be re-analysed.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+VARIANTS = ("with_wo", "without_wo")
+
+
+def variant_index(variant: str) -> int:
+  """The position of `variant` on the last axis of every score array."""
+  if variant not in VARIANTS:
+    raise ValueError(f"score variant {variant!r}: use one of {VARIANTS}")
+  return VARIANTS.index(variant)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRecord:
+  """Per-block scores of one concept (block order: config.block_names), from one localizer."""
+  category: str
+  with_wo: list[float]
+  without_wo: list[float]
+  per_step_with_wo: list[list[float]]   # (steps, blocks), for block x timestep maps
+  num_prompts: int
+  num_seeds: int
+  num_steps: int
+  localizer: str = "attention"
+
+  def scores(self, variant: str) -> np.ndarray:
+    variant_index(variant)
+    return np.asarray(getattr(self, variant), float)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data: dict) -> "ScoreRecord":
+    return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionRow:
+  """The judged outcome of one intervention on one concept's eval prompts.
+
+  kind: "none" (the original, K=0), "top", "bottom", "random" (draw 0..), "reverse" (the concept
+  prompt only in the selected blocks), "single" (one block); a suffix ("+pooled", "+residual")
+  marks a variant intervention reported apart. presence: the judge's mean presence of the concept;
+  other: category -> the judge's accuracy on the categories the intervention did not target.
+  """
+  concept: str
+  category: str
+  kind: str
+  k: int
+  draw: int
+  blocks: list[int]
+  presence: float
+  other: dict[str, float]
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
