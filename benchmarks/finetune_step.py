@@ -22,7 +22,7 @@ import argparse
 import functools
 import json
 import os
-import subprocess
+import multiprocessing
 import sys
 import time
 
@@ -77,6 +77,30 @@ def _normal(key, shape, dtype):
   return (0.02 * jax.random.normal(key, shape)).astype(dtype)
 
 
+def pixart_inputs(module, config, rng, batch, grid, text_len):
+  """A cross-attention batch and apply(params, noisy, t, batch) -> prediction."""
+  data = {"caption": rng.standard_normal((batch, text_len, config.caption_channels)).astype(np.float32),
+          "caption_mask": np.ones((batch, text_len), np.float32)}
+  apply = lambda p, x, t, b: module.apply({"params": p}, x, t, b["caption"], b["caption_mask"])
+  return data, apply
+
+
+def flux_inputs(module, config, rng, batch, grid, text_len):
+  """A joint-attention batch; FLUX reads packed tokens (B, grid^2, C) and timesteps in [0, 1]."""
+  data = {"caption": rng.standard_normal((batch, text_len, config.joint_attention_dim)).astype(np.float32),
+          "pooled": rng.standard_normal((batch, config.pooled_projection_dim)).astype(np.float32)}
+  img_ids, txt_ids = latent_image_ids(grid, grid), np.zeros((text_len, 3), np.float32)
+
+  def apply(p, x, t, b):
+    out = module.apply({"params": p}, x.reshape(x.shape[0], -1, x.shape[-1]), b["caption"], b["pooled"],
+                       t / 1000.0, img_ids, txt_ids, jnp.full((x.shape[0],), 3.5))
+    return out.reshape(x.shape)
+  return data, apply
+
+
+INPUTS = {"pixart": pixart_inputs, "flux": flux_inputs}
+
+
 def make_case(model: str, preset: str, batch: int, dtype):
   """(module, params, batch dict, apply(params, noisy, t, batch) -> prediction)."""
   config_dict, grid, text_len = CONFIGS[model][preset]
@@ -85,21 +109,9 @@ def make_case(model: str, preset: str, batch: int, dtype):
   module = fam.module_cls(config=config, dtype=dtype)
   params = random_params(loading.param_shapes(fam, config), dtype)
   rng = np.random.default_rng(0)
-  text_dim = config.caption_channels if model == "pixart" else config.joint_attention_dim
-  data = {"images": rng.standard_normal((batch, grid, grid, config.in_channels)).astype(np.float32),
-          "caption": rng.standard_normal((batch, text_len, text_dim)).astype(np.float32)}
-  if model == "pixart":
-    data["caption_mask"] = np.ones((batch, text_len), np.float32)
-    apply = lambda p, x, t, b: module.apply({"params": p}, x, t, b["caption"], b["caption_mask"])
-  else:
-    data["pooled"] = rng.standard_normal((batch, config.pooled_projection_dim)).astype(np.float32)
-    img_ids, txt_ids = latent_image_ids(grid, grid), np.zeros((text_len, 3), np.float32)
-
-    def apply(p, x, t, b):   # FLUX reads packed tokens (B, grid^2, C) and timesteps in [0, 1]
-      out = module.apply({"params": p}, x.reshape(x.shape[0], -1, x.shape[-1]), b["caption"], b["pooled"],
-                         t / 1000.0, img_ids, txt_ids, jnp.full((x.shape[0],), 3.5))
-      return out.reshape(x.shape)
-  return module, params, jax.tree_util.tree_map(jnp.asarray, data), apply
+  images = rng.standard_normal((batch, grid, grid, config.in_channels)).astype(np.float32)
+  data, apply = INPUTS[model](module, config, rng, batch, grid, text_len)
+  return module, params, jax.tree_util.tree_map(jnp.asarray, {"images": images, **data}), apply
 
 
 def run_variant(model: str, preset: str, variant: str, blocks: str, batch: int, dtype: str,
@@ -145,28 +157,21 @@ def main(argv=None):
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
   parser.add_argument("--steps", type=int, default=5, help="timed steps after compilation")
   parser.add_argument("--out", default=None)
-  parser.add_argument("--one", default=None, help=argparse.SUPPRESS)   # run one variant, print JSON
   args = parser.parse_args(argv)
   blocks = args.blocks or LOCALIZED[(args.model, args.preset)]
   args.batch = args.batch or BATCH[args.model]
-  if args.one:
-    print("RESULT " + json.dumps(run_variant(args.model, args.preset, args.one, blocks, args.batch,
-                                             args.dtype, args.steps)))
-    return
 
   rows = []
   for variant in (args.variants.split(",") if args.variants else VARIANTS[args.model]):
-    # A process per variant: the device's peak-memory counter then belongs to that variant alone.
-    cmd = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--preset", args.preset,
-           "--blocks", blocks, "--batch", str(args.batch), "--dtype", args.dtype,
-           "--steps", str(args.steps), "--one", variant]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-    if done.returncode or not lines:
-      print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
-      rows.append({"variant": variant, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]})
-      continue
-    rows.append(json.loads(lines[-1][len("RESULT "):]))
+    # A fresh process per variant: the device's peak-memory counter then belongs to that variant
+    # alone (it cannot be reset within a process).
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+      try:
+        rows.append(pool.apply(run_variant, (args.model, args.preset, variant, blocks, args.batch,
+                                             args.dtype, args.steps)))
+      except Exception as error:   # one variant failing (e.g. out of memory) still reports the rest
+        print(f"{variant}: {type(error).__name__}: {error}")
+        rows.append({"variant": variant, "error": f"{type(error).__name__}: {error}"[:300]})
 
   def size(b):
     if not b:

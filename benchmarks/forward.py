@@ -154,6 +154,7 @@ def flux_case(preset: str, batch: int, dtype, device) -> Case:
 
 
 CASES = {"pixart": pixart_case, "sana": sana_case, "flux": flux_case}
+DEFAULT_BATCH = {"pixart": 2, "sana": 2, "flux": 1}   # CFG pairs; FLUX.1 is guidance-distilled
 
 
 def torch_output(model, kwargs):
@@ -177,7 +178,7 @@ def main(argv=None):
   device = "cuda" if cuda else "cpu"
   torch_dtype = getattr(torch, args.dtype)
   jax_dtype = jnp.dtype(args.dtype)
-  batch = args.batch or (1 if args.model == "flux" else 2)
+  batch = args.batch or DEFAULT_BATCH[args.model]
   if args.dtype == "float32":  # compare like with like: no TF32 on either side
     torch.backends.cuda.matmul.allow_tf32 = False
     jax.config.update("jax_default_matmul_precision", "highest")

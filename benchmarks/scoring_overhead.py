@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import timing
+from dit_jax.interventions import ConceptProbe
 from dit_jax.pipeline import Text2Image
 from dit_jax.shapes import ASSETS
 
@@ -37,7 +38,8 @@ def main(argv=None):
                     max_sequence_length=args.max_sequence_length or None)
   prompts = [args.prompt] * args.batch
   cond = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(prompts, args.size, args.size))
-  scored = {**cond, "concept": jnp.asarray(pipe.encoder.concept_mask(prompts, [args.concept] * args.batch))}
+  scored = {**cond, "concept": ConceptProbe(jnp.asarray(
+      pipe.encoder.concept_mask(prompts, [args.concept] * args.batch)))}
   noise = jnp.asarray(jax.random.normal(jax.random.key(0), (args.batch, *pipe.latent_shape(args.size, args.size))))
   sync = lambda out: jax.block_until_ready(out)
   plain = timing.time_call(lambda: pipe.denoise(noise, cond), sync, warmup=1, iters=args.iters)

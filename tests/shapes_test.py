@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dit_jax.concepts import concept_token_mask
+from dit_jax.concepts import char_span, concept_token_mask
 from dit_jax.shapes import classifier as judge_lib
 from dit_jax.shapes import render, text, world
 
@@ -62,10 +62,10 @@ def test_every_concept_and_neutral_is_in_the_caption_it_should_be():
   for category in world.CATEGORIES:
     for concept in world.CONCEPTS[category]:
       for prompt, neutral in world.prompt_pairs(category, concept, 3, seed=1):
-        world.concept_span(prompt, concept)  # raises if absent
+        char_span(prompt, concept)  # raises if absent
         assert neutral != prompt
         if world.NEUTRAL[category] is not None:
-          world.concept_span(neutral, world.NEUTRAL[category])
+          char_span(neutral, world.NEUTRAL[category])
 
 
 def test_training_captions_contain_every_neutral_form():

@@ -29,8 +29,6 @@ import dataclasses
 import itertools
 import numpy as np
 
-from dit_jax import concepts
-
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 TEXTURES = ("solid", "striped", "dotted", "checkered")
@@ -245,11 +243,6 @@ def training_caption(scene: Scene, rng: np.random.Generator, p_neutral: float = 
   present = sorted(concepts_in(scene))
   drop = rng.random(len(present)) < p_neutral
   return caption(scene, tuple(c for c, d in zip(present, drop) if d))
-
-
-def concept_span(text: str, concept: str) -> tuple[int, int]:
-  """(start, end) character span of the first whole-word occurrence of `concept` in `text`."""
-  return concepts.char_span(text, concept)
 
 
 def concept_scenes(category: str, concept: str, n: int, seed: int = 0,
