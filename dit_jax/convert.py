@@ -44,7 +44,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   start = time.time()
-  module, params = loading.load(args.src, args.model, DTYPES.get(args.dtype), **dict(args.set))
+  try:
+    module, params = loading.load(args.src, args.model, DTYPES.get(args.dtype), **dict(args.set))
+  except (ValueError, FileNotFoundError) as error:   # CheckpointError is a ValueError
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   if args.to == "flax":
     loading.save_flax(args.dst, args.model, module, params)
   else:

@@ -52,9 +52,10 @@ def load(path: str, family_name: str, dtype=None, **original_overrides):
         f"{checkpoints.WEIGHTS_NAME}, or the pipeline folder with transformer/), an original checkpoint "
         f"file, or a dit_jax Flax checkpoint. {fam.published}")
   if os.path.isdir(path) and is_flax_checkpoint(path):
-    return load_flax(path, dtype)
+    return load_flax(path, dtype, expect=family_name)
   if os.path.isdir(path):
     config_dict, state = checkpoints.read_diffusers_folder(path)
+    check_diffusers_class(path, config_dict, fam)
   else:
     config_dict, state = fam.from_original(checkpoints.read_state_dict(path), original_overrides)
   return from_state_dict(fam, config_dict, state, dtype)
@@ -71,11 +72,28 @@ def save_flax(path: str, family_name: str, module, params) -> None:
     json.dump({"family": family_name, "config": module.config.to_diffusers()}, f, indent=2)
 
 
-def load_flax(path: str, dtype=None):
+def check_diffusers_class(path: str, config_dict: dict, fam: Family) -> None:
+  """Refuse a diffusers folder whose config.json records another model class than the family's."""
+  recorded = config_dict.get("_class_name")
+  if recorded and recorded != fam.diffusers_class:
+    owner = next((name for name in families.names()
+                  if families.get(name).diffusers_class == recorded), "no known family")
+    raise ValueError(f"{path} holds a {recorded} ({owner}), not the {fam.name} model asked for "
+                     f"({fam.diffusers_class}): pass --model {owner}" if owner != "no known family"
+                     else f"{path} holds a {recorded}, not the {fam.name} model asked for "
+                     f"({fam.diffusers_class})")
+
+
+def load_flax(path: str, dtype=None, expect: str | None = None):
+  """(module, params) of a Flax checkpoint written by save_flax; `expect` (a family name) refuses a
+  checkpoint of another family."""
   import orbax.checkpoint as ocp
   path = os.path.abspath(path)
   with open(os.path.join(path, FLAX_CONFIG)) as f:
     meta = json.load(f)
+  if expect is not None and meta["family"] != expect:
+    raise ValueError(f"{path} is a Flax checkpoint of a {meta['family']} model, not {expect}: "
+                     f"pass --model {meta['family']}")
   fam = families.get(meta["family"])
   config = fam.config_cls.from_diffusers(meta["config"])
   with ocp.StandardCheckpointer() as checkpointer:
