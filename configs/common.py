@@ -38,6 +38,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5
   config.out_dir = f"runs/localize_{model}"
+  config.fresh = False                     # True: recompute results in out_dir made from other inputs
 
   # generate.py
   config.prompt = ""

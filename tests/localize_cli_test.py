@@ -17,8 +17,8 @@ SHAPES = str(ASSETS)
 
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
-  config.update(dict(num_steps=4, prompts_per_concept=2, random_draws=2,
-                     categories=("shape", "place"), **overrides))
+  config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2,
+                        categories=("shape", "place")), **overrides})
   return localize.run(config, out_dir)
 
 
@@ -57,3 +57,33 @@ def test_shipped_transformer_matches_diffusers():
                      timestep=torch.from_numpy(t), encoder_attention_mask=torch.from_numpy(mask)).sample
   ours = module.apply({"params": params}, x, t, caption, mask)
   assert rel_error(ours, expected.permute(0, 2, 3, 1).numpy()) < 1e-5
+
+
+def perturbed_copy(dst):
+  """A copy of the shipped pipeline whose transformer differs in one weight (a fine-tuned stand-in)."""
+  import shutil
+  from safetensors.numpy import load_file, save_file
+  shutil.copytree(SHAPES, dst)
+  path = dst / "transformer" / "diffusion_pytorch_model.safetensors"
+  state = load_file(path)
+  key = "transformer_blocks.0.attn2.to_v.weight"
+  state[key] = state[key] * 1.5
+  save_file(state, path)
+  return dst
+
+
+@pytest.mark.slow   # three short localization runs
+def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
+  quick = dict(num_steps=2, categories=("shape",), random_draws=1)
+  run_localize(tmp_path / "out", **quick)
+  base = (tmp_path / "out" / "scores.csv").read_text()
+  tuned = str(perturbed_copy(tmp_path / "tuned"))
+  with pytest.raises(SystemExit, match=r"(?s)scores: .*checkpoint.*weights"):
+    run_localize(tmp_path / "out", checkpoint=tuned, **quick)
+  with pytest.raises(SystemExit, match=r"interventions: ks: \[4\] -> \[2\]"):
+    run_localize(tmp_path / "out", ks=(2,), **quick)
+  rows = run_localize(tmp_path / "out", ks=(2,), fresh=True, **quick)
+  assert {r["k"] for r in rows if r["kind"] == "top"} == {2}
+  assert (tmp_path / "out" / "scores.csv").read_text() == base      # scores kept: same inputs
+  run_localize(tmp_path / "out", checkpoint=tuned, fresh=True, **quick)
+  assert (tmp_path / "out" / "scores.csv").read_text() != base      # recomputed on the new weights

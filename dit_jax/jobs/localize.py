@@ -19,7 +19,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import analysis, entry, judges, knowledge, localization, localizers, report
+from dit_jax import (analysis, entry, judges, knowledge, localization, localizers, provenance,
+                     report)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -76,6 +77,31 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   return rows
 
 
+# Config keys that decide no result (where results go, generation-only settings, chunking).
+NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
+              "transformer", "cache_dir", "generate_dir")
+# Keys only the intervention stage reads: changing them keeps the scores.
+INTERVENTION_ONLY = ("ks", "random_draws", "single_blocks", "pooled_swap", "residual_swap", "judge",
+                     "judge_args", "presence_target", "seed", "score_variant")
+OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
+           "interventions": ("interventions", "interventions.jsonl", "interventions.csv", "grids",
+                             "curves", "summary.txt", "summary.json", "auto_k.json")}
+
+
+def check_inputs(config, workdir: str, judge) -> None:
+  """Resume only results computed from this config and these weights (provenance.resume)."""
+  weights = provenance.weights_fingerprint(config.checkpoint)
+  keys = [k for k in config.keys() if k not in NOT_INPUTS]
+  scores = provenance.stage_inputs(config, [k for k in keys if k not in INTERVENTION_ONLY],
+                                   weights=weights)
+  interventions = provenance.stage_inputs(config, keys, weights=weights, judge=judge.describe())
+  try:
+    provenance.resume(workdir, {"scores": scores, "interventions": interventions}, OUTPUTS,
+                      config.fresh)
+  except provenance.StaleResults as error:
+    raise SystemExit(str(error))
+
+
 def run(config, workdir: str) -> list[dict]:
   """Score, intervene, judge and report every concept of the config's knowledge set into
   `workdir`; returns the intervention rows."""
@@ -91,6 +117,7 @@ def run(config, workdir: str) -> list[dict]:
   knowledge_set = load_knowledge(config)
   judge = judges.make_judge(config.judge, knowledge_set, **config.judge_args)
   localizer = localizers.get(config.localizer)
+  check_inputs(config, out, judge)
   num_blocks = pipe.module.config.num_blocks
   write_json(os.path.join(out, "run.json"), {"config": config.to_dict(), "judge": judge.describe(),
                                              "num_blocks": num_blocks})
