@@ -25,6 +25,7 @@ def get_config():
   config.pipeline_folder = str(ASSETS)     # text encoder, tokenizer, scheduler config
   config.export_dir = str(ASSETS / "transformer")
   config.workdir = "runs/shapes_pretrain"
+  config.fresh = False         # True: restart a workdir that holds another run
 
   config.num_images = 16000
   config.p_neutral = 0.15      # per-attribute neutral dropout (docs/design.md, "The Shapes world")

@@ -98,3 +98,24 @@ def test_preservation_captions_leave_out_the_fine_tuned_concept():
     assert len(scenes) == 64 and not any(names(concept, s) for s in scenes)
   # Without a concept nothing is left out.
   assert any(names("red", s) for s in unrelated_scenes(64))
+
+
+@pytest.mark.slow   # two short fine-tuning runs of the Shapes model
+def test_a_workdir_holding_another_run_is_refused(tmp_path):
+  from dit_jax.shapes import tasks
+  config = tasks.unlearn_config()
+  esd = tasks.unlearn_config()
+  esd.objective = "esd"
+  assert esd.workdir != config.workdir        # each objective has its own default workdir
+  small = dict(batch_size=2, num_images=4, log_every=1)
+  tasks.run_finetune(config, str(tmp_path), "1,2", 2, **small)
+  with pytest.raises(SystemExit, match=r"objective: 'ablation' -> 'esd'"):
+    tasks.run_finetune(config, str(tmp_path), "1,2", 2, objective="esd", **small)
+  with pytest.raises(SystemExit, match=r"blocks: '1,2' -> 'all'"):
+    tasks.run_finetune(config, str(tmp_path), "all", 2, **small)
+  # More steps of the same run resume it; fresh restarts a workdir that held another run.
+  tasks.run_finetune(config, str(tmp_path), "1,2", 3, **small)
+  tasks.run_finetune(config, str(tmp_path), "all", 1, fresh=True, objective="esd", **small)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1]
+

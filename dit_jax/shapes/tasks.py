@@ -50,7 +50,7 @@ def pretrain_shapes(config, workdir: str) -> None:
   _export(config, workdir, module, state, frozen)
 
 
-@train_job.register_task("finetune_shapes")
+@train_job.register_task("finetune_shapes", weights="pipeline_folder")
 def finetune_shapes(config, workdir: str) -> None:
   """Personalization (a planted character) or unlearning (ESD / concept ablation) of the Shapes
   model, training only the selected blocks (config.blocks: "all", "3,7", or a scores.json): their
@@ -144,8 +144,10 @@ def finetune_config(objective: str, concept: str, workdir: str) -> ml_collection
   config.k = 4
   config.lora_rank = 0               # > 0: LoRA of this rank on the selected blocks' attention
   config.lora_alpha = 8.0
-  config.workdir = workdir
+  # Each objective and concept trains in its own workdir unless told otherwise.
+  config.workdir = workdir + "_" + config.get_ref("concept") + "_" + config.get_ref("objective")
   config.export_dir = ""             # "": <workdir>/transformer
+  config.fresh = False               # True: restart a workdir that holds another run
   config.steps = 300
   config.batch_size = 16
   config.learning_rate = 3e-4
@@ -159,7 +161,7 @@ def finetune_config(objective: str, concept: str, workdir: str) -> ml_collection
 
 def personalize_config() -> ml_collections.ConfigDict:
   """configs/shapes_personalize.py: plant the character "quib" (DreamBooth + prior preservation)."""
-  config = finetune_config("personalization", concept="quib", workdir="runs/personalize_quib")
+  config = finetune_config("personalization", concept="quib", workdir="runs/personalize")
   config.num_images = 8            # renders of the subject
   config.num_prior_images = 64     # the frozen model's own "a character ..." images
   config.prior_weight = 1.0
@@ -168,7 +170,7 @@ def personalize_config() -> ml_collections.ConfigDict:
 
 def unlearn_config() -> ml_collections.ConfigDict:
   """configs/shapes_unlearn.py: unlearn the character "zork" (concept ablation; objective=esd)."""
-  config = finetune_config("ablation", concept="zork", workdir="runs/unlearn_zork")
+  config = finetune_config("ablation", concept="zork", workdir="runs/unlearn")
   config.category = "character"
   config.num_images = 64           # renders of scenes that name the concept
   return config
