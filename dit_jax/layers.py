@@ -1,13 +1,17 @@
 """Building blocks shared by the DiT backbones.
 
 Module and parameter names follow diffusers' PyTorch modules one to one (a Flax path joined with "."
-is the diffusers state-dict key, up to the leaf name), so that one generic rule in `ports/` converts
-every backbone. Activations are in `dtype`; parameters keep whatever dtype they were loaded in.
+is the diffusers state-dict key, up to the leaf name), so that one generic rule
+(dit_jax/checkpoints.py) converts every backbone. Activations are in `dtype`; parameters keep whatever dtype they were loaded in.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from typing import Any
+import os
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,21 +131,176 @@ def mask_to_bias(mask: jax.Array | None, dtype: Dtype) -> jax.Array | None:
   return ((1.0 - mask.astype(dtype)) * MASK_BIAS)[:, None, None, :]
 
 
-def attention_implementation(dtype: Dtype) -> str | None:
-  """cuDNN's fused kernel on GPU for half precision (it has no float32 path), XLA otherwise."""
-  if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
-    return "cudnn"
-  return "xla"
+# ---------------------------------------------------------------------------------------------
+# Attention: one rule picks the kernel (README, "What runs where").
+
+HALF_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+# Overrides of the rule, read when a function is traced (set them before jitting): "platform"
+# traces for another backend (lowering for a GPU from a CPU), "implementation" forces a kernel.
+_OVERRIDES = {"platform": None, "implementation": None}
 
 
-def dot_product_attention(q, k, v, bias=None):
-  """Softmax attention on (B, T, N, H) tensors, through jax.nn.dot_product_attention."""
-  return jax.nn.dot_product_attention(q, k, v, bias=bias,
-                                      implementation=attention_implementation(q.dtype))
+class KeyMask(NamedTuple):
+  """Which keys every query may attend to: `valid` (B, S), 1 for a real token and 0 for padding.
+
+  The caption mask travels to the attention as this, not as a ready-made additive bias, because
+  each kernel wants it in its own form: XLA adds diffusers' (B, 1, 1, S) bias, cuDNN's fused kernel
+  takes sequence lengths (it rejects a bias that does not span every query). A pytree, so
+  interventions select and vmap it like any array.
+  """
+  valid: jax.Array
 
 
-def concept_scores(q, k, v, bias, concept, out_kernel) -> jax.Array:
-  """Attention contribution of the concept tokens J (docs/design.md, "The method"), fused into the attention.
+def key_mask(mask: jax.Array | None) -> KeyMask | None:
+  return None if mask is None else KeyMask(mask)
+
+
+@contextlib.contextmanager
+def attention_overrides(platform: str | None = None, implementation: str | None = None):
+  """Trace as if on `platform` ("cuda", "rocm", "tpu", "cpu") and/or force an implementation
+  ("xla", "cudnn"; "auto" is the rule). Jitted functions keep what they were traced with."""
+  if implementation not in (None, *IMPLEMENTATIONS):
+    raise ValueError(f"attention implementation {implementation!r}: choose one of {IMPLEMENTATIONS}")
+  saved = dict(_OVERRIDES)
+  _OVERRIDES.update(platform=platform, implementation=implementation)
+  try:
+    yield
+  finally:
+    _OVERRIDES.update(saved)
+
+
+def target_platform() -> str:
+  """The platform being traced for: "cuda", "rocm", "tpu" or "cpu" (the default backend's, or the
+  override's)."""
+  if _OVERRIDES["platform"]:
+    return _OVERRIDES["platform"]
+  backend = jax.default_backend()
+  if backend != "gpu":
+    return backend
+  # Both NVIDIA and AMD GPUs are backend "gpu"; only NVIDIA has cuDNN.
+  return "rocm" if "rocm" in jax.devices()[0].client.platform_version.lower() else "cuda"
+
+
+def cuda_capability() -> tuple[int, int] | None:
+  """(major, minor) compute capability of the first device, None where it is not a CUDA GPU (such
+  as lowering for cuda from a CPU)."""
+  capability = getattr(jax.devices()[0], "compute_capability", None)
+  return tuple(int(x) for x in str(capability).split(".")[:2]) if capability else None
+
+
+def cudnn_unsupported(q_shape, k_shape, dtype, platform: str,
+                      capability: tuple[int, int] | None = None) -> str | None:
+  """Why cuDNN's fused attention cannot take these (B, T, N, H) queries and (B, S, N, H) keys, or
+  None. jax's check_layout and check_is_flash_attention for our calls, plus the GPU generation:
+  cuDNN's flash kernel needs Ampere (sm80) or later, and takes head_dim <= 256 from Hopper (sm90)
+  on, <= 128 before; an unknown GPU is held to 128, as jax's own check holds it."""
+  where = f"query {tuple(q_shape)}, key {tuple(k_shape)}, {jnp.dtype(dtype).name}"
+  if platform != "cuda":
+    return f"cuDNN fused attention runs on NVIDIA GPUs (platform cuda), not {platform} ({where})"
+  if capability and capability < (8, 0):
+    return (f"cuDNN flash attention needs an sm80 (Ampere) or newer GPU, this is "
+            f"sm{capability[0]}{capability[1]} ({where})")
+  if jnp.dtype(dtype) not in HALF_PRECISION:
+    return f"cuDNN fused attention takes bfloat16 or float16 only ({where})"
+  if len(q_shape) != 4 or len(k_shape) != 4 or q_shape[-1] != k_shape[-1]:
+    return f"cuDNN fused attention needs rank-4 queries and keys of one head_dim ({where})"
+  head_dim, limit = q_shape[-1], 256 if capability and capability >= (9, 0) else 128
+  if head_dim % 8 or head_dim > limit:
+    return (f"cuDNN fused attention needs head_dim a multiple of 8 and <= {limit} on this GPU "
+            f"(256 from Hopper on), got {head_dim} ({where})")
+  return None
+
+
+def attention_implementation(q_shape, k_shape, dtype) -> str:
+  """The rule: "cudnn" where cuDNN's fused kernel takes the call (an NVIDIA GPU from Ampere on,
+  bfloat16/float16, head_dim a multiple of 8 up to 128/256), "xla" everywhere else (CPU, TPU,
+  ROCm, float32).
+
+  A half-precision GPU call that cuDNN cannot take falls back to XLA with a warning; with the
+  implementation forced to "cudnn" (attention_overrides or DIT_JAX_ATTENTION=cudnn) it raises a
+  ValueError saying what cuDNN supports instead.
+  """
+  requested = _OVERRIDES["implementation"] or os.environ.get("DIT_JAX_ATTENTION", "auto")
+  if requested not in IMPLEMENTATIONS:
+    raise ValueError(f"DIT_JAX_ATTENTION={requested!r}: choose one of {IMPLEMENTATIONS}")
+  if requested == "xla":
+    return "xla"
+  platform = target_platform()
+  problem = cudnn_unsupported(q_shape, k_shape, dtype, platform, cuda_capability())
+  if problem and requested == "cudnn":
+    raise ValueError(problem)
+  if problem and platform == "cuda" and jnp.dtype(dtype) in HALF_PRECISION:
+    warnings.warn(f"{problem}: attention runs on XLA instead", stacklevel=2)
+  return "xla" if problem else "cudnn"
+
+
+def valid_keys_first(k, v, mask: KeyMask):
+  """(k, v, lengths): each row's valid keys moved to the front (in order) and how many there are.
+
+  Softmax attention sums over keys, so reordering them changes nothing, and a kernel that reads
+  only the first `lengths` keys then ignores exactly the masked ones, wherever they sit. A row with
+  no valid key keeps all of them: diffusers' -10000 bias shifts every logit alike there.
+  """
+  valid = mask.valid.astype(bool)
+  order = jnp.argsort(~valid, axis=1, stable=True)
+  take = lambda t: jnp.take_along_axis(t, order[:, :, None, None], axis=1)
+  count = valid.sum(axis=1, dtype=jnp.int32)
+  return take(k), take(v), jnp.where(count == 0, valid.shape[1], count).astype(jnp.int32)
+
+
+def _fold_into_batch(fn):
+  """vmap rule for fn(q, k, v, lengths) whose batch rows are independent: broadcast unmapped
+  operands, fold the mapped axis into the batch axis, call fn once. jax's own batching of the
+  cuDNN call (jax 0.10) reshapes every operand as if all were mapped, and fails when some are not
+  (the shared caption in a sweep vmapped over block masks)."""
+  def rule(axis_size, in_batched, *args):
+    def fold(a, mapped):
+      if a is None:
+        return None
+      a = a if mapped else jnp.broadcast_to(a, (axis_size, *a.shape))
+      return a.reshape(-1, *a.shape[2:])
+    out = fn(*(fold(a, m) for a, m in zip(args, in_batched)))
+    return out.reshape(axis_size, -1, *out.shape[1:]), True
+  return rule
+
+
+@functools.lru_cache(maxsize=None)
+def fused_attention(implementation: str):
+  """fn(q, k, v, lengths or None) -> (B, T, N, H): jax.nn.dot_product_attention reading the first
+  lengths[b] keys of row b, through `implementation`, that any vmap and grad compose with."""
+  def attend(q, k, v, lengths):
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                        implementation=implementation)
+
+  batched = jax.custom_batching.custom_vmap(attend)
+  batched.def_vmap(_fold_into_batch(batched))
+  # custom_vmap has no reverse mode of its own: a custom_vjp around it (jax's documented pairing)
+  # keeps the kernel's own backward pass, its pullback carried as the residual.
+  differentiable = jax.custom_vjp(batched)
+
+  def forward(q, k, v, lengths):
+    return jax.vjp(lambda q, k, v: attend(q, k, v, lengths), q, k, v)
+
+  differentiable.defvjp(forward, lambda pullback, g: (*pullback(g), None))
+  return differentiable
+
+
+def dot_product_attention(q, k, v, mask: KeyMask | None = None):
+  """Softmax attention on (B, T, N, H) queries and (B, S, N, H) keys and values, keys outside
+  `mask` left out, on the kernel attention_implementation picks."""
+  if attention_implementation(q.shape, k.shape, q.dtype) == "cudnn":
+    lengths = None
+    if mask is not None:
+      k, v, lengths = valid_keys_first(k, v, mask)
+    return fused_attention("cudnn")(q, k, v, lengths)
+  bias = None if mask is None else mask_to_bias(mask.valid, q.dtype)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation="xla")
+
+
+def concept_scores(q, k, v, mask: KeyMask | None, concept, out_kernel) -> jax.Array:
+  """Attention contribution of the concept tokens J (docs/design.md, "The method"), fused into the
+  attention.
 
     c = mean over queries i of || concat_h( sum_{j in J} A_ij v_j ) W_O ||   (and without W_O)
 
@@ -150,7 +309,7 @@ def concept_scores(q, k, v, bias, concept, out_kernel) -> jax.Array:
   attention map is ever stored. W_O is applied without its bias (the bias is not the concept's).
   concept: (B, S) 0/1 weights over the keys. Returns (B, 2): [with W_O, without W_O], float32.
   """
-  contribution = dot_product_attention(q, k, v * concept[:, :, None, None].astype(v.dtype), bias)
+  contribution = dot_product_attention(q, k, v * concept[:, :, None, None].astype(v.dtype), mask)
   flat = contribution.reshape(*contribution.shape[:2], -1)
   projected = jnp.einsum("btd,de->bte", flat, out_kernel.astype(flat.dtype),
                          preferred_element_type=jnp.float32)
@@ -161,9 +320,9 @@ def concept_scores(q, k, v, bias, concept, out_kernel) -> jax.Array:
 class Attention(nn.Module):
   """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0).
 
-  Self-attention when `context` is None, cross-attention otherwise. `bias` is an additive
-  (B, 1, 1, S) bias over the keys. With `concept` ((B, S) weights over the keys) it also returns the
-  concept's attention-contribution scores (see concept_scores).
+  Self-attention when `context` is None, cross-attention otherwise; `mask` (a KeyMask) leaves out
+  padded keys. With `concept` ((B, S) weights over the keys) it also returns the concept's
+  attention-contribution scores (see concept_scores).
   """
   heads: int
   head_dim: int
@@ -181,15 +340,15 @@ class Attention(nn.Module):
     return split(q), split(k), split(v)
 
   @nn.compact
-  def __call__(self, x, context=None, bias=None, concept=None):
+  def __call__(self, x, context=None, mask=None, concept=None):
     q, k, v = self.project_qkv(x, context)
-    out = dot_product_attention(q, k, v, bias)
+    out = dot_product_attention(q, k, v, mask)
     out = out.reshape(*out.shape[:-2], self.heads * self.head_dim)
     to_out = dense(self.out_dim or x.shape[-1], "to_out.0", self.dtype, self.use_bias)
     out = to_out(out)
     if concept is None:
       return out
-    return out, concept_scores(q, k, v, bias, concept, to_out.variables["params"]["kernel"])
+    return out, concept_scores(q, k, v, mask, concept, to_out.variables["params"]["kernel"])
 
 
 class FeedForward(nn.Module):

@@ -37,3 +37,17 @@ def test_finetune_benchmark_localized_step_holds_less_state(model):
   for r in rows.values():
     assert r["grad_and_optimizer_bytes"] == pytest.approx(12 * r["trainable_parameters"], rel=0.01)
   assert rows["localized"]["xla_plan_bytes"]["peak"] < rows["full"]["xla_plan_bytes"]["peak"]
+
+
+@pytest.mark.slow
+def test_run_all_runs_every_benchmark_end_to_end_at_the_tiny_preset(tmp_path):
+  from benchmarks import run_all
+  done = subprocess.run([sys.executable, "benchmarks/run_all.py", "--preset", "tiny", "--results",
+                         str(tmp_path), "--budget-minutes", "30"], cwd=REPO, capture_output=True, text=True)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  summary = json.loads(next(tmp_path.glob("run_all_tiny_*.json")).read_text())
+  assert [r["job"] for r in summary["rows"]] == [j.name for j in run_all.JOBS]
+  for row in summary["rows"]:
+    assert row["status"] == "ok" and "no summary" not in row["result"], row
+    assert json.loads(open(row["json"]).read())      # each benchmark's own JSON
+    assert row["job"] in done.stdout                  # and one printed table

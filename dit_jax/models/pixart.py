@@ -145,7 +145,7 @@ class PixArtTransformer(nn.Module):
     project = lambda c: c.astype(dtype)
     if cfg.caption_channels is not None:
       project = layers.TextProjection(cfg.inner_dim, dtype, name="caption_projection")
-    embed = lambda c, mask: (project(c), layers.mask_to_bias(mask, dtype))
+    embed = lambda c, mask: (project(c), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
     block_scores = []

@@ -218,7 +218,7 @@ class SanaTransformer(nn.Module):
     # One projection and norm for both captions, so a swapped caption is embedded the same way.
     project = layers.TextProjection(dim, dtype, name="caption_projection")
     caption_norm = layers.RMSNorm(1e-5, dtype=dtype, name="caption_norm")
-    embed = lambda c, mask: (caption_norm(project(c)), layers.mask_to_bias(mask, dtype))
+    embed = lambda c, mask: (caption_norm(project(c)), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
     block_scores = []

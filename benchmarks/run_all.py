@@ -1,0 +1,200 @@
+"""Every GPU benchmark in one call: one JSON per benchmark in benchmarks/results/, one table at the end.
+
+    python benchmarks/run_all.py                   # full presets, bf16: sized for 10 minutes on one H100/H200
+    python benchmarks/run_all.py --preset tiny     # the same harnesses at CPU size, end to end (tested)
+    python benchmarks/run_all.py --only forward_pixart,sweep_pixart
+
+Runs forward.py (PixArt-XL-2 1024px, SANA-1600M 1024px, FLUX.1-dev 1024px), generate.py (PixArt,
+SANA: 20 steps), sweep.py (PixArt 512px, 28 single-block interventions), finetune_step.py (PixArt
+512px localized vs full; FLUX.1-dev localized) and scoring_overhead.py (the Shapes model), each in
+its own process so that each holds the GPU alone. Jobs run in order of priority within a time budget
+(--budget-minutes, default 10): a job starts only if its estimated time still fits and is stopped
+when the budget runs out; the table says which were skipped. The estimates are for an H100/H200,
+from the sizes, not yet measured there.
+Writes <results>/<job>_<preset>_<gpu|cpu>.json per job and run_all_<preset>_<gpu|cpu>.json with the
+table; exits non-zero if a job failed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks import timing  # noqa: E402  (after the path: run as a script)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  name: str
+  module: str                      # benchmarks.<module>, run with python -m
+  full: tuple[str, ...]            # arguments at the full preset
+  tiny: tuple[str, ...]            # arguments at the tiny (CPU) preset
+  full_seconds: float              # rough need at the full preset on an H100/H200, for the budget
+  summary: Callable[[dict], str]   # the headline of its JSON
+
+
+def _ms(entry: dict | None) -> float | None:
+  return entry["median_ms"] if entry else None
+
+
+def forward_summary(r: dict) -> str:
+  flax = _ms(r["flax"])
+  parts = [f"flax {flax:.1f} ms", f"{_ms(r['diffusers_eager']) / flax:.2f}x eager"]
+  if "diffusers_compile" in r:
+    parts.append(f"{_ms(r['diffusers_compile']) / flax:.2f}x compiled")
+  if r["flax"].get("tflops"):
+    parts.append(f"{r['flax']['tflops']:.3g} TFLOP/s")
+  return ", ".join(parts + [f"rel err {r['flax_vs_diffusers_rel_error']:.1e}"])
+
+
+def generate_summary(r: dict) -> str:
+  speedup = _ms(r["diffusers"]) / _ms(r["flax"])
+  return (f"{r['flax']['images_per_s']:.2f} img/s, {speedup:.2f}x diffusers, "
+          f"rel err {r['final_latent_rel_error']:.1e}")
+
+
+def sweep_summary(r: dict) -> str:
+  return (f"{r['speedup']:.2f}x diffusers (target {r['target']}), {r['interventions']} interventions, "
+          f"compile {r['flax_compile_seconds']:.0f} s")
+
+
+def finetune_summary(r: dict) -> str:
+  if "ratios" in r:
+    return ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()) + " (localized / full)"
+  rows = [row for row in r["rows"] if "step_seconds" in row]
+  peak = lambda row: row.get("measured_peak_bytes") or row["xla_plan_bytes"]["peak"]
+  return "; ".join(f"{row['variant']} {row['step_seconds']:.3f} s/step, peak {peak(row) / 2**30:.3g} GiB"
+                   for row in rows)
+
+
+def scoring_summary(r: dict) -> str:
+  return f"{100 * r['overhead']:+.1f} % over plain sampling (target <= +{100 * r['target']:.0f} %)"
+
+
+def forward_job(model: str, seconds: float, compile_torch: bool) -> Job:
+  full = ("--model", model, "--iters", "10", "--compile", "auto" if compile_torch else "no")
+  tiny = ("--model", model, "--preset", "tiny", "--iters", "2", "--compile", "no", "--dtype", "float32")
+  return Job(f"forward_{model}", "forward", full, tiny, seconds, forward_summary)
+
+
+def generate_job(model: str, seconds: float) -> Job:
+  tiny = ("--model", model, "--preset", "tiny", "--steps", "2", "--iters", "1", "--dtype", "float32")
+  return Job(f"generate_{model}", "generate", ("--model", model, "--iters", "2"), tiny, seconds,
+             generate_summary)
+
+
+def finetune_job(model: str, seconds: float) -> Job:
+  tiny = ("--model", model, "--preset", "tiny", "--steps", "1", "--batch", "2", "--dtype", "float32")
+  return Job(f"finetune_{model}", "finetune_step", ("--model", model, "--steps", "3"), tiny, seconds,
+             finetune_summary)
+
+
+# In order of priority: what the issue's table needs first, FLUX (the largest to build and compile)
+# last, so that a short budget drops it rather than the rest.
+JOBS = [
+    forward_job("pixart", 75, compile_torch=True),
+    generate_job("pixart", 60),
+    Job("sweep_pixart", "sweep", ("--iters", "1"),
+        ("--preset", "tiny", "--steps", "2", "--iters", "1", "--dtype", "float32"), 90, sweep_summary),
+    forward_job("sana", 45, compile_torch=False),
+    generate_job("sana", 60),
+    Job("scoring_overhead_shapes", "scoring_overhead", ("--iters", "3"),
+        ("--steps", "2", "--batch", "2", "--iters", "1"), 30, scoring_summary),
+    finetune_job("pixart", 100),
+    forward_job("flux", 120, compile_torch=False),
+    finetune_job("flux", 150),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_name() -> str | None:
+  """The first NVIDIA GPU's name, asked of nvidia-smi: initialising JAX or torch here would take
+  GPU memory away from the benchmarks."""
+  try:
+    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                          capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
+def run_job(job: Job, preset: str, out: str, timeout: float) -> dict:
+  """Run one benchmark in its own process; its row of the table."""
+  args = job.tiny if preset == "tiny" else job.full
+  cmd = [sys.executable, "-m", f"benchmarks.{job.module}", *args, "--out", out]
+  # The repository first on the path, in this process's children and theirs (finetune_step spawns).
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+  began = time.perf_counter()
+  try:
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"status": "stopped: out of budget", "seconds": time.perf_counter() - began}
+  row = {"seconds": time.perf_counter() - began, "command": " ".join(cmd[1:])}
+  if done.returncode or not os.path.isfile(out):
+    print(f"--- {job.name} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**row, "status": f"failed: {last[:120]}"}
+  with open(out) as f:
+    result = json.load(f)
+  try:
+    return {**row, "status": "ok", "json": out, "result": job.summary(result)}
+  except (KeyError, TypeError, ZeroDivisionError) as error:   # a harness that changed its JSON
+    return {**row, "status": "ok", "json": out, "result": f"(no summary: {error!r})"}
+
+
+def run_all(preset: str, results: str, budget_s: float, only: set[str] | None) -> list[dict]:
+  tag = "gpu" if gpu_name() else "cpu"
+  deadline = time.perf_counter() + budget_s
+  rows = []
+  for job in JOBS:
+    if only and job.name not in only:
+      continue
+    left = deadline - time.perf_counter()
+    need = job.full_seconds if preset == "full" else 0
+    row = {"job": job.name}
+    if left <= 0 or need > left:
+      rows.append({**row, "status": f"skipped: needs ~{need:.0f} s, {max(left, 0):.0f} s left"})
+    else:
+      print(f"[run_all] {job.name} ({preset}), {left:.0f} s of budget left", flush=True)
+      rows.append({**row, **run_job(job, preset, os.path.join(results, f"{job.name}_{preset}_{tag}.json"),
+                                    left)})
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--preset", choices=("full", "tiny"), default="full")
+  parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+  parser.add_argument("--budget-minutes", type=float, default=10.0)
+  parser.add_argument("--only", default=None, help="comma list of job names: " +
+                      ", ".join(j.name for j in JOBS))
+  args = parser.parse_args(argv)
+  only = set(args.only.split(",")) if args.only else None
+  if only and (unknown := only - {j.name for j in JOBS}):
+    parser.error(f"unknown jobs {sorted(unknown)}")
+  os.makedirs(args.results, exist_ok=True)
+
+  began = time.perf_counter()
+  rows = run_all(args.preset, args.results, 60 * args.budget_minutes, only)
+  device = gpu_name() or timing.device_name()
+  print(f"\nall benchmarks, {args.preset} preset, on {device}: {time.perf_counter() - began:.0f} s")
+  timing.print_table([{**r, "seconds": f"{r['seconds']:.0f}" if "seconds" in r else ""} for r in rows],
+                     ["job", "status", "seconds", "result"])
+  tag = "gpu" if gpu_name() else "cpu"
+  timing.write_result(os.path.join(args.results, f"run_all_{args.preset}_{tag}.json"),
+                      {"preset": args.preset, "device": device, "rows": rows,
+                       "seconds": time.perf_counter() - began})
+  return 1 if any(r["status"].startswith("failed") for r in rows) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
