@@ -130,8 +130,9 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   if len(prompts) != len(neutral_prompts):
     raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
   height, width = size
-  sweep = jax.jit(intervention_sweep(pipe.family, pipe.loop(pipe.latent_shape(height, width)),
-                                     **options))
+  shape = pipe.latent_shape(height, width)
+  sweep = pipe.program(("sweep", shape, tuple(sorted(options.items()))),
+                       lambda: intervention_sweep(pipe.family, pipe.loop(shape), **options))
   rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
   ps, ns, ss = zip(*rows)
   noise = jnp.asarray(pipe_noise(pipe, ss, size))

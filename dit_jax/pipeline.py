@@ -60,7 +60,7 @@ class Text2Image:
     has_vae = os.path.isdir(os.path.join(folder, "vae"))
     self.codec = latent_codecs.TorchVAE(folder, device) if has_vae else latent_codecs.PixelSpace()
     self._predict = self.record.predictor(self.module, guidance_scale)
-    self._loops = {}   # latent shape -> compiled denoising loop (the schedule is baked in)
+    self._programs = {}   # key -> jitted program, built once per pipeline (see `program`)
 
   def use_transformer(self, transformer: str | None) -> None:
     """Sample with the weights of another transformer folder of the same architecture (e.g. a
@@ -108,12 +108,18 @@ class Text2Image:
     scheduler = self.scheduler(latent_shape)
     return lambda params, noise, cond: sampling.denoise(self._predict, scheduler, params, noise, cond)
 
+  def program(self, key, build):
+    """The jitted program `build()` returns, built once per key and kept with the pipeline: a
+    localization run calls the same sweep for every concept, and jax.jit of a fresh function
+    would trace and compile it again each time."""
+    if key not in self._programs:
+      self._programs[key] = jax.jit(build())
+    return self._programs[key]
+
   def denoise(self, noise, cond):
     """Final latents (and per-step scores when cond has a concept mask), compiled once per size."""
     shape = tuple(noise.shape[1:])
-    if shape not in self._loops:
-      self._loops[shape] = jax.jit(self.loop(shape))
-    return self._loops[shape](self.params, noise, cond)
+    return self.program(("denoise", shape), lambda: self.loop(shape))(self.params, noise, cond)
 
   def decode(self, latents) -> np.ndarray:
     """uint8 NHWC images from final latents."""

@@ -127,3 +127,19 @@ def test_flux_swap_names_are_checked(pipe):
     localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, none, flux_swap="residual")
   with pytest.raises(ValueError, match=r"flux_swap='stream'.*\['attention', 'residual'\]"):
     localization.intervention_sweep("flux", None, flux_swap="stream")
+
+
+def test_the_sweep_compiles_once_per_run_not_once_per_concept(pixart_folder):  # noqa: F811
+  pipe = Text2Image("pixart", str(pixart_folder[0]), num_steps=3, max_sequence_length=12)
+  traces = []
+  build = pipe.loop
+
+  def counting_loop(shape):
+    loop = build(shape)
+    return lambda *args: (traces.append(shape), loop(*args))[1]   # runs once per trace
+
+  pipe.loop = counting_loop
+  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,))]
+  for prompts, neutral in [(PROMPTS, NEUTRAL), (PROMPTS[::-1], NEUTRAL[::-1])]:   # two concepts
+    localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, chunk=2)
+  assert len(traces) == 1
