@@ -80,7 +80,7 @@ class Text2Image:
     cond = dict(self.encoder(list(prompts)))
     if self.record.guidance == "cfg" and self.guidance_scale > 1.0:
       uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
-      cond.update(uncond_caption=uncond["caption"], uncond_caption_mask=uncond.get("caption_mask"))
+      cond.update({f"uncond_{k}": v for k, v in uncond.items()})   # caption (mask, pooled, ...)
     cfg = self.module.config
     if getattr(cfg, "additional_conditions", False):
       cond["resolution"] = np.tile(np.array([[height, width]], np.float32), (len(prompts), 1))
