@@ -13,7 +13,8 @@ import torch
 from diffusers import SD3Transformer2DModel
 from safetensors.torch import save_file
 
-from dit_jax import checkpoints, families, loading
+from dit_jax import checkpoints, convert, families, loading
+from dit_jax.concepts import ConceptNotFound
 from dit_jax.families import sd3
 from tests.testutil import nchw_to_nhwc, rel_error
 
@@ -63,16 +64,19 @@ def flax_forward(module, params, inputs, **kwargs):
   return np.asarray(jax.jit(module.apply)({"params": params}, **flax_inputs(inputs), **kwargs), np.float32)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_diffusers_folder_parity_float32(layout, tmp_path):
+# Non-square latents: a 4x6 patch grid (cropped from the 8x8 table at offsets 2, 1), an 8x3 one
+# (the full height, offset 2 across).
+@pytest.mark.parametrize("layout,height,width,text_len", [
+    ("sd3", 8, 12, 7), ("sd3.5-large", 8, 12, 7), ("sd3.5-medium", 8, 12, 7),
+    ("sd3.5-medium", 16, 6, 3)])
+def test_diffusers_folder_parity_float32(layout, height, width, text_len, tmp_path):
   model = tiny_torch_model(layout)
   model.save_pretrained(tmp_path / "pipe" / "transformer")
   module, params = loading.load(str(tmp_path / "pipe"), "sd3")
-  for height, width, text_len in [(8, 12, 7), (16, 6, 3)]:   # non-square; crops at both offsets
-    inputs = random_inputs(model, height, width, text_len=text_len)
-    err = rel_error(flax_forward(module, params, inputs), torch_forward(model, inputs))
-    print(f"{layout} {height}x{width} text {text_len}: rel error {err:.2e}")
-    assert err < 1e-5, (layout, height, width, err)
+  inputs = random_inputs(model, height, width, text_len=text_len)
+  err = rel_error(flax_forward(module, params, inputs), torch_forward(model, inputs))
+  print(f"{layout} {height}x{width} text {text_len}: rel error {err:.2e}")
+  assert err < 1e-5, (layout, height, width, err)
 
 
 def to_original_layout(state: dict, num_layers: int, prefix: str = "model.diffusion_model.") -> dict:
@@ -182,6 +186,12 @@ def test_round_trip_to_diffusers_folder(tmp_path):
   assert all(torch.equal(back[k], state[k]) for k in state)
   inputs = random_inputs(model)
   np.testing.assert_array_equal(torch_forward(reloaded, inputs), torch_forward(model, inputs))
+  # The original single file back to a diffusers folder, through the CLI: the same tensors.
+  save_file(to_original_layout(state, model.config.num_layers), str(tmp_path / "sd3.safetensors"))
+  assert convert.main(["--model", "sd3", "--src", str(tmp_path / "sd3.safetensors"), "--dst",
+                       str(tmp_path / "from_original"), "--to", "diffusers", "--set", "sample_size=16"]) == 0
+  from_original = SD3Transformer2DModel.from_pretrained(tmp_path / "from_original").state_dict()
+  assert all(torch.equal(from_original[k], state[k]) for k in state) and len(from_original) == len(state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +246,8 @@ def with_processors(model, blocks, run, **kwargs):
       attn.set_processor(processor)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("layout", [pytest.param("sd3", marks=pytest.mark.slow),
+                                    pytest.param("sd3.5-large", marks=pytest.mark.slow), "sd3.5-medium"])
 def test_concept_scores_match_reference(layout):
   model = tiny_torch_model(layout)
   state = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -273,7 +284,7 @@ def paper_reference(model, main, other, blocks):
   return with_processors(model, blocks, run)
 
 
-@pytest.mark.slow   # ~10 s: one compilation per selection
+@pytest.mark.slow   # ~10-25 s: a 4-block model, diffusers run twice per selection
 def test_attention_swap_matches_the_papers_processors():
   from dit_jax.interventions import TextAttentionSwap
   model = tiny_torch_model("sd3.5-medium", num_layers=4)
@@ -346,7 +357,6 @@ def sd3_pipe(sd3_folder):
   return Text2Image("sd3", str(folder), num_steps=3, guidance_scale=5.0, max_sequence_length=12)
 
 
-@pytest.mark.slow   # ~15 s: builds and runs diffusers' pipeline, compiles our loop
 def test_pipeline_latents_match_diffusers(sd3_folder, sd3_pipe):
   _, pipe = sd3_folder
   height, width = SIZE
@@ -378,9 +388,14 @@ def test_prompts_and_concept_positions(sd3_folder, sd3_pipe):
   np.testing.assert_array_equal(mask[0], fed[0] == vocab["dog"])
   np.testing.assert_array_equal(mask[1], np.isin(fed[1], [vocab["van"], vocab["gogh"]]))
   assert np.flatnonzero(mask[1]).tolist() == [7, 8, 77 + 7, 77 + 8]
+  # T5 keeps 11 words + </s>: a concept cut from its part still counts in CLIP's; absent is an error.
+  long = ["a dog in the snow in the style of van gogh a red car"]
+  assert np.flatnonzero(encoder.concept_mask(long, ["red car"])[0]).tolist() == [12, 13]
+  with pytest.raises(ConceptNotFound, match="'cat'"):
+    encoder.concept_mask(PROMPTS[:1], ["cat"])
 
 
-@pytest.mark.slow   # ~20 s: compiles two vmapped sweeps
+@pytest.mark.slow   # ~10-20 s: compiles two vmapped sweeps
 def test_sweep_nothing_swapped_is_plain_sampling_and_every_block_is_the_neutral_prompt(sd3_pipe):
   """Both trajectories in one batch from the same noise, under CFG. Swapping every block's attention
   input gives exactly the neutral prompt's sample only with the neutral pooled vector too
@@ -403,7 +418,7 @@ def test_sweep_nothing_swapped_is_plain_sampling_and_every_block_is_the_neutral_
   errors = {"nothing swapped vs the prompt": rel_error(kept[0], concept),
             "reverse, nothing swapped vs the neutral prompt": rel_error(kept[1], neutral),
             "every block + pooled vs the neutral prompt": rel_error(swapped[2], neutral)}
-  print(errors)
+  print({k: f"{e:.2e}" for k, e in errors.items()})   # one batch of both trajectories vs plain runs
   assert all(e < 1e-6 for e in errors.values()), errors
   np.testing.assert_array_equal(swapped[:2], kept[:2])        # K=0 never takes the pooled vector
   assert rel_error(kept[2], neutral) > 1e-3                   # the concept's pooled vector stays
@@ -417,11 +432,11 @@ def test_scores_through_the_pipeline(sd3_pipe):
   assert np.all(scores > 0)
 
 
-def test_options_and_errors(sd3_folder, sd3_pipe):
+def test_options_and_errors(sd3_pipe):
   from dit_jax import localization
   with pytest.raises(ValueError, match="flux_swap is FLUX's option"):
     localization.intervention_sweep("sd3", None, flux_swap="residual")
-  with pytest.raises(ValueError, match="different width|not a multiple"):
+  with pytest.raises(checkpoints.CheckpointError, match="pass attention_head_dim"):
     sd3.from_original(to_original_layout(tiny_torch_model("sd3").state_dict(), 3), {})
   original = to_original_layout(tiny_torch_model().state_dict(), 3)
   original["model.diffusion_model.joint_blocks.0.x_block.attn.lora_up.weight"] = torch.zeros(2, 2)
@@ -431,3 +446,32 @@ def test_options_and_errors(sd3_folder, sd3_pipe):
     loading.load("/nowhere", "sd3")
   with pytest.raises(ValueError, match="pos_embed_max_size=8"):
     sd3_pipe.latents(PROMPTS[:1], [0], 40, 16)
+
+
+@pytest.mark.slow   # ~5-10 s: PEFT injection, two compilations
+def test_lora_export_loads_with_the_pipelines_load_lora_weights(tmp_path):
+  """LoRA factors on a dual-attention block (attn and attn2 projections), exported in the
+  diffusers/PEFT layout, load through StableDiffusion3Pipeline.load_lora_weights: same output."""
+  from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+  from flax import traverse_util
+  from dit_jax import lora, training
+  model = tiny_torch_model()
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  module, params = loading.from_state_dict(families.get("sd3"), dict(model.config), state)
+  frozen = traverse_util.flatten_dict(params)
+  factors = lora.init(frozen, training.block_selector([0]), rank=2, seed=0)
+  assert {p[1] for p in factors} == {"attn", "attn2"}
+  rng = np.random.default_rng(0)
+  factors = {p: rng.standard_normal(v.shape).astype(np.float32) * 0.1 for p, v in factors.items()}
+  lora.export_peft(str(tmp_path / "lora"), factors, 2, 4.0)
+  inputs = random_inputs(model)
+  ours = flax_forward(module, lora.combiner(2, 4.0)(factors, frozen), inputs)
+  components = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                              "text_encoder_3", "tokenizer_3"])
+  pipe = StableDiffusion3Pipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                  **components)
+  pipe.load_lora_weights(str(tmp_path / "lora"))
+  err = rel_error(ours, torch_forward(pipe.transformer, inputs))
+  print(f"LoRA through load_lora_weights: rel error {err:.2e}")
+  assert err < 1e-5, err
+  assert rel_error(ours, flax_forward(module, params, inputs)) > 1e-3   # the LoRA changes the model

@@ -25,7 +25,8 @@ import numpy as np
 from dit_jax import checkpoints
 from dit_jax.checkpoints import torch_to_numpy
 from dit_jax.families import Family
-from dit_jax.families.flux import OriginalLayout, calculate_shift, keep, rows, swap_halves, text_stream_swap
+from dit_jax.families.flux import (OriginalLayout, calculate_shift, keep, rows, swap_halves,
+                                   text_stream_swap)
 from dit_jax.interventions import TextAttentionSwap
 from dit_jax.models.sd3 import SD3Config, SD3Transformer
 from dit_jax.sampling import Predict
@@ -114,7 +115,8 @@ def from_original(state: Mapping[str, np.ndarray], overrides: dict):
     raise checkpoints.CheckpointError(
         "not an original SD3 checkpoint: no 'joint_blocks.0.x_block.attn.qkv.weight' key")
   shape = lambda n: tuple(state[name(n)].shape)
-  blocks = [k.removeprefix(PREFIX).split(".") for k in state if k.removeprefix(PREFIX).startswith("joint_blocks.")]
+  names = [k.removeprefix(PREFIX) for k in state]
+  blocks = [k.split(".") for k in names if k.startswith("joint_blocks.")]
   num_layers = len({b[1] for b in blocks})
   inner_dim, in_channels, patch, _ = shape("x_embedder.proj.weight")
   qk_norm = name("joint_blocks.0.x_block.attn.ln_q.weight") is not None
@@ -179,7 +181,8 @@ def sd3_predict(module, guidance_scale: float) -> Predict:
   """
   def call(params, x, t, caption, pooled, swap, concept):
     timestep = jnp.full((x.shape[0],), t, jnp.float32)
-    return module.apply({"params": params}, x, caption, pooled, timestep, text_swap=swap, concept=concept)
+    return module.apply({"params": params}, x, caption, pooled, timestep, text_swap=swap,
+                        concept=concept)
 
   def predict(params, x, t, cond):
     swap, concept = cond.get("text_swap"), cond.get("concept")
@@ -188,7 +191,8 @@ def sd3_predict(module, guidance_scale: float) -> Predict:
     b = x.shape[0]
     both = lambda uncond, conditional: jnp.concatenate([uncond, conditional])
     if swap is not None:   # unconditional rows read their own text; conditional rows shift by b
-      swap = TextAttentionSwap(swap.block_mask, both(jnp.arange(b, dtype=swap.source.dtype), swap.source + b))
+      own = jnp.arange(b, dtype=swap.source.dtype)
+      swap = TextAttentionSwap(swap.block_mask, both(own, swap.source + b))
     if concept is not None:
       concept = both(jnp.zeros_like(concept), concept)
     out = call(params, both(x, x), t, both(cond["uncond_caption"], cond["caption"]),

@@ -212,8 +212,8 @@ class SD3Transformer(nn.Module):
     h, w = layers.patch_grid(hidden_states, cfg.in_channels, p)
     img = PatchEmbed(cfg.inner_dim, p, cfg.sample_size // p, cfg.pos_embed_max_size, dtype,
                      name="pos_embed")(hidden_states)
-    batch = img.shape[0]
-    sinusoid = layers.timestep_embedding(jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (batch,)), 256)
+    timestep = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (img.shape[0],))
+    sinusoid = layers.timestep_embedding(timestep, 256)
     embed = lambda name: layers.TimestepEmbedding(cfg.inner_dim, dtype, name=f"time_text_embed.{name}")
     # diffusers' text_embedder (PixArtAlphaTextProjection, act "silu") is the same linear-SiLU-linear.
     temb = embed("timestep_embedder")(sinusoid) + embed("text_embedder")(pooled_projections)
@@ -233,6 +233,7 @@ class SD3Transformer(nn.Module):
       block_scores.append(scores)
 
     scale, shift = modulation(temb, 2, "norm_out.linear", dtype)   # diffusers' order: scale first
-    out = layers.dense(p * p * cfg.output_channels, "proj_out", dtype)(modulate(img, shift, scale, dtype))
+    img = modulate(img, shift, scale, dtype)
+    out = layers.dense(p * p * cfg.output_channels, "proj_out", dtype)(img)
     out = layers.unpatchify(out, h, w, p, cfg.output_channels)
     return out if concept is None else (out, jnp.stack(block_scores, axis=1))
