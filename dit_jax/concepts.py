@@ -30,13 +30,15 @@ def char_span(prompt: str, concept: str) -> tuple[int, int]:
 
 
 def concept_token_mask(tokenizer, prompts: Sequence[str], concepts: Sequence[str], length: int,
-                       prefix: str = "", select: Sequence[int] | None = None) -> np.ndarray:
+                       prefix: str = "", select: Sequence[int] | None = None,
+                       required: bool = True) -> np.ndarray:
   """(B, L) float32 0/1 mask of the tokens of concepts[b] in prompts[b], L = len(select) or length.
 
   Each prompt is tokenized exactly as the pipeline does: `prefix` prepended (SANA's instruction),
   padded and truncated to `length` tokens, then the positions in `select` kept, in order (SANA keeps
   the first token and the last ones). A concept whose tokens were all cut away is an error, like a
-  concept absent from the prompt.
+  concept absent from the prompt, unless not `required` (one segment of a joint text sequence,
+  where another segment may still hold the concept: joint_concept_mask).
   """
   if len(prompts) != len(concepts):
     raise ValueError(f"{len(prompts)} prompts but {len(concepts)} concepts")
@@ -53,8 +55,25 @@ def concept_token_mask(tokenizer, prompts: Sequence[str], concepts: Sequence[str
     hit = (offsets[:, 0] < end) & (offsets[:, 1] > start) & (offsets[:, 1] > offsets[:, 0])
     if select is not None:
       hit = hit[np.asarray(select)]
-    if not hit.any():
+    if required and not hit.any():
       raise ConceptNotFound(f"concept {concept!r} of prompt {prompt!r} has no token left after "
                             f"truncation to {length} tokens")
     rows.append(hit.astype(np.float32))
   return np.stack(rows)
+
+
+def joint_concept_mask(segments: Sequence[tuple[object, int]], prompts: Sequence[str],
+                       concepts: Sequence[str]) -> np.ndarray:
+  """(B, sum of lengths) mask over a text sequence joined from several tokenizers' tokens.
+
+  segments: (tokenizer, length) in sequence order, each tokenizing the whole prompt (SD3: CLIP's
+  77 tokens, then T5's). The concept is marked in every segment that kept it; one that no segment
+  kept is an error.
+  """
+  mask = np.concatenate([concept_token_mask(tokenizer, prompts, concepts, length, required=False)
+                         for tokenizer, length in segments], axis=1)
+  for row, prompt, concept in zip(mask, prompts, concepts):
+    if not row.any():
+      raise ConceptNotFound(f"concept {concept!r} of prompt {prompt!r} has no token left after "
+                            f"truncation to {[length for _, length in segments]} tokens")
+  return mask

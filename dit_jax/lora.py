@@ -71,8 +71,12 @@ def export_peft(folder: str, factors: dict, rank: int, alpha: float, prefix: str
   os.makedirs(folder, exist_ok=True)
   tensors = {f"{prefix}.{'.'.join(p[:-1])}.{p[-1]}.weight": np.ascontiguousarray(np.asarray(v, np.float32).T)
              for p, v in factors.items()}
-  save_file(tensors, os.path.join(folder, "pytorch_lora_weights.safetensors"))
   modules = sorted({".".join(p[:-1]) for p in factors})
+  config = {"r": rank, "lora_alpha": alpha, "target_modules": modules, "lora_dropout": 0.0,
+            "bias": "none", "init_lora_weights": True}
+  # diffusers' load_lora_weights reads the LoRA config from this header entry, not from
+  # adapter_config.json; without it, it assumes lora_alpha = r.
+  metadata = {"lora_adapter_metadata": json.dumps({f"{prefix}.{k}": v for k, v in config.items()})}
+  save_file(tensors, os.path.join(folder, "pytorch_lora_weights.safetensors"), metadata=metadata)
   with open(os.path.join(folder, "adapter_config.json"), "w") as f:
-    json.dump({"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": modules,
-               "lora_dropout": 0.0, "bias": "none", "init_lora_weights": True}, f, indent=2)
+    json.dump({"peft_type": "LORA", **config}, f, indent=2)

@@ -4,8 +4,8 @@
     images = pipe(["a dog in the snow"], seeds=[0], height=1024, width=1024)   # uint8 NHWC
 
 Loads from a diffusers pipeline folder: transformer/ (converted on the fly, or a Flax checkpoint
-given as `transformer=`), scheduler/, tokenizer/ + text_encoder/ (and _2 for FLUX), vae/ (none for
-pixel-space models such as the Shapes model).
+given as `transformer=`), scheduler/, tokenizer/ + text_encoder/ (and _2 for FLUX, _2 and _3 for
+SD3), vae/ (none for pixel-space models such as the Shapes model).
 
 Latents are NHWC in the sampler for every family (FLUX's predictor packs them into 2x2 patch
 tokens per call). `conditioning` + `denoise` is the lower-level path: add an intervention
@@ -43,8 +43,8 @@ class Text2Image:
                guidance_scale: float | None = None, dtype=jnp.float32, transformer: str | None = None,
                cache_dir: str | None = None, negative_prompt: str = "", device: str = "cpu",
                max_sequence_length: int | None = None):
-    """guidance_scale: CFG scale (PixArt, SANA) or FLUX.1-dev's distilled guidance (schnell ignores
-    it); None takes the diffusers pipeline's default (4.5, 4.5, 3.5)."""
+    """guidance_scale: CFG scale (PixArt, SANA, SD3) or FLUX.1-dev's distilled guidance (schnell
+    ignores it); None takes the diffusers pipeline's default (4.5, 4.5, 7.0, 3.5)."""
     self.family, self.folder = family, folder
     self.record = families.get(family)
     if guidance_scale is None:
@@ -80,7 +80,7 @@ class Text2Image:
     cond = dict(self.encoder(list(prompts)))
     if self.record.guidance == "cfg" and self.guidance_scale > 1.0:
       uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
-      cond.update(uncond_caption=uncond["caption"], uncond_caption_mask=uncond.get("caption_mask"))
+      cond.update({f"uncond_{k}": v for k, v in uncond.items()})   # caption (mask, pooled, ...)
     cfg = self.module.config
     if getattr(cfg, "additional_conditions", False):
       cond["resolution"] = np.tile(np.array([[height, width]], np.float32), (len(prompts), 1))

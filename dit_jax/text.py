@@ -55,6 +55,7 @@ class PromptEncoder:
 
   pixart / sana: {"caption": (B, S, D), "caption_mask": (B, S)}
   flux:          {"caption": (B, S, D) T5 states, "pooled": (B, 768) CLIP pooled vector}
+  sd3:           {"caption": (B, 77 + S, D) CLIP ++ T5 states, "pooled": (B, 2048) CLIP vectors}
 
   `negative=True` encodes prompts the way the pipeline encodes its negative prompt (for SANA: without
   the instruction prefix).
@@ -120,7 +121,11 @@ class PromptEncoder:
 
   def concept_mask(self, prompts: Sequence[str], concepts: Sequence[str]) -> np.ndarray:
     """(B, S) 0/1 mask of each concept's tokens, in the caption states this encoder returns."""
-    from dit_jax.concepts import concept_token_mask
+    from dit_jax.concepts import concept_token_mask, joint_concept_mask
+    if self.family.attention_segments:   # several tokenizers' tokens, one after the other (SD3)
+      segments = self.family.attention_segments(self.pipeline, self.max_length)
+      return joint_concept_mask([(getattr(self.pipeline, name), n) for name, n in segments], prompts,
+                                concepts)
     prefix, length, select = "", self.max_length, None
     instruction = self.encode_kwargs.get("complex_human_instruction")
     if instruction:   # SANA: instruction + prompt, then the first and the last max_length - 1 tokens

@@ -100,8 +100,8 @@ def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_folder):  # 
   assert not close(kept[0], swapped[1])        # without the option the pooled vector stays
 
 
-def test_pooled_swap_is_flux_only(pipe):
-  with pytest.raises(ValueError, match="swap_pooled is FLUX's option"):
+def test_pooled_swap_is_a_joint_attention_option(pipe):
+  with pytest.raises(ValueError, match="swap_pooled is FLUX and SD3's option"):
     localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE,
                                    [localization.Intervention("none", 0, ())], swap_pooled=True)
 

@@ -22,6 +22,7 @@ REGISTRY = {
     "pixart": "dit_jax.families.pixart",
     "sana": "dit_jax.families.sana",
     "flux": "dit_jax.families.flux",
+    "sd3": "dit_jax.families.sd3",
 }
 
 
@@ -50,6 +51,10 @@ class Family:
   encode_prompts: Callable[..., dict]
   # The pipeline attribute holding the tokenizer whose tokens the DiT's attention sees.
   attention_tokenizer: str = "tokenizer"
+  # When the attention's text joins several tokenizers' tokens: fn(pipeline, max_length) ->
+  # [(tokenizer attribute, token count), ...] in sequence order (SD3: CLIP's 77, then T5's). None:
+  # attention_tokenizer's tokens alone.
+  attention_segments: Callable[[Any, int], list[tuple[str, int]]] | None = None
   # Extra encode_prompt arguments, read from the pipeline class (SANA's instruction prefix).
   encode_kwargs: Callable[[str], dict] = lambda pipeline_class: {}
   # Sampling: predictor(module, guidance_scale) -> predict(params, x, t, cond).
