@@ -1,0 +1,167 @@
+"""Runs a user can trust: no poisoned checkpoints, interrupts that resume cleanly, errors that name
+what is wrong (issue 14)."""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dit_jax import training
+from tests.training_test import setup
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  """One compiled step shared by the tests here (compiling is most of a tiny run's time)."""
+  batch, _, trainable, frozen, loss_fn, optimizer = setup([0])
+  step = training.make_train_step(loss_fn, optimizer, frozen)
+  # The step donates its state: every run starts from its own copy.
+  fresh = lambda: training.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=False)
+  poisoned = {**batch, "images": np.full_like(batch["images"], np.nan)}
+  return step, fresh, batch, poisoned
+
+
+def run(tiny, tmp_path, draw, steps, log_every=10, checkpoint_every=3, state=None):
+  step, fresh, _, _ = tiny
+  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  state = state if state is not None else fresh()
+  return training.fit(step, state, draw, steps=steps, workdir=str(tmp_path), checkpoints=checkpoints,
+                      log_every=log_every, checkpoint_every=checkpoint_every), checkpoints
+
+
+def all_finite(state) -> bool:
+  return all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.trainable))
+
+
+def steps_logged(tmp_path) -> list[int]:
+  return [r["step"] for r in training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: a non-finite state is never saved, and never called good.
+
+
+def test_non_finite_state_between_logged_steps_is_never_saved(tiny, tmp_path):
+  _, _, batch, poisoned = tiny
+  draw = lambda i: poisoned if i == 4 else batch      # step 5 poisons the weights; loss not logged
+  with pytest.raises(training.NonFiniteLoss, match=r"last good checkpoint \(step 3\)"):
+    run(tiny, tmp_path, draw, steps=10)
+  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  assert checkpoints.latest_step() == 3
+  _, fresh, _, _ = tiny
+  assert all_finite(checkpoints.restore_latest(fresh()))
+
+
+def test_non_finite_before_the_first_checkpoint_says_there_is_none(tiny, tmp_path):
+  _, _, _, poisoned = tiny
+  with pytest.raises(training.NonFiniteLoss, match="no checkpoint has been saved yet") as error:
+    run(tiny, tmp_path, lambda i: poisoned, steps=10)
+  assert "None" not in str(error.value)
+  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
+
+
+def test_a_non_finite_checkpoint_on_disk_is_refused_on_restore(tiny, tmp_path):
+  import orbax.checkpoint as ocp
+  _, fresh, _, _ = tiny
+  state = fresh()
+  state = state._replace(trainable={k: jnp.full_like(v, jnp.nan) for k, v in state.trainable.items()})
+  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  # Written as an older version did, without the check.
+  checkpoints.manager.save(0, args=ocp.args.StandardSave(training._as_tree(state)))
+  checkpoints.manager.wait_until_finished()
+  with pytest.raises(training.NonFiniteLoss, match=r"step 0 .*not finite"):
+    checkpoints.restore_latest(fresh())
+  with pytest.raises(training.NonFiniteLoss, match="not finite"):
+    checkpoints.save(state)
+
+
+@pytest.mark.parametrize("learning_rate", [float("nan"), 0.0, -1e-4, float("inf")])
+def test_nan_or_non_positive_learning_rate_is_a_config_error(learning_rate):
+  with pytest.raises(ValueError, match=r"learning_rate=.*positive"):
+    training.make_optimizer(learning_rate, 1, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 8: Ctrl-C saves, says how to resume, exits non-zero; a resumed log has no repeated steps.
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, tmp_path, capsys):
+  _, _, batch, _ = tiny
+
+  def draw(i):
+    if i == 4:
+      raise KeyboardInterrupt
+    return batch
+
+  try:
+    with pytest.raises(SystemExit) as stop:
+      run(tiny, tmp_path, draw, steps=10, log_every=1)
+  except KeyboardInterrupt:
+    pytest.fail("KeyboardInterrupt escaped fit")
+  assert stop.value.code not in (0, None)
+  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() == 4
+  out = capsys.readouterr().out
+  assert "interrupted; saved a checkpoint at step 4" in out and "resume" in out and str(tmp_path) in out
+
+
+def test_resumed_run_rewrites_later_steps_and_continues_the_clock(tiny, tmp_path):
+  _, fresh, batch, _ = tiny
+
+  def crashing(i):
+    if i == 4:
+      raise RuntimeError("the machine went away")
+    time.sleep(0.3)
+    return batch
+
+  with pytest.raises(RuntimeError):
+    run(tiny, tmp_path, crashing, steps=6, log_every=1)
+  assert steps_logged(tmp_path) == [1, 2, 3, 4]               # checkpoint at 3: step 4 is redone
+  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  resumed = checkpoints.restore_latest(fresh())
+  run(tiny, tmp_path, lambda i: batch, steps=6, log_every=1, state=resumed)
+  assert steps_logged(tmp_path) == [1, 2, 3, 4, 5, 6]
+  seconds = [r["seconds"] for r in training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
+  assert seconds == sorted(seconds) and seconds[3] >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: orbax's logging does not break the progress bar.
+
+
+def test_fit_keeps_orbax_logging_off_the_terminal(tiny, tmp_path, caplog):
+  from absl import logging
+  _, _, batch, _ = tiny
+  before = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)     # as in a notebook, or absl's app.run with -v
+  try:
+    run(tiny, tmp_path, lambda i: batch, steps=2, checkpoint_every=1)
+    assert logging.get_verbosity() == logging.INFO
+  finally:
+    logging.set_verbosity(before)
+  assert not [r.getMessage() for r in caplog.records if r.name == "absl"][:3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: a damaged .safetensors file is named, with what was expected of it.
+
+
+@pytest.mark.parametrize("keep", [0, 5, 100, "half"])
+def test_truncated_or_empty_safetensors_names_the_file(tmp_path, keep):
+  import json
+  import torch
+  from safetensors.torch import save_file
+  from ports import common
+  folder = tmp_path / "transformer"
+  folder.mkdir()
+  (folder / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
+  path = folder / common.WEIGHTS_NAME
+  save_file({"a": torch.zeros(64, 64), "b": torch.zeros(8)}, str(path))
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2 if keep == "half" else keep])
+  for read in (lambda: common.read_state_dict(str(path)), lambda: common.read_diffusers_folder(str(tmp_path))):
+    with pytest.raises(common.CheckpointError) as error:
+      read()
+    message = str(error.value)
+    assert str(path) in message and f"{len(data) // 2 if keep == 'half' else keep} bytes" in message
+    assert "truncated" in message and "safetensors" in message
