@@ -8,18 +8,20 @@ import numpy as np
 import pytest
 
 from dit_jax import training
-from tests.training_test import setup
 
 
 @pytest.fixture(scope="module")
 def tiny():
-  """One compiled step shared by the tests here (compiling is most of a tiny run's time)."""
-  batch, _, trainable, frozen, loss_fn, optimizer = setup([0])
-  step = training.make_train_step(loss_fn, optimizer, frozen)
+  """A one-parameter-vector model: fit's bookkeeping is what is tested, and compiling a real
+  backbone would be most of the time."""
+  trainable = {("w",): jnp.zeros((4,))}
+  loss_fn = lambda p, batch, key, aux: jnp.mean((p["w"] * batch["x"] - 1.0) ** 2)
+  optimizer = training.make_optimizer(1e-2, 1, 10)
+  step = training.make_train_step(loss_fn, optimizer, frozen={})
   # The step donates its state: every run starts from its own copy.
   fresh = lambda: training.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=False)
-  poisoned = {**batch, "images": np.full_like(batch["images"], np.nan)}
-  return step, fresh, batch, poisoned
+  batch = {"x": np.ones((4,), np.float32)}
+  return step, fresh, batch, {"x": np.full((4,), np.nan, np.float32)}
 
 
 def run(tiny, tmp_path, draw, steps, log_every=10, checkpoint_every=3, state=None):
