@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from dit_jax import entry, judges, knowledge, localization, report
+from dit_jax import entry, judges, knowledge, localization, report, validation
 from dit_jax.pipeline import Text2Image
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=True)
@@ -118,6 +118,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  validation.validate_localize_config(config)
   out = config.out_dir
   os.makedirs(out, exist_ok=True)
   started = time.time()

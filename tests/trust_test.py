@@ -167,3 +167,34 @@ def test_truncated_or_empty_safetensors_names_the_file(tmp_path, keep):
     message = str(error.value)
     assert str(path) in message and f"{len(data) // 2 if keep == 'half' else keep} bytes" in message
     assert "truncated" in message and "safetensors" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 7: empty inputs are named before any work starts.
+
+
+def shapes_config(**overrides):
+  from configs import shapes
+  config = shapes.get_config()
+  config.update(overrides)
+  return config
+
+
+@pytest.mark.parametrize("name", ["seeds", "ks"])
+def test_localize_config_with_no_seeds_or_ks_is_refused(name):
+  from dit_jax import validation
+  validation.validate_localize_config(shapes_config())
+  with pytest.raises(ValueError, match=rf"config\.{name} is empty"):
+    validation.validate_localize_config(shapes_config(**{name: ()}))
+
+
+def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):
+  import subprocess
+  import sys
+  from tests.pixart_test import REPO
+  result = subprocess.run([sys.executable, "localize.py", "--config", "configs/shapes.py",
+                           f"--config.out_dir={tmp_path}", "--config.ks=()"],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode != 0
+  assert "config.ks is empty" in result.stderr, result.stderr[-2000:]
+  assert not (tmp_path / "scores").exists()
