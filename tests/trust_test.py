@@ -198,3 +198,33 @@ def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):
   assert result.returncode != 0
   assert "config.ks is empty" in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "scores").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: messages that read right; --help that shows defaults.
+
+
+def test_unknown_category_message_is_plural_and_names_the_choices():
+  from dit_jax import knowledge
+  with pytest.raises(ValueError, match=r"valid categories are \[") as error:
+    knowledge.shapes().subset(categories=["bogus"])
+  assert "categorys" not in str(error.value)
+
+
+def test_unknown_shapes_category_or_concept_names_the_valid_ones():
+  from dit_jax.shapes import world
+  with pytest.raises(ValueError) as error:
+    world.concept_scenes("animal", "zork", 1)
+  assert "None" not in str(error.value) and "'character'" in str(error.value)
+  with pytest.raises(ValueError, match=r"'red'.*'character'.*'zork'") as error:
+    world.concept_scenes("character", "red", 1)
+
+
+def test_finetune_eval_help_shows_defaults(capsys):
+  from dit_jax.shapes import finetune_eval
+  with pytest.raises(SystemExit):
+    finetune_eval.main(["--help"])
+  out = capsys.readouterr().out
+  assert "\n    python localize.py --config configs/shapes.py " in out   # the description keeps its layout
+  out = " ".join(out.split())                                        # help lines wrap to the terminal
+  assert "(default: 300)" in out and "(default: runs/finetune_eval)" in out
