@@ -228,3 +228,47 @@ def test_finetune_eval_help_shows_defaults(capsys):
   assert "\n    python localize.py --config configs/shapes.py " in out   # the description keeps its layout
   out = " ".join(out.split())                                        # help lines wrap to the terminal
   assert "(default: 300)" in out and "(default: runs/finetune_eval)" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: the README's commands do what they say.
+
+
+def repo_text(name: str) -> str:
+  import os
+  from tests.pixart_test import REPO
+  with open(os.path.join(REPO, name)) as f:
+    return f.read()
+
+
+@pytest.mark.parametrize("name", ["README.md", ".ci/run"])
+def test_torch_comes_from_the_cpu_index_with_a_fallback(name):
+  text = repo_text(name).replace("\\\n", " ")                     # shell line continuations
+  lines = [l for l in text.splitlines() if "pip install" in l and "torch==2.13.0" in l]
+  assert lines, f"{name} installs no pinned torch"
+  for line in lines:
+    cpu, _, fallback = line.partition("||")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu, line
+    # Where the CPU index cannot be reached, the same pin from the default index.
+    assert "torch==2.13.0" in fallback and "--index-url" not in fallback, line
+
+
+def test_readme_python_snippets_import_what_they_use():
+  import ast
+  import builtins
+  import re
+  for block in re.findall(r"```python\n(.*?)```", repo_text("README.md"), re.S):
+    tree = ast.parse(block)
+    defined = set(dir(builtins))
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+      elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        defined.add(node.id)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    assert not used - defined, block
+
+
+def test_readme_says_to_run_from_the_repository_root():
+  readme = repo_text("README.md")
+  assert "repository root" in readme[:readme.index("python localize.py")]
