@@ -45,6 +45,7 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path):
   assert os.path.getmtime(tmp_path / "scores" / "circle.json") == stamp
 
 
+@pytest.mark.slow
 def test_shipped_transformer_matches_diffusers():
   from diffusers import PixArtTransformer2DModel
   model = PixArtTransformer2DModel.from_pretrained(os.path.join(SHAPES, "transformer")).eval()

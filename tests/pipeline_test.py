@@ -109,6 +109,7 @@ def test_missing_component_is_named(pixart_folder, tmp_path):
     PromptEncoder("pixart", str(broken))
 
 
+@pytest.mark.slow
 def test_use_transformer_swaps_weights_and_refuses_another_architecture(pixart_folder, tmp_path):
   folder, _ = pixart_folder
   other = tmp_path / "other"
@@ -141,6 +142,7 @@ def run_generate(folder, out, tmp_path, seeds):
       cwd=REPO, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
   import json
   from PIL import Image
@@ -221,6 +223,7 @@ def flux_folder(request, tmp_path_factory):
   return folder, pipe
 
 
+@pytest.mark.slow
 def test_flux_pipeline_latents_match_diffusers(flux_folder):
   from diffusers import FluxPipeline
   folder, pipe = flux_folder
@@ -296,6 +299,7 @@ def sana_folder(tmp_path_factory):
   return folder, pipe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps,guidance", [(5, 4.5), (8, 1.0)])
 def test_sana_pipeline_latents_match_diffusers(sana_folder, steps, guidance):
   folder, pipe = sana_folder

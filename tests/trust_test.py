@@ -272,3 +272,27 @@ def test_readme_python_snippets_import_what_they_use():
 def test_readme_says_to_run_from_the_repository_root():
   readme = repo_text("README.md")
   assert "repository root" in readme[:readme.index("python localize.py")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 12: the quick subset (-m "not slow") leaves out every test that takes more than ~5 s here.
+
+HEAVY = ["sharding_test::test_eight_devices_match_one", "flux_test::test_text_stream_swap",
+         "finetune_test::test_unlearning_targets", "training_test::test_resume_gives_the_same_parameters",
+         "pipeline_test::test_generate_cli_writes_pngs", "pixart_test::test_round_trip_to_diffusers_folder",
+         "pixart_test::test_original_pth_via_cli", "sana_test::test_text_swap",
+         "scores_test::test_flux_scores_match_reference",
+         "lora_test::test_lora_trains_factors_only_and_loads_in_peft",
+         "localization_test::test_sweep_matches_plain_sampling",
+         "finetune_test::test_personalization_adds_the_prior_term",
+         "scores_test::test_pixart_scores_match_reference",
+         "localization_test::test_scores_shape_and_aggregation",
+         "flux_test::test_diffusers_folder_parity_float32"]
+
+
+@pytest.mark.parametrize("node", HEAVY)
+def test_heavy_tests_are_marked_slow(node):
+  import importlib
+  module, name = node.split("::")
+  test = getattr(importlib.import_module(f"tests.{module}"), name)
+  assert "slow" in {mark.name for mark in getattr(test, "pytestmark", [])}, node
