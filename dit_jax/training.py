@@ -233,6 +233,8 @@ def _stop_on_interrupt(state: TrainState, start: int, checkpoints: "Checkpoints"
       saved = f"saved a checkpoint at step {step} in {checkpoints.directory}"
     except NonFiniteLoss as error:
       saved = str(error)
+    except Exception as error:   # e.g. the interrupt landed inside orbax's own save of this step
+      saved = f"could not save step {step} ({error}); {checkpoints.last_good()}"
   command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
   print(f"\ninterrupted; {saved}.\nTo resume, rerun the same command with the same workdir "
         f"({workdir}):\n  {command}", flush=True)

@@ -107,6 +107,21 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, tmp_path, capsys
   assert "interrupted; saved a checkpoint at step 4" in out and "resume" in out and str(tmp_path) in out
 
 
+def test_ctrl_c_after_the_state_went_non_finite_saves_nothing(tiny, tmp_path, capsys):
+  _, _, batch, poisoned = tiny
+
+  def draw(i):
+    if i == 2:
+      raise KeyboardInterrupt
+    return poisoned
+
+  with pytest.raises(SystemExit):
+    run(tiny, tmp_path, draw, steps=10)
+  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
+  out = capsys.readouterr().out
+  assert "not finite" in out and "no checkpoint has been saved yet" in out
+
+
 def test_resumed_run_rewrites_later_steps_and_continues_the_clock(tiny, tmp_path):
   _, fresh, batch, _ = tiny
 
