@@ -58,8 +58,7 @@ class LazyStateDict(Mapping):
     self._key_to_file = key_to_file
 
   def __getitem__(self, key):
-    from safetensors import safe_open
-    with safe_open(self._key_to_file[key], framework="pt") as f:
+    with open_safetensors(self._key_to_file[key]) as f:
       return torch_to_numpy(f.get_tensor(key))
 
   def __contains__(self, key) -> bool:   # without it, Mapping's `in` would read the tensor
@@ -72,11 +71,24 @@ class LazyStateDict(Mapping):
     return len(self._key_to_file)
 
 
+def open_safetensors(path: str):
+  """safe_open, with a damaged file named: safetensors' own message ("header too small") says
+  neither which file nor what it should hold."""
+  from safetensors import SafetensorError, safe_open
+  try:
+    return safe_open(path, framework="pt")
+  except SafetensorError as error:
+    raise CheckpointError(
+        f"{path} ({os.path.getsize(path)} bytes) is not a complete .safetensors file ({error}): "
+        "expected an 8-byte header length, a JSON header of that length and then every tensor's "
+        "bytes. It is probably truncated (an interrupted download or copy): fetch or convert it "
+        "again.") from None
+
+
 def safetensors_state_dict(files: list[str]) -> LazyStateDict:
-  from safetensors import safe_open
   key_to_file = {}
   for file in files:
-    with safe_open(file, framework="pt") as f:
+    with open_safetensors(file) as f:
       key_to_file.update({k: file for k in f.keys()})
   return LazyStateDict(key_to_file)
 

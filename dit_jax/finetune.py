@@ -40,6 +40,8 @@ def top_blocks_from_scores(path: str, concept: str, k: int, variant: str = "with
     scores = json.load(f)
   if concept not in scores:
     raise KeyError(f"{path} has no scores for {concept!r}; it has {sorted(scores)}")
-  if k <= 0:
-    raise ValueError(f"k={k}: taking the top-k blocks from {path} needs k >= 1")
-  return sorted(int(b) for b in rank_blocks(np.asarray(scores[concept][variant]))[:k])
+  block_scores = np.asarray(scores[concept][variant])
+  if not 1 <= k <= len(block_scores):
+    raise ValueError(f"k={k}: taking the top-k blocks from {path} needs 1 <= k <= "
+                     f"{len(block_scores)} (the model's blocks)")
+  return sorted(int(b) for b in rank_blocks(block_scores)[:k])

@@ -53,7 +53,8 @@ def load_knowledge(spec: str) -> "KnowledgeSet":
 
 
 def _unknown(kind: str, name, valid: Iterable[str]) -> ValueError:
-  return ValueError(f"unknown {kind} {name!r}; valid {kind}s are {list(valid)}")
+  kinds = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+  return ValueError(f"unknown {kind} {name!r}; valid {kinds} are {list(valid)}")
 
 
 @dataclasses.dataclass

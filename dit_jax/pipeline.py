@@ -127,6 +127,7 @@ class Text2Image:
 
   def latents(self, prompts: Sequence[str], seeds: Sequence[int], height: int, width: int,
               noise: np.ndarray | None = None) -> np.ndarray:
+    _require_prompts(prompts)
     if len(seeds) != len(prompts):
       raise ValueError(f"one seed per prompt: got {len(prompts)} prompts and {len(seeds)} seeds")
     if noise is None:
@@ -140,7 +141,13 @@ class Text2Image:
   def generate(self, prompts: Sequence[str], height: int, width: int, batch_size: int = 32,
                desc: str | None = None) -> np.ndarray:
     """uint8 images of many prompts, `batch_size` at a time; prompt i uses seed i."""
+    _require_prompts(prompts)
     starts = range(0, len(prompts), batch_size)
     return np.concatenate([self(prompts[i:i + batch_size], list(range(i, min(i + batch_size, len(prompts)))),
                                 height, width)
                            for i in (tqdm(starts, desc=desc) if desc else starts)])
+
+
+def _require_prompts(prompts: Sequence[str]) -> None:
+  if not len(prompts):
+    raise ValueError("no prompts: Text2Image needs at least one prompt (got an empty list)")

@@ -6,8 +6,11 @@ it, so frozen blocks cost neither gradient nor optimizer memory.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -103,6 +106,8 @@ class TrainState(NamedTuple):
 
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.0,
                    grad_clip: float = 1.0) -> optax.GradientTransformation:
+  if not (np.isfinite(learning_rate) and learning_rate > 0):
+    raise ValueError(f"learning_rate={learning_rate}: must be a positive finite number")
   schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
                                                 max(total_steps, warmup_steps + 1), learning_rate * 0.1)
   return optax.chain(optax.clip_by_global_norm(grad_clip),
@@ -173,30 +178,67 @@ def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps
         max_minutes: float = 0.0, desc: str = "train") -> TrainState:
   """The loop every task shares: progress bar, JSONL metrics + loss PNG, checkpoints, time limit.
 
-  draw(step) -> batch. A non-finite loss raises NonFiniteLoss before anything is saved, so the
-  checkpoint on disk is the last good one.
+  draw(step) -> batch. The loss is checked at every logged step and the whole state before every
+  save, so a non-finite run raises NonFiniteLoss and the checkpoint on disk is the last good one.
+  Ctrl-C saves the state (if finite), says how to resume and exits with status 130. A resumed run
+  rewrites metrics.jsonl from the restored step on, and its clock continues the checkpoint's.
   """
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
-  began = time.time()
   start = int(state.step)
+  began = time.time() - log.rewind(start)
+  session = time.time()    # max_minutes limits this invocation, not the run's total
   bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc)
-  for step in bar:
-    state, loss = step_fn(state, draw(step))
-    if (step + 1) % log_every == 0 or step + 1 == steps:
-      loss = float(loss)
-      if not np.isfinite(loss):
-        raise NonFiniteLoss(f"loss became {loss} at step {step + 1}; the last good checkpoint "
-                            f"(step {checkpoints.latest_step()}) is in {checkpoints.directory}")
-      log.write({"step": step + 1, "loss": loss, "seconds": time.time() - began})
-      bar.set_postfix(loss=f"{loss:.4f}")
-    out_of_time = max_minutes and time.time() - began > 60 * max_minutes
-    if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
-      checkpoints.save(state)
-      log.plot(os.path.join(workdir, "loss.png"))
-    if out_of_time:
-      print(f"stopping after {max_minutes} minutes at step {step + 1}; rerun to resume")
-      break
+  try:
+    for step in bar:
+      state, loss = step_fn(state, draw(step))
+      out_of_time = max_minutes and time.time() - session > 60 * max_minutes
+      save = (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time
+      # Every checkpoint has its metrics record: a resumed run's clock starts from it.
+      if save or (step + 1) % log_every == 0:
+        loss = _checked_loss(loss, step + 1, checkpoints)
+        log.write({"step": step + 1, "loss": loss, "seconds": time.time() - began})
+        bar.set_postfix(loss=f"{loss:.4f}")
+      if save:
+        checkpoints.save(state)
+        log.plot(os.path.join(workdir, "loss.png"))
+      if out_of_time:
+        print(f"stopping after {max_minutes} minutes at step {step + 1}; rerun to resume")
+        break
+  except KeyboardInterrupt:
+    bar.close()
+    _stop_on_interrupt(state, start, checkpoints, workdir)
   return state
+
+
+def _checked_loss(loss, step: int, checkpoints: "Checkpoints") -> float:
+  loss = float(loss)
+  if not np.isfinite(loss):
+    raise NonFiniteLoss(f"loss became {loss} at step {step}; {checkpoints.last_good()}")
+  return loss
+
+
+def _stop_on_interrupt(state: TrainState, start: int, checkpoints: "Checkpoints", workdir: str):
+  """Ctrl-C: keep what was trained (if finite), tell how to resume, exit non-zero."""
+  saved, step = checkpoints.last_good(), _step_or_none(state)
+  if step is not None and step > start and step != checkpoints.latest_step():
+    try:
+      checkpoints.save(state)
+      saved = f"saved a checkpoint at step {step} in {checkpoints.directory}"
+    except NonFiniteLoss as error:
+      saved = str(error)
+    except Exception as error:   # e.g. the interrupt landed inside orbax's own save of this step
+      saved = f"could not save step {step} ({error}); {checkpoints.last_good()}"
+  command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+  print(f"\ninterrupted; {saved}.\nTo resume, rerun the same command with the same workdir "
+        f"({workdir}):\n  {command}", flush=True)
+  raise SystemExit(130)
+
+
+def _step_or_none(state: TrainState) -> int | None:
+  try:
+    return int(state.step)
+  except RuntimeError:   # interrupted inside the step, after it took (donated) the state's buffers
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,29 +246,74 @@ def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps
 
 
 class Checkpoints:
-  """orbax checkpoints of the TrainState under `directory`; keeps the last `keep`."""
+  """orbax checkpoints of the TrainState under `directory`; keeps the last `keep`. Only finite
+  states are written, and a non-finite one on disk is refused on restore."""
 
   def __init__(self, directory: str, keep: int = 2):
     import orbax.checkpoint as ocp
     self.directory = directory
-    self.manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                         options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+    with quiet_absl():
+      self.manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                           options=ocp.CheckpointManagerOptions(max_to_keep=keep))
 
   def save(self, state: TrainState) -> None:
     import orbax.checkpoint as ocp
-    self.manager.save(int(state.step), args=ocp.args.StandardSave(_as_tree(state)))
-    self.manager.wait_until_finished()
+    if not is_finite(state):
+      raise NonFiniteLoss(f"the training state at step {int(state.step)} is not finite (NaN or inf) "
+                          f"and was not saved; {self.last_good()}")
+    with quiet_absl():
+      self.manager.save(int(state.step), args=ocp.args.StandardSave(_as_tree(state)))
+      self.manager.wait_until_finished()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def last_good(self) -> str:
+    """Where a stopped run stands, for messages."""
+    step = self.latest_step()
+    if step is None:
+      return f"no checkpoint has been saved yet in {self.directory}, so a rerun starts from step 0"
+    return f"the last good checkpoint (step {step}) is in {self.directory}"
 
   def restore_latest(self, template: TrainState) -> TrainState | None:
     import orbax.checkpoint as ocp
     step = self.manager.latest_step()
     if step is None:
       return None
-    tree = self.manager.restore(step, args=ocp.args.StandardRestore(_as_tree(template)))
-    return _from_tree(tree, template)
+    with quiet_absl():
+      tree = self.manager.restore(step, args=ocp.args.StandardRestore(_as_tree(template)))
+    state = _from_tree(tree, template)
+    if not is_finite(state):
+      # Written before saves were checked: resuming would only train NaN further.
+      raise NonFiniteLoss(f"the checkpoint at step {step} in {self.directory} is not finite (NaN or "
+                          f"inf); delete {os.path.join(self.directory, str(step))} to resume from an "
+                          "earlier one")
+    return state
+
+
+def is_finite(state: TrainState) -> bool:
+  """Whether every float in the state (weights, optimizer moments, EMA) is finite."""
+  leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return not leaves or bool(_all_finite(leaves))
+
+
+@jax.jit
+def _all_finite(leaves):
+  # One compiled reduction: a host round trip per leaf would be slow for thousands of leaves.
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+@contextlib.contextmanager
+def quiet_absl():
+  """orbax logs each save at INFO (and some at WARNING) through absl; those lines would break the
+  progress bar. Errors still show."""
+  from absl import logging
+  before = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(before)
 
 
 def _as_tree(state: TrainState) -> dict:
@@ -252,6 +339,17 @@ class MetricsLog:
   def write(self, record: dict) -> None:
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+
+  def rewind(self, step: int) -> float:
+    """Drops the records after `step` (a resumed run redoes those steps); returns the seconds of
+    the last record kept (0 when none), from which the resumed run's clock continues."""
+    records = self.records()
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records):
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+      os.replace(self.path + ".tmp", self.path)
+    return float(kept[-1].get("seconds", 0.0)) if kept else 0.0
 
   def records(self) -> list[dict]:
     if not os.path.exists(self.path):

@@ -40,6 +40,7 @@ def _objective_setup():
   return batch, params, trainable, apply, alphas
 
 
+@pytest.mark.slow
 def test_unlearning_targets():
   batch, params, trainable, apply, alphas = _objective_setup()
   key = jax.random.key(3)
@@ -57,6 +58,7 @@ def test_unlearning_targets():
   assert 0 < ablation < esd
 
 
+@pytest.mark.slow
 def test_personalization_adds_the_prior_term():
   batch, params, _, apply, alphas = _objective_setup()
   key = jax.random.key(4)

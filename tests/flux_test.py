@@ -115,6 +115,7 @@ def to_original_layout(state: dict, prefix: str = "") -> dict:
   return {prefix + k: v.contiguous() for k, v in original.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guidance", [True, False], ids=["dev", "schnell"])
 def test_diffusers_folder_parity_float32(guidance, tmp_path):
   model = tiny_torch_model(guidance)
@@ -129,6 +130,7 @@ def test_diffusers_folder_parity_float32(guidance, tmp_path):
     assert err < 1e-5, (guidance, height, width, err)
 
 
+@pytest.mark.slow
 def test_bfloat16_within_2e_2(tmp_path):
   model = tiny_torch_model()
   model.save_pretrained(tmp_path)
@@ -208,6 +210,7 @@ def torch_forward_with_swap(model, inputs, block_mask, source):
   return model.proj_out(model.norm_out(img, temb)).numpy()
 
 
+@pytest.mark.slow
 def test_text_residual_swap(tmp_path):
   model = tiny_torch_model()
   model.save_pretrained(tmp_path)

@@ -19,6 +19,7 @@ def pipe(pixart_folder):  # noqa: F811
   return Text2Image("pixart", str(folder), num_steps=3, guidance_scale=4.5, max_sequence_length=12)
 
 
+@pytest.mark.slow
 def test_scores_shape_and_aggregation(pipe):
   scores = localization.concept_scores(pipe, PROMPTS, CONCEPTS, seeds=[0, 1], size=SIZE, batch_size=3)
   assert scores.shape == (4, 3, pipe.module.config.num_layers, 2)   # prompts x seeds, steps, blocks
@@ -48,6 +49,7 @@ def test_plan_and_k():
     localization.resolve_k(40, 28)
 
 
+@pytest.mark.slow
 def test_sweep_matches_plain_sampling(pipe):
   n = pipe.module.config.num_layers
   every = tuple(range(n))

@@ -42,6 +42,7 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   assert os.path.getmtime(tmp_path / "scores" / "circle.json") == stamp
 
 
+@pytest.mark.slow
 def test_shipped_transformer_matches_diffusers():
   from diffusers import PixArtTransformer2DModel
   model = PixArtTransformer2DModel.from_pretrained(os.path.join(SHAPES, "transformer")).eval()
@@ -87,3 +88,21 @@ def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
   assert (tmp_path / "out" / "scores.csv").read_text() == base      # scores kept: same inputs
   run_localize(tmp_path / "out", checkpoint=tuned, fresh=True, **quick)
   assert (tmp_path / "out" / "scores.csv").read_text() != base      # recomputed on the new weights
+
+
+def test_a_bad_k_stops_localize_before_any_scoring(tmp_path):
+  with pytest.raises(ValueError, match=r"K=-1 is outside \[0, 12\]"):
+    run_localize(tmp_path, ks=(-1,))
+  with pytest.raises(ValueError, match="K=0.01 selects no block of 12"):
+    run_localize(tmp_path, ks=(4, 0.01))
+  assert not (tmp_path / "scores").exists()
+
+
+def test_a_k_beyond_the_model_stops_training_before_any_work(tmp_path):
+  from dit_jax.shapes import tasks
+  scores = tmp_path / "scores.json"
+  scores.write_text(json.dumps({"zork": {"category": "character", "with_wo": list(range(12)),
+                                         "without_wo": list(range(12))}}))
+  with pytest.raises(ValueError, match=r"k=20: .* needs 1 <= k <= 12"):
+    tasks.run_finetune(tasks.unlearn_config(), str(tmp_path / "run"), str(scores), 2, k=20)
+  assert not (tmp_path / "run" / "checkpoints").exists()

@@ -3,6 +3,7 @@ that PEFT loads into diffusers' own PixArtTransformer2DModel with the same outpu
 import jax
 import numpy as np
 import peft
+import pytest
 import torch
 from flax import traverse_util
 from peft.utils import set_peft_model_state_dict
@@ -16,6 +17,7 @@ from tests.testutil import rel_error
 RANK, ALPHA = 2, 4.0
 
 
+@pytest.mark.slow
 def test_lora_trains_factors_only_and_loads_in_peft(tmp_path):
   model = tiny_torch_model(sample_size=8, use_additional_conditions=False)
   model.save_pretrained(tmp_path / "base")

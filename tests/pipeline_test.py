@@ -110,6 +110,7 @@ def test_missing_component_is_named(pixart_folder, tmp_path):
     PromptEncoder("pixart", str(broken))
 
 
+@pytest.mark.slow
 def test_use_transformer_swaps_weights_and_refuses_another_architecture(pixart_folder, tmp_path):
   folder, _ = pixart_folder
   other = tmp_path / "other"
@@ -131,24 +132,52 @@ def test_use_transformer_swaps_weights_and_refuses_another_architecture(pixart_f
     pipe.use_transformer(str(bigger))
 
 
-def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
+def run_generate(folder, out, tmp_path, seeds):
   import subprocess
   import sys
+  return subprocess.run(
+      [sys.executable, "-m", "dit_jax.generate", "--config", "configs/pixart.py",
+       f"--config.checkpoint={folder}", "--config.prompt=a dog in the snow", "--config.dtype=float32",
+       "--config.num_steps=2", "--config.height=16", "--config.width=16", f"--config.seeds={seeds}",
+       f"--config.generate_dir={out}", f"--config.cache_dir={tmp_path / 'cache'}"],
+      cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_generate_cli_writes_pngs(pixart_folder, tmp_path):
+  import json
   from PIL import Image
   folder, _ = pixart_folder
   out = tmp_path / "images"
-  result = subprocess.run(
-      [sys.executable, "-m", "dit_jax.generate", "--config", "configs/pixart.py",
-       f"--config.checkpoint={folder}", "--config.prompt=a dog in the snow", "--config.dtype=float32",
-       "--config.num_steps=2", "--config.height=16", "--config.width=16", "--config.seeds=(0, 1)",
-       f"--config.generate_dir={out}", f"--config.cache_dir={tmp_path / 'cache'}"],
-      cwd=REPO, capture_output=True, text=True)
+  result = run_generate(folder, out, tmp_path, "(0, 1)")
   assert result.returncode == 0, result.stderr[-2000:]
   images = sorted(p.name for p in out.glob("*.png"))
   assert images == ["0000_0.png", "0000_1.png"]
   pixels = [np.asarray(Image.open(out / name)) for name in images]
   assert pixels[0].shape == (16, 16, 3)
   assert not np.array_equal(pixels[0], pixels[1])   # seeds differ
+  # A second run replaces the images the first wrote, and leaves the user's own files alone.
+  Image.fromarray(pixels[0]).save(out / "mine.png")
+  result = run_generate(folder, out, tmp_path, "(2,)")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sorted(p.name for p in out.glob("*.png")) == ["0000_2.png", "mine.png"]
+  record = json.loads((out / "prompts.json").read_text())
+  assert record["prompts"] == ["a dog in the snow"] and record["images"] == ["0000_2.png"]
+
+
+def test_generate_cli_without_seeds_fails_and_names_them(pixart_folder, tmp_path):
+  folder, _ = pixart_folder
+  result = run_generate(folder, tmp_path / "images", tmp_path, "()")
+  assert result.returncode != 0
+  assert "config.seeds is empty" in result.stderr, result.stderr[-2000:]
+
+
+def test_pipeline_refuses_an_empty_prompt_list(pixart_folder):
+  folder, _ = pixart_folder
+  pipe = Text2Image("pixart", str(folder), num_steps=2, max_sequence_length=12)
+  for call in (lambda: pipe([], [], 16, 16), lambda: pipe.generate([], 16, 16)):
+    with pytest.raises(ValueError, match="no prompts"):
+      call()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +224,7 @@ def flux_folder(request, tmp_path_factory):
   return folder, pipe
 
 
+@pytest.mark.slow
 def test_flux_pipeline_latents_match_diffusers(flux_folder):
   from diffusers import FluxPipeline
   folder, pipe = flux_folder
@@ -270,6 +300,7 @@ def sana_folder(tmp_path_factory):
   return folder, pipe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps,guidance", [(5, 4.5), (8, 1.0)])
 def test_sana_pipeline_latents_match_diffusers(sana_folder, steps, guidance):
   folder, pipe = sana_folder

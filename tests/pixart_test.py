@@ -125,6 +125,7 @@ def run_convert(*args):
   return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_diffusers_folder_parity_float32(name, tmp_path):
   model = tiny_torch_model(**CONFIGS[name])
@@ -136,6 +137,7 @@ def test_diffusers_folder_parity_float32(name, tmp_path):
     assert err < 1e-5, (name, height, width, err)
 
 
+@pytest.mark.slow
 def test_sharded_folder_and_cli_to_flax(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_ms"])
   model.save_pretrained(tmp_path / "transformer", max_shard_size="60KB")
@@ -146,6 +148,7 @@ def test_sharded_folder_and_cli_to_flax(tmp_path):
   assert rel_error(flax_forward(module, params, inputs), torch_forward(model, inputs)) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["alpha_ms", "sigma"])
 def test_original_pth_via_cli(name, tmp_path):
   model = tiny_torch_model(**CONFIGS[name])
@@ -162,6 +165,7 @@ def test_original_pth_via_cli(name, tmp_path):
   assert rel_error(flax_forward(module, params, inputs), torch_forward(model, inputs)) < 1e-5
 
 
+@pytest.mark.slow
 def test_bfloat16_within_2e_2(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_ms"])
   model.save_pretrained(tmp_path)
@@ -172,6 +176,7 @@ def test_bfloat16_within_2e_2(tmp_path):
   assert err < 2e-2, err
 
 
+@pytest.mark.slow
 def test_round_trip_to_diffusers_folder(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_ms"])
   model.save_pretrained(tmp_path / "src")
@@ -184,6 +189,7 @@ def test_round_trip_to_diffusers_folder(tmp_path):
   np.testing.assert_array_equal(torch_forward(reloaded, inputs), torch_forward(model, inputs))
 
 
+@pytest.mark.slow
 def test_text_swap_intervention(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_512"])
   model.save_pretrained(tmp_path)

@@ -75,6 +75,7 @@ def case(request, tmp_path_factory):
   return config, model, str(path), inputs, run_diffusers(model, inputs)
 
 
+@pytest.mark.slow
 def test_float32_matches_diffusers(case):
   _, _, path, inputs, expected = case
   module, params = loading.load(path, "sana")
@@ -83,6 +84,7 @@ def test_float32_matches_diffusers(case):
   assert error < 1e-5
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_diffusers_float32(case):
   _, _, path, inputs, expected = case
   module, params = loading.load(path, "sana", dtype=jnp.bfloat16)
@@ -147,6 +149,7 @@ ORIGINAL_CASES = [CONFIGS["base"], CONFIGS["sprint"],
                   dict(interpolation_scale=1.0, patch_size=2, attention_bias=True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", ORIGINAL_CASES)
 def test_original_checkpoint_matches_diffusers(overrides, tmp_path):
   config = {**TINY, **overrides}
@@ -165,6 +168,7 @@ def test_original_checkpoint_matches_diffusers(overrides, tmp_path):
   assert error < 1e-5
 
 
+@pytest.mark.slow
 def test_text_swap(tmp_path):
   config = {**TINY, "num_layers": 3}
   model = diffusers_model({"num_layers": 3})

@@ -132,8 +132,9 @@ def test_matches_diffusers_step_by_step(name, config, kwargs, num_steps):
   assert max(errors) < 1e-5, (name, num_steps, errors)
 
 
-@pytest.mark.parametrize("name", ["pixart", "sana", "dpm_order3_cosine_trailing", "flux_dev",
-                                  "ddim_v_clip"])
+@pytest.mark.parametrize("name", ["pixart", "sana",
+                                  pytest.param("dpm_order3_cosine_trailing", marks=pytest.mark.slow),
+                                  "flux_dev", "ddim_v_clip"])
 def test_jitted_scan_equals_python_loop(name):
   _, config, kwargs = next(c for c in CASES if c[0] == name)
   scheduler = schedulers.from_diffusers(config, 8, **kwargs(8))

@@ -52,6 +52,7 @@ def concept_on_tokens(mask, tokens=slice(1, 3)):
   return concept
 
 
+@pytest.mark.slow
 def test_pixart_scores_match_reference(tmp_path):
   model = tiny_torch_model(**CONFIGS["alpha_ms"])
   model.save_pretrained(tmp_path)
@@ -111,6 +112,7 @@ def flux_reference_scores(attn, hidden, context, rope, concept, out_weight):
   return scores_from_probs(probs, v, weights, out_weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guidance", [True, False], ids=["dev", "schnell"])
 def test_flux_scores_match_reference(guidance, tmp_path):
   from tests import flux_test

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.pixart_test import REPO
 
@@ -28,6 +29,7 @@ def train_on(mesh_fsdp: int | None, steps: int = 3):
   return losses, jax.tree_util.tree_map(np.asarray, state.trainable)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   run = subprocess.run([sys.executable, "-m", "tests.sharding_test"], cwd=REPO, env=env,

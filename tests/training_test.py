@@ -48,6 +48,7 @@ def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them(
     training.block_selector([0, 5], config)
 
 
+@pytest.mark.slow
 def test_only_selected_blocks_train_and_hold_optimizer_state():
   batch, params, trainable, frozen, loss_fn, optimizer = setup([1, 3])
   params = jax.tree_util.tree_map(np.array, params)   # the step donates the trainable buffers
@@ -71,6 +72,7 @@ def test_only_selected_blocks_train_and_hold_optimizer_state():
     assert changed == (block in ("transformer_blocks.1", "transformer_blocks.3")), block
 
 
+@pytest.mark.slow
 def test_memory_plan_of_a_localized_step_is_smaller_by_the_frozen_optimizer_state():
   plans = {}
   for name, blocks in (("full", None), ("one block", [2])):
@@ -86,6 +88,7 @@ def test_memory_plan_of_a_localized_step_is_smaller_by_the_frozen_optimizer_stat
   assert all(v > 0 for plan in plans.values() for v in plan.values())
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_parameters(tmp_path):
   batch, _, trainable, frozen, loss_fn, optimizer = setup(None)
   step = training.make_train_step(loss_fn, optimizer, frozen, ema_decay=0.9)
@@ -128,6 +131,7 @@ def test_pretrain_cli_runs_resumes_and_exports(tmp_path):
   assert model.config.num_layers == 2 and model.config.in_channels == 3
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   batch, _, trainable, frozen, loss_fn, optimizer = setup([0])
   step = training.make_train_step(loss_fn, optimizer, frozen)

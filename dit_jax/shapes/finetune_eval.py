@@ -169,14 +169,24 @@ def write_report(rows: list[dict], out: str) -> None:
   plt.close(fig)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+  """The module docstring keeps its layout, and every option shows its default (an option whose
+  default is None says in its own help what it falls back to)."""
+
+  def _get_help_string(self, action):
+    return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--scores", default="runs/localize_shapes/scores.json")
-  parser.add_argument("--out", default="runs/finetune_eval")
-  parser.add_argument("--k", type=int, default=4)
-  parser.add_argument("--steps", type=int, default=300)
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+  parser.add_argument("--scores", default="runs/localize_shapes/scores.json",
+                      help="a localize.py run's scores.json: which blocks hold what")
+  parser.add_argument("--out", default="runs/finetune_eval", help="table.json, table.md, finetune.png")
+  parser.add_argument("--k", type=int, default=4, help="blocks the localized runs train (top-K)")
+  parser.add_argument("--steps", type=int, default=300, help="training steps of every run")
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
-  parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
+  parser.add_argument("--objectives", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES),
+                      help="the fine-tunings to compare")
   parser.add_argument("--unlearn", default="position:on the left", help="category:concept to unlearn")
   parser.add_argument("--learning-rate", type=float, default=None, help="default: the configs' (3e-4)")
   args = parser.parse_args(argv)

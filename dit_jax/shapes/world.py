@@ -248,9 +248,11 @@ def training_caption(scene: Scene, rng: np.random.Generator, p_neutral: float = 
 def concept_scenes(category: str, concept: str, n: int, seed: int = 0,
                    split: str = "train") -> list[Scene]:
   """n scenes whose caption names `concept`, other attributes random (deterministic in seed)."""
-  if concept not in CONCEPTS.get(category, ()):
-    raise ValueError(f"{concept!r} is not a {category!r} concept; those are "
-                     f"{CONCEPTS.get(category)}")
+  if category not in CONCEPTS:
+    raise ValueError(f"unknown category {category!r}; the Shapes world's categories are {list(CATEGORIES)}")
+  if concept not in CONCEPTS[category]:
+    raise ValueError(f"{concept!r} is not a concept of category {category!r}; its concepts are "
+                     f"{list(CONCEPTS[category])}")
   rng = np.random.default_rng([seed, CATEGORIES.index(category), CONCEPTS[category].index(concept)])
   found = []
   while len(found) < n:
