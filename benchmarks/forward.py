@@ -6,7 +6,7 @@
 Models (full presets, docs/design.md, "Speed"): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
 1024px, batch 2), flux (FLUX.1-dev 1024px: 4096 image + 512 text tokens, guidance embeds, batch 1).
 
-The Flax weights are converted from the diffusers model being timed (through ports/), the inputs
+The Flax weights are converted from the diffusers model being timed (through dit_jax/checkpoints.py), the inputs
 are the same arrays, and the two outputs are compared. Writes JSON and prints a table with each
 implementation's time, model TFLOP/s (FLOPs from XLA's cost analysis of the Flax forward) and the
 speed ratios.

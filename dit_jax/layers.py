@@ -94,7 +94,9 @@ class PatchEmbed(nn.Module):
   """Non-overlapping p x p patches (a strided conv named `proj`) plus 2D sin-cos positions.
 
   Input NHWC, output (B, h * w, embed_dim) in row-major patch order. Positions are recomputed for the
-  actual grid when it differs from the trained one (diffusers' interpolation behaviour).
+  actual grid when it differs from the trained one (diffusers' interpolation behaviour), or, with
+  pos_embed_max_size (SD3), cropped from the centre of a stored (1, M * M, D) table: the
+  `pos_embed` parameter, which checkpoints carry.
   """
   embed_dim: int
   patch_size: int
@@ -102,6 +104,7 @@ class PatchEmbed(nn.Module):
   interpolation_scale: float
   use_pos_embed: bool = True
   dtype: Dtype = jnp.float32
+  pos_embed_max_size: int | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -110,10 +113,19 @@ class PatchEmbed(nn.Module):
                 name="proj")(x.astype(self.dtype))
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)
-    if self.use_pos_embed:
+    if not self.use_pos_embed:
+      return x
+    if self.pos_embed_max_size is None:
       pos = sincos_pos_embed_2d(d, h, w, self.base_size, self.interpolation_scale)
-      x = x + jnp.asarray(pos, self.dtype)[None]
-    return x
+      return x + jnp.asarray(pos, self.dtype)[None]
+    m = self.pos_embed_max_size
+    table = self.param("pos_embed", lambda key: jnp.asarray(
+        sincos_pos_embed_2d(d, m, m, self.base_size, self.interpolation_scale))[None])
+    if h > m or w > m:
+      raise ValueError(f"a {h}x{w} patch grid exceeds pos_embed_max_size={m}")
+    top, left = (m - h) // 2, (m - w) // 2
+    pos = table.reshape(m, m, d)[top:top + h, left:left + w].reshape(1, h * w, d)
+    return x + pos.astype(self.dtype)
 
 
 def unpatchify(x: jax.Array, h: int, w: int, patch_size: int, channels: int) -> jax.Array:

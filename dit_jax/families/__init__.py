@@ -11,18 +11,19 @@ and one line in REGISTRY below. Generic modules ask the record; they never branc
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-# name -> module defining FAMILY. The one line a new backbone adds.
+from dit_jax import registry
+
+# name -> "module:FAMILY". The one line a new backbone adds.
 REGISTRY = {
-    "pixart": "dit_jax.families.pixart",
-    "sana": "dit_jax.families.sana",
-    "flux": "dit_jax.families.flux",
-    "sd3": "dit_jax.families.sd3",
+    "pixart": "dit_jax.families.pixart:FAMILY",
+    "sana": "dit_jax.families.sana:FAMILY",
+    "flux": "dit_jax.families.flux:FAMILY",
+    "sd3": "dit_jax.families.sd3:FAMILY",
 }
 
 
@@ -75,11 +76,9 @@ def names() -> list[str]:
 
 def get(name: str) -> Family:
   """The family record; an unknown name lists the known ones."""
-  if name not in REGISTRY:
-    raise ValueError(f"unknown model family {name!r}; choose from {names()}")
-  return importlib.import_module(REGISTRY[name]).FAMILY
+  return registry.lookup(REGISTRY, name, "model family")
 
 
 def register(name: str, module: str) -> None:
   """Add a family from outside the package: `module` defines FAMILY."""
-  REGISTRY[name] = module
+  REGISTRY[name] = f"{module}:FAMILY"

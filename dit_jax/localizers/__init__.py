@@ -9,8 +9,9 @@ localizer is one file here defining a Localizer and one line in REGISTRY.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
+
+from dit_jax import registry
 
 # name -> "module:attribute" of its Localizer. The one line a new localizer adds.
 REGISTRY = {
@@ -30,7 +31,4 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Localizer:
-  if name not in REGISTRY:
-    raise ValueError(f"unknown localizer {name!r}; choose from {names()}")
-  module, attribute = REGISTRY[name].split(":")
-  return getattr(importlib.import_module(module), attribute)
+  return registry.lookup(REGISTRY, name, "localizer")

@@ -64,38 +64,6 @@ class SD3Config(DiffusersConfig):
                        f"{self.inner_dim}: the text joins the image in one attention")
 
 
-class PatchEmbed(nn.Module):
-  """p x p patch conv `proj` plus sin-cos positions (diffusers' PatchEmbed as SD3 configures it).
-
-  With pos_embed_max_size, the positions are the centre crop of a stored (1, M * M, D) table (the
-  `pos_embed` parameter: checkpoints carry it, so it is loaded, not recomputed); without, they are
-  computed for the actual grid.
-  """
-  embed_dim: int
-  patch_size: int
-  base_size: int
-  max_size: int | None
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    p = self.patch_size
-    x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                name="proj")(x.astype(self.dtype))
-    b, h, w, d = x.shape
-    x = x.reshape(b, h * w, d)
-    if self.max_size is None:
-      return x + jnp.asarray(layers.sincos_pos_embed_2d(d, h, w, self.base_size, 1.0), self.dtype)[None]
-    m = self.max_size
-    table = self.param("pos_embed", lambda key: jnp.asarray(
-        layers.sincos_pos_embed_2d(d, m, m, self.base_size, 1.0))[None])
-    if h > m or w > m:
-      raise ValueError(f"a {h}x{w} patch grid exceeds pos_embed_max_size={m}")
-    top, left = (m - h) // 2, (m - w) // 2
-    pos = table.reshape(m, m, d)[top:top + h, left:left + w].reshape(1, h * w, d)
-    return x + pos.astype(self.dtype)
-
-
 class SD3Attention(nn.Module):
   """Attention with diffusers' SD3 names; optional RMS-normed queries and keys (norm_q, norm_k).
 
@@ -209,8 +177,8 @@ class SD3Transformer(nn.Module):
     concept = probe_weights(concept, encoder_hidden_states.shape[1])
     p = cfg.patch_size
     h, w = layers.patch_grid(hidden_states, cfg.in_channels, p)
-    img = PatchEmbed(cfg.inner_dim, p, cfg.sample_size // p, cfg.pos_embed_max_size, dtype,
-                     name="pos_embed")(hidden_states)
+    img = layers.PatchEmbed(cfg.inner_dim, p, cfg.sample_size // p, 1.0, dtype=dtype,
+                            pos_embed_max_size=cfg.pos_embed_max_size, name="pos_embed")(hidden_states)
     timestep = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (img.shape[0],))
     sinusoid = layers.timestep_embedding(timestep, 256)
     embed = lambda name: layers.TimestepEmbedding(cfg.inner_dim, dtype, name=f"time_text_embed.{name}")

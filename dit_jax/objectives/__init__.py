@@ -24,8 +24,9 @@ A new objective is one file here defining an Objective and one line in REGISTRY.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
+
+from dit_jax import registry
 
 # name -> "module:attribute" of its Objective. The one line a new objective adds.
 REGISTRY = {
@@ -49,7 +50,4 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Objective:
-  if name not in REGISTRY:
-    raise ValueError(f"unknown objective {name!r}; choose from {names()}")
-  module, attribute = REGISTRY[name].split(":")
-  return getattr(importlib.import_module(module), attribute)
+  return registry.lookup(REGISTRY, name, "objective")
