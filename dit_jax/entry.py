@@ -1,5 +1,7 @@
-"""What the entry points (localize.py, train.py, generate.py) share: config values they validate
-the same way, and the plugins a config names."""
+"""What the entry points (localize.py, train.py, generate.py) share: config checks they run before
+any work, the same way (so an empty or impossible input is named at once instead of surfacing as an
+IndexError after minutes of scoring, or as a run that silently does nothing), and the plugins a
+config names."""
 from __future__ import annotations
 
 import importlib
@@ -7,7 +9,6 @@ import importlib
 import jax.numpy as jnp
 
 from dit_jax import families
-from dit_jax import loading
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -30,3 +31,39 @@ def import_plugins(config) -> None:
       importlib.import_module(name)
     except ImportError as error:
       raise SystemExit(f"config.plugins names {name!r}, which does not import: {error}")
+
+
+# What to pass instead, per config field.
+EXAMPLES = {"seeds": "(0,)", "ks": "(4,)"}
+
+
+def require_nonempty(config, *names: str) -> None:
+  for name in names:
+    if not tuple(config[name]):
+      raise ValueError(f"config.{name} is empty: give at least one, e.g. "
+                       f"--config.{name}=\"{EXAMPLES.get(name, '(...)')}\"")
+
+
+def validate_localize_config(config) -> None:
+  """localize.py: scores are averaged over the seeds, and the sweep needs a K (the first also
+  marks the heatmap)."""
+  require_nonempty(config, "seeds", "ks")
+
+
+def validate_generate_config(config) -> None:
+  """generate.py: every prompt is drawn once per seed, so no seeds would write no image."""
+  require_nonempty(config, "seeds")
+
+
+def validate_ks(ks, num_blocks: int) -> list[int]:
+  """Every K of the sweep as a block count in 1..num_blocks (counts, or fractions of the blocks),
+  checked before any scoring, so a bad K does not surface after minutes of work."""
+  from dit_jax.localization import resolve_k
+  counts = []
+  for k in ks:
+    count = resolve_k(k, num_blocks)
+    if count < 1:
+      raise ValueError(f"K={k} selects no block of {num_blocks}: give a count >= 1 or a fraction "
+                       f">= {0.5 / num_blocks:.3f}")
+    counts.append(count)
+  return counts

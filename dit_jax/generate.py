@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from PIL import Image
 from tqdm import tqdm
 
-from dit_jax import entry, validation
+from dit_jax import entry
 from dit_jax.pipeline import Text2Image
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=False)
@@ -70,7 +70,7 @@ def start_folder(out: str, prompts: list[str], seeds: list[int], images: list[st
 def main(argv):
   del argv
   config = _CONFIG.value
-  validation.validate_generate_config(config)
+  entry.validate_generate_config(config)
   entry.require_checkpoint(config)
   prompts = read_prompts(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,

@@ -197,10 +197,10 @@ def shapes_config(**overrides):
 
 @pytest.mark.parametrize("name", ["seeds", "ks"])
 def test_localize_config_with_no_seeds_or_ks_is_refused(name):
-  from dit_jax import validation
-  validation.validate_localize_config(shapes_config())
+  from dit_jax import entry
+  entry.validate_localize_config(shapes_config())
   with pytest.raises(ValueError, match=rf"config\.{name} is empty"):
-    validation.validate_localize_config(shapes_config(**{name: ()}))
+    entry.validate_localize_config(shapes_config(**{name: ()}))
 
 
 def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dit_jax import (analysis, entry, judges, knowledge, localization, localizers, provenance,
-                     report, validation)
+                     report)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -108,14 +108,14 @@ def run(config, workdir: str) -> list[dict]:
   out = os.fspath(workdir)
   os.makedirs(out, exist_ok=True)
   started = time.time()
-  validation.validate_localize_config(config)
+  entry.validate_localize_config(config)
   entry.import_plugins(config)
   entry.require_checkpoint(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),
                     max_sequence_length=config.max_sequence_length or None)
-  validation.validate_ks(config.ks, pipe.module.config.num_blocks)
+  entry.validate_ks(config.ks, pipe.module.config.num_blocks)
   knowledge_set = load_knowledge(config)
   judge = judges.make_judge(config.judge, knowledge_set, **config.judge_args)
   localizer = localizers.get(config.localizer)
