@@ -8,7 +8,7 @@ import importlib
 
 import jax.numpy as jnp
 
-from dit_jax import families
+from dit_jax import families, localization
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -58,10 +58,9 @@ def validate_generate_config(config) -> None:
 def validate_ks(ks, num_blocks: int) -> list[int]:
   """Every K of the sweep as a block count in 1..num_blocks (counts, or fractions of the blocks),
   checked before any scoring, so a bad K does not surface after minutes of work."""
-  from dit_jax.localization import resolve_k
   counts = []
   for k in ks:
-    count = resolve_k(k, num_blocks)
+    count = localization.resolve_k(k, num_blocks)
     if count < 1:
       raise ValueError(f"K={k} selects no block of {num_blocks}: give a count >= 1 or a fraction "
                        f">= {0.5 / num_blocks:.3f}")
