@@ -217,3 +217,121 @@ def check_lora_export(family, folder, workdir, config):
   print(f"{family} LoRA in diffusers/PEFT vs ours: {err:.2e}")
   assert err < 1e-4, err
   assert rel_error(ours, ours_fn(module, base)) > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume, several devices, bad input.
+
+
+def final_state(workdir):
+  trainable, _ = trained_params(workdir, None)
+  return trainable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["pixart"], indirect=True)
+def test_kill_and_resume_is_bit_identical(pipeline, tmp_path, monkeypatch):
+  family, folder, images = pipeline
+  make = lambda workdir: tiny_config("dreambooth", family, folder, images, workdir, steps=4,
+                                     checkpoint_every=2, validate_every=0, memory_plan=False)
+  straight = tmp_path / "straight"
+  train_job.run(make(straight), str(straight))
+
+  interrupted = tmp_path / "interrupted"
+  save = training.Checkpoints.save
+
+  def killed_after_step_2(self, state):
+    save(self, state)
+    if int(state.step) == 2:
+      raise KeyboardInterrupt("killed")
+  monkeypatch.setattr(training.Checkpoints, "save", killed_after_step_2)
+  with pytest.raises(KeyboardInterrupt):
+    train_job.run(make(interrupted), str(interrupted))
+  assert not (interrupted / "transformer").exists()
+  monkeypatch.setattr(training.Checkpoints, "save", save)
+  train_job.run(make(interrupted), str(interrupted))
+
+  a, b = final_state(straight), final_state(interrupted)
+  assert set(a) == set(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+  _, exported_a = loading.load(str(straight / "transformer"), family)
+  _, exported_b = loading.load(str(interrupted / "transformer"), family)
+  for x, y in zip(jax.tree_util.tree_leaves(exported_a), jax.tree_util.tree_leaves(exported_b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["flux"], indirect=True)
+def test_eight_device_fsdp_flux_matches_one_device(pipeline, tmp_path):
+  _, folder, images = pipeline
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  run = subprocess.run([sys.executable, "-m", "tests.trainer_test", str(folder), str(images),
+                        str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "OK" in run.stdout, run.stdout
+
+
+def fsdp_main(folder, images, out):
+  """In a process with 8 CPU devices: one device, then a 2 x 4 (data, fsdp) mesh."""
+  import pathlib
+  assert jax.device_count() == 8, jax.devices()
+  out = pathlib.Path(out)
+  results = {}
+  for name, devices, fsdp in (("one", 1, 1), ("mesh", 8, 4)):
+    workdir = out / name
+    config = tiny_config("dreambooth", "flux", folder, images, workdir, batch_size=8, steps=3,
+                         num_devices=devices, fsdp=fsdp, validate_every=0, memory_plan=False)
+    train_job.run(config, str(workdir))
+    losses = [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    _, params = loading.load(str(workdir / "transformer"), "flux")
+    results[name] = losses, traverse_util.flatten_dict(jax.device_get(params))
+  (one_losses, one), (mesh_losses, mesh) = results["one"], results["mesh"]
+  np.testing.assert_allclose(mesh_losses, one_losses, rtol=1e-5)
+  for key in one:
+    a, b = np.asarray(one[key]), np.asarray(mesh[key])
+    err = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
+    assert err < 1e-5, (key, err)
+  print(f"losses {mesh_losses} match one device's {one_losses}")
+  print("OK")
+
+
+BAD_INPUTS = {
+    "missing folder": (dict(instance_dir="{tmp}/nowhere"), "does not exist"),
+    "empty folder": (dict(instance_dir="{tmp}/empty"), "holds no image"),
+    "unreadable image": (dict(instance_dir="{tmp}/broken"), r"bad\.png is not a readable image"),
+    "prompt without the concept": (dict(instance_prompt="a photo of a dog"),
+                                   "does not contain the concept 'red'"),
+    "caption file without the concept": (dict(instance_dir="{tmp}/captioned"),
+                                         "'a blue car' does not contain the concept 'red'"),
+    "blocks outside the model": (dict(blocks="1,7"), r"not a non-empty subset of 0\.\.3"),
+    "unknown block label": (dict(blocks="D1,S5"), "'S5' is not a block of this model"),
+    "LoRA without projections": (dict(blocks="S0,S1", lora_rank=2, lora_targets="attn/to_add_out"),
+                                 "nothing for LoRA to adapt"),
+}
+
+
+@pytest.mark.parametrize("pipeline", ["flux"], indirect=True)
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_before_any_output(pipeline, case, tmp_path):
+  _, folder, images = pipeline
+  (tmp_path / "empty").mkdir()
+  render_images(tmp_path / "broken", n=2)
+  (tmp_path / "broken" / "bad.png").write_bytes(b"not a png")
+  render_images(tmp_path / "captioned", n=2, captions=["a red dog", "a blue car"])
+  overrides, message = BAD_INPUTS[case]
+  overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
+  workdir = tmp_path / "run"
+  config = tiny_config("dreambooth", "flux", folder, images, workdir, **overrides)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    train_job.run(config, str(workdir))
+  left = sorted(p.name for p in workdir.iterdir()) if workdir.exists() else []
+  assert not set(left) & {"transformer", "lora", "checkpoints", "selection.json", "metrics.jsonl",
+                          "inputs.json", "fixed_batch.json"}, left
+  # The corrected rerun is not refused as another run's workdir.
+  from dit_jax import provenance
+  assert not (workdir / provenance.RECORD).exists()
+
+
+if __name__ == "__main__":
+  fsdp_main(*sys.argv[1:4])

@@ -1,4 +1,5 @@
-"""Defaults of every training config (the one trainer, dit_jax/trainer.py: config.task = "train")."""
+"""Defaults of every training config (the one trainer, dit_jax/trainer.py: config.task = "train"):
+configs/{pixart,sana,flux}_{dreambooth,unlearn}.py and the Shapes configs build on them."""
 import ml_collections
 
 
