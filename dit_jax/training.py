@@ -161,8 +161,10 @@ class TrainStep:
 
     arguments: weights (trainable and frozen), optimizer state, EMA, teacher and batch; temporaries:
     activations kept for the backward pass, gradients and the update; peak: what the device must
-    hold at once. The same analysis on CPU and GPU, so a CPU run already shows what localized
-    training saves.
+    hold at once, as the backend reports it; total: arguments + temporaries + outputs not aliased
+    to a donated argument, XLA's buffer assignment taken all at once (an upper bound; the CPU
+    backend's peak counts the arguments only). The same analysis on CPU and GPU, so a CPU run
+    already shows what localized training saves.
     """
     executable = self._compiled.lower(state, self.frozen, self.aux, batch).compile()
     if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(state)):
@@ -170,11 +172,10 @@ class TrainStep:
     stats = executable.memory_analysis()
     sizes = {"arguments": int(stats.argument_size_in_bytes), "temporaries": int(stats.temp_size_in_bytes),
              "outputs": int(stats.output_size_in_bytes)}
-    # Older jaxlibs lack the peak field; donated (aliased) outputs reuse their argument's buffer.
+    # Donated (aliased) outputs reuse their argument's buffer. Older jaxlibs lack the peak field.
+    total = sum(sizes.values()) - int(stats.alias_size_in_bytes)
     peak = getattr(stats, "peak_memory_in_bytes", None)
-    if peak is None:
-      peak = sum(sizes.values()) - int(stats.alias_size_in_bytes)
-    return {**sizes, "peak": int(peak)}
+    return {**sizes, "peak": int(total if peak is None else peak), "total": int(total)}
 
 
 def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps: int, workdir: str,

@@ -333,5 +333,44 @@ def test_bad_input_is_refused_before_any_output(pipeline, case, tmp_path):
   assert not (workdir / provenance.RECORD).exists()
 
 
+def test_flux_blocks_by_label_index_or_scores(tmp_path):
+  from dit_jax import finetune
+  from dit_jax.models.flux import FluxConfig
+  config = FluxConfig(num_layers=3, num_single_layers=4)
+  select = lambda spec, **kw: finetune.select_blocks(spec, config.num_blocks, labels=config.block_labels, **kw)
+  assert select("D2,S0") == [2, 3] == select("2,3") == select("d2, s0")
+  assert select("all") is None
+  scores = tmp_path / "scores.json"
+  scores.write_text(json.dumps({"a dog": {"with_wo": [0, 9, 0, 0, 5, 0, 8],
+                                          "without_wo": [7, 0, 0, 0, 0, 9, 0]}}))
+  assert select(str(scores), concept="a dog", k=2) == [1, 6]
+  assert select(str(scores), concept="a dog", k=2, variant="without_wo") == [0, 5]
+  with pytest.raises(ValueError, match="'S4' is not a block of this model"):
+    select("D0,S4")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remat_changes_memory_not_results(family):
+  """jax.checkpoint per block: the same parameters, outputs and gradients."""
+  from tests import flux_test, pixart_test, sana_test
+  model = {"pixart": lambda: pixart_test.tiny_torch_model(sample_size=8, use_additional_conditions=False),
+           "sana": lambda: sana_test.diffusers_model({}),
+           "flux": lambda: flux_test.tiny_torch_model(True)}[family]()
+  fam = families.get(family)
+  config = fam.config_cls.from_diffusers(dict(model.config))
+  plain = fam.module_cls(config=config)
+  params = plain.init(jax.random.key(0), *fam.example_inputs(config))["params"]
+  remat = plain.clone(remat=True)
+  args = fam.example_inputs(config)
+  loss = lambda module: lambda p: (module.apply({"params": p}, *args) ** 2).sum()
+  assert jax.tree_util.tree_structure(remat.init(jax.random.key(0), *args)["params"]) == \
+      jax.tree_util.tree_structure(params)
+  traced = lambda module: str(jax.make_jaxpr(loss(module))(params))
+  assert traced(remat).count("remat2[") == config.num_blocks and "remat2[" not in traced(plain)
+  for a, b in zip(jax.tree_util.tree_leaves(jax.grad(loss(plain))(params)),
+                  jax.tree_util.tree_leaves(jax.grad(loss(remat))(params))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
 if __name__ == "__main__":
   fsdp_main(*sys.argv[1:4])
