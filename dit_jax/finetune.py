@@ -15,21 +15,34 @@ from dit_jax.localization import rank_blocks
 
 
 def select_blocks(spec: str | Sequence[int], num_blocks: int, concept: str = "", k: int = 0,
-                  variant: str = "with_wo") -> list[int] | None:
-  """The blocks to train: None for "all"; an explicit list ("3,7,9" or a sequence of ints); or the
-  top-k blocks of `concept` from a localization run's scores.json (a path ending in .json)."""
+                  variant: str = "with_wo", labels: Sequence[str] | None = None) -> list[int] | None:
+  """The blocks to train: None for "all"; an explicit list ("3,7,9", a sequence of ints, or the
+  model's labels: FLUX's "D3,S12", as config.block_labels names them); or the top-k blocks of
+  `concept` from a localization run's scores.json (a path ending in .json; `variant` is its
+  "with_wo" or "without_wo" score)."""
   if isinstance(spec, str) and spec.strip() == "all":
     return None
   if isinstance(spec, str) and spec.endswith(".json"):
     blocks = top_blocks_from_scores(spec, concept, k, variant)
   else:
-    try:
-      blocks = sorted({int(b) for b in (spec.split(",") if isinstance(spec, str) else spec)})
-    except ValueError:
-      raise ValueError(f"blocks={spec!r}: use 'all', a list like '3,7,9', or a scores.json path")
+    items = [b.strip() for b in spec.split(",") if b.strip()] if isinstance(spec, str) else list(spec)
+    index = {label.lower(): i for i, label in enumerate(labels or ())}
+    blocks = set()
+    for item in items:
+      if isinstance(item, str) and item.lower() in index:
+        blocks.add(index[item.lower()])
+        continue
+      try:
+        blocks.add(int(item))
+      except ValueError:
+        named = f" or labels such as {labels[0]},{labels[-1]}" if labels else ""
+        raise ValueError(f"blocks={spec!r}: {item!r} is not a block of this model; use 'all', a "
+                         f"list like '3,7,9'{named}, or a scores.json path") from None
+    blocks = sorted(blocks)
   bad = [b for b in blocks if not 0 <= b < num_blocks]
   if bad or not blocks:
-    raise ValueError(f"blocks {bad or blocks} are not a non-empty subset of 0..{num_blocks - 1}")
+    raise ValueError(f"blocks {bad or blocks} are not a non-empty subset of 0..{num_blocks - 1}: "
+                     f"the model has {num_blocks} blocks")
   return blocks
 
 

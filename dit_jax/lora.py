@@ -5,15 +5,20 @@ The trainable tree holds only the factors {module path + ("lora_A",): (in, r), +
 weights stay frozen and Adam state exists for the factors alone. B starts at zero (the model
 starts as the base model), as in PEFT.
 
+Targets are module-path suffixes (families.Family.lora_targets): the attention projections of
+each family, FLUX's text-stream projections and single blocks' fused projections included.
+
 Exported in the diffusers/PEFT layout (what diffusers' save_lora_weights writes): keys
 "transformer.<module>.lora_A.weight" (r, in) and ".lora_B.weight" (out, r) in
-pytorch_lora_weights.safetensors, next to adapter_config.json (peft.LoraConfig fields).
+pytorch_lora_weights.safetensors, with the LoraConfig (rank, alpha, targets) in the file's
+"lora_adapter_metadata" as diffusers writes it, so load_lora_weights applies alpha / r rather than
+guessing it; adapter_config.json beside it holds the same fields for PEFT.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,18 +29,28 @@ TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 FACTORS = ("lora_A", "lora_B")
 
 
-def targeted_modules(flat_params: dict, selected: Callable[[str], bool]) -> list[tuple[str, ...]]:
+def is_target(module: tuple[str, ...], targets: Sequence[str]) -> bool:
+  """Whether a module path ends with one of the targets ("to_q", "attn/add_q_proj", ...)."""
+  path = "/".join(module)
+  return any(path == t or path.endswith("/" + t) for t in targets)
+
+
+def targeted_modules(flat_params: dict, selected: Callable[[str], bool],
+                     targets: Sequence[str] = TARGETS) -> list[tuple[str, ...]]:
   """Module paths (without "kernel") of the targeted projections in selected parameters."""
   modules = [k[:-1] for k in flat_params
-             if k[-1] == "kernel" and k[-2] in TARGETS and selected("/".join(k))]
+             if k[-1] == "kernel" and is_target(k[:-1], targets) and selected("/".join(k))]
   if not modules:
-    raise ValueError(f"no {TARGETS} projection in the selected blocks: nothing for LoRA to adapt")
+    raise ValueError(f"LoRA: no projection named {', '.join(targets)} in the selected blocks, "
+                     "nothing for LoRA to adapt; select blocks that have them or train their full "
+                     "weights (lora_rank=0)")
   return sorted(modules)
 
 
-def init(flat_params: dict, selected: Callable[[str], bool], rank: int, seed: int = 0) -> dict:
+def init(flat_params: dict, selected: Callable[[str], bool], rank: int, seed: int = 0,
+         targets: Sequence[str] = TARGETS) -> dict:
   factors, key = {}, jax.random.key(seed)
-  for module in targeted_modules(flat_params, selected):
+  for module in targeted_modules(flat_params, selected, targets):
     d_in, d_out = flat_params[module + ("kernel",)].shape
     key, sub = jax.random.split(key)
     factors[module + ("lora_A",)] = jax.random.normal(sub, (d_in, rank), jnp.float32) / np.sqrt(d_in)
@@ -66,7 +81,7 @@ def base_kernels(factors: dict, frozen: dict) -> dict:
 
 
 def export_peft(folder: str, factors: dict, rank: int, alpha: float, prefix: str = "transformer") -> None:
-  """pytorch_lora_weights.safetensors + adapter_config.json in the diffusers/PEFT layout."""
+  """pytorch_lora_weights.safetensors (+ diffusers' adapter metadata) and adapter_config.json."""
   from safetensors.numpy import save_file
   os.makedirs(folder, exist_ok=True)
   tensors = {f"{prefix}.{'.'.join(p[:-1])}.{p[-1]}.weight": np.ascontiguousarray(np.asarray(v, np.float32).T)
@@ -74,9 +89,10 @@ def export_peft(folder: str, factors: dict, rank: int, alpha: float, prefix: str
   modules = sorted({".".join(p[:-1]) for p in factors})
   config = {"r": rank, "lora_alpha": alpha, "target_modules": modules, "lora_dropout": 0.0,
             "bias": "none", "init_lora_weights": True}
-  # diffusers' load_lora_weights reads the LoRA config from this header entry, not from
-  # adapter_config.json; without it, it assumes lora_alpha = r.
-  metadata = {"lora_adapter_metadata": json.dumps({f"{prefix}.{k}": v for k, v in config.items()})}
-  save_file(tensors, os.path.join(folder, "pytorch_lora_weights.safetensors"), metadata=metadata)
+  metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(
+      {f"{prefix}.{k}": v for k, v in config.items()}, sort_keys=True)}
+  path = os.path.join(folder, "pytorch_lora_weights.safetensors")
+  save_file(tensors, path + ".tmp", metadata=metadata)
+  os.replace(path + ".tmp", path)
   with open(os.path.join(folder, "adapter_config.json"), "w") as f:
     json.dump({"peft_type": "LORA", **config}, f, indent=2)

@@ -37,21 +37,30 @@ def read_scheduler_config(folder: str) -> dict:
     return json.load(f)
 
 
+def micro_conditions(config, n: int, height: int, width: int) -> dict:
+  """Image size and aspect ratio for models that take them (PixArt at 1024px), n rows."""
+  if not getattr(config, "additional_conditions", False):
+    return {}
+  return {"resolution": np.tile(np.array([[height, width]], np.float32), (n, 1)),
+          "aspect_ratio": np.full((n, 1), height / width, np.float32)}
+
+
 class Text2Image:
 
   def __init__(self, family: str, folder: str, num_steps: int = 20,
                guidance_scale: float | None = None, dtype=jnp.float32, transformer: str | None = None,
                cache_dir: str | None = None, negative_prompt: str = "", device: str = "cpu",
-               max_sequence_length: int | None = None):
+               max_sequence_length: int | None = None, loaded: tuple | None = None):
     """guidance_scale: CFG scale (PixArt, SANA, SD3) or FLUX.1-dev's distilled guidance (schnell
-    ignores it); None takes the diffusers pipeline's default (4.5, 4.5, 7.0, 3.5)."""
+    ignores it); None takes the diffusers pipeline's default (4.5, 4.5, 7.0, 3.5). loaded: (module,
+    params) already in memory (a trainer's), used instead of reading transformer/ again."""
     self.family, self.folder = family, folder
     self.record = families.get(family)
     if guidance_scale is None:
       guidance_scale = pipeline_default(self.record.pipeline_class, "guidance_scale")
     self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
     self.dtype = dtype
-    self.module, self.params = loading.load(transformer or folder, family, dtype)
+    self.module, self.params = loaded or loading.load(transformer or folder, family, dtype)
     self._own_params = self.params
     self.encoder = PromptEncoder(family, folder, cache_dir=cache_dir, device=device,
                                  max_sequence_length=max_sequence_length)
@@ -81,10 +90,7 @@ class Text2Image:
     if self.record.guidance == "cfg" and self.guidance_scale > 1.0:
       uncond = self.encoder([self.negative_prompt] * len(prompts), negative=True)
       cond.update({f"uncond_{k}": v for k, v in uncond.items()})   # caption (mask, pooled, ...)
-    cfg = self.module.config
-    if getattr(cfg, "additional_conditions", False):
-      cond["resolution"] = np.tile(np.array([[height, width]], np.float32), (len(prompts), 1))
-      cond["aspect_ratio"] = np.full((len(prompts), 1), height / width, np.float32)
+    cond.update(micro_conditions(self.module.config, len(prompts), height, width))
     return {k: v for k, v in cond.items() if v is not None}
 
   def scheduler(self, latent_shape: tuple[int, ...]):

@@ -62,10 +62,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(AXES))
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
+def shard_batch(batch, mesh: Mesh):
+  """Every array of a batch tree (nested dicts: x0, cond, prior, anchor) split by rows."""
   devices = mesh.devices.size
-  for name, x in batch.items():
+  for path, x in jax.tree_util.tree_leaves_with_path(batch):
     if np.shape(x)[0] % devices:
-      raise ValueError(f"batch[{name!r}] has {np.shape(x)[0]} rows; the mesh needs a multiple of "
-                       f"its {devices} devices")
+      raise ValueError(f"batch{jax.tree_util.keystr(path)} has {np.shape(x)[0]} rows; the mesh needs "
+                       f"a multiple of its {devices} devices")
   return jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh)), batch)

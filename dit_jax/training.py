@@ -151,8 +151,14 @@ class TrainStep:
 
   def __init__(self, compiled: Callable, frozen: dict, aux):
     self._compiled, self.frozen, self.aux = compiled, frozen, aux
+    self._executable = None   # memory()'s compiled step, reused so a run compiles once
 
   def __call__(self, state: TrainState, batch: dict):
+    if self._executable is not None:
+      try:
+        return self._executable(state, self.frozen, self.aux, batch)
+      except (TypeError, ValueError):   # other shapes or shardings than the planned step's
+        self._executable = None
     return self._compiled(state, self.frozen, self.aux, batch)
 
   def memory(self, state: TrainState, batch: dict) -> dict[str, int]:
@@ -167,7 +173,10 @@ class TrainStep:
     it is kept as xla_heap_peak. The same analysis on CPU and GPU, so a CPU run already shows what
     localized training saves.
     """
-    stats = self._compiled.lower(state, self.frozen, self.aux, batch).compile().memory_analysis()
+    executable = self._compiled.lower(state, self.frozen, self.aux, batch).compile()
+    if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(state)):
+      self._executable = executable
+    stats = executable.memory_analysis()
     sizes = {"arguments": int(stats.argument_size_in_bytes), "temporaries": int(stats.temp_size_in_bytes),
              "outputs": int(stats.output_size_in_bytes)}
     plan = {**sizes, "peak": sum(sizes.values()) - int(stats.alias_size_in_bytes)}
@@ -178,13 +187,15 @@ class TrainStep:
 
 def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps: int, workdir: str,
         checkpoints: "Checkpoints", log_every: int = 25, checkpoint_every: int = 250,
-        max_minutes: float = 0.0, desc: str = "train") -> TrainState:
+        max_minutes: float = 0.0, desc: str = "train",
+        callback: Callable[[int, TrainState], None] | None = None) -> TrainState:
   """The loop every task shares: progress bar, JSONL metrics + loss PNG, checkpoints, time limit.
 
   draw(step) -> batch. The loss is checked at every logged step and the whole state before every
   save, so a non-finite run raises NonFiniteLoss and the checkpoint on disk is the last good one.
   Ctrl-C saves the state (if finite), says how to resume and exits with status 130. A resumed run
   rewrites metrics.jsonl from the restored step on, and its clock continues the checkpoint's.
+  callback(steps done, state) runs after each step (the trainer's validation images).
   """
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   start = int(state.step)
@@ -201,6 +212,8 @@ def fit(step_fn: Callable, state: TrainState, draw: Callable[[int], dict], steps
         loss = _checked_loss(loss, step + 1, checkpoints)
         log.write({"step": step + 1, "loss": loss, "seconds": time.time() - began})
         bar.set_postfix(loss=f"{loss:.4f}")
+      if callback is not None:
+        callback(step + 1, state)
       if save:
         checkpoints.save(state)
         log.plot(os.path.join(workdir, "loss.png"))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dit_jax import finetune
+from dit_jax.noising import Noising
 from dit_jax.objectives import personalization, unlearning
 from dit_jax.models.pixart import PixArtTransformer
 from tests.pixart_test import REPO
@@ -35,37 +36,40 @@ def test_select_blocks(tmp_path):
 def _objective_setup():
   batch, params, trainable, frozen, _, _ = setup([1])
   module = PixArtTransformer(CONFIG)
-  apply = lambda p, x, t, c, m: module.apply({"params": p}, x, t, c, m)
-  alphas = jax.numpy.linspace(0.999, 0.01, 100)
-  return batch, params, trainable, apply, alphas
+  model = lambda p, x, t, cond: module.apply({"params": p}, x, t, cond["caption"], cond["caption_mask"])
+  alphas = np.linspace(0.999, 0.01, 100).astype(np.float32)
+  tree = {"x0": batch["images"], "cond": {"caption": batch["caption"], "caption_mask": batch["caption_mask"]}}
+  return tree, params, trainable, model, alphas
 
 
 @pytest.mark.slow
 def test_unlearning_targets():
-  batch, params, trainable, apply, alphas = _objective_setup()
+  batch, params, trainable, model, alphas = _objective_setup()
+  noising = Noising("ddpm", "epsilon", alphas)
   key = jax.random.key(3)
   teacher = jax.tree_util.tree_map(np.asarray, trainable)
   # Before any update the student is the teacher: with the anchor = the concept caption, the target
   # is the student's own prediction (ablation), and ESD's guidance term vanishes.
-  same = {**batch, "anchor_caption": batch["caption"], "anchor_caption_mask": batch["caption_mask"]}
+  same = {**batch, "anchor": {"cond": batch["cond"]}}
   for guidance in (0.0, 1.0):
-    loss = unlearning.unlearning_loss(apply, alphas, guidance)(params, same, key, teacher)
+    loss = unlearning.unlearning_loss(model, noising, guidance)(params, same, key, teacher)
     assert float(loss) < 1e-10
   # A different anchor gives a real target; ESD pushes further than ablation.
-  other = {**same, "anchor_caption": batch["caption"][::-1], "anchor_caption_mask": batch["caption_mask"][::-1]}
-  ablation = float(unlearning.unlearning_loss(apply, alphas, 0.0)(params, other, key, teacher))
-  esd = float(unlearning.unlearning_loss(apply, alphas, 1.0)(params, other, key, teacher))
+  reversed_cond = jax.tree_util.tree_map(lambda x: x[::-1], batch["cond"])
+  other = {**same, "anchor": {"cond": reversed_cond}}
+  ablation = float(unlearning.unlearning_loss(model, noising, 0.0)(params, other, key, teacher))
+  esd = float(unlearning.unlearning_loss(model, noising, 1.0)(params, other, key, teacher))
   assert 0 < ablation < esd
 
 
 @pytest.mark.slow
 def test_personalization_adds_the_prior_term():
-  batch, params, _, apply, alphas = _objective_setup()
+  batch, params, _, model, alphas = _objective_setup()
+  noising = Noising("ddpm", "v_prediction", alphas)
   key = jax.random.key(4)
-  with_prior = {**batch, "prior_images": batch["images"][::-1], "prior_caption": batch["caption"],
-                "prior_caption_mask": batch["caption_mask"]}
-  full = personalization.personalization_loss(apply, alphas, "v_prediction", prior_weight=1.0)
-  none = personalization.personalization_loss(apply, alphas, "v_prediction", prior_weight=0.0)
+  with_prior = {**batch, "prior": {"x0": batch["x0"][::-1], "cond": batch["cond"]}}
+  full = personalization.personalization_loss(model, noising, prior_weight=1.0)
+  none = personalization.personalization_loss(model, noising, prior_weight=0.0)
   a, b = float(full(params, with_prior, key, None)), float(none(params, with_prior, key, None))
   assert a > b > 0
 

@@ -27,6 +27,10 @@ REGISTRY = {
 }
 
 
+# The attention projections, as diffusers' LoRA scripts target them (module-path suffixes).
+ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
 def no_schedule_kwargs(scheduler_config: dict, num_steps: int, latent_shape) -> dict:
   return {}
 
@@ -68,6 +72,12 @@ class Family:
   intervene: Callable = None
   intervention_options: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   ignore_key: Callable[[str], bool] = lambda key: False   # diffusers keys that are not parameters
+  # Training (dit_jax/trainer.py). The objective comes from the scheduler config (dit_jax.noising);
+  # the backbone is called through `predictor` without classifier-free guidance, a "distilled"
+  # family with its guidance input set (FLUX-dev: the DreamBooth script's guidance_scale); ESD's
+  # unconditional is the negative-prompt encoding for "cfg" families, the empty prompt otherwise.
+  # LoRA targets: module-path suffixes of the projections LoRA adapts in a selected block.
+  lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS
 
 
 def names() -> list[str]:

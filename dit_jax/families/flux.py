@@ -310,6 +310,13 @@ def text_stream_swap(loop, params, noise, concept, neutral, mask, reverse, swap_
   return jnp.where(reverse, latents[n:], latents[:n])
 
 
+# LoRA in double blocks: image and text-stream attention projections (diffusers' FLUX DreamBooth
+# targets); in single blocks: the fused projections, as kohya's linear1 (to_q/k/v + proj_mlp in
+# diffusers' split layout) and linear2 (proj_out, attention and MLP outputs together).
+LORA_TARGETS = ("attn/to_q", "attn/to_k", "attn/to_v", "attn/to_out.0", "attn/add_q_proj",
+                "attn/add_k_proj", "attn/add_v_proj", "attn/to_add_out", "proj_mlp", "proj_out")
+
+
 FAMILY = Family(
     name="flux", title="FLUX", config_cls=FluxConfig, module_cls=FluxTransformer,
     diffusers_class="FluxTransformer2DModel", example_inputs=example_inputs,
@@ -320,5 +327,6 @@ FAMILY = Family(
     predictor=flux_predict, guidance="distilled", schedule_kwargs=schedule_kwargs, latent_patch=2,
     intervene=text_stream_swap,
     intervention_options={"swap_pooled": (False, True), "flux_swap": tuple(FLUX_SWAPS)},
+    lora_targets=LORA_TARGETS,
     published="FLUX.1 weights: black-forest-labs/FLUX.1-dev and FLUX.1-schnell on Hugging Face "
               "(diffusers folder, or the single file flux1-dev.safetensors / flux1-schnell.safetensors).")

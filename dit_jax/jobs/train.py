@@ -1,17 +1,19 @@
 """Training jobs, looked up by config.task: run(config, workdir).
 
-    python train.py --config configs/shapes_pretrain.py
+    python train.py --config configs/pixart_dreambooth.py --config.checkpoint=... --config.instance_dir=...
 
-A task is fn(config, workdir) registered with @register_task(name); the modules in config.plugins
-are imported first, so a plugin's tasks (the Shapes world's, dit_jax/shapes/tasks.py) are found
-the same way a user's would be.
+Every shipped config trains with the one generic trainer, task "train" (dit_jax/trainer.py): the
+Shapes model's pretraining, personalization and unlearning are configs of it with the Shapes data
+sources their plugin registers. A task is fn(config, workdir) registered with
+@register_task(name); the modules in config.plugins are imported first, so a plugin's tasks and
+data sources are found the same way a user's would be.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
-from dit_jax import entry, provenance
+from dit_jax import entry, provenance, trainer
 
 TASKS: dict[str, Callable] = {}
 WEIGHTS: dict[str, str] = {}   # task -> the config key naming the weights it starts from
@@ -19,15 +21,20 @@ WEIGHTS: dict[str, str] = {}   # task -> the config key naming the weights it st
 # Config keys a run may change and still resume its workdir: how long it trains and how it logs
 # (a resumed run may stretch its schedule, e.g. to more steps at a new learning rate).
 RESUMABLE = ("steps", "learning_rate", "warmup_steps", "log_every", "checkpoint_every",
-             "max_minutes", "workdir", "export_dir", "fresh", "plugins")
+             "max_minutes", "workdir", "export_dir", "fresh", "plugins", "validate_every",
+             "validation_prompts", "memory_plan", "fixed_batch_loss", "sample_batch_size",
+             "num_devices", "fsdp")
 # What a run writes into its workdir, cleared by --config.fresh=True when the inputs changed.
 OUTPUTS = ("checkpoints", "metrics.jsonl", "loss.png", "selection.json", "transformer", "lora",
-           "data")
+           "data", "fixed_batch.json", "validation")
+# Outputs that mean a run has started training (a run that fails before them leaves no record).
+STARTED = ("checkpoints", "metrics.jsonl", "transformer", "lora")
 
 
-def register_task(name: str, weights: str | None = None):
+def register_task(name: str, weights: str | Callable | None = None):
   """Decorator: make fn(config, workdir) available as config.task = name. `weights`: the config key
-  of the weights the task starts from (a fine-tuning run's base model), part of its inputs."""
+  of the weights the task starts from (a fine-tuning run's base model), part of its inputs, or
+  fn(config) -> that path or None (nothing: trained from scratch)."""
   def register(fn):
     TASKS[name] = fn
     if weights:
@@ -41,8 +48,10 @@ def check_inputs(config, workdir: str) -> None:
   refused naming the difference, never resumed into (provenance.resume)."""
   keys = [k for k in config.keys() if k not in RESUMABLE]
   extra = {}
-  if config.task in WEIGHTS:
-    extra["weights"] = provenance.weights_fingerprint(config[WEIGHTS[config.task]])
+  weights = WEIGHTS.get(config.task)
+  path = weights(config) if callable(weights) else config[weights] if weights else None
+  if path:
+    extra["weights"] = provenance.weights_fingerprint(path)
   inputs = provenance.stage_inputs(config, keys, **extra)
   try:
     provenance.resume(workdir, {"run": inputs}, {"run": OUTPUTS}, config.get("fresh", False))
@@ -57,5 +66,20 @@ def run(config, workdir: str) -> None:
                      "needs the plugin in config.plugins)")
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  record = os.path.join(workdir, provenance.RECORD)
+  recorded = os.path.exists(record)
   check_inputs(config, workdir)
-  TASKS[config.task](config, workdir)
+  try:
+    TASKS[config.task](config, workdir)
+  except BaseException:
+    # A run refused before it trained (bad images, blocks, prompts) records nothing, so the
+    # corrected rerun is not taken for another run's workdir.
+    if not recorded and not any(os.path.exists(os.path.join(workdir, o)) for o in STARTED):
+      os.remove(record)
+    raise
+
+
+@register_task("train", weights=lambda config: None if config.get("transformer")
+               else config.get("checkpoint"))
+def train(config, workdir: str) -> None:
+  trainer.train(config, workdir)

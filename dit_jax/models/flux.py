@@ -212,9 +212,11 @@ class FluxTransformer(nn.Module):
       block's joint-attention contribution of those tokens to the image tokens, with and without
       W_O (layers.concept_scores).
   Returns (B, N, patch_size**2 * out_channels).
+  remat: jax.checkpoint per double and single block (activations recomputed in the backward pass).
   """
   config: FluxConfig
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   def embed_conditioning(self, timestep, guidance, pooled):
     """timestep (+ guidance) sinusoids through MLPs, plus the pooled text through its own MLP."""
@@ -248,9 +250,12 @@ class FluxTransformer(nn.Module):
     temb = self.embed_conditioning(timestep, guidance, pooled_projections)
     rope = layers.rope_cos_sin(jnp.concatenate([txt_ids, img_ids], axis=0), cfg.axes_dims_rope)
 
-    blocks = [DoubleStreamBlock(cfg.num_attention_heads, cfg.attention_head_dim, dtype,
+    double_cls, single_cls = DoubleStreamBlock, SingleStreamBlock
+    if self.remat:
+      double_cls, single_cls = nn.remat(DoubleStreamBlock), nn.remat(SingleStreamBlock)
+    blocks = [double_cls(cfg.num_attention_heads, cfg.attention_head_dim, dtype,
                                 name=f"transformer_blocks.{i}") for i in range(cfg.num_layers)]
-    blocks += [SingleStreamBlock(cfg.num_attention_heads, cfg.attention_head_dim, dtype=dtype,
+    blocks += [single_cls(cfg.num_attention_heads, cfg.attention_head_dim, dtype=dtype,
                                  name=f"single_transformer_blocks.{i}")
                for i in range(cfg.num_single_layers)]
     block_scores = []

@@ -124,9 +124,12 @@ class PixArtTransformer(nn.Module):
     concept: optional (B, S) 0/1 weights on the caption tokens of a concept. When given, the call
       returns (output, scores) with scores (B, num_layers, 2): each block's cross-attention
       contribution of those tokens, with and without W_O (layers.concept_scores).
+  remat: recompute each block's activations in the backward pass (jax.checkpoint per block),
+    trading compute for the memory of a training step; the parameters are the same.
   """
   config: PixArtConfig
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
@@ -148,10 +151,11 @@ class PixArtTransformer(nn.Module):
     embed = lambda c, mask: (project(c), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
+    block_cls = nn.remat(PixArtBlock) if self.remat else PixArtBlock
     block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x, scores = PixArtBlock(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
+      x, scores = block_cls(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
                               name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod, concept)
       block_scores.append(scores)
 

@@ -192,9 +192,11 @@ class SanaTransformer(nn.Module):
     text_swap: optional TextSwap intervention.
     concept: optional (B, S) 0/1 weights on a concept's caption tokens; then the call returns
       (output, scores (B, num_layers, 2)), as PixArtTransformer does.
+  remat: jax.checkpoint per block (activations recomputed in the backward pass).
   """
   config: SanaConfig
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, guidance=None,
@@ -221,10 +223,12 @@ class SanaTransformer(nn.Module):
     embed = lambda c, mask: (caption_norm(project(c)), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
+    # The patch grid (argument 5, counting self) is static: it shapes the Mix-FFN's convolution.
+    block_cls = nn.remat(SanaBlock, static_argnums=(5,)) if self.remat else SanaBlock
     block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x, scores = SanaBlock(cfg, dtype, name=f"transformer_blocks.{i}")(
+      x, scores = block_cls(cfg, dtype, name=f"transformer_blocks.{i}")(
           x, context, context_bias, t_mod, (h, w), concept)
       block_scores.append(scores)
 

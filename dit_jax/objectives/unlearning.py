@@ -8,33 +8,35 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from dit_jax import training
+from dit_jax.noising import Noising
 from dit_jax.objectives import Objective
 
 
-def unlearning_loss(apply: Callable, alphas_cumprod, guidance: float) -> Callable:
-  """ESD / concept ablation (see the module docstring). batch: images of the concept,
-  caption/caption_mask naming it, anchor_caption/anchor_caption_mask."""
+def unlearning_loss(model: Callable, noising: Noising, guidance: float) -> Callable:
+  """ESD / concept ablation (see dit_jax.objectives). batch: x0 (images of the concept), cond (the
+  captions naming it), anchor: {cond}. The target is in the model's own output space (noise, v
+  or velocity), so the same loss serves DDPM and flow models."""
 
   def loss_fn(params, batch, key, teacher):
-    noisy, t, _ = training.add_noise(batch["images"], key, alphas_cumprod)
+    noisy, t, _, weight = noising.sample(key, batch["x0"])
     # The frozen blocks are shared; only the trainable ones differ from the teacher.
     teacher_params = training.merge_params(teacher, traverse_util.flatten_dict(params))
-    frozen_apply = lambda caption, mask: jax.lax.stop_gradient(
-        apply(teacher_params, noisy, t, caption, mask))
-    anchor = frozen_apply(batch["anchor_caption"], batch["anchor_caption_mask"])
+    frozen = lambda cond: jax.lax.stop_gradient(model(teacher_params, noisy, t, cond)).astype(jnp.float32)
+    anchor = frozen(batch["anchor"]["cond"])
     target = anchor
     if guidance:
-      target = anchor - guidance * (frozen_apply(batch["caption"], batch["caption_mask"]) - anchor)
-    student = apply(params, noisy, t, batch["caption"], batch["caption_mask"])
-    channels = batch["images"].shape[-1]
-    return jnp.mean((student[..., :channels] - target[..., :channels]) ** 2)
+      target = anchor - guidance * (frozen(batch["cond"]) - anchor)
+    student = model(params, noisy, t, batch["cond"]).astype(jnp.float32)
+    channels = batch["x0"].shape[-1]
+    per_example = jnp.mean((student[..., :channels] - target[..., :channels]) ** 2,
+                           axis=tuple(range(1, student.ndim)))
+    return jnp.mean(weight * per_example)
 
   return loss_fn
 
 
-ESD = Objective("esd", data="concept", anchor="neutral",
-                make_loss=lambda apply, alphas, prediction_type, config: unlearning_loss(
-                    apply, alphas, guidance=1.0))
-ABLATION = Objective("ablation", data="concept", anchor="neutral",
-                     make_loss=lambda apply, alphas, prediction_type, config: unlearning_loss(
-                         apply, alphas, guidance=0.0))
+ESD = Objective("esd", data="concept", needs_teacher=True,
+                make_loss=lambda model, noising, config: unlearning_loss(
+                    model, noising, config.get("esd_guidance", 1.0)))
+ABLATION = Objective("ablation", data="concept", needs_teacher=True,
+                     make_loss=lambda model, noising, config: unlearning_loss(model, noising, 0.0))

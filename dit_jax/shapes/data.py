@@ -1,8 +1,10 @@
 """Training batches of the Shapes world: rendered images with freshly dropped-out captions.
 
-Images are rendered once (and cached as .npy); each draw re-captions its scenes with per-attribute
-neutral dropout, so every neutral phrase is in distribution. Captions are encoded by the same
-PromptEncoder the sampler uses (the diffusers pipeline's own encode_prompt), memoised in memory.
+Images are rendered once (and cached as .npy); each pretraining draw re-captions its scenes with
+per-attribute neutral dropout, so every neutral phrase is in distribution. Captions are encoded by
+the same PromptEncoder the sampler uses (the diffusers pipeline's own encode_prompt), memoised in
+memory. Batches are the generic trainer's trees ({"x0", "cond", "prior", "anchor"}, dit_jax/data.py);
+the model works on pixels, so x0 is the image itself.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from dit_jax.data import Batches
 from dit_jax.shapes import render, world
 from dit_jax.text import PromptEncoder
 
@@ -54,38 +57,25 @@ class ShapesBatches:
     self.encode = CaptionEncoder(pipeline_folder, max_sequence_length)
     self.p_neutral, self.p_empty = p_neutral, p_empty
 
-  def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+  def draw(self, rng: np.random.Generator, batch_size: int) -> dict:
     index = rng.integers(len(self.scenes), size=batch_size)
     captions = [world.training_caption(self.scenes[i], rng, self.p_neutral, self.p_empty) for i in index]
+    return {"x0": self.images[index], "cond": self.encoded(captions)}
+
+  def encoded(self, captions: list[str]) -> dict:
     caption, mask = self.encode(captions)
-    return {"images": self.images[index], "caption": caption, "caption_mask": mask}
+    return {"caption": caption, "caption_mask": mask}
 
 
-class FixedSetBatches:
-  """Batches drawn from a fixed set of (image, caption[, second caption]) rows: the few subject
-  images of personalization with their prior images, or the concept images of unlearning.
-
-  images: (n, H, W, C); captions: n strings. `extra` maps a name to (images or None, captions):
-  e.g. {"prior": (prior_images, prior_captions)} or {"anchor": (None, anchor_captions)}; rows of
-  an extra with images are drawn independently, rows without images follow the main row.
-  """
-
-  def __init__(self, encode: CaptionEncoder, images: np.ndarray, captions: list[str],
-               extra: dict[str, tuple[np.ndarray | None, list[str]]] | None = None):
+def encoded_set(encode: CaptionEncoder, images, captions: list[str]) -> dict:
+  """{"x0": pixels, "cond": caption states} (images None: captions only, an anchor)."""
+  caption, mask = encode(captions)
+  out = {"cond": {"caption": caption, "caption_mask": mask}}
+  if images is not None:
     if len(images) != len(captions):
       raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    self.encode, self.images, self.captions, self.extra = encode, images, captions, extra or {}
-
-  def draw(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-    index = rng.integers(len(self.images), size=batch_size)
-    caption, mask = self.encode([self.captions[i] for i in index])
-    batch = {"images": self.images[index], "caption": caption, "caption_mask": mask}
-    for name, (images, captions) in self.extra.items():
-      rows = index if images is None else rng.integers(len(images), size=batch_size)
-      batch[f"{name}_caption"], batch[f"{name}_caption_mask"] = self.encode([captions[i] for i in rows])
-      if images is not None:
-        batch[f"{name}_images"] = images[rows]
-    return batch
+    out["x0"] = images
+  return out
 
 
 def render_all(scenes: list[world.Scene]) -> np.ndarray:
@@ -93,7 +83,7 @@ def render_all(scenes: list[world.Scene]) -> np.ndarray:
 
 
 def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject: int,
-                            num_prior: int, seed: int) -> FixedSetBatches:
+                            num_prior: int, seed: int) -> Batches:
   """DreamBooth data: num_subject renders of the character planted as `name`, captioned with the
   name, and num_prior images of its class ("a character ...") drawn by the frozen model `pipe`."""
   subjects = world.planted_scenes(name, num_subject, seed)
@@ -101,18 +91,18 @@ def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject
   prior_captions = [world.caption(s, ("character",)) for s in prior_scenes]
   prior = pipe.generate(prior_captions, 32, 32)
   prior = prior.astype(np.float32) / 127.5 - 1.0
-  return FixedSetBatches(encode, render_all(subjects), [world.caption(s) for s in subjects],
-                         {"prior": (prior, prior_captions)})
+  return Batches(encoded_set(encode, render_all(subjects), [world.caption(s) for s in subjects]),
+                 independent={"prior": encoded_set(encode, prior, prior_captions)})
 
 
 def unlearning_batches(encode: CaptionEncoder, category: str, concept: str, anchor: str,
-                       num_images: int, seed: int) -> FixedSetBatches:
+                       num_images: int, seed: int) -> Batches:
   """Unlearning data: renders of scenes naming `concept`, with the anchor caption of each row:
-  the neutral caption (anchor="neutral": ESD and concept ablation, finetune.UNLEARNING) or ""
-  (anchor="empty": ESD's original anchor, for captions that name nothing but the concept)."""
+  the neutral caption (anchor="neutral": ESD and concept ablation) or "" (anchor="empty": ESD's
+  original anchor, for captions that name nothing but the concept)."""
   if anchor not in ("empty", "neutral"):
     raise ValueError(f"anchor={anchor!r}: choose 'empty' or 'neutral'")
   scenes = world.concept_scenes(category, concept, num_images, seed)
   anchors = ["" if anchor == "empty" else world.neutral_caption(s, category) for s in scenes]
-  return FixedSetBatches(encode, render_all(scenes), [world.caption(s) for s in scenes],
-                         {"anchor": (None, anchors)})
+  return Batches(encoded_set(encode, render_all(scenes), [world.caption(s) for s in scenes]),
+                 paired={"anchor": encoded_set(encode, None, anchors)})

@@ -1,0 +1,150 @@
+"""XLA's memory plan of the generic trainer's step at real sizes, compiled from abstract shapes
+(jax.ShapeDtypeStruct): no weight is allocated and nothing runs, so it answers "will it fit" on any
+machine, a CPU included.
+
+    python benchmarks/memory_plan.py --model pixart   # PixArt-XL-2 512px, batch 8: 5 of 28 blocks vs all
+    python benchmarks/memory_plan.py --model flux     # FLUX.1-dev 1024px, batch 1: 6 blocks full and LoRA r16
+    python benchmarks/memory_plan.py --model pixart --preset tiny   # the harness in seconds
+
+The step is the trainer's own (dit_jax/trainer.py): the family's predictor on a training batch, the
+forward process of the family's scheduler (PixArt DDPM epsilon, FLUX flow matching with its guidance
+input), gradients w.r.t. the selected blocks or their LoRA factors only, AdamW state for those.
+bf16 weights and compute, float32 master weights for what trains (as the trainer keeps them).
+Targets (issue #15): PixArt localized <= 0.5 x the full step's peak; FLUX 6-block plan < 80 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from dit_jax import families, loading, lora, objectives, training
+from dit_jax.noising import Noising
+
+# model -> preset -> (diffusers transformer config, latent NHWC shape, text length, scheduler config)
+CASES = {
+    "pixart": {
+        "full": (dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152,
+                      caption_channels=4096, sample_size=64, in_channels=4, out_channels=8,
+                      use_additional_conditions=False), (64, 64, 4), 120),
+        "tiny": (dict(num_layers=4, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
+                      caption_channels=16, sample_size=16, in_channels=4, out_channels=8,
+                      use_additional_conditions=False), (16, 16, 4), 8)},
+    "flux": {
+        "full": (dict(guidance_embeds=True), (128, 128, 16), 512),     # FLUX.1-dev, 1024px
+        "tiny": (dict(num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                      joint_attention_dim=32, pooled_projection_dim=16, in_channels=16,
+                      axes_dims_rope=(4, 6, 6), guidance_embeds=True), (8, 8, 4), 8)},
+}
+SCHEDULERS = {"pixart": {"_class_name": "DPMSolverMultistepScheduler", "prediction_type": "epsilon"},
+              "flux": {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0,
+                       "use_dynamic_shifting": True}}
+# (name, blocks, LoRA rank); blocks in localization's numbering (FLUX: D0..D18 then S0..S37).
+VARIANTS = {
+    ("pixart", "full"): [("5 of 28 blocks", "3,8,13,18,23", 0), ("all 28 blocks", "all", 0)],
+    ("pixart", "tiny"): [("2 of 4 blocks", "1,3", 0), ("all blocks", "all", 0)],
+    ("flux", "full"): [("6 blocks, full weights", "D0,D6,D12,S0,S12,S24", 0),
+                       ("6 blocks, LoRA r16", "D0,D6,D12,S0,S12,S24", 16)],
+    ("flux", "tiny"): [("2 blocks, full weights", "D1,S0", 0), ("2 blocks, LoRA r4", "D1,S0", 4)],
+}
+BATCH = {"pixart": 8, "flux": 1}
+
+
+def abstract(tree, dtype=None):
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype), tree)
+
+
+def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, remat: bool) -> dict:
+  from dit_jax import finetune
+  config_dict, latent, text_len = CASES[model][preset]
+  fam = families.get(model)
+  config = fam.config_cls.from_diffusers(config_dict)
+  module = fam.module_cls(config=config, dtype=dtype)
+  params = abstract(loading.param_shapes(fam, config), dtype)
+  chosen = finetune.select_blocks(blocks, config.num_blocks, labels=config.block_labels)
+  if rank:
+    frozen = traverse_util.flatten_dict(params)
+    every = chosen if chosen is not None else list(range(config.num_blocks))
+    trainable = jax.eval_shape(lambda: lora.init(frozen, training.block_selector(every, config), rank,
+                                                 targets=fam.lora_targets))
+    combine = lora.combiner(rank, float(rank))
+  else:
+    trainable, frozen = training.split_params(params, training.block_selector(chosen, config))
+    trainable, combine = abstract(trainable, jnp.float32), training.merge_params
+  optimizer = training.make_optimizer(1e-4, 0, 1000)
+  state = training.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,
+                              jax.eval_shape(optimizer.init, trainable), None,
+                              jax.ShapeDtypeStruct((2,), jnp.uint32))
+  guidance = 3.5 if fam.guidance == "distilled" else 1.0
+  predict = fam.predictor(module.clone(remat=remat), guidance)
+  loss_fn = objectives.get("diffusion").make_loss(predict, Noising.from_scheduler_config(SCHEDULERS[model]), {})
+  text_dim = getattr(config, "caption_channels", None) or getattr(config, "joint_attention_dim")
+  cond = {"caption": jax.ShapeDtypeStruct((batch, text_len, text_dim), dtype)}
+  if fam.guidance == "cfg":
+    cond["caption_mask"] = jax.ShapeDtypeStruct((batch, text_len), jnp.int32)
+  else:
+    cond["pooled"] = jax.ShapeDtypeStruct((batch, config.pooled_projection_dim), dtype)
+  data = {"x0": jax.ShapeDtypeStruct((batch, *latent), jnp.float32), "cond": cond}
+  step = training.make_train_step(loss_fn, optimizer, frozen, combine=combine)
+  began = time.perf_counter()
+  memory = step.memory(state, data)
+  nbytes = lambda tree: int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+                                for x in jax.tree_util.tree_leaves(tree)))
+  count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+  return {"blocks": blocks, "lora_rank": rank, "remat": remat,
+          "trainable_parameters": count(trainable),
+          "weights_bytes": nbytes(frozen) + nbytes(trainable),
+          "grad_and_optimizer_bytes": nbytes(trainable) + nbytes(state.opt_state),
+          "xla_plan_bytes": memory, "compile_seconds": time.perf_counter() - began}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", choices=sorted(CASES), default="pixart")
+  parser.add_argument("--preset", choices=("full", "tiny"), default="full")
+  parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+  parser.add_argument("--remat", action="store_true", help="jax.checkpoint per block")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  batch = args.batch or BATCH[args.model]
+  rows = []
+  for name, blocks, rank in VARIANTS[(args.model, args.preset)]:
+    row = {"variant": name, **plan(args.model, args.preset, blocks, rank, batch, jnp.dtype(args.dtype),
+                                   args.remat)}
+    rows.append(row)
+    gib = lambda b: f"{b / 2**30:.2f} GiB"
+    print(f"{name:28s} trainable {row['trainable_parameters']:>14,}  weights {gib(row['weights_bytes'])}"
+          f"  grad+Adam {gib(row['grad_and_optimizer_bytes'])}  XLA peak {gib(row['xla_plan_bytes']['peak'])}"
+          f"  (arguments {gib(row['xla_plan_bytes']['arguments'])}, temporaries "
+          f"{gib(row['xla_plan_bytes']['temporaries'])}; compiled in {row['compile_seconds']:.0f} s)",
+          flush=True)
+  result = {"model": args.model, "preset": args.preset, "batch": batch, "dtype": args.dtype,
+            "remat": args.remat, "backend": jax.default_backend(), "rows": rows}
+  if args.model == "pixart":
+    # "peak" (training.TrainStep.memory: arguments + temporaries + unaliased outputs, everything
+    # the step's buffers take at once) is the figure the targets are read on.
+    result["localized_over_full"] = rows[0]["xla_plan_bytes"]["peak"] / rows[1]["xla_plan_bytes"]["peak"]
+    print(f"localized / full (XLA peak): {result['localized_over_full']:.2f} (target <= 0.5)")
+  else:
+    print("FLUX 6-block plans: " + ", ".join(f"{r['variant']} {r['xla_plan_bytes']['peak'] / 1e9:.1f} GB"
+                                              for r in rows) + " (target < 80 GB)")
+  out = args.out or os.path.join("benchmarks", "results",
+                                 f"memory_plan_{args.model}_{args.preset}_{jax.default_backend()}"
+                                 f"{'_remat' if args.remat else ''}.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

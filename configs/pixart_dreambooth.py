@@ -1,0 +1,14 @@
+"""DreamBooth on PixArt-alpha (PixArt-XL-2-512x512) / PixArt-Sigma: the selected blocks learn a subject from a folder of photos.
+
+    python train.py --config configs/pixart_dreambooth.py --config.checkpoint=/path/to/pipeline \
+        --config.instance_dir=photos/ --config.blocks=runs/localize_pixart/scores.json --config.k=4 \
+        --config.localized_concept="a dog" --config.lora_rank=16
+
+See README ("Fine-tuning real models") for the memory to expect.
+"""
+from dit_jax.jobs.defaults import dreambooth, train_config
+
+
+def get_config():
+  return dreambooth(train_config("pixart", "personalization", resolution=512, num_steps=20,
+                                 guidance_scale=4.5))
