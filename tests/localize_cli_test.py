@@ -17,7 +17,7 @@ SHAPES = str(ASSETS)
 
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
-  config.update(dict(num_steps=4, prompts_per_concept=2, random_draws=2,
+  config.update(dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
                      categories=("shape", "place"), **overrides))
   return localize.run(config, out_dir)
 
@@ -33,9 +33,17 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   assert set(scores) == {"circle", "the sky"} and len(scores["circle"]["with_wo"]) == 12
   rows = [json.loads(line) for line in (tmp_path / "interventions.jsonl").read_text().splitlines()]
   kinds = {r["kind"] for r in rows}
-  assert kinds == {"none", "top", "bottom", "random", "reverse"}
-  judge = json.loads((tmp_path / "run.json").read_text())["judge"]
-  assert judge["files"]["params.safetensors"]   # the judge's file hash is recorded
+  # The reverse experiment comes with its controls (issue 19, item 5).
+  assert kinds == {"none", "neutral", "top", "bottom", "random", "reverse", "reverse_random"}
+  assert all(len(r["scores"]) == 2 and r["hits"] is not None for r in rows)
+  circle = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "circle"}
+  sky = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "the sky"}
+  assert circle != sky                            # random-K sets are drawn per concept
+  run = json.loads((tmp_path / "run.json").read_text())
+  assert run["judge"]["files"]["params.safetensors"]   # the judge's file hash is recorded
+  assert run["config"]["random_overlap"] is True and run["seconds"] > 0
+  auto = json.loads((tmp_path / "auto_k.json").read_text())
+  assert auto["rule"] and set(auto["place"]) >= {"k", "k_crossing", "swept"}
   # A rerun finds every concept's results on disk and recomputes nothing.
   stamp = os.path.getmtime(tmp_path / "scores" / "circle.json")
   run_localize(tmp_path)
@@ -57,3 +65,15 @@ def test_shipped_transformer_matches_diffusers():
                      timestep=torch.from_numpy(t), encoder_attention_mask=torch.from_numpy(mask)).sample
   ours = module.apply({"params": params}, x, t, caption, mask)
   assert rel_error(ours, expected.permute(0, 2, 3, 1).numpy()) < 1e-5
+
+
+def test_configs_sweep_a_k_grid_with_many_random_draws():
+  """Issue 19, items 2 and 6: 20 random-K draws for real models, a K grid everywhere."""
+  from configs import pixart, shapes_full
+  real = pixart.get_config()
+  assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws == 20
+  assert real.random_overlap is True and real.reverse_draws >= 1
+  default, full = shapes_config.get_config(), shapes_full.get_config()
+  assert len(default.ks) >= 3 and len(full.ks) >= len(default.ks)
+  assert full.random_draws >= 20 and full.random_draws >= default.random_draws
+
