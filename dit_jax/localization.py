@@ -125,6 +125,9 @@ def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int
   `reverse_draws` (default: all) reverse runs on the first random-K sets; plus every single block
   when asked. Random sets are drawn per concept, reproducibly from (seed, concept, K)."""
   n = len(ranking)
+  if reverse_draws is not None and not 0 <= reverse_draws <= random_draws:
+    raise ValueError(f"reverse_draws={reverse_draws}: the reverse runs use the first of the "
+                     f"{random_draws} random-K sets, so it must be in 0..{random_draws}")
   plan = [Intervention("none", 0, ())]
   if reverse:   # the reverse experiment's floor: no block reads the concept
     plan.append(Intervention("neutral", 0, (), reverse=True))

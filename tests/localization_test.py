@@ -172,3 +172,5 @@ def test_reverse_has_random_k_draws_and_the_neutral_baseline():
     # The concept only in the first 3 random-K draws' blocks: paired with the forward draws.
     assert [i.blocks for i in backward] == forward[:3] and all(i.reverse for i in backward)
     assert [i.draw for i in backward] == [0, 1, 2]
+  with pytest.raises(ValueError, match="reverse_draws=7.*first of the 6"):
+    localization.plan_interventions(ranking, [2], random_draws=6, reverse_draws=7)

@@ -57,7 +57,9 @@ def finetune_shapes(config, workdir: str) -> None:
   full weights, or LoRA factors of their attention projections when config.lora_rank > 0."""
   module, params = loading.load(os.path.join(config.pipeline_folder, "transformer"), "pixart")
   blocks = finetune.select_blocks(config.blocks, module.config.num_blocks, config.concept, config.k)
-  trainable, frozen = training.split_params(params, training.block_selector(blocks, module.config))
+  parts = tuple(p for p in config.get("block_parts", "").split(",") if p)
+  select = training.block_selector(blocks, module.config, parts)
+  trainable, frozen = training.split_params(params, select)
   encode = CaptionEncoder(config.pipeline_folder, shapes_model.MAX_SEQUENCE_LENGTH)
   alphas, prediction_type = _schedule(config.pipeline_folder)
   apply = lambda p, x, t, caption, mask: module.apply({"params": p}, x, t, caption, mask)
@@ -74,7 +76,7 @@ def finetune_shapes(config, workdir: str) -> None:
   combine = training.merge_params
   if config.lora_rank:
     frozen = {**trainable, **frozen}
-    trainable = lora.init(frozen, training.block_selector(blocks, module.config), config.lora_rank, config.seed)
+    trainable = lora.init(frozen, select, config.lora_rank, config.seed)
     combine = lora.combiner(config.lora_rank, config.lora_alpha)
   # The teacher (unlearning): the values fine-tuning changes, as they were before it.
   teacher = (lora.base_kernels(trainable, frozen) if config.lora_rank
@@ -84,7 +86,7 @@ def finetune_shapes(config, workdir: str) -> None:
   step_fn = training.make_train_step(loss_fn, optimizer, frozen, aux=teacher, combine=combine)
   count = lambda tree: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
   files.write_json(os.path.join(workdir, "selection.json"),
-                      {"blocks": blocks if blocks is not None else "all",
+                      {"blocks": blocks if blocks is not None else "all", "parts": list(parts),
                        "lora_rank": config.lora_rank, "trainable_parameters": count(trainable),
                        "total_parameters": count(params),
                        "step_memory_bytes": step_fn.memory(
@@ -142,6 +144,8 @@ def finetune_config(objective: str, concept: str, workdir: str) -> ml_collection
   # the top-k blocks of `concept` are taken.
   config.blocks = "all"
   config.k = 4
+  # Only these sub-modules of the selected blocks train ("ff": PixArt's feed-forward); "": all of them.
+  config.block_parts = ""
   config.lora_rank = 0               # > 0: LoRA of this rank on the selected blocks' attention
   config.lora_alpha = 8.0
   config.workdir = workdir
