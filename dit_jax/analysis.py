@@ -122,8 +122,9 @@ def _overlap(random_rows: Sequence[dict]) -> bool | None:
 
 
 def _ratio(top: float | None, random: float | None) -> float | None:
-  """top / random drop; None where undefined (no data, or random-K did not lower presence)."""
-  if top is None or random is None or random <= 0:
+  """top / random drop; None where undefined (no data, or random-K did not lower presence) or
+  meaningless (a top-K drop below MIN_TOP_DROP: a ratio of two noise-sized drops)."""
+  if top is None or random is None or random <= 0 or top < MIN_TOP_DROP:
     return None
   return top / random
 

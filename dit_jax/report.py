@@ -215,6 +215,8 @@ def summary_notes(entries: Sequence[dict]) -> list[str]:
           frozenset({False}): "the blocks outside the top-K"}.get(frozenset(overlap), "not recorded")
   return ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
           f"random-K: the mean over draws ('draws' of them) drawn per concept from {pool}.",
+          f"top/random: top-K's drop over random-K's (- where top-K's is under {analysis.MIN_TOP_DROP}: "
+          "a ratio of noise; inf where random-K's is not positive).",
           "reverse: presence with the concept only in the top-K blocks (the neutral prompt elsewhere);",
           "rev random: the same in random-K blocks; neutral: the neutral prompt in every block.",
           "localized: top-K lowers its own category >= 2x more than random-K (and by >= "
@@ -236,8 +238,9 @@ def _cells(entry: dict, by: str) -> list[str]:
   """One summary line's cells: the group, SUMMARY_COLUMNS, the verdict."""
   cells = [str(entry[by])] + [_cell(entry[key], fmt) for _, key, fmt in SUMMARY_COLUMNS]
   if (entry["top_over_random"] is None and entry["top_drop"] is not None
-      and entry["random_drop"] is not None):
-    cells[-1] = "inf" if entry["top_drop"] > 0 else "-"   # random-K did not lower presence at all
+      and entry["random_drop"] is not None and entry["random_drop"] <= 0
+      and entry["top_drop"] >= analysis.MIN_TOP_DROP):
+    cells[-1] = "inf"   # random-K did not lower presence at all
   return cells + [{True: "yes", False: "no", None: "-"}[entry["localized"]]]
 
 
