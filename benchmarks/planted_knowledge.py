@@ -19,10 +19,14 @@ Then it localizes the name on the fine-tuned model (attention contribution of it
 with_wo, over prompts x seeds x steps) and reports precision@|set|: the share of the top-|set|
 blocks that belong to the set, with the same ranking on the base model and the ranking of the
 score's change. A set counts only when the planting took: the fine-tuned model draws the
-character's whole look (shape, colour and texture, judged) in at least --look-floor of the images.
+character's whole look (shape, colour and texture, judged) in at least --look-floor of the images
+(LOOK_FLOOR: as reliably as the shipped model draws the weakest of its own pretrained characters).
+At 300 steps (lr 1e-3) the stored run before this one drew its characters in 0.09 to 0.25 of the
+images; the default is 600 steps.
 The causal check withholds the name (the neutral "a character" in its place) from the planted
-blocks, from the blocks the score found, and from --random-draws random sets of as many blocks
-outside the planted set: the planted character should vanish with the first and stay with the last.
+blocks, from the blocks the score found, and from random sets of as many blocks outside the
+planted set (the preset's random_draws; 8 prompts x 4 noise seeds each): the planted character
+should vanish with the first and stay with the last.
 Writes benchmarks/results/planted_knowledge.json and prints a table.
 """
 from __future__ import annotations
@@ -39,10 +43,15 @@ from dit_jax.shapes import ASSETS, tasks, world
 
 SETS = (((1, 5, 9), "quib", 0), ((2, 6, 10), "vexa", 1), ((0, 4, 7), "nolo", 2))
 VARIANTS = {"blocks": "", "mlp": "ff"}        # variant -> config.block_parts of the fine-tuning
-LOOK_FLOOR = 0.5
+# The shipped model draws its own pretrained characters' whole look in 0.25 (zork, kiki) to 0.66
+# (mira) of 32 images: a planted character counts when it is drawn at least as reliably as the
+# weakest of them (chance is 1/144).
+LOOK_FLOOR = 0.25
 PRESETS = {   # tiny: checks the harness in a few minutes on a CPU, measures nothing
-    "full": dict(steps=300, prompts=16, look_images=32, causal_prompts=16, random_draws=10),
-    "tiny": dict(steps=2, prompts=2, look_images=4, causal_prompts=2, random_draws=2),
+    "full": dict(steps=600, prompts=16, look_images=32, causal_prompts=8, causal_seeds=4,
+                 random_draws=10),
+    "tiny": dict(steps=2, prompts=2, look_images=4, causal_prompts=2, causal_seeds=1,
+                 random_draws=2),
 }
 
 
@@ -58,10 +67,12 @@ def precision(block_scores, planted) -> float:
   return len(set(top.tolist()) & set(planted)) / len(planted)
 
 
-def causal_check(gen, name: str, planted, found, num_prompts: int, draws: int, seed: int) -> dict:
+def causal_check(gen, name: str, planted, found, num_prompts: int, num_seeds: int, draws: int,
+                 seed: int) -> dict:
   """Look accuracy of the planted character with its name withheld (the neutral "a character" in
   its place) from the planted blocks, from the found blocks and from random sets outside the
-  planted ones; "original": withheld nowhere. Same noise for every intervention."""
+  planted ones; "original": withheld nowhere. Prompts x noise seeds; the same noise for every
+  intervention."""
   scenes = world.planted_scenes(name, num_prompts, seed=300)
   prompts = [world.caption(s) for s in scenes]
   neutral = [world.caption(s, ("character",)) for s in scenes]
@@ -74,10 +85,11 @@ def causal_check(gen, name: str, planted, found, num_prompts: int, draws: int, s
           localization.Intervention("top", k, tuple(sorted(planted))),
           localization.Intervention("top", k, tuple(sorted(found)), draw=1)]
   plan += [localization.Intervention("random", k, s, d) for d, s in enumerate(sets)]
-  images = localization.run_interventions(gen.pipe, prompts, neutral, [0], (32, 32), plan, chunk=8)
+  images = localization.run_interventions(gen.pipe, prompts, neutral, list(range(num_seeds)),
+                                          (32, 32), plan, chunk=8)
   look = [float(np.mean(gen.look_hits(imgs, name))) for imgs in images]
   return {"original": look[0], "planted": look[1], "found": look[2], "random": look[3:],
-          "random_blocks": [list(s) for s in sets], "prompts": num_prompts}
+          "random_blocks": [list(s) for s in sets], "images": num_prompts * num_seeds}
 
 
 def score_row(r: dict, look_floor: float) -> None:
@@ -153,7 +165,7 @@ def plant(gen, blocks, name: str, seed: int, variant: str, args, preset: dict) -
           "look_accuracy": gen.look_accuracy(name), "scores": tuned.tolist(),
           "base_scores": base.tolist(),
           "causal": causal_check(gen, name, blocks, found, preset["causal_prompts"],
-                                 preset["random_draws"], seed)}
+                                 preset["causal_seeds"], preset["random_draws"], seed)}
 
 
 def main(argv=None):
@@ -176,7 +188,8 @@ def main(argv=None):
   gen = Generator(str(ASSETS), num=preset["look_images"])
   rows = [plant(gen, blocks, name, seed, variant, args, preset)
           for variant in args.variants for blocks, name, seed in SETS[:args.sets]]
-  report({"preset": args.preset, **preset, "learning_rate": args.learning_rate,
+  report({"preset": args.preset, **preset, "block_sets": args.sets, "variants": args.variants,
+          "learning_rate": args.learning_rate,
           "look_floor": args.look_floor, "sets": rows, "target": 0.8}, args.result)
 
 
