@@ -28,15 +28,17 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.prompts_per_concept = 8
   config.localizer = "attention"           # dit_jax/localizers/: how blocks are scored
   config.score_variant = "with_wo"
-  config.ks = (0.1, 0.3)                   # counts, or fractions of the blocks
-  config.random_draws = 5
+  config.ks = (0.1, 0.3, 0.5)              # the K grid: counts, or fractions of the blocks (the paper's)
+  config.random_draws = 20                 # random-K sets per concept and K, drawn per concept
+  config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
+  config.reverse_draws = 20                # reverse runs in the first random-K sets (the reverse's control)
   config.single_blocks = False
   config.intervention_chunk = 4
   config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped
   config.residual_swap = False             # FLUX: also run the control swap of the whole text stream
   config.judge = "clip"
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
-  config.presence_target = 0.5
+  config.presence_target = 0.5            # automatic K: the smallest swept K below it (analysis.AUTO_K_RULE)
   config.out_dir = f"runs/localize_{model}"
   config.fresh = False                     # True: recompute results in out_dir made from other inputs
 

@@ -2,8 +2,11 @@
 
     python localize.py --config configs/shapes.py
 
-One concept per Shapes category, 8 prompts each, one seed, 20 sampling steps, K = 4 of 12 blocks,
-5 random-K draws: a few minutes on 2 CPU cores.
+One concept per Shapes category, 6 prompts each, one seed, 20 sampling steps; the K grid 2, 4, 6
+of 12 blocks, each with top-K, bottom-K, 6 random-K draws, the reverse and 2 random-K reverse
+runs, plus the original and the neutral prompt: 35 interventions per concept, sized to finish in
+under 5 minutes on 2 shared CPU cores (README, "The Shapes world"). Six draws make a rough control;
+configs/shapes_full.py is the run the README's table comes from.
 """
 from configs.common import base_config
 from dit_jax.shapes import ASSETS
@@ -19,8 +22,11 @@ def get_config():
   config.batch_size = 16
   config.knowledge = "shapes"
   config.concepts_per_category = 1
-  config.ks = (4,)
-  config.intervention_chunk = 8
+  config.prompts_per_concept = 6
+  config.ks = (2, 4, 6)                    # 0..half of the 12 blocks in steps of 2
+  config.random_draws = 6
+  config.reverse_draws = 2
+  config.intervention_chunk = 16
   config.judge = "shapes"
   config.judge_args = {}
   config.out_dir = "runs/localize_shapes"

@@ -56,13 +56,11 @@ def validate_generate_config(config) -> None:
 
 
 def validate_ks(ks, num_blocks: int) -> list[int]:
-  """Every K of the sweep as a block count in 1..num_blocks (counts, or fractions of the blocks),
-  checked before any scoring, so a bad K does not surface after minutes of work."""
-  counts = []
-  for k in ks:
-    count = localization.resolve_k(k, num_blocks)
-    if count < 1:
-      raise ValueError(f"K={k} selects no block of {num_blocks}: give a count >= 1 or a fraction "
-                       f">= {0.5 / num_blocks:.3f}")
-    counts.append(count)
+  """The K grid as block counts in 0..num_blocks (counts, or fractions of the blocks; K = 0 is the
+  original), checked before any scoring so a bad K does not surface after minutes of work; at
+  least one K must select a block."""
+  counts = [localization.resolve_k(k, num_blocks) for k in ks]
+  if not any(counts):
+    raise ValueError(f"config.ks={tuple(ks)} selects no block of {num_blocks}: give a count >= 1 "
+                     f"or a fraction >= {0.5 / num_blocks:.3f}")
   return counts

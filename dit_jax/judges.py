@@ -1,10 +1,11 @@
 """Judges of knowledge presence: does image i show the concept of pairs[i]?
 
     judge = make_judge("shapes")                         # the Shapes world's (dit_jax.shapes.plugin)
-    judge = make_judge("clip", folder="/models/clip-vit-base-patch32", candidates=ks.concepts)
+    judge = make_judge("clip", ks, folder="/models/clip-vit-base-patch32")   # ks: KnowledgeSet
     scores = judge.presence(images, pairs)               # (N,) in [0, 1]; images uint8 (N, H, W, 3)
-    hits = judge.present(images, pairs)                  # scores >= judge.threshold
-    results["judge"] = judge.describe()                  # name, version, threshold, file hashes
+    judge.calibrate({"animal": scores_on_neutral_images})   # CLIP: thresholds from neutral prompts
+    hits = judge.present(images, pairs)                  # scores >= judge.threshold_for(category)
+    results["judge"] = judge.describe()                  # name, version, thresholds, file hashes
 
 Evaluators drift between papers, so every result records describe() (docs/design.md, "Judges").
 
@@ -63,8 +64,14 @@ class Judge:
   """Base class: presence(images, pairs) -> (N,) score in [0, 1], 1 = concept of pairs[i] seen."""
   name = "judge"
 
+  # None: the threshold is fixed (a classifier's decision rule). A quantile q: calibrate() sets each
+  # category's threshold to the q-quantile of presence on images of the neutral prompt, so at most
+  # 1 - q of the images without the concept count as showing it.
+  calibration_quantile: float | None = None
+
   def __init__(self, threshold: float = 0.5):
     self.threshold = float(threshold)
+    self.calibration: dict[str, dict] = {}
     self._hashes = None
 
   @classmethod
@@ -94,7 +101,25 @@ class Judge:
     cls = type(self)
     return {"name": self.name, "class": f"{cls.__module__}.{cls.__qualname__}",
             "version": self.version(), "threshold": self.threshold, "files": dict(self._hashes),
-            **self.details()}
+            "calibration": {c: dict(v) for c, v in self.calibration.items()}, **self.details()}
+
+  def calibrate(self, neutral_presence: dict[str, Sequence[float]]) -> None:
+    """Per-category thresholds from presence scored on images of the neutral prompt (category ->
+    the scores of its concepts on them); a no-op for a judge with a fixed threshold. An empty dict
+    undoes the calibration."""
+    self.calibration = {}
+    if self.calibration_quantile is None:
+      return
+    for category, scores in neutral_presence.items():
+      scores = np.asarray(scores, np.float64)
+      self.calibration[category] = {
+          "quantile": self.calibration_quantile, "images": int(scores.size),
+          "threshold": float(np.quantile(scores, self.calibration_quantile)),
+          "neutral_presence_mean": float(scores.mean())}
+
+  def threshold_for(self, category: str) -> float:
+    """The calibrated threshold of `category`, else the judge's own."""
+    return self.calibration.get(category, {}).get("threshold", self.threshold)
 
   def presence(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
     images, pairs = check_images(images), list(pairs)
@@ -107,33 +132,42 @@ class Judge:
     return scores
 
   def present(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
-    return self.presence(images, pairs) >= self.threshold
+    thresholds = np.array([self.threshold_for(p.category) for p in pairs])
+    return self.presence(images, pairs) >= thresholds
 
 
 # ------------------------------------------------------------------ CLIP
 CLIP_TEXTS = {"style": "a photo in the style of {}"}   # the paper's texts (docs/design.md, "The method")
 CLIP_DEFAULT_TEXT = "a photo of {}"
+CLIP_NEUTRAL_TEXT = "a photo"   # a category whose neutral prompt drops a clause (style) has no phrase
 CLIP_EXPECTED = ("config.json", "model.safetensors (or pytorch_model.bin)",
                  "preprocessor_config.json", "tokenizer.json (or vocab.json + merges.txt)")
 
 
 @register_judge("clip")
 class CLIPJudge(Judge):
-  """CLIP zero-shot: presence = softmax over the category's candidate concepts' texts ("a photo of
-  {k}") of the image's scaled cosine similarity, taken at the right concept, so chance is
-  1/len(candidates). candidates: category -> concepts (e.g. KnowledgeSet.concepts); a category
-  without candidates competes among the concepts that the judged pairs name.
+  """CLIP zero-shot: presence = softmax, over the texts ("a photo of {k}") of every candidate
+  concept of the category and of its neutral phrase ("a photo of a person"), of the image's scaled
+  cosine similarity, taken at the right concept. candidates: category -> concepts (in a run, the
+  whole category of the knowledge set, not only the concepts localized); a category without
+  candidates competes among the concepts that the judged pairs name. neutral: category -> neutral
+  phrase (None: CLIP_NEUTRAL_TEXT). An image of the neutral prompt should go to the neutral text:
+  the threshold is calibrated on such images (calibration_quantile, see Judge.calibrate).
   """
 
   def __init__(self, folder: str | pathlib.Path, candidates: dict[str, Sequence[str]] | None = None,
                threshold: float = 0.5, texts: dict[str, str] | None = None, batch_size: int = 32,
-               device: str = "cpu"):
+               device: str = "cpu", neutral: dict[str, str | None] | None = None,
+               calibration_quantile: float | None = 0.95):
     import torch
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
     super().__init__(threshold)
     self.folder, self._files = pathlib.Path(folder), _clip_files(pathlib.Path(folder))
     self.candidates = {c: tuple(k) for c, k in (candidates or {}).items()}
     self.texts = {**CLIP_TEXTS, **(texts or {})}
+    self.neutral_texts = {c: self.text_for(c, p) if p else CLIP_NEUTRAL_TEXT
+                          for c, p in (neutral or {}).items()}
+    self.calibration_quantile = calibration_quantile
     self.batch_size, self.device, self._torch = batch_size, device, torch
     self.model = CLIPModel.from_pretrained(self.folder).eval().to(device)
     self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
@@ -148,6 +182,7 @@ class CLIPJudge(Judge):
                        "(e.g. a copy of openai/clip-vit-base-patch32)")
     if knowledge_set is not None:
       kwargs.setdefault("candidates", knowledge_set.concepts)
+      kwargs.setdefault("neutral", knowledge_set.neutral)
     return cls(folder, **kwargs)
 
   def version(self) -> str:
@@ -159,7 +194,9 @@ class CLIPJudge(Judge):
 
   def details(self) -> dict:
     return {"texts": {**self.texts, "default": CLIP_DEFAULT_TEXT},
-            "candidates": {c: list(k) for c, k in self.candidates.items()}}
+            "candidates": {c: list(k) for c, k in self.candidates.items()},
+            "neutral_texts": {**self.neutral_texts, "default": CLIP_NEUTRAL_TEXT},
+            "calibration_quantile": self.calibration_quantile}
 
   def text_for(self, category: str, concept: str) -> str:
     return self.texts.get(category, CLIP_DEFAULT_TEXT).format(concept)
@@ -212,8 +249,9 @@ class CLIPJudge(Judge):
       if len(options) < 2:
         raise ValueError(f"CLIP presence for {category!r} needs at least two candidate concepts to "
                          f"compare, got {list(options)}: pass candidates={{category: concepts}}")
-      logits = scale * feats[rows] @ self.text_features([self.text_for(category, k)
-                                                         for k in options]).T
+      texts = [self.text_for(category, k) for k in options]
+      texts.append(self.neutral_texts.get(category, CLIP_NEUTRAL_TEXT))   # the concept withheld
+      logits = scale * feats[rows] @ self.text_features(texts).T
       probs = np.exp(logits - logits.max(-1, keepdims=True))
       probs /= probs.sum(-1, keepdims=True)
       for row, i in enumerate(rows):

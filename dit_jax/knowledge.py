@@ -13,6 +13,7 @@ category's neutral phrase, or, for style, with the " in the style of X" clause d
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
 
@@ -41,15 +42,23 @@ def register_knowledge(name: str):
   return register
 
 
-def load_knowledge(spec: str) -> "KnowledgeSet":
-  """A registered set by name, or "lock:/path/to/LocK"."""
+def load_knowledge(spec: str, prompts_per_concept: int | None = None) -> "KnowledgeSet":
+  """A registered set by name, or "lock:/path/to/LocK".
+
+  prompts_per_concept goes to a set that makes its prompts on demand (its function takes a
+  `prompts_per_concept` argument, as the Shapes world's does); a set of fixed prompts is cut to it
+  by subset(), which says so when a concept has fewer.
+  """
   if spec.startswith("lock:"):
     return load_lock(spec[len("lock:"):])
   if spec not in KNOWLEDGE_SETS:
     raise ValueError(f"unknown knowledge set {spec!r}: use one of {sorted(KNOWLEDGE_SETS)} or "
                      "'lock:/path/to/LocK' (a set a plugin registers needs the plugin in "
                      "config.plugins)")
-  return KNOWLEDGE_SETS[spec]()
+  fn = KNOWLEDGE_SETS[spec]
+  if prompts_per_concept and "prompts_per_concept" in inspect.signature(fn).parameters:
+    return fn(prompts_per_concept=prompts_per_concept)
+  return fn()
 
 
 def _unknown(kind: str, name, valid: Iterable[str]) -> ValueError:
@@ -64,6 +73,9 @@ class KnowledgeSet:
   concepts: dict[str, tuple[str, ...]]    # category -> concepts
   train: dict[str, list[PromptPair]]      # concept -> pairs used to localize
   eval: dict[str, list[PromptPair]]       # concept -> pairs used to judge interventions
+  # category -> the phrase that replaces its concepts in neutral prompts (None: a clause dropped);
+  # judges that compare against it (CLIP) read it.
+  neutral: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     self.categories = tuple(self.categories)
@@ -138,9 +150,21 @@ class KnowledgeSet:
       raise ValueError(f"the subset of {self.name!r} is empty (categories={categories}, "
                        f"concepts={concepts})")
     names = [k for c in kept for k in kept[c]]
+    if prompts_per_concept is not None:
+      self._check_prompt_count(names, prompts_per_concept)
     return KnowledgeSet(self.name, tuple(kept), kept,
                         {k: self.train[k][:prompts_per_concept] for k in names},
-                        {k: self.eval[k][:prompts_per_concept] for k in names})
+                        {k: self.eval[k][:prompts_per_concept] for k in names},
+                        {c: self.neutral[c] for c in kept if c in self.neutral})
+
+  def _check_prompt_count(self, concepts: Sequence[str], wanted: int) -> None:
+    """Asking for more prompts than a concept has is an error, never a silent cut."""
+    for concept in concepts:
+      for split in SPLITS:
+        have = len(getattr(self, split)[concept])
+        if have < wanted:
+          raise ValueError(f"knowledge set {self.name!r} has {have} {split} prompts for "
+                           f"{concept!r}; prompts_per_concept={wanted} asks for more")
 
 
 def from_templates(name: str, concepts: dict[str, Sequence[str]],
@@ -154,7 +178,8 @@ def from_templates(name: str, concepts: dict[str, Sequence[str]],
       for split in SPLITS:
         splits[split][concept] = [_template_pair(t, concept, category, neutral[category])
                                   for t in templates[category][split]]
-  return KnowledgeSet(name, tuple(concepts), dict(concepts), splits["train"], splits["eval"])
+  return KnowledgeSet(name, tuple(concepts), dict(concepts), splits["train"], splits["eval"],
+                      {c: neutral[c] for c in concepts})
 
 
 def _template_pair(template: str, concept: str, category: str, neutral: str | None) -> PromptPair:
@@ -293,7 +318,8 @@ def load_lock(folder: str | pathlib.Path, categories: Sequence[str] | None = Non
       for concept in names:
         splits[split][concept] = [_lock_pair(line, concept, category, neutral[category])
                                   for line in lines]
-  return KnowledgeSet("lock", categories, concepts, splits["train"], splits["eval"])
+  return KnowledgeSet("lock", categories, concepts, splits["train"], splits["eval"],
+                      {c: neutral[c] for c in categories})
 
 
 def _lock_pair(line: str, concept: str, category: str, neutral: str | None) -> PromptPair:

@@ -13,6 +13,8 @@ compilation.
 from __future__ import annotations
 
 import dataclasses
+import weakref
+import zlib
 from collections.abc import Sequence
 
 import jax
@@ -71,7 +73,7 @@ def pipe_noise(pipe, seeds, size):
 class Intervention:
   """Blocks whose cross-attention text input is swapped. Default: the concept prompt everywhere but
   the neutral prompt in `blocks`. reverse: the neutral prompt everywhere but the concept in `blocks`."""
-  kind: str                 # none | top | bottom | random | single | reverse
+  kind: str     # none | top | bottom | random | single | reverse | reverse_random | neutral
   k: int
   blocks: tuple[int, ...]
   draw: int = 0
@@ -79,30 +81,69 @@ class Intervention:
 
   @property
   def name(self) -> str:
-    if self.kind == "none":
-      return "original"
+    if self.kind in ("none", "neutral"):
+      return {"none": "original", "neutral": "neutral prompt"}[self.kind]
     if self.kind == "single":
       return f"block {self.blocks[0]}"
-    return f"{self.kind}-{self.k}" + (f" #{self.draw}" if self.kind == "random" else "")
+    drawn = self.kind in ("random", "reverse_random")
+    return f"{self.kind.replace('_', '-')}-{self.k}" + (f" #{self.draw}" if drawn else "")
 
 
-def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int = 5, seed: int = 0,
-                       single_blocks: bool = False, reverse: bool = True) -> list[Intervention]:
-  """The sweep: K=0, and for each K top-K, bottom-K, `random_draws` random-K, reverse top-K; plus
-  every single block when asked. Random draws are reproducible from `seed`."""
+def concept_seed(seed: int, concept: str) -> list[int]:
+  """A seed sequence for `concept`'s random draws: reproducible across processes (crc32, not
+  Python's salted hash) and different for every concept."""
+  return [int(seed), zlib.crc32(concept.encode("utf-8"))]
+
+
+def draw_random_sets(ranking: np.ndarray, k: int, draws: int, seed: Sequence[int],
+                 overlap: bool = True) -> list[tuple[int, ...]]:
+  """`draws` random K-block sets. Each set is the next K blocks of a random permutation of the pool
+  (a fresh permutation when fewer than K are left), so every block is drawn about equally often:
+  independent draws of a few sets can all share one block and skew the control. The pool is every
+  block (overlap=True: a draw may share blocks with the top-K) or the blocks outside the top-K."""
   n = len(ranking)
-  rng = np.random.default_rng(seed)
+  pool = np.arange(n) if overlap else np.sort(np.asarray(ranking[k:]))
+  if k > len(pool):
+    raise ValueError(f"K={k}: random draws outside the top-{k} need {k} of the {len(pool)} other "
+                     "blocks; use random_overlap=True or a smaller K")
+  rng = np.random.default_rng([*seed, k])   # K in the seed: adding a K to the grid keeps the others
+  sets, order = [], []
+  while len(sets) < draws:
+    if len(order) < k:
+      order = list(rng.permutation(pool))
+    sets.append(tuple(sorted(int(b) for b in order[:k])))
+    order = order[k:]
+  return sets
+
+
+def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int = 20,
+                       seed: int = 0, single_blocks: bool = False, reverse: bool = True,
+                       concept: str = "", random_overlap: bool = True,
+                       reverse_draws: int | None = None) -> list[Intervention]:
+  """The sweep: K=0 (the original) and, with reverse, the neutral prompt everywhere; for each K
+  top-K, bottom-K, `random_draws` random-K sets, and with reverse the top-K reverse and
+  `reverse_draws` (default: all) reverse runs on the first random-K sets; plus every single block
+  when asked. Random sets are drawn per concept, reproducibly from (seed, concept, K)."""
+  n = len(ranking)
+  if reverse_draws is not None and not 0 <= reverse_draws <= random_draws:
+    raise ValueError(f"reverse_draws={reverse_draws}: the reverse runs use the first of the "
+                     f"{random_draws} random-K sets, so it must be in 0..{random_draws}")
   plan = [Intervention("none", 0, ())]
+  if reverse:   # the reverse experiment's floor: no block reads the concept
+    plan.append(Intervention("neutral", 0, (), reverse=True))
   for k in ks:
     if not 0 < k <= n:
       raise ValueError(f"K={k} must be in 1..{n}")
     top = tuple(sorted(int(b) for b in ranking[:k]))
     plan.append(Intervention("top", k, top))
     plan.append(Intervention("bottom", k, tuple(sorted(int(b) for b in ranking[n - k:]))))
-    plan += [Intervention("random", k, tuple(sorted(int(b) for b in rng.choice(n, k, replace=False))), d)
-             for d in range(random_draws)]
+    drawn = draw_random_sets(ranking, k, random_draws, concept_seed(seed, concept), random_overlap)
+    plan += [Intervention("random", k, blocks, d) for d, blocks in enumerate(drawn)]
     if reverse:
       plan.append(Intervention("reverse", k, top, reverse=True))
+      backward = drawn if reverse_draws is None else drawn[:reverse_draws]
+      plan += [Intervention("reverse_random", k, blocks, d, reverse=True)
+               for d, blocks in enumerate(backward)]
   if single_blocks:
     plan += [Intervention("single", 1, (b,)) for b in range(n)]
   return plan
@@ -141,7 +182,9 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
 
   masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
-  chunk = min(chunk, len(plan))
+  # As few calls as `chunk` allows, evened out so that the last one pads the least.
+  calls = -(-len(plan) // chunk)
+  chunk = -(-len(plan) // calls)
   images = []
   for part in _batches(len(plan), chunk):
     # The last chunk is padded to full size so that every call reuses one compilation.
@@ -150,6 +193,11 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
                                jnp.asarray(reverse[index])), np.float32)
     images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
   return np.stack(images)
+
+
+# pipe -> {(latent shape, options): jitted sweep}. A fresh jax.jit per call would compile the whole
+# sampling loop again for every concept; weights are arguments, so one compilation serves them all.
+_SWEEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def intervention_sweep(family: str, loop, **options):

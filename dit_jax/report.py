@@ -7,7 +7,8 @@ can be re-plotted from its JSON on any machine.
              "presence", "other": {category: accuracy})]
 
 Row kinds: "none" (the original, K=0), "top", "bottom", "random" (draws 0..), "reverse" (the concept
-prompt only in the top-K blocks) and "single" (one block). Every file goes to a temporary name and is
+prompt only in the top-K blocks), "reverse_random" (only in a random-K draw's blocks), "neutral" (the
+neutral prompt in every block) and "single" (one block). Every file goes to a temporary name and is
 renamed into place, so a killed run never leaves a torn file.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ from dit_jax import analysis, files
 from dit_jax.results import VARIANTS, variant_index
 
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
-                "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple")}
+                "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple"),
+                "reverse_random": ("reverse, random-K (concept only there)", "tab:pink")}
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -126,17 +128,21 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   baseline = analysis.mean_or_none([r["presence"] for r in chosen if r["kind"] == "none"])
   fig = Figure(figsize=(8, 4), dpi=110, layout="constrained")
   ax = fig.add_subplot()
+  neutral = analysis.mean_or_none([r["presence"] for r in chosen if r["kind"] == "neutral"])
   if baseline is not None:
     ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="original (K=0)")
+  if neutral is not None:
+    ax.axhline(neutral, color="gray", linestyle=":", linewidth=1, label="neutral prompt everywhere")
   for kind, (label, color) in CURVE_STYLES.items():
     curve = analysis.presence_by_k(chosen, kind)
     if not curve:
       continue
     ks, values = list(curve), list(curve.values())
-    if baseline is not None and kind != "reverse":   # every removal curve starts at the original
-      ks, values = [0] + ks, [baseline] + values
-    ax.plot(ks, values, marker="o", color=color, label=label,
-            linestyle=":" if kind == "reverse" else "-")
+    backward = kind.startswith("reverse")
+    start = neutral if backward else baseline   # removal curves start at the original, reverse at neutral
+    if start is not None:
+      ks, values = [0] + ks, [start] + values
+    ax.plot(ks, values, marker="o", color=color, label=label, linestyle=":" if backward else "-")
     if kind == "random" and len({r["draw"] for r in chosen if r["kind"] == "random"}) > 1:
       lows, highs = zip(*[analysis.random_band(chosen, k) for k in curve])
       ax.fill_between(list(curve), lows, highs, color=color, alpha=0.2, linewidth=0,
@@ -180,7 +186,8 @@ SUMMARY_COLUMNS = (   # (header, key, format)
     ("K", "k", "{}"), ("concepts", "concepts", "{}"), ("original", "original", "{:.3f}"),
     ("top drop", "top_drop", "{:+.3f}"), ("random drop", "random_drop", "{:+.3f}"),
     ("draws", "random_draws", "{}"), ("bottom drop", "bottom_drop", "{:+.3f}"),
-    ("reverse", "reverse_presence", "{:.3f}"), ("other drop", "other_drop", "{:+.3f}"),
+    ("reverse", "reverse_presence", "{:.3f}"), ("rev random", "reverse_random_presence", "{:.3f}"),
+    ("neutral", "neutral_presence", "{:.3f}"), ("other drop", "other_drop", "{:+.3f}"),
     ("top/random", "top_over_random", "{:.1f}x"))
 
 
@@ -188,13 +195,7 @@ def summary_table(rows: Sequence[dict], by: str = "category") -> str:
   """Fixed-width text of `summarize`, one line per group and K, for the end of a run."""
   entries = analysis.summarize(rows, by)
   header = [by] + [h for h, _, _ in SUMMARY_COLUMNS] + ["localized"]
-  table = [header]
-  for e in entries:
-    cells = [str(e[by])] + [_cell(e[key], fmt) for _, key, fmt in SUMMARY_COLUMNS]
-    if e["top_over_random"] is None and e["top_drop"] is not None and e["random_drop"] is not None:
-      cells[-1] = "inf" if e["top_drop"] > 0 else "-"   # random-K did not lower presence at all
-    cells.append({True: "yes", False: "no", None: "-"}[e["localized"]])
-    table.append(cells)
+  table = [header] + [_cells(e, by) for e in entries]
   widths = [max(len(line[i]) for line in table) for i in range(len(header))]
   lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                      enumerate(zip(line, widths))).rstrip() for line in table]
@@ -203,12 +204,44 @@ def summary_table(rows: Sequence[dict], by: str = "category") -> str:
     if index and entry[by] != entries[index - 1][by]:   # a blank line between groups
       body.append("")
     body.append(line)
-  note = ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
+  note = summary_notes(entries)
+  return "\n".join([lines[0], "-" * len(lines[0])] + body + [""] + note)
+
+
+def summary_notes(entries: Sequence[dict]) -> list[str]:
+  """What the summary's columns mean and the rules it applies."""
+  overlap = {e.get("random_overlap") for e in entries} - {None}
+  pool = {frozenset({True}): "every block (a draw may share blocks with the top-K)",
+          frozenset({False}): "the blocks outside the top-K"}.get(frozenset(overlap), "not recorded")
+  return ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
+          f"random-K: the mean over draws ('draws' of them) drawn per concept from {pool}.",
+          f"top/random: top-K's drop over random-K's (- where top-K's is under {analysis.MIN_TOP_DROP}: "
+          "a ratio of noise; inf where random-K's is not positive).",
+          "reverse: presence with the concept only in the top-K blocks (the neutral prompt elsewhere);",
+          "rev random: the same in random-K blocks; neutral: the neutral prompt in every block.",
           "localized: top-K lowers its own category >= 2x more than random-K (and by >= "
           f"{analysis.MIN_TOP_DROP}), and the other",
           "categories less than half as much as its own (- where there is no random-K to compare, or "
-          f"the original presence is below {analysis.MIN_ORIGINAL_PRESENCE}: nothing to localize)."]
-  return "\n".join([lines[0], "-" * len(lines[0])] + body + [""] + note)
+          f"the original presence is below {analysis.MIN_ORIGINAL_PRESENCE}: nothing to localize).",
+          *analysis.AUTO_K_RULE.splitlines()]
+
+
+def markdown_summary(entries: Sequence[dict], by: str = "category") -> str:
+  """`summarize`'s entries as a Markdown table (the README's), numbers as summary_table prints them."""
+  header = [by] + [h for h, _, _ in SUMMARY_COLUMNS] + ["localized"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_cells(e, by)) + " |" for e in entries]
+  return "\n".join(lines)
+
+
+def _cells(entry: dict, by: str) -> list[str]:
+  """One summary line's cells: the group, SUMMARY_COLUMNS, the verdict."""
+  cells = [str(entry[by])] + [_cell(entry[key], fmt) for _, key, fmt in SUMMARY_COLUMNS]
+  if (entry["top_over_random"] is None and entry["top_drop"] is not None
+      and entry["random_drop"] is not None and entry["random_drop"] <= 0
+      and entry["top_drop"] >= analysis.MIN_TOP_DROP):
+    cells[-1] = "inf"   # random-K did not lower presence at all
+  return cells + [{True: "yes", False: "no", None: "-"}[entry["localized"]]]
 
 
 def _cell(value, fmt: str) -> str:

@@ -144,8 +144,12 @@ def load_model(config, family, dtype):
 
 def trainable_split(config, family, module, params, blocks):
   """(trainable, frozen, combine, teacher source) for full weights or LoRA of the selection."""
+  # block_parts ("ff"): only these sub-modules of each selected block train (e.g. weights the
+  # attention score does not read, for the planted-knowledge benchmark).
+  parts = tuple(p for p in config.get("block_parts", "").split(",") if p)
   if not config.lora_rank:
-    trainable, frozen = training.split_params(params, training.block_selector(blocks, module.config))
+    trainable, frozen = training.split_params(params,
+                                              training.block_selector(blocks, module.config, parts))
     # Float32 master weights for what trains; the frozen rest keeps the checkpoint's dtype.
     trainable = {k: jnp.asarray(v, jnp.float32) for k, v in trainable.items()}
     # The teacher is a copy: the step donates the trainable buffers.
@@ -154,7 +158,7 @@ def trainable_split(config, family, module, params, blocks):
   targets = (tuple(t.strip() for t in config.lora_targets.split(",") if t.strip())
              if config.get("lora_targets") else family.lora_targets)
   frozen = traverse_util.flatten_dict(params)
-  factors = lora.init(frozen, training.block_selector(every, module.config), config.lora_rank,
+  factors = lora.init(frozen, training.block_selector(every, module.config, parts), config.lora_rank,
                       config.seed, targets)
   return factors, frozen, lora.combiner(config.lora_rank, lora_alpha(config)), lora.base_kernels
 

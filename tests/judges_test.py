@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dit_jax import judges
+from dit_jax import judges, knowledge
 from dit_jax.knowledge import PromptPair
 from dit_jax.shapes import plugin, render, world
 
@@ -130,7 +130,7 @@ def clip_folder(tmp_path_factory):
   from tests.testutil import save_word_tokenizer
   folder = tmp_path_factory.mktemp("clip")
   tokenizer = save_word_tokenizer(folder, words=("a", "an", "photo", "of", "dog", "cat", "owl",
-                                                 "in", "the", "style", "monet"))
+                                                 "in", "the", "style", "monet", "animal"))
   torch.manual_seed(0)
   text = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
               num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, eos_token_id=1,
@@ -146,7 +146,8 @@ def clip_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_judge(clip_folder):
-  return judges.make_judge("clip", folder=clip_folder, candidates={"animal": CONCEPTS})
+  return judges.make_judge("clip", folder=clip_folder, candidates={"animal": CONCEPTS},
+                           neutral={"animal": "an animal"})
 
 
 def animal_pairs(concepts):
@@ -156,18 +157,29 @@ def animal_pairs(concepts):
 IMAGES = np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
 
 
-def test_clip_presence_is_a_softmax_over_candidates(clip_judge):
+NEUTRAL_TEXT = "a photo of an animal"
+
+
+def clip_logits(judge, texts):
+  """CLIP's own logits_per_image of IMAGES against `texts`, from its forward pass."""
+  import torch
+  tokens = judge.tokenizer(texts, padding=True, return_tensors="pt")
+  pixels = judge.image_processor(images=list(IMAGES), return_tensors="pt")["pixel_values"]
+  with torch.no_grad():
+    return judge.model(**tokens, pixel_values=pixels).logits_per_image
+
+
+def test_clip_presence_is_a_softmax_over_the_category_and_its_neutral_phrase(clip_judge):
+  # Issue 19, item 4 (this test replaces one that pinned a softmax over the candidates alone, the
+  # bug: with two concepts in a run, chance was the 0.5 threshold).
   import torch
   per_concept = np.stack([clip_judge.presence(IMAGES, animal_pairs([k] * 3)) for k in CONCEPTS], 1)
   assert per_concept.shape == (3, 3)
-  np.testing.assert_allclose(per_concept.sum(1), 1.0, atol=1e-6)
-  # The same numbers from CLIP's own forward pass (its logits_per_image).
-  texts = [f"a photo of {k}" for k in CONCEPTS]
-  tokens = clip_judge.tokenizer(texts, padding=True, return_tensors="pt")
-  pixels = clip_judge.image_processor(images=list(IMAGES), return_tensors="pt")["pixel_values"]
-  with torch.no_grad():
-    logits = clip_judge.model(**tokens, pixel_values=pixels).logits_per_image
-  np.testing.assert_allclose(per_concept, torch.softmax(logits, -1).numpy(), atol=1e-5)
+  texts = [f"a photo of {k}" for k in CONCEPTS] + [NEUTRAL_TEXT]
+  logits = clip_logits(clip_judge, texts)
+  expected = torch.softmax(logits, -1).numpy()
+  np.testing.assert_allclose(per_concept, expected[:, :3], atol=1e-5)
+  assert np.all(per_concept.sum(1) < 1 - 1e-3)          # the neutral phrase takes its share
   cosine = clip_judge.similarity(IMAGES, texts)
   np.testing.assert_allclose(cosine * clip_judge.model.logit_scale.exp().item(), logits.numpy(),
                              atol=1e-4)
@@ -175,9 +187,40 @@ def test_clip_presence_is_a_softmax_over_candidates(clip_judge):
                              np.diag(cosine), atol=1e-6)
 
 
+def test_clip_threshold_is_calibrated_on_neutral_prompt_images(clip_judge):
+  pairs = animal_pairs(["a dog"] * 3)
+  neutral_scores = clip_judge.presence(IMAGES, pairs)       # as if IMAGES came from neutral prompts
+  try:
+    clip_judge.calibrate({"animal": neutral_scores})
+    threshold = float(np.quantile(neutral_scores, 0.95))
+    assert clip_judge.threshold_for("animal") == pytest.approx(threshold)
+    assert clip_judge.present(IMAGES, pairs).sum() == (neutral_scores >= threshold).sum() <= 1
+    described = clip_judge.describe()
+    assert described["calibration"]["animal"] == {
+        "quantile": 0.95, "images": 3, "threshold": pytest.approx(threshold),
+        "neutral_presence_mean": pytest.approx(float(neutral_scores.mean()))}
+    assert described["candidates"]["animal"] == list(CONCEPTS)
+    assert described["neutral_texts"]["animal"] == NEUTRAL_TEXT
+  finally:
+    clip_judge.calibrate({})                  # the module's judge back to its uncalibrated state
+  assert clip_judge.threshold_for("animal") == 0.5 and clip_judge.describe()["calibration"] == {}
+
+
+def test_a_run_judges_against_the_whole_category(clip_folder):
+  from configs import pixart
+  from dit_jax.jobs import localize
+  config = pixart.get_config()
+  config.update(dict(concepts_per_category=2, categories=("animal",)))
+  config.judge_args.folder = str(clip_folder)
+  judge = localize.make_judge(config, localize.full_knowledge(config))
+  assert judge.candidates["animal"] == knowledge.BUILTIN_CONCEPTS["animal"]     # all 8, not 2
+  assert judge.neutral_texts["animal"] == "a photo of an animal"
+  assert localize.load_knowledge(config).concepts["animal"] == knowledge.BUILTIN_CONCEPTS["animal"][:2]
+
+
 def test_clip_judge_is_deterministic_and_described(clip_folder, clip_judge):
   pairs = animal_pairs(CONCEPTS)
-  again = judges.CLIPJudge(clip_folder, candidates={"animal": CONCEPTS})
+  again = judges.CLIPJudge(clip_folder, candidates={"animal": CONCEPTS}, neutral={"animal": "an animal"})
   np.testing.assert_array_equal(clip_judge.presence(IMAGES, pairs), again.presence(IMAGES, pairs))
   described = clip_judge.describe()
   expected = hashlib.sha256((clip_folder / "model.safetensors").read_bytes()).hexdigest()

@@ -159,7 +159,47 @@ def test_shapes_set_follows_the_world():
   for category in world.CATEGORIES:
     for concept in world.CONCEPTS[category]:
       train, evals = shapes.pairs(concept, "train"), shapes.pairs(concept, "eval")
-      assert [(p.prompt, p.neutral) for p in train] == world.prompt_pairs(category, concept, 4, 0)
+      # The first 4 distinct pairs (issue 19, item 3: this pinned the first 4 draws, repeats and all).
+      drawn = list(dict.fromkeys(world.prompt_pairs(category, concept, 64, 0)))[:4]
+      assert [(p.prompt, p.neutral) for p in train] == drawn
       assert len(evals) == 5 and len({p.prompt for p in evals}) == 5
       assert not {p.prompt for p in train} & {p.prompt for p in evals}
       assert all(p.prompt != p.neutral and p.category == category for p in train + evals)
+
+
+# ------------------------------------------------------------------ prompts per concept (issue 19, item 3)
+def test_prompts_per_concept_is_honoured_by_the_shapes_set():
+  shapes = knowledge.load_knowledge("shapes", prompts_per_concept=12)
+  for concept in ("circle", "the sky", "on the left"):
+    for split in knowledge.SPLITS:
+      prompts = [p.prompt for p in shapes.pairs(concept, split)]
+      assert len(prompts) == 12 and len(set(prompts)) == 12, (concept, split)
+    train = {p.prompt for p in shapes.pairs(concept, "train")}
+    assert not train & {p.prompt for p in shapes.pairs(concept, "eval")}
+
+
+def test_shapes_set_says_plainly_where_the_world_has_too_few_captions():
+  # A named character's caption is its name, a position and a place: 5 x 4 = 20 distinct captions
+  # (its held-out place left out), so 16 train + 16 eval prompts cannot all be distinct.
+  from configs import shapes as shapes_config
+  from dit_jax.jobs import localize
+  config = shapes_config.get_config()
+  config.update(dict(prompts_per_concept=16, concepts_per_category=0))
+  with pytest.raises(ValueError, match=r"'shapes' has 10 train prompts for 'zork'.*=16"):
+    localize.load_knowledge(config)
+  config.categories = ("shape", "position")          # the other categories have them
+  assert len(localize.load_knowledge(config).pairs("star", "eval")) == 16
+  zork = knowledge.load_knowledge("shapes", prompts_per_concept=16)
+  train, evals = ({p.prompt for p in zork.pairs("zork", split)} for split in knowledge.SPLITS)
+  assert len(train) == len(evals) == 10 and not train & evals
+
+
+def test_asking_for_more_prompts_than_a_set_has_is_an_error(builtin):
+  with pytest.raises(ValueError, match=r"'builtin' has 9 train prompts for 'vincent van gogh'.*16"):
+    builtin.subset(prompts_per_concept=16)
+  # A set that makes prompts on demand (the Shapes world's) is asked for them by the job.
+  from configs import shapes as shapes_config
+  from dit_jax.jobs import localize
+  config = shapes_config.get_config()
+  config.update(dict(prompts_per_concept=12, categories=("shape",)))
+  assert len(localize.load_knowledge(config).pairs("circle", "eval")) == 12

@@ -145,3 +145,50 @@ def test_the_sweep_compiles_once_per_run_not_once_per_concept(pixart_folder):  #
   for prompts, neutral in [(PROMPTS, NEUTRAL), (PROMPTS[::-1], NEUTRAL[::-1])]:   # two concepts
     localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, chunk=2)
   assert len(traces) == 1
+
+
+# ------------------------------------------------------------------ random-K draws (issue 19, item 2)
+def random_sets(plan, kind="random"):
+  return [i.blocks for i in plan if i.kind == kind]
+
+
+def test_random_draws_are_per_concept_reproducible_and_balanced():
+  ranking = np.arange(12)
+  plan = lambda concept, seed=0, **kw: localization.plan_interventions(
+      ranking, [4], random_draws=20, seed=seed, concept=concept, **kw)
+  circle, red = random_sets(plan("circle")), random_sets(plan("red"))
+  assert len(circle) == 20 and circle == random_sets(plan("circle"))   # reproducible
+  assert circle != red                                                 # drawn per concept
+  assert random_sets(plan("circle", seed=1)) != circle                 # and per config seed
+  counts = np.bincount(np.concatenate(circle), minlength=12)
+  assert counts.max() - counts.min() <= 1, counts          # every block drawn about equally often
+  assert any(set(d) & set(ranking[:4].tolist()) for d in circle)      # by default a draw may overlap
+
+
+def test_random_draws_can_exclude_the_top_k():
+  ranking = np.array([5, 3, 11, 0, 1, 2, 4, 6, 7, 8, 9, 10])
+  plan = localization.plan_interventions(ranking, [3, 4], random_draws=10, concept="x",
+                                         random_overlap=False)
+  for k in (3, 4):
+    top = set(ranking[:k].tolist())
+    draws = [i for i in plan if i.kind == "random" and i.k == k]
+    assert len(draws) == 10 and all(len(i.blocks) == k and not set(i.blocks) & top for i in draws)
+  with pytest.raises(ValueError, match="outside the top-7"):
+    localization.plan_interventions(ranking, [7], random_draws=2, concept="x", random_overlap=False)
+
+
+# ------------------------------------------------------------------ reverse controls (issue 19, item 5)
+def test_reverse_has_random_k_draws_and_the_neutral_baseline():
+  ranking = np.arange(12)
+  plan = localization.plan_interventions(ranking, [2, 4], random_draws=6, reverse_draws=3,
+                                         concept="circle")
+  neutral = [i for i in plan if i.kind == "neutral"]
+  assert len(neutral) == 1 and neutral[0].blocks == () and neutral[0].reverse   # neutral everywhere
+  for k in (2, 4):
+    forward = [i.blocks for i in plan if i.kind == "random" and i.k == k]
+    backward = [i for i in plan if i.kind == "reverse_random" and i.k == k]
+    # The concept only in the first 3 random-K draws' blocks: paired with the forward draws.
+    assert [i.blocks for i in backward] == forward[:3] and all(i.reverse for i in backward)
+    assert [i.draw for i in backward] == [0, 1, 2]
+  with pytest.raises(ValueError, match="reverse_draws=7.*first of the 6"):
+    localization.plan_interventions(ranking, [2], random_draws=6, reverse_draws=7)

@@ -17,7 +17,7 @@ SHAPES = str(ASSETS)
 
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
-  config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2,
+  config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
                         categories=("shape", "place")), **overrides})
   return localize.run(config, out_dir)
 
@@ -33,9 +33,17 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   assert set(scores) == {"circle", "the sky"} and len(scores["circle"]["with_wo"]) == 12
   rows = [json.loads(line) for line in (tmp_path / "interventions.jsonl").read_text().splitlines()]
   kinds = {r["kind"] for r in rows}
-  assert kinds == {"none", "top", "bottom", "random", "reverse"}
-  judge = json.loads((tmp_path / "run.json").read_text())["judge"]
-  assert judge["files"]["params.safetensors"]   # the judge's file hash is recorded
+  # The reverse experiment comes with its controls (issue 19, item 5).
+  assert kinds == {"none", "neutral", "top", "bottom", "random", "reverse", "reverse_random"}
+  assert all(len(r["scores"]) == 2 and r["hits"] is not None for r in rows)
+  circle = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "circle"}
+  sky = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "the sky"}
+  assert circle != sky                            # random-K sets are drawn per concept
+  run = json.loads((tmp_path / "run.json").read_text())
+  assert run["judge"]["files"]["params.safetensors"]   # the judge's file hash is recorded
+  assert run["config"]["random_overlap"] is True and run["seconds"] > 0
+  auto = json.loads((tmp_path / "auto_k.json").read_text())
+  assert auto["rule"] and set(auto["place"]) >= {"k", "k_crossing", "swept"}
   # A rerun finds every concept's results on disk and recomputes nothing.
   stamp = os.path.getmtime(tmp_path / "scores" / "circle.json")
   run_localize(tmp_path)
@@ -81,7 +89,7 @@ def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
   tuned = str(perturbed_copy(tmp_path / "tuned"))
   with pytest.raises(SystemExit, match=r"(?s)scores: .*checkpoint.*weights"):
     run_localize(tmp_path / "out", checkpoint=tuned, **quick)
-  with pytest.raises(SystemExit, match=r"interventions: ks: \[4\] -> \[2\]"):
+  with pytest.raises(SystemExit, match=r"interventions: ks: \[[^]]*\] -> \[2\]"):
     run_localize(tmp_path / "out", ks=(2,), **quick)
   rows = run_localize(tmp_path / "out", ks=(2,), fresh=True, **quick)
   assert {r["k"] for r in rows if r["kind"] == "top"} == {2}
@@ -93,8 +101,8 @@ def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
 def test_a_bad_k_stops_localize_before_any_scoring(tmp_path):
   with pytest.raises(ValueError, match=r"K=-1 is outside \[0, 12\]"):
     run_localize(tmp_path, ks=(-1,))
-  with pytest.raises(ValueError, match="K=0.01 selects no block of 12"):
-    run_localize(tmp_path, ks=(4, 0.01))
+  with pytest.raises(ValueError, match=r"config.ks=\(0, 0.01\) selects no block of 12"):
+    run_localize(tmp_path, ks=(0, 0.01))
   assert not (tmp_path / "scores").exists()
 
 
@@ -106,3 +114,15 @@ def test_a_k_beyond_the_model_stops_training_before_any_work(tmp_path):
   with pytest.raises(ValueError, match=r"k=20: .* needs 1 <= k <= 12"):
     tasks.run_finetune(tasks.unlearn_config(), str(tmp_path / "run"), str(scores), 2, k=20)
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_configs_sweep_a_k_grid_with_many_random_draws():
+  """Issue 19, items 2 and 6: 20 random-K draws for real models, a K grid everywhere."""
+  from configs import pixart, shapes_full
+  real = pixart.get_config()
+  assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws == 20
+  assert real.random_overlap is True and real.reverse_draws >= 1
+  default, full = shapes_config.get_config(), shapes_full.get_config()
+  assert len(default.ks) >= 3 and len(full.ks) >= len(default.ks)
+  assert full.random_draws >= 20 and full.random_draws >= default.random_draws
+

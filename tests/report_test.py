@@ -212,3 +212,36 @@ def test_no_verdict_without_knowledge_and_no_credit_for_noise():
   assert verdict(rows(0.9, 0.1, 0.8)) is True
   assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
   assert verdict(rows(0.9, 0.88, 0.9)) is False          # a 0.02 drop is noise, not localization
+
+
+def test_summary_reports_the_reverse_controls():
+  """Issue 19, item 5: the reverse experiment next to its random-K draws and the neutral prompt."""
+  rows = make_rows() + [
+      row("van gogh", "style", "neutral", 0, 0.1), row("monet", "style", "neutral", 0, 0.2),
+      row("van gogh", "style", "reverse_random", 2, 0.3, draw=0),
+      row("van gogh", "style", "reverse_random", 2, 0.2, draw=1),
+      row("monet", "style", "reverse_random", 2, 0.1, draw=0)]
+  style = {e["k"]: e for e in analysis.summarize(rows) if e["category"] == "style"}
+  assert style[2]["reverse_presence"] == pytest.approx(0.5)            # (0.6 + 0.4) / 2
+  assert style[2]["reverse_random_presence"] == pytest.approx(0.175)   # (0.25 + 0.1) / 2 per concept
+  assert style[2]["reverse_random_draws"] == 2
+  assert style[2]["neutral_presence"] == pytest.approx(0.15)           # the same at every K
+  assert style[4]["neutral_presence"] == pytest.approx(0.15)
+  assert style[4]["reverse_random_presence"] is None
+  table = report.summary_table(rows)
+  assert "neutral" in table.splitlines()[0] and "rev random" in table.splitlines()[0]
+  assert "0.175" in table and "0.150" in table
+
+
+def test_auto_k_reads_the_curve_with_its_rule_stated():
+  """Issue 19, item 6: K read off a grid, the swept K and the interpolated crossing both given."""
+  rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 2, 0.6), row("x", "c", "top", 4, 0.2),
+          row("x", "c", "top", 6, 0.1)]
+  read = analysis.read_k(rows, "c", 0.5)
+  assert read["k"] == 4 and read["swept"] == [0, 2, 4, 6]
+  assert read["k_crossing"] == pytest.approx(2.5)     # 0.6 -> 0.2 between K=2 and K=4 crosses 0.5
+  assert analysis.read_k(rows, "c", 0.05) == {**analysis.read_k(rows, "c", 0.05), "k": None,
+                                                 "k_crossing": None}
+  assert analysis.read_k(rows, "c", 0.95)["k_crossing"] == 0.0   # already below at K=0
+  assert "smallest swept K" in analysis.AUTO_K_RULE
+  assert analysis.AUTO_K_RULE.splitlines()[0] in report.summary_table(rows)

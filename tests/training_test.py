@@ -149,3 +149,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(restored.trainable))
   records = training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()
   assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+
+def test_block_selector_can_take_parts_of_blocks():
+  """Issue 19, item 7: planting through the feed-forward only (weights the score does not read)."""
+  from dit_jax.models.pixart import PixArtConfig
+  config = PixArtConfig(num_layers=3)
+  chosen = training.block_selector([1], config, parts=("ff",))
+  assert chosen("transformer_blocks.1/ff/net.0.proj/kernel")
+  assert not chosen("transformer_blocks.1/attn2/to_k/kernel")
+  assert not chosen("transformer_blocks.0/ff/net.0.proj/kernel")
+  assert training.block_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")

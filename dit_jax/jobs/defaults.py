@@ -18,6 +18,7 @@ def train_config(model: str, objective: str, resolution: int, num_steps: int,
   # numbering, double blocks first); or a localize.py scores.json, whose top-k blocks of
   # `localized_concept` (default: concept) by `score_variant` ("with_wo" / "without_wo") are taken.
   config.blocks = "all"
+  config.block_parts = ""            # "ff": only these sub-modules of each selected block train
   config.k = 4
   config.localized_concept = ""
   config.score_variant = "with_wo"

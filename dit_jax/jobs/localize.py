@@ -30,12 +30,25 @@ def slug(text: str) -> str:
   return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def load_knowledge(config) -> knowledge.KnowledgeSet:
-  source = config.knowledge
-  full = knowledge.load_knowledge(source)
+def full_knowledge(config) -> knowledge.KnowledgeSet:
+  """The config's whole knowledge set, with config.prompts_per_concept prompts where the set makes
+  them on demand."""
+  return knowledge.load_knowledge(config.knowledge, config.prompts_per_concept or None)
+
+
+def load_knowledge(config, full: knowledge.KnowledgeSet | None = None) -> knowledge.KnowledgeSet:
+  """The part of the knowledge set a run localizes; asking for more prompts than a concept has is an
+  error (KnowledgeSet.subset)."""
+  full = full or full_knowledge(config)
   return full.subset(categories=list(config.categories) or None, concepts=list(config.concepts) or None,
                      per_category=config.concepts_per_category or None,
                      prompts_per_concept=config.prompts_per_concept or None)
+
+
+def make_judge(config, full: knowledge.KnowledgeSet) -> judges.Judge:
+  """The config's judge, built on the whole knowledge set: CLIP compares a concept with every
+  concept of its category (and the neutral phrase), not only with those this run localizes."""
+  return judges.make_judge(config.judge, full, **config.judge_args)
 
 
 def other_categories(judge, images, pairs) -> dict[str, float]:
@@ -45,44 +58,65 @@ def other_categories(judge, images, pairs) -> dict[str, float]:
   return {c: v for c, v in judge.category_accuracy(images, pairs).items() if c != pairs[0].category}
 
 
+def grid(config, num_blocks: int) -> list[int]:
+  """The swept K, as counts, ascending (a fraction and a count naming one K sweep it once)."""
+  return sorted({localization.resolve_k(k, num_blocks) for k in config.ks} - {0})
+
+
 def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) -> list[dict]:
-  ks = [localization.resolve_k(k, num_blocks) for k in config.ks]
-  plan = localization.plan_interventions(ranking, ks, config.random_draws, config.seed,
-                                         config.single_blocks, reverse=True)
+  plan = localization.plan_interventions(
+      ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
+      reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
+      reverse_draws=config.reverse_draws)
   sweep = lambda part, **options: localization.run_interventions(
       pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
       (config.height, config.width), part, config.intervention_chunk, **options)
   images = sweep(plan)
   runs = [("", plan, images)]
+  # Variants swap something more when a block is selected; without one they are the plain runs.
+  swapped = [i for i in plan if i.blocks]
   if config.pooled_swap:
     # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
-    swapped = [i for i in plan if i.kind != "none"]
     runs.append(("+pooled", swapped, sweep(swapped, swap_pooled=True)))
   if config.residual_swap:
     # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
-    swapped = [i for i in plan if i.kind != "none"]
     runs.append(("+residual", swapped, sweep(swapped, flux_swap="residual")))
   expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
   rows = []
   for tag, part, part_images in runs:
     for intervention, imgs in zip(part, part_images):
+      scores = judge.presence(imgs, expanded)
       rows.append(InterventionRow(
           pairs[0].concept, pairs[0].category, intervention.kind + tag, intervention.k,
-          intervention.draw, list(intervention.blocks),
-          float(np.mean(judge.presence(imgs, expanded))),
-          other_categories(judge, imgs, expanded)).to_dict())
-  shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 2}
+          intervention.draw, list(intervention.blocks), float(np.mean(scores)),
+          other_categories(judge, imgs, expanded), config.random_overlap,
+          [float(x) for x in scores]).to_dict())
+  shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 1}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])
   return rows
+
+
+def calibrate(judge, rows: list[dict]) -> None:
+  """Calibrate the judge's thresholds on the neutral-prompt images of every concept (a judge with a
+  fixed threshold keeps it), then give every row its hit rate at its category's threshold."""
+  neutral: dict[str, list[float]] = {}
+  for r in rows:
+    if r["kind"] == "neutral":
+      neutral.setdefault(r["category"], []).extend(r["scores"])
+  judge.calibrate(neutral)
+  for r in rows:
+    scores = np.asarray(r.get("scores") or [], float)
+    r["hits"] = float(np.mean(scores >= judge.threshold_for(r["category"]))) if scores.size else None
 
 
 # Config keys that decide no result (where results go, generation-only settings, chunking).
 NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
               "transformer", "cache_dir", "generate_dir")
 # Keys only the intervention stage reads: changing them keeps the scores.
-INTERVENTION_ONLY = ("ks", "random_draws", "single_blocks", "pooled_swap", "residual_swap", "judge",
-                     "judge_args", "presence_target", "seed", "score_variant")
+INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "single_blocks",
+                     "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
+                     "score_variant")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
            "interventions": ("interventions", "interventions.jsonl", "interventions.csv", "grids",
                              "curves", "summary.txt", "summary.json", "auto_k.json")}
@@ -116,45 +150,64 @@ def run(config, workdir: str) -> list[dict]:
                     cache_dir=os.path.join(out, "prompt_cache"),
                     max_sequence_length=config.max_sequence_length or None)
   entry.validate_ks(config.ks, pipe.module.config.num_blocks)
-  knowledge_set = load_knowledge(config)
-  judge = judges.make_judge(config.judge, knowledge_set, **config.judge_args)
-  localizer = localizers.get(config.localizer)
+  full = full_knowledge(config)
+  knowledge_set = load_knowledge(config, full)
+  judge = make_judge(config, full)
+  localizers.get(config.localizer)   # an unknown localizer is named before any work
   check_inputs(config, out, judge)
   num_blocks = pipe.module.config.num_blocks
-  write_json(os.path.join(out, "run.json"), {"config": config.to_dict(), "judge": judge.describe(),
-                                             "num_blocks": num_blocks})
-  concepts = [c for cat in knowledge_set.categories for c in knowledge_set.concepts[cat]]
-  variant = config.score_variant
+  record = lambda **extra: write_json(os.path.join(out, "run.json"), {
+      "config": config.to_dict(), "judge": judge.describe(), "num_blocks": num_blocks,
+      "ks": grid(config, num_blocks), **extra})
+  record()
+  concepts = list(knowledge_set.all_concepts)
 
-  scores = {}
-  for concept in tqdm(concepts, desc="scoring concepts"):
-    path = os.path.join(out, "scores", f"{slug(concept)}.json")
-    if not os.path.exists(path):
-      record = localizer.score(pipe, knowledge_set.pairs(concept, "train"), config.seeds,
-                               (config.height, config.width), config.batch_size)
-      write_json(path, record.to_dict(), indent=1)
-    scores[concept] = read_json(path)
+  scores = score_concepts(pipe, config, knowledge_set, concepts, out)
   labels = pipe.module.config.block_labels
   report.write_scores(scores, out, block_labels=labels)
-  top_k = localization.resolve_k(config.ks[0], num_blocks)
-  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=variant, block_labels=labels,
-                 k=top_k)
+  ks = grid(config, num_blocks)
+  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=config.score_variant,
+                 block_labels=labels, k=ks[len(ks) // 2])
 
   rows = []
   for concept in tqdm(concepts, desc="interventions"):
     path = os.path.join(out, "interventions", f"{slug(concept)}.json")
     if not os.path.exists(path):
-      ranking = localization.rank_blocks(np.asarray(scores[concept][variant]))
+      ranking = localization.rank_blocks(np.asarray(scores[concept][config.score_variant]))
       write_json(path, intervene_concept(pipe, config, judge, knowledge_set.pairs(concept, "eval"),
                                          ranking, num_blocks, out))
     rows += read_json(path)
+  calibrate(judge, rows)
+  auto = write_reports(rows, knowledge_set.categories, config.presence_target, out)
+  seconds = time.time() - started
+  record(seconds=round(seconds, 1), load_average=[round(x, 2) for x in os.getloadavg()])
+  print(report.summary_table(rows))
+  print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
+        f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
+  print(f"results in {out} ({seconds:.0f}s)")
+  return rows
+
+
+def score_concepts(pipe, config, knowledge_set, concepts, out) -> dict:
+  """concept -> ScoreRecord dict, computed where scores/<concept>.json is not on disk yet."""
+  scores = {}
+  for concept in tqdm(concepts, desc="scoring concepts"):
+    path = os.path.join(out, "scores", f"{slug(concept)}.json")
+    if not os.path.exists(path):
+      record = localizers.get(config.localizer).score(
+          pipe, knowledge_set.pairs(concept, "train"), config.seeds, (config.height, config.width),
+          config.batch_size)
+      write_json(path, record.to_dict(), indent=1)
+    scores[concept] = read_json(path)
+  return scores
+
+
+def write_reports(rows, categories, target: float, out: str) -> dict:
+  """Rows, K curves, the summary and the automatic K per category (analysis.AUTO_K_RULE)."""
   report.write_rows(rows, out)
-  for category in knowledge_set.categories:
+  for category in categories:
     report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
   report.write_summary(rows, out)
-  auto = {c: analysis.auto_k(rows, c, config.presence_target) for c in knowledge_set.categories}
-  write_json(os.path.join(out, "auto_k.json"), auto)
-  print(report.summary_table(rows))
-  print(f"automatic K (presence below {config.presence_target}): {auto}")
-  print(f"results in {out} ({time.time() - started:.0f}s)")
-  return rows
+  auto = {c: analysis.read_k(rows, c, target) for c in categories}
+  write_json(os.path.join(out, "auto_k.json"), {"rule": analysis.AUTO_K_RULE, **auto})
+  return auto

@@ -70,11 +70,14 @@ class Generator:
   def look_accuracy(self, name: str) -> float:
     """Fraction of images from prompts naming the planted `name` that show its whole look."""
     scenes = world.planted_scenes(name, self.num, seed=100)
-    heads = self.judge.predictions(self.images([world.caption(s) for s in scenes]))
+    return float(np.mean(self.look_hits(self.images([world.caption(s) for s in scenes]), name)))
+
+  def look_hits(self, images: np.ndarray, name: str) -> np.ndarray:
+    """(N,) bool: image i shows the planted `name`'s whole look (shape, colour and texture)."""
+    heads = self.judge.predictions(images)
     look = world.planted_look(name)
-    hits = [all(heads[c].names[i] == v for c, v in zip(("shape", "colour", "texture"), look))
-            for i in range(len(scenes))]
-    return float(np.mean(hits))
+    return np.array([all(heads[c].names[i] == v for c, v in zip(("shape", "colour", "texture"), look))
+                     for i in range(len(images))])
 
   def concept_accuracy(self, category: str, names: list[str]) -> float:
     """Judge accuracy on `category` for prompts naming each of `names`."""

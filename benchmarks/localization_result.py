@@ -1,0 +1,48 @@
+"""Store a finished localization run's summary as a result file, and print it as the README's table.
+
+    python localize.py --config configs/shapes_full.py
+    python -m benchmarks.localization_result runs/localize_shapes_full \
+        --command "python localize.py --config configs/shapes_full.py"
+
+Reads the run's run.json (config, judge, run time, load average), its interventions.jsonl (the
+summary is recomputed from the rows, so it is the code's, not a copy) and auto_k.json; writes
+benchmarks/results/localize_<name>.json and prints report.markdown_summary of it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from benchmarks.timing import write_result
+from dit_jax import analysis, report
+from dit_jax.files import read_json
+
+
+def result_of(run_dir: str, command: str) -> dict:
+  run = read_json(os.path.join(run_dir, "run.json"))
+  with open(os.path.join(run_dir, "interventions.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  config = run["config"]
+  return {"command": command, "seconds": run["seconds"], "load_average": run["load_average"],
+          "ks": run["ks"], "prompts_per_concept": config["prompts_per_concept"],
+          "seeds": config["seeds"], "random_draws": config["random_draws"],
+          "reverse_draws": config["reverse_draws"], "random_overlap": config["random_overlap"],
+          "judge": run["judge"]["name"], "summary": analysis.summarize(rows),
+          "auto_k": read_json(os.path.join(run_dir, "auto_k.json"))}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("run_dir")
+  parser.add_argument("--command", required=True, help="the command that made the run")
+  parser.add_argument("--result", default=None, help="default: benchmarks/results/localize_<name>.json")
+  args = parser.parse_args(argv)
+  name = os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
+  result = result_of(args.run_dir, args.command)
+  write_result(args.result or os.path.join("benchmarks", "results", f"localize_{name}.json"), result)
+  print(report.markdown_summary(result["summary"]))
+
+
+if __name__ == "__main__":
+  main()
