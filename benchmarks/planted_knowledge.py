@@ -22,11 +22,11 @@ score's change. A set counts only when the planting took: the fine-tuned model d
 character's whole look (shape, colour and texture, judged) in at least --look-floor of the images
 (LOOK_FLOOR: as reliably as the shipped model draws the weakest of its own pretrained characters).
 At 300 steps (lr 1e-3) the stored run before this one drew its characters in 0.09 to 0.25 of the
-images; the default is 600 steps.
+images; the default is 600 steps (1500 for the feed-forward alone, which learns more slowly).
 The causal check withholds the name (the neutral "a character" in its place) from the planted
 blocks, from the blocks the score found, and from random sets of as many blocks outside the
-planted set (the preset's random_draws; 8 prompts x 4 noise seeds each): the planted character
-should vanish with the first and stay with the last.
+planted set (the preset's random_draws; 16 of the look accuracy's prompts x 2 noise seeds): the
+planted character should vanish with the first and stay with the last.
 Writes benchmarks/results/planted_knowledge.json and prints a table.
 """
 from __future__ import annotations
@@ -48,9 +48,10 @@ VARIANTS = {"blocks": "", "mlp": "ff"}        # variant -> config.block_parts of
 # weakest of them (chance is 1/144).
 LOOK_FLOOR = 0.25
 PRESETS = {   # tiny: checks the harness in a few minutes on a CPU, measures nothing
-    "full": dict(steps=600, prompts=16, look_images=32, causal_prompts=8, causal_seeds=4,
-                 random_draws=10),
-    "tiny": dict(steps=2, prompts=2, look_images=4, causal_prompts=2, causal_seeds=1,
+    # The feed-forward alone learns the character more slowly: it gets mlp_steps.
+    "full": dict(steps=600, mlp_steps=1500, prompts=16, look_images=32, causal_prompts=16,
+                 causal_seeds=2, random_draws=10),
+    "tiny": dict(steps=2, mlp_steps=2, prompts=2, look_images=4, causal_prompts=2, causal_seeds=1,
                  random_draws=2),
 }
 
@@ -73,7 +74,9 @@ def causal_check(gen, name: str, planted, found, num_prompts: int, num_seeds: in
   its place) from the planted blocks, from the found blocks and from random sets outside the
   planted ones; "original": withheld nowhere. Prompts x noise seeds; the same noise for every
   intervention."""
-  scenes = world.planted_scenes(name, num_prompts, seed=300)
+  # The look accuracy's scenes: how often the character is drawn depends much on the prompt's
+  # position and place, so "original" here is measured on the prompts that decided whether it counts.
+  scenes = world.planted_scenes(name, num_prompts, seed=100)
   prompts = [world.caption(s) for s in scenes]
   neutral = [world.caption(s, ("character",)) for s in scenes]
   n, k = gen.pipe.module.config.num_blocks, len(planted)
@@ -152,16 +155,18 @@ def report(result: dict, path: str) -> None:
 
 def plant(gen, blocks, name: str, seed: int, variant: str, args, preset: dict) -> dict:
   """Fine-tune `variant` of `blocks` to draw `name`; scores before and after, look, causal check."""
-  workdir = os.path.join(args.out, f"{variant}_{name}_{'-'.join(map(str, blocks))}_seed{seed}")
+  steps = preset["mlp_steps" if variant == "mlp" else "steps"]
+  workdir = os.path.join(args.out, f"{variant}_{name}_{'-'.join(map(str, blocks))}_seed{seed}"
+                                   f"_steps{steps}")
   gen.use(None)
   base = block_scores(gen, name, preset["prompts"])
-  tasks.run_finetune(tasks.personalize_config(), workdir, ",".join(map(str, blocks)),
-                     preset["steps"], concept=name, seed=seed, learning_rate=args.learning_rate,
+  tasks.run_finetune(tasks.personalize_config(), workdir, ",".join(map(str, blocks)), steps,
+                     concept=name, seed=seed, learning_rate=args.learning_rate,
                      block_parts=VARIANTS[variant])
   gen.use(os.path.join(workdir, "transformer"))
   tuned = block_scores(gen, name, preset["prompts"])
   found = localization.rank_blocks(tuned)[:len(blocks)].tolist()
-  return {"name": name, "seed": seed, "variant": variant, "planted_blocks": list(blocks),
+  return {"name": name, "seed": seed, "variant": variant, "steps": steps, "planted_blocks": list(blocks),
           "look_accuracy": gen.look_accuracy(name), "scores": tuned.tolist(),
           "base_scores": base.tolist(),
           "causal": causal_check(gen, name, blocks, found, preset["causal_prompts"],
@@ -173,6 +178,7 @@ def main(argv=None):
   parser.add_argument("--out", default="runs/planted")
   parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
   parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (preset's)")
+  parser.add_argument("--mlp-steps", type=int, default=None, help="the same, feed-forward only")
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--sets", type=int, default=len(SETS), help="the first N block sets")
   parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
@@ -184,7 +190,8 @@ def main(argv=None):
     with open(args.result) as f:
       return report(json.load(f), args.result)
   from dit_jax.shapes.finetune_eval import Generator
-  preset = dict(PRESETS[args.preset], **({"steps": args.steps} if args.steps else {}))
+  preset = dict(PRESETS[args.preset], **{k: v for k, v in (("steps", args.steps),
+                                                             ("mlp_steps", args.mlp_steps)) if v})
   gen = Generator(str(ASSETS), num=preset["look_images"])
   rows = [plant(gen, blocks, name, seed, variant, args, preset)
           for variant in args.variants for blocks, name, seed in SETS[:args.sets]]

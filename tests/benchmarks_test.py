@@ -94,7 +94,7 @@ def test_planted_benchmark_harness_at_its_tiny_preset(tmp_path):
     assert not any(set(b) & set(r["planted_blocks"]) for b in causal["random_blocks"])
   selections = {}
   for variant in ("blocks", "mlp"):
-    with open(tmp_path / "runs" / f"{variant}_quib_1-5-9_seed0" / "selection.json") as f:
+    with open(tmp_path / "runs" / f"{variant}_quib_1-5-9_seed0_steps2" / "selection.json") as f:
       selections[variant] = json.load(f)
   assert selections["mlp"]["parts"] == ["ff"] and selections["blocks"]["parts"] == []
   assert selections["mlp"]["trainable_parameters"] < selections["blocks"]["trainable_parameters"]

@@ -126,3 +126,16 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
   assert len(default.ks) >= 3 and len(full.ks) >= len(default.ks)
   assert full.random_draws >= 20 and full.random_draws >= default.random_draws
 
+
+def test_readme_shapes_table_is_the_stored_full_run():
+  """Issue 19, item 8: the README's Shapes table is the fuller run's, as it came out."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(repo, "benchmarks", "results", "localize_shapes_full.json")) as f:
+    result = json.load(f)
+  with open(os.path.join(repo, "README.md")) as f:
+    readme = f.read()
+  from dit_jax import report
+  assert report.markdown_summary(result["summary"]) in readme
+  assert result["command"] in readme
+  assert "shape, colour, texture and position localized at K = 4" not in readme   # the old claim
+  assert result["seconds"] > 0 and result["load_average"]
