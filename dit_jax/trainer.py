@@ -232,6 +232,7 @@ def write_selection(config, workdir, module, blocks, state, params, step_fn, bat
   labels = module.config.block_labels
   record = {"blocks": blocks if blocks is not None else "all",
             "block_labels": [labels[b] for b in blocks] if blocks is not None else "all",
+            "parts": [p for p in config.get("block_parts", "").split(",") if p],
             "lora_rank": config.lora_rank,
             "lora_modules": sorted({".".join(p[:-1]) for p in state.trainable}) if config.lora_rank else [],
             "trainable_parameters": count(state.trainable), "total_parameters": count(params)}
