@@ -26,7 +26,7 @@ def get_config():
   config.ks = (2, 4, 6)                    # 0..half of the 12 blocks in steps of 2
   config.random_draws = 6
   config.reverse_draws = 2
-  config.intervention_chunk = 16
+  config.intervention_chunk = 4           # per compiled call: larger vmapped batches run slower on a CPU
   config.judge = "shapes"
   config.judge_args = {}
   config.out_dir = "runs/localize_shapes"
