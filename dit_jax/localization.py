@@ -13,7 +13,6 @@ compilation.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 import zlib
 from collections.abc import Sequence
 
@@ -193,11 +192,6 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
                                jnp.asarray(reverse[index])), np.float32)
     images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
   return np.stack(images)
-
-
-# pipe -> {(latent shape, options): jitted sweep}. A fresh jax.jit per call would compile the whole
-# sampling loop again for every concept; weights are arguments, so one compilation serves them all.
-_SWEEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def intervention_sweep(family: str, loop, **options):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dit_jax.interventions import ConceptProbe, TextSwap
 
