@@ -6,7 +6,7 @@ step noises and what the model must predict.
 
 DDPM (PixArt, the Shapes model): timesteps drawn uniformly from the training schedule's
 num_train_timesteps; the target is the noise ("epsilon") or v ("v_prediction"), as the config's
-prediction_type says. Rectified flow (SANA's flow DPM-Solver, FLUX's FlowMatchEuler): x_t =
+prediction_type says; the loss is uniform or, with "min_snr", Min-SNR-gamma weighted. Rectified flow (SANA's flow DPM-Solver, FLUX's FlowMatchEuler): x_t =
 (1 - s) x0 + s noise, target noise - x0 (the velocity), s taken from the 1000-point training grid
 at u ~ the weighting scheme's density, and the loss weighted as diffusers' SD3/SANA/FLUX DreamBooth
 scripts do (compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3; default "none":
@@ -29,6 +29,7 @@ import numpy as np
 from dit_jax import schedulers
 
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
+DDPM_WEIGHTING_SCHEMES = ("none", "min_snr")
 
 
 def is_flow(scheduler_config: dict) -> bool:
@@ -46,12 +47,14 @@ class Noising:
   logit_mean: float = 0.0
   logit_std: float = 1.0
   mode_scale: float = 1.29
+  snr_gamma: float = 5.0        # ddpm "min_snr": the loss of step t weighted by min(SNR_t, gamma)
 
   @classmethod
   def from_scheduler_config(cls, config: dict, weighting_scheme: str = "none", **density) -> "Noising":
-    if weighting_scheme not in WEIGHTING_SCHEMES:
-      raise ValueError(f"weighting_scheme={weighting_scheme!r}: choose from {WEIGHTING_SCHEMES}")
     if is_flow(config):
+      if weighting_scheme not in WEIGHTING_SCHEMES:
+        raise ValueError(f"weighting_scheme={weighting_scheme!r}: flow models take one of "
+                         f"{WEIGHTING_SCHEMES}")
       n = config.get("num_train_timesteps", 1000)
       sigmas = np.linspace(1, n, n, dtype=np.float32)[::-1] / n
       shift = config.get("shift", 1.0)
@@ -63,10 +66,11 @@ class Noising:
     if prediction_type not in ("epsilon", "v_prediction"):
       raise ValueError(f"prediction_type={prediction_type!r}: training supports 'epsilon' and "
                        "'v_prediction' (and flow matching)")
-    if weighting_scheme != "none":
-      raise ValueError(f"weighting_scheme={weighting_scheme!r} is for flow models; this scheduler "
-                       "is DDPM")
-    return cls("ddpm", prediction_type, schedulers.training_alphas_cumprod(config))
+    if weighting_scheme not in DDPM_WEIGHTING_SCHEMES:
+      raise ValueError(f"weighting_scheme={weighting_scheme!r}: this scheduler is DDPM, which takes "
+                       f"one of {DDPM_WEIGHTING_SCHEMES}")
+    return cls("ddpm", prediction_type, schedulers.training_alphas_cumprod(config),
+               weighting_scheme, **density)
 
   def sample(self, key, x0):
     """(x_t, t in the predictor's units (B,), target, per-example loss weight (B,))."""
@@ -81,7 +85,7 @@ class Noising:
       a = expand(alphas[t])
       noisy = jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise
       target = noise if self.prediction_type == "epsilon" else jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * x0
-      return noisy, t.astype(jnp.float32), target, jnp.ones((b,), jnp.float32)
+      return noisy, t.astype(jnp.float32), target, self._ddpm_weight(alphas[t])
     u = self._density(t_key, b)
     n = self.table.shape[0]
     index = jnp.clip((u * n).astype(jnp.int32), 0, n - 1)
@@ -89,6 +93,14 @@ class Noising:
     s = expand(sigma)
     noisy = (1 - s) * x0 + s * noise
     return noisy, sigma * n, noise - x0, self._weight(sigma)
+
+  def _ddpm_weight(self, alpha):
+    """Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) / SNR for an epsilon target and
+    min(SNR, gamma) / (SNR + 1) for v, so the easy low-noise steps stop dominating the loss."""
+    if self.weighting_scheme != "min_snr":
+      return jnp.ones_like(alpha, jnp.float32)
+    snr = alpha / (1 - alpha)
+    return jnp.minimum(snr, self.snr_gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
 
   def _density(self, key, b):
     if self.weighting_scheme == "logit_normal":

@@ -25,11 +25,16 @@ SCHEDULER_CONFIG = {"_class_name": "DPMSolverMultistepScheduler", "num_train_tim
 MAX_SEQUENCE_LENGTH = text.MAX_LENGTH
 
 
-def write_pipeline_index(folder: str) -> None:
-  """model_index.json and scheduler/ so diffusers' PixArtAlphaPipeline.from_pretrained reads the folder."""
+def write_pipeline_index(folder: str, **scheduler) -> None:
+  """model_index.json and scheduler/ so diffusers' PixArtAlphaPipeline.from_pretrained reads the
+  folder; `scheduler` overrides SCHEDULER_CONFIG's keys (beta_schedule, prediction_type)."""
+  unknown = set(scheduler) - set(SCHEDULER_CONFIG)
+  if unknown:
+    raise ValueError(f"unknown scheduler keys {sorted(unknown)}; known: {sorted(SCHEDULER_CONFIG)}")
   os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
   with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
-    json.dump({**SCHEDULER_CONFIG, "_diffusers_version": diffusers.__version__}, f, indent=2)
+    json.dump({**SCHEDULER_CONFIG, **scheduler, "_diffusers_version": diffusers.__version__}, f,
+              indent=2)
   index = {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": diffusers.__version__,
            "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
            "text_encoder": ["transformers", "T5EncoderModel"],

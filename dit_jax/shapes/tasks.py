@@ -27,7 +27,7 @@ def scenes_source(ctx, objective):
   """Pretraining: rendered training scenes with caption dropout. Writes the pipeline folder's
   scheduler config and model_index.json first (the training objective is the scheduler's)."""
   config = ctx.config
-  shapes_model.write_pipeline_index(ctx.folder)
+  shapes_model.write_pipeline_index(ctx.folder, **dict(config.scheduler))
   return ShapesBatches(ctx.folder, config.num_images, config.seed, config.p_neutral, config.p_empty,
                        shapes_model.MAX_SEQUENCE_LENGTH, cache_dir=os.path.join(ctx.workdir, "data"))
 
@@ -111,6 +111,8 @@ def pretrain_config() -> ml_collections.ConfigDict:
       in_channels=3, out_channels=3, patch_size=4, sample_size=32, caption_channels=64,
       interpolation_scale=1, use_additional_conditions=False))
   config.export_dir = str(ASSETS / "transformer")
+  # Overrides of the objective's scheduler keys (beta_schedule, prediction_type; shapes/model.py).
+  config.scheduler = ml_collections.ConfigDict()
   config.num_images = 16000
   config.p_neutral = 0.15      # per-attribute neutral dropout (docs/design.md, "The Shapes world")
   config.p_empty = 0.1         # whole-caption dropout, for classifier-free guidance
