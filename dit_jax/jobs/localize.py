@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dit_jax import (analysis, entry, judges, knowledge, localization, localizers, provenance,
-                     report)
+                     report, report_html)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -119,7 +119,7 @@ INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "s
                      "score_variant")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
            "interventions": ("interventions", "interventions.jsonl", "interventions.csv", "grids",
-                             "curves", "summary.txt", "summary.json", "auto_k.json")}
+                             "curves", "summary.txt", "summary.json", "auto_k.json", "report.html")}
 
 
 def check_inputs(config, workdir: str, judge) -> None:
@@ -184,7 +184,8 @@ def run(config, workdir: str) -> list[dict]:
   print(report.summary_table(rows))
   print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
         f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
-  print(f"results in {out} ({seconds:.0f}s)")
+  page = report_html.write(out)     # after run.json has the time: the page shows it
+  print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
 
 

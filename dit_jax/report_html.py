@@ -1,0 +1,206 @@
+"""One self-contained page per localization run: report.html, built from the files the run wrote.
+
+    python -m dit_jax.report_html runs/localize_shapes       # (re)build <run>/report.html
+
+The page is what a person opens first: the verdict table with its intervals and p-values, automatic
+K with its rule, the score heatmap and block x timestep maps, K curves with their bands, the
+localizers' agreement matrix and the image grids. Every image is embedded as a data: URI and the
+style is inline, so the file can be mailed or archived alone and makes no network request; it
+carries no script. Sections whose files a run did not write (no agreement without a second
+localizer, no time maps without time windows) are left out, so the page reads any run, old or new.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import glob
+import html
+import json
+import os
+from collections.abc import Sequence
+
+from dit_jax import files
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
+       line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td.group, th.group { text-align: left; font-weight: 600; }
+tr.yes td.verdict { background: #d6f5d6; } tr.no td.verdict { background: #f8d7d7; }
+td.ci { color: #666; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; image-rendering: pixelated; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; } .figures figure { margin: 0; flex: 1 1 480px; }
+figcaption { font-size: 0.85em; color: #555; } pre { background: #f7f7f7; padding: 0.7em;
+       overflow-x: auto; font-size: 0.8em; } .meta { color: #555; font-size: 0.9em; }
+details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: 600; }
+"""
+
+# (header, key) of the verdict table; a key with "<key>_ci" beside it in summary.json gets its
+# interval printed under it, and any "p_*" key gets a column of its own.
+COLUMNS = (("K", "k"), ("concepts", "concepts"), ("original", "original"),
+           ("top-K drop", "top_drop"), ("random-K drop", "random_drop"),
+           ("depth-matched drop", "depth_drop"), ("bottom-K drop", "bottom_drop"),
+           ("other categories' drop", "other_drop"), ("reverse", "reverse_presence"),
+           ("neutral everywhere", "neutral_presence"), ("top/random", "top_over_random"))
+
+
+def data_uri(path: str) -> str:
+  with open(path, "rb") as f:
+    return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def figure(path: str, caption: str) -> str:
+  return (f'<figure><img src="{data_uri(path)}" alt="{html.escape(caption)}">'
+          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _number(value) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, bool):
+    return "yes" if value else "no"
+  if isinstance(value, float):
+    return f"{value:.3f}"
+  return html.escape(str(value))
+
+
+def _p_value(value) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def verdict_table(entries: Sequence[dict]) -> str:
+  """summary.json's entries, one row per category and K; intervals under their figures."""
+  if not entries:
+    return "<p>No summary: the run has no intervention results yet.</p>"
+  by = "category" if "category" in entries[0] else "concept"
+  columns = [(h, k) for h, k in COLUMNS if any(k in e for e in entries)]
+  p_keys = sorted({k for e in entries for k in e if k.startswith("p_")})
+  head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
+  head += "".join(f"<th>{html.escape(k)}</th>" for k in p_keys)
+  rows = []
+  for e in entries:
+    verdict = {True: "yes", False: "no", None: "-"}[e.get("localized")]
+    cells = [f'<td class="group">{html.escape(str(e[by]))}</td>']
+    for _, key in columns:
+      interval = e.get(key + "_ci")
+      under = (f'<br><span class="ci">[{_number(interval[0])}, {_number(interval[1])}]</span>'
+               if interval else "")
+      cells.append(f"<td>{_number(e.get(key))}{under}</td>")
+    cells += [f"<td>{_p_value(e.get(k))}</td>" for k in p_keys]
+    cells.append(f'<td class="verdict">{verdict}</td>')
+    rows.append(f'<tr class="{verdict}">' + "".join(cells) + "</tr>")
+  return (f'<table><tr><th class="group">{by}</th>{head}<th>localized</th></tr>'
+          + "".join(rows) + "</table>")
+
+
+def auto_k_table(auto: dict) -> str:
+  rule = auto.get("rule", "")
+  rows = "".join(
+      f'<tr><td class="group">{html.escape(c)}</td><td>{_number(a.get("k"))}</td>'
+      f'<td>{_number(a.get("k_crossing"))}</td><td>{_number(a.get("target"))}</td></tr>'
+      for c, a in auto.items() if isinstance(a, dict))
+  return (f"<pre>{html.escape(rule)}</pre><table><tr><th class='group'>category</th>"
+          f"<th>automatic K</th><th>crossing</th><th>target</th></tr>{rows}</table>")
+
+
+def agreement_table(agreement: dict) -> str:
+  """agreement.json: per category, each localizer pair's Kendall tau and top-K overlap."""
+  blocks = []
+  for category, pairs in agreement.items():
+    if not isinstance(pairs, dict):
+      continue
+    rows = "".join(
+        f'<tr><td class="group">{html.escape(pair)}</td>'
+        + "".join(f"<td>{_number(v)}</td>" for v in values.values()) + "</tr>"
+        for pair, values in pairs.items() if isinstance(values, dict))
+    if rows:
+      first = next(v for v in pairs.values() if isinstance(v, dict))
+      head = "".join(f"<th>{html.escape(k)}</th>" for k in first)
+      blocks.append(f"<h3>{html.escape(category)}</h3><table><tr><th class='group'>localizers"
+                    f"</th>{head}</tr>{rows}</table>")
+  return "".join(blocks)
+
+
+def _figures(out_dir: str, pattern: str, caption) -> str:
+  paths = sorted(glob.glob(os.path.join(out_dir, pattern)))
+  return ('<div class="figures">' + "".join(figure(p, caption(p)) for p in paths) + "</div>"
+          if paths else "")
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0].replace("_", " ")
+
+
+def _read(out_dir: str, name: str, default):
+  path = os.path.join(out_dir, name)
+  return files.read_json(path) if os.path.exists(path) else default
+
+
+def build(out_dir: str) -> str:
+  """The page's HTML for the run in out_dir."""
+  run = _read(out_dir, "run.json", {})
+  config = run.get("config", {})
+  entries = _read(out_dir, "summary.json", [])
+  auto = _read(out_dir, "auto_k.json", {})
+  agreement = _read(out_dir, "agreement.json", {})
+  summary_txt = ""
+  if os.path.exists(os.path.join(out_dir, "summary.txt")):
+    with open(os.path.join(out_dir, "summary.txt")) as f:
+      summary_txt = f.read()
+  title = f"Localization: {config.get('model', '?')} ({os.path.basename(os.path.abspath(out_dir))})"
+  meta = [f"checkpoint <code>{html.escape(str(config.get('checkpoint', '?')))}</code>",
+          f"{run.get('num_blocks', '?')} blocks", f"K swept: {run.get('ks', '?')}",
+          f"seeds {config.get('seeds', '?')}", f"judge: {html.escape(json.dumps(run.get('judge', {}))[:200])}"]
+  if "seconds" in run:
+    meta.append(f"{run['seconds']:.0f} s (load {run.get('load_average', ['?'])[0]})")
+  parts = [f"<h1>{html.escape(title)}</h1>",
+           f"<p class='meta'>{' &middot; '.join(meta)}<br>page written "
+           f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+           "<h2>Verdict</h2>", verdict_table(entries),
+           "<details><summary>How to read this table (summary.txt)</summary>"
+           f"<pre>{html.escape(summary_txt)}</pre></details>",
+           "<h2>Automatic K</h2>", auto_k_table(auto)]
+  sections = [
+      ("Where the scores put each concept", _figures(out_dir, "heatmap*.png", lambda p: "block scores"
+                                                     " (row-normalised; circles: top-K)")),
+      ("Blocks x timesteps", _figures(out_dir, "maps/*.png", _stem)),
+      ("Presence against K", _figures(out_dir, "curves/*.png", _stem)),
+      ("Localizer agreement", _figures(out_dir, "agreement*.png", lambda p: "Kendall tau / top-K "
+                                       "overlap between localizers") + agreement_table(agreement)),
+  ]
+  for name, body in sections:
+    if body:
+      parts += [f"<h2>{name}</h2>", body]
+  grids = sorted(glob.glob(os.path.join(out_dir, "grids", "*.png")))
+  if grids:
+    parts.append("<h2>Images</h2><p>One row per intervention, one column per prompt and seed.</p>")
+    parts += [f"<details><summary>{html.escape(_stem(p))}</summary>{figure(p, _stem(p))}</details>"
+              for p in grids]
+  return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+          f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+          + "\n".join(parts) + "</body></html>\n")
+
+
+def write(out_dir: str) -> str:
+  """<out_dir>/report.html; returns its path."""
+  path = os.path.join(out_dir, "report.html")
+  files.write_text(path, build(out_dir))
+  return path
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("run_dir", help="a localize.py output folder")
+  args = parser.parse_args(argv)
+  if not os.path.exists(os.path.join(args.run_dir, "run.json")):
+    raise SystemExit(f"{args.run_dir} has no run.json: not a localize.py output folder")
+  print(write(args.run_dir))
+
+
+if __name__ == "__main__":
+  main()
