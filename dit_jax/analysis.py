@@ -69,7 +69,7 @@ def concept_mean(rows: Sequence[dict], value) -> float | None:
 
 
 KINDS_AT_K = ("top", "random", "depth_random", "bottom", "reverse", "reverse_random")
-CONTROLS = {"random": "random", "depth_random": "depth"}   # row kind -> its name in summary keys
+CONTROLS = ("random", "depth_random")   # the kinds top-K is tested against, unit by unit
 
 
 def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:

@@ -152,8 +152,10 @@ def test_localized_fails_when_random_hurts_as_much():
   (entry,) = analysis.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.45)
   assert entry["other_drop"] is None and entry["localized"] is False     # top-K no worse than random
-  set_presence(rows[2], 0.85)                                            # random drop now 0.25
-  assert analysis.summarize(rows)[0]["localized"] is True   # < 2x, but on every unit: it holds
+  set_presence(rows[2], 0.75)                            # random drop now (0.15 + 0.35) / 2 = 0.25
+  entry = analysis.summarize(rows)[0]
+  assert entry["top_over_random"] == pytest.approx(1.6)
+  assert entry["localized"] is True         # under the old 2x rule no; but it holds on every unit
   # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
   set_presence(rows[2], 0.95)
   set_presence(rows[3], 0.95)
