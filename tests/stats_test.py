@@ -173,7 +173,7 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text()) == [entry]
   text = (tmp_path / "summary.txt").read_text()
   assert f"{entry['top_drop']:+.2f} [{entry['top_drop_interval'][0]:+.2f}, " in text
-  assert "p draws" in text and "paired sign-flip permutation" in text
+  assert "p draws" in text and "permutation test over units" in text
   assert analysis.LOCALIZED_RULE.splitlines()[0] in text
   assert "| p depth draws |" in report.markdown_statistics([entry])
 
