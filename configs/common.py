@@ -32,6 +32,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.random_draws = 20                 # random-K sets per concept and K, drawn per concept
   config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
   config.reverse_draws = 20                # reverse runs in the first random-K sets (the reverse's control)
+  config.depth_draws = 20                  # random-K sets with the top-K's depth profile (0: none)
   config.single_blocks = False
   config.intervention_chunk = 4
   config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped

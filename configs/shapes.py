@@ -3,10 +3,11 @@
     python localize.py --config configs/shapes.py
 
 One concept per Shapes category, 6 prompts each, one seed, 20 sampling steps; the K grid 2, 4, 6
-of 12 blocks, each with top-K, bottom-K, 6 random-K draws, the reverse and 2 random-K reverse
-runs, plus the original and the neutral prompt: 35 interventions per concept, sized to finish in
-under 5 minutes on 2 shared CPU cores (README, "The Shapes world"). Six draws make a rough control;
-configs/shapes_full.py is the run the README's table comes from.
+of 12 blocks, each with top-K, bottom-K, 6 random-K draws, 6 depth-matched random-K draws, the
+reverse and 2 random-K reverse runs, plus the original and the neutral prompt: 53 interventions
+per concept, sized to finish in under 5 minutes on 2 shared CPU cores (README, "The Shapes
+world"). Six draws make a rough control (the draw-level p cannot go below 1/7); configs/shapes_full.py
+is the run the README's table comes from.
 """
 from configs.common import base_config
 from dit_jax.shapes import ASSETS
@@ -26,6 +27,7 @@ def get_config():
   config.ks = (2, 4, 6)                    # 0..half of the 12 blocks in steps of 2
   config.random_draws = 6
   config.reverse_draws = 2
+  config.depth_draws = 6
   config.intervention_chunk = 4           # per compiled call: larger vmapped batches run slower on a CPU
   config.judge = "shapes"
   config.judge_args = {}

@@ -1,6 +1,6 @@
 """What a localization run's results say: per-group drops, the localized verdict, automatic K.
 
-Rows are intervention results (dicts with concept, category, kind, k, draw, blocks, presence,
+Rows are intervention results (dicts with concept, category, kind, k, draw, blocks, presence, scores,
 other); report.py draws and writes what this module computes.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dit_jax import stats
 from dit_jax.localization import rank_blocks
 
 
@@ -67,18 +68,22 @@ def concept_mean(rows: Sequence[dict], value) -> float | None:
   return mean_or_none([float(np.mean(v)) for v in per_concept.values()])
 
 
-KINDS_AT_K = ("top", "random", "bottom", "reverse", "reverse_random")
+KINDS_AT_K = ("top", "random", "depth_random", "bottom", "reverse", "reverse_random")
+CONTROLS = ("random", "depth_random")   # the kinds top-K is tested against, unit by unit
 
 
 def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
   """One entry per group (category, or concept with by="concept") and top-K K.
 
   Drops are per concept (its K=0 presence minus the intervened presence; random-K: over its draws
-  first), then averaged. other_drop: the same for the other categories' accuracy under top-K (None
-  without data, and then the verdict rests on the own-category half alone). localized: top-K lowers
-  its own category >= 2x more than random-K, and the other categories less than half as much as its
-  own; None without random-K rows. The reverse experiment (the concept only in the selected blocks)
-  comes with its controls: the same for random-K draws, and the neutral prompt everywhere.
+  first), then averaged. Intervals and p-values come from the (prompt, seed) units of the group's
+  concepts, pooled (unit_statistics): *_interval is the 95% bootstrap interval, top_minus_<control>
+  the paired difference of drops, p_<control> the paired sign-flip permutation test over units and
+  p_<control>_draws the draw-level p; <control> is "random" (random-K) or "depth" (depth-matched
+  random-K). other_drop: the other categories' accuracy drop under top-K (None without data).
+  localized: see LOCALIZED_RULE; None where there is nothing to decide on. top_over_random is
+  information only. The reverse experiment (the concept only in the selected blocks) comes with its
+  controls: the same for random-K draws, and the neutral prompt everywhere.
   """
   if by not in ("category", "concept"):
     raise ValueError(f"by={by!r}: use 'category' or 'concept'")
@@ -91,19 +96,32 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
       at_k = {kind: [r for r in members if r["kind"] == kind and r["k"] == k] for kind in KINDS_AT_K}
       drop = lambda r: original[r["concept"]]["presence"] - r["presence"]
       drops = {kind: concept_mean([r for r in at_k[kind] if r["concept"] in original], drop)
-               for kind in ("top", "random", "bottom")}
+               for kind in ("top", "random", "depth_random", "bottom")}
       other = mean_or_none([original[r["concept"]]["other"][cat] - acc
                      for r in at_k["top"] if r["concept"] in original
                      for cat, acc in r.get("other", {}).items()
                      if cat in original[r["concept"]].get("other", {})])
       base = entry_original(original, members)
+      units = unit_statistics(original, at_k)
       presence = lambda r: r["presence"]
       entries.append({
           by: group, "k": k, "concepts": len({r["concept"] for r in at_k["top"]}),
-          "original": base,
-          "top_drop": drops["top"], "random_drop": drops["random"],
+          "units": units["units"],
+          "original": base, "original_interval": units["original_interval"],
+          "top_drop": drops["top"], "top_drop_interval": units["top_drop_interval"],
+          "random_drop": drops["random"], "random_drop_interval": units["random"]["drop_interval"],
           "random_draws": len({r["draw"] for r in at_k["random"]}),
           "random_overlap": _overlap(at_k["random"]),
+          "top_minus_random": units["random"]["difference"],
+          "top_minus_random_interval": units["random"]["difference_interval"],
+          "p_random": units["random"]["p"], "p_random_draws": units["random"]["p_draws"],
+          "depth_drop": drops["depth_random"],
+          "depth_drop_interval": units["depth_random"]["drop_interval"],
+          "depth_draws": len({r["draw"] for r in at_k["depth_random"]}),
+          "depth_overlap": _shares_blocks(at_k["depth_random"], at_k["top"]),
+          "top_minus_depth": units["depth_random"]["difference"],
+          "top_minus_depth_interval": units["depth_random"]["difference_interval"],
+          "p_depth": units["depth_random"]["p"], "p_depth_draws": units["depth_random"]["p_draws"],
           "bottom_drop": drops["bottom"],
           "reverse_presence": concept_mean(at_k["reverse"], presence),
           "reverse_random_presence": concept_mean(at_k["reverse_random"], presence),
@@ -111,14 +129,63 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
           "neutral_presence": concept_mean([r for r in members if r["kind"] == "neutral"], presence),
           "other_drop": other,
           "top_over_random": _ratio(drops["top"], drops["random"]),
-          "localized": _localized(base, drops["top"], drops["random"], other)})
+          "localized": _localized(base, drops["top"], other, units["random"])})
   return entries
+
+
+def unit_statistics(original: dict, at_k: dict) -> dict:
+  """Intervals and tests over the (prompt, seed) units of the concepts at one K, pooled.
+
+  original: concept -> its K=0 row; at_k: kind -> rows. A unit is one image (a row's `scores`,
+  prompt-major), paired across the interventions of its concept since all start from the same
+  noise. A concept counts where its K=0 and top-K rows both have per-image scores; a control
+  (random-K, depth-matched) uses the draws every counted concept has. Values are None without
+  data (rows written before per-image scores were kept).
+  """
+  scores = lambda r: np.asarray(r.get("scores") or [], float)
+  top = {r["concept"]: scores(r) for r in at_k["top"]}
+  counted = [c for c in top if c in original and top[c].size
+             and scores(original[c]).shape == top[c].shape]
+  empty = {"drop": None, "drop_interval": None, "difference": None, "difference_interval": None,
+           "p": None, "p_draws": None}
+  result = {"units": 0, "original_interval": None, "top_drop_interval": None,
+            **{kind: empty for kind in CONTROLS}}
+  if not counted:
+    return result
+  base = np.concatenate([scores(original[c]) for c in counted])
+  top_drops = base - np.concatenate([top[c] for c in counted])
+  result.update(units=int(base.size), original_interval=_listed(stats.bootstrap_interval(base)),
+                top_drop_interval=_listed(stats.bootstrap_interval(top_drops)))
+  for kind in CONTROLS:
+    draws: dict[str, dict[int, np.ndarray]] = {}
+    for r in at_k[kind]:
+      if r["concept"] in counted and scores(r).shape == top[r["concept"]].shape:
+        draws.setdefault(r["concept"], {})[r["draw"]] = scores(r)
+    shared = sorted(set.intersection(*(set(draws.get(c, {})) for c in counted)))
+    if shared:
+      control = np.stack([base - np.concatenate([draws[c][d] for c in counted]) for d in shared])
+      compared = stats.compare(top_drops, control)
+      result[kind] = {key: _listed(value) for key, value in compared.items()}
+  return result
+
+
+def _listed(value):
+  """Intervals as lists, as JSON gives them back (summary.json round-trips)."""
+  return list(value) if isinstance(value, tuple) else value
 
 
 def _overlap(random_rows: Sequence[dict]) -> bool | None:
   """Whether the random-K draws could share blocks with the top-K (None: not recorded)."""
   values = {r.get("random_overlap") for r in random_rows} - {None}
   return values.pop() if len(values) == 1 else None
+
+
+def _shares_blocks(draw_rows: Sequence[dict], top_rows: Sequence[dict]) -> bool | None:
+  """Whether any draw shares a block with its concept's top-K (None without draws)."""
+  if not draw_rows:
+    return None
+  top = {r["concept"]: set(r["blocks"]) for r in top_rows}
+  return any(top.get(r["concept"], set()) & set(r["blocks"]) for r in draw_rows)
 
 
 def _ratio(top: float | None, random: float | None) -> float | None:
@@ -130,20 +197,31 @@ def _ratio(top: float | None, random: float | None) -> float | None:
 
 
 # Below these the verdict is noise: a concept the model does not show at K=0 has nothing to remove,
-# and a drop of a few hundredths is within the judge's scatter on a handful of images.
+# and a drop of a few hundredths is too small to read off an image even where it is significant.
 MIN_ORIGINAL_PRESENCE = 0.2
 MIN_TOP_DROP = 0.05
+
+LOCALIZED_RULE = (
+    "localized: top-K lowers presence more than random-K on the same (prompt, seed) units\n"
+    f"(paired permutation p < {stats.ALPHA} and the 95% interval of top-random above 0), by at "
+    f"least {MIN_TOP_DROP},\nand lowers the other categories less than half as much as its own; "
+    f"- where the original presence\nis below {MIN_ORIGINAL_PRESENCE} (nothing to localize) or "
+    "there are no random-K draws or per-image scores to test.")
 
 
 def entry_original(original: dict, members: Sequence[dict]) -> float | None:
   return mean_or_none([original[c]["presence"] for c in {r["concept"] for r in members} if c in original])
 
 
-def _localized(original: float | None, top: float | None, random: float | None,
-               other: float | None) -> bool | None:
-  if top is None or random is None or original is None or original < MIN_ORIGINAL_PRESENCE:
+def _localized(original: float | None, top: float | None, other: float | None,
+               random: dict) -> bool | None:
+  """LOCALIZED_RULE. The paired unit test decides, not the draw-level p: with the few draws of a
+  CPU run (6) the draw-level p cannot go below 1/7, and the units' test pairs each image with
+  itself under every intervention."""
+  if (top is None or original is None or original < MIN_ORIGINAL_PRESENCE or random["p"] is None
+      or random["difference_interval"] is None):
     return None
-  own = top >= MIN_TOP_DROP and top >= 2 * random
+  own = random["p"] < stats.ALPHA and random["difference_interval"][0] > 0 and top >= MIN_TOP_DROP
   return bool(own and (other is None or other < 0.5 * top))
 
 

@@ -72,7 +72,7 @@ def pipe_noise(pipe, seeds, size):
 class Intervention:
   """Blocks whose cross-attention text input is swapped. Default: the concept prompt everywhere but
   the neutral prompt in `blocks`. reverse: the neutral prompt everywhere but the concept in `blocks`."""
-  kind: str     # none | top | bottom | random | single | reverse | reverse_random | neutral
+  kind: str     # none | top | bottom | random | depth_random | single | reverse | reverse_random | neutral
   k: int
   blocks: tuple[int, ...]
   draw: int = 0
@@ -84,7 +84,7 @@ class Intervention:
       return {"none": "original", "neutral": "neutral prompt"}[self.kind]
     if self.kind == "single":
       return f"block {self.blocks[0]}"
-    drawn = self.kind in ("random", "reverse_random")
+    drawn = self.kind in ("random", "reverse_random", "depth_random")
     return f"{self.kind.replace('_', '-')}-{self.k}" + (f" #{self.draw}" if drawn else "")
 
 
@@ -106,6 +106,11 @@ def draw_random_sets(ranking: np.ndarray, k: int, draws: int, seed: Sequence[int
     raise ValueError(f"K={k}: random draws outside the top-{k} need {k} of the {len(pool)} other "
                      "blocks; use random_overlap=True or a smaller K")
   rng = np.random.default_rng([*seed, k])   # K in the seed: adding a K to the grid keeps the others
+  return _balanced_sets(rng, pool, k, draws)
+
+
+def _balanced_sets(rng: np.random.Generator, pool, k: int, draws: int) -> list[tuple[int, ...]]:
+  """`draws` K-block sets from `pool`, each the next K blocks of a random permutation of it."""
   sets, order = [], []
   while len(sets) < draws:
     if len(order) < k:
@@ -115,18 +120,55 @@ def draw_random_sets(ranking: np.ndarray, k: int, draws: int, seed: Sequence[int
   return sets
 
 
+def depth_thirds(num_blocks: int) -> list[np.ndarray]:
+  """Early, middle and late blocks: the block indices split into three runs (the first ones one
+  block longer where the count does not divide). FLUX's double and single blocks are numbered in
+  one sequence and split the same way."""
+  return np.array_split(np.arange(num_blocks), 3)
+
+
+DEPTH_STREAM = 3   # any constant: it only separates the depth-matched stream from random-K's
+
+
+def draw_depth_matched_sets(ranking: np.ndarray, k: int, draws: int,
+                            seed: Sequence[int]) -> tuple[list[tuple[int, ...]], bool]:
+  """`draws` random K-block sets with the top-K's depth profile (docs/design.md, "Statistics"):
+  from each third of the blocks (depth_thirds) as many blocks as the top-K has there, drawn
+  outside the top-K where the third has that many other blocks, else from the whole third.
+  Returns the sets and whether any third had to overlap the top-K. Reproducible per (seed, K) and
+  on a stream of its own: adding depth draws leaves the random-K draws as they were."""
+  top = set(int(b) for b in ranking[:k])
+  rng = np.random.default_rng([*seed, k, DEPTH_STREAM])
+  parts, overlap = [], False
+  for third in depth_thirds(len(ranking)):
+    count = sum(int(b) in top for b in third)
+    if not count:
+      continue
+    others = np.array([b for b in third if int(b) not in top])
+    crowded = len(others) < count   # e.g. K=4 with all of the top-K in a third of 4 blocks
+    overlap = overlap or crowded
+    pool = third if crowded else others
+    parts.append(_balanced_sets(rng, pool, count, draws))
+  return [tuple(sorted(b for part in chosen for b in part)) for chosen in zip(*parts)], overlap
+
+
+
 def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int = 20,
                        seed: int = 0, single_blocks: bool = False, reverse: bool = True,
                        concept: str = "", random_overlap: bool = True,
-                       reverse_draws: int | None = None) -> list[Intervention]:
+                       reverse_draws: int | None = None,
+                       depth_draws: int = 0) -> list[Intervention]:
   """The sweep: K=0 (the original) and, with reverse, the neutral prompt everywhere; for each K
-  top-K, bottom-K, `random_draws` random-K sets, and with reverse the top-K reverse and
-  `reverse_draws` (default: all) reverse runs on the first random-K sets; plus every single block
-  when asked. Random sets are drawn per concept, reproducibly from (seed, concept, K)."""
+  top-K, bottom-K, `random_draws` random-K sets, `depth_draws` depth-matched random-K sets
+  (draw_depth_matched_sets), and with reverse the top-K reverse and `reverse_draws` (default: all)
+  reverse runs on the first random-K sets; plus every single block when asked. Random sets are
+  drawn per concept, reproducibly from (seed, concept, K)."""
   n = len(ranking)
   if reverse_draws is not None and not 0 <= reverse_draws <= random_draws:
     raise ValueError(f"reverse_draws={reverse_draws}: the reverse runs use the first of the "
                      f"{random_draws} random-K sets, so it must be in 0..{random_draws}")
+  if depth_draws < 0:
+    raise ValueError(f"depth_draws={depth_draws}: give a count of depth-matched draws (0: none)")
   plan = [Intervention("none", 0, ())]
   if reverse:   # the reverse experiment's floor: no block reads the concept
     plan.append(Intervention("neutral", 0, (), reverse=True))
@@ -138,6 +180,9 @@ def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int
     plan.append(Intervention("bottom", k, tuple(sorted(int(b) for b in ranking[n - k:]))))
     drawn = draw_random_sets(ranking, k, random_draws, concept_seed(seed, concept), random_overlap)
     plan += [Intervention("random", k, blocks, d) for d, blocks in enumerate(drawn)]
+    if depth_draws:
+      matched, _ = draw_depth_matched_sets(ranking, k, depth_draws, concept_seed(seed, concept))
+      plan += [Intervention("depth_random", k, blocks, d) for d, blocks in enumerate(matched)]
     if reverse:
       plan.append(Intervention("reverse", k, top, reverse=True))
       backward = drawn if reverse_draws is None else drawn[:reverse_draws]

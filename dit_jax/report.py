@@ -6,7 +6,8 @@ can be re-plotted from its JSON on any machine.
     rows:   [results.InterventionRow as a dict ("concept", "category", "kind", "k", "draw", "blocks",
              "presence", "other": {category: accuracy})]
 
-Row kinds: "none" (the original, K=0), "top", "bottom", "random" (draws 0..), "reverse" (the concept
+Row kinds: "none" (the original, K=0), "top", "bottom", "random" (draws 0..), "depth_random" (draws
+0..: random-K with the top-K's depth profile), "reverse" (the concept
 prompt only in the top-K blocks), "reverse_random" (only in a random-K draw's blocks), "neutral" (the
 neutral prompt in every block) and "single" (one block). Every file goes to a temporary name and is
 renamed into place, so a killed run never leaves a torn file.
@@ -18,6 +19,7 @@ import io
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from dit_jax import analysis, files
+from dit_jax import analysis, files, stats
 from dit_jax.results import VARIANTS, variant_index
 
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
@@ -182,7 +184,7 @@ def _csv_number(value: float | None) -> str:
 
 # -------------------------------------------------------------------------------------------- summary
 
-SUMMARY_COLUMNS = (   # (header, key, format)
+SUMMARY_COLUMNS = (   # (header, key, format) of markdown_summary, the README's table
     ("K", "k", "{}"), ("concepts", "concepts", "{}"), ("original", "original", "{:.3f}"),
     ("top drop", "top_drop", "{:+.3f}"), ("random drop", "random_drop", "{:+.3f}"),
     ("draws", "random_draws", "{}"), ("bottom drop", "bottom_drop", "{:+.3f}"),
@@ -191,11 +193,22 @@ SUMMARY_COLUMNS = (   # (header, key, format)
     ("top/random", "top_over_random", "{:.1f}x"))
 
 
-def summary_table(rows: Sequence[dict], by: str = "category") -> str:
-  """Fixed-width text of `summarize`, one line per group and K, for the end of a run."""
-  entries = analysis.summarize(rows, by)
-  header = [by] + [h for h, _, _ in SUMMARY_COLUMNS] + ["localized"]
-  table = [header] + [_cells(e, by) for e in entries]
+def summary_table(rows: Sequence[dict], by: str = "category",
+                  entries: Sequence[dict] | None = None) -> str:
+  """Fixed-width text of `summarize` (or its `entries`, already computed), for a terminal: three
+  tables, one line per group and K, each with a legend: the drops with their intervals, the tests
+  against the random controls with the verdict, and the other controls."""
+  entries = analysis.summarize(rows, by) if entries is None else list(entries)
+  parts = []
+  for title, columns, legend in SUMMARY_TABLES:
+    parts += [title, *_text_table(entries, by, columns), "", *legend(entries), ""]
+  rule = [wrapped for line in analysis.AUTO_K_RULE.splitlines() for wrapped in textwrap.wrap(line, 100)]
+  return "\n".join(parts + rule)
+
+
+def _text_table(entries: Sequence[dict], by: str, columns) -> list[str]:
+  header = [by] + [h for h, _ in columns]
+  table = [header] + [[str(e[by])] + [render(e) for _, render in columns] for e in entries]
   widths = [max(len(line[i]) for line in table) for i in range(len(header))]
   lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                      enumerate(zip(line, widths))).rstrip() for line in table]
@@ -204,26 +217,104 @@ def summary_table(rows: Sequence[dict], by: str = "category") -> str:
     if index and entry[by] != entries[index - 1][by]:   # a blank line between groups
       body.append("")
     body.append(line)
-  note = summary_notes(entries)
-  return "\n".join([lines[0], "-" * len(lines[0])] + body + [""] + note)
+  return [lines[0], "-" * len(lines[0])] + body
 
 
-def summary_notes(entries: Sequence[dict]) -> list[str]:
-  """What the summary's columns mean and the rules it applies."""
+def _estimate(key: str, signed: bool = False):
+  """A figure with its 95% interval, "0.42 [0.30, 0.55]" ("-": no data; no interval: no units)."""
+  fmt = "{:+.2f}" if signed else "{:.2f}"
+
+  def render(entry: dict) -> str:
+    value, interval = entry.get(key), entry.get(f"{key}_interval")
+    if value is None:
+      return "-"
+    if interval is None:
+      return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
+  return render
+
+
+def _p_value(key: str):
+  def render(entry: dict) -> str:
+    p = entry.get(key)
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+  return render
+
+
+def _plain(key: str, fmt: str):
+  return lambda entry: _cell(entry.get(key), fmt)
+
+
+def _verdict(entry: dict) -> str:
+  return {True: "yes", False: "no", None: "-"}[entry["localized"]]
+
+
+def _ratio_cell(entry: dict) -> str:
+  if (entry["top_over_random"] is None and entry["top_drop"] is not None
+      and entry["random_drop"] is not None and entry["random_drop"] <= 0
+      and entry["top_drop"] >= analysis.MIN_TOP_DROP):
+    return "inf"   # random-K did not lower presence at all
+  return _cell(entry["top_over_random"], "{:.1f}x")
+
+
+def _draws(entry: dict) -> str:
+  return f"{entry.get('random_draws', 0)}/{entry.get('depth_draws', 0)}"
+
+
+def _pool(entries: Sequence[dict]) -> str:
   overlap = {e.get("random_overlap") for e in entries} - {None}
-  pool = {frozenset({True}): "every block (a draw may share blocks with the top-K)",
+  return {frozenset({True}): "every block (a draw may share blocks with the top-K)",
           frozenset({False}): "the blocks outside the top-K"}.get(frozenset(overlap), "not recorded")
-  return ["drops: presence at K=0 minus presence after the intervention (K=0 is the original).",
-          f"random-K: the mean over draws ('draws' of them) drawn per concept from {pool}.",
-          f"top/random: top-K's drop over random-K's (- where top-K's is under {analysis.MIN_TOP_DROP}: "
-          "a ratio of noise; inf where random-K's is not positive).",
-          "reverse: presence with the concept only in the top-K blocks (the neutral prompt elsewhere);",
-          "rev random: the same in random-K blocks; neutral: the neutral prompt in every block.",
-          "localized: top-K lowers its own category >= 2x more than random-K (and by >= "
-          f"{analysis.MIN_TOP_DROP}), and the other",
-          "categories less than half as much as its own (- where there is no random-K to compare, or "
-          f"the original presence is below {analysis.MIN_ORIGINAL_PRESENCE}: nothing to localize).",
-          *analysis.AUTO_K_RULE.splitlines()]
+
+
+def _drops_legend(entries: Sequence[dict]) -> list[str]:
+  return [
+      "units: (prompt, seed) pairs, pooled over the group's concepts; [a, b]: the 95% bootstrap",
+      f"interval of the mean over units (BCa, {stats.RESAMPLES} resamples). original: presence at "
+      "K=0;",
+      "drops: presence at K=0 minus presence after the intervention. random: mean over random-K",
+      f"draws, drawn per concept from {_pool(entries)};",
+      "depth: the same over depth-matched draws (as many blocks from each third of the blocks as",
+      "the top-K has there, outside the top-K where the third has room"
+      + (": here some had not)." if any(e.get("depth_overlap") for e in entries) else ").")]
+
+
+def _tests_legend(entries: Sequence[dict]) -> list[str]:
+  return [
+      "top-random, top-depth: per unit, top-K's drop minus the control's drop averaged over its",
+      "draws, then the mean over units with its 95% interval. p: the one-sided paired sign-flip",
+      "permutation test over units that it is > 0 (scipy permutation_test). p draws: (1 + #{draws",
+      "whose drop >= top-K's}) / (draws + 1), drops averaged over units; never below 1 / (draws + 1).",
+      *analysis.LOCALIZED_RULE.splitlines(),
+      "The verdict uses p (units), not p draws, which a few draws cannot bring below 0.05."]
+
+
+def _controls_legend(entries: Sequence[dict]) -> list[str]:
+  return [
+      "draws: random-K / depth-matched draws per concept. other drop: the other categories'",
+      "accuracy drop under top-K. top/random: top-K's drop over random-K's, information only (-",
+      f"where top-K's is under {analysis.MIN_TOP_DROP}: a ratio of noise; inf where random-K's is "
+      "not positive).",
+      "reverse: presence with the concept only in the top-K blocks (the neutral prompt elsewhere);",
+      "rev random: the same in random-K blocks; neutral: the neutral prompt in every block."]
+
+
+SUMMARY_TABLES = (   # (title, columns (header, render), legend)
+    ("Drops, with 95% intervals over (prompt, seed) units",
+     (("K", _plain("k", "{}")), ("units", _plain("units", "{}")), ("original", _estimate("original")),
+      ("top drop", _estimate("top_drop", True)), ("random drop", _estimate("random_drop", True)),
+      ("depth drop", _estimate("depth_drop", True))), _drops_legend),
+    ("Top-K against random-K and depth-matched random-K",
+     (("K", _plain("k", "{}")), ("top-random", _estimate("top_minus_random", True)),
+      ("p", _p_value("p_random")), ("p draws", _p_value("p_random_draws")),
+      ("top-depth", _estimate("top_minus_depth", True)), ("p", _p_value("p_depth")),
+      ("p draws", _p_value("p_depth_draws")), ("localized", _verdict)), _tests_legend),
+    ("Other controls",
+     (("K", _plain("k", "{}")), ("concepts", _plain("concepts", "{}")), ("draws", _draws),
+      ("bottom drop", _plain("bottom_drop", "{:+.3f}")), ("other drop", _plain("other_drop", "{:+.3f}")),
+      ("top/random", _ratio_cell), ("reverse", _plain("reverse_presence", "{:.3f}")),
+      ("rev random", _plain("reverse_random_presence", "{:.3f}")),
+      ("neutral", _plain("neutral_presence", "{:.3f}"))), _controls_legend))
 
 
 def markdown_summary(entries: Sequence[dict], by: str = "category") -> str:
@@ -234,14 +325,28 @@ def markdown_summary(entries: Sequence[dict], by: str = "category") -> str:
   return "\n".join(lines)
 
 
+MARKDOWN_STATISTICS = (   # (header, render): summary_table's first two tables in one
+    ("K", _plain("k", "{}")), ("units", _plain("units", "{}")), ("original", _estimate("original")),
+    ("top drop", _estimate("top_drop", True)), ("random drop", _estimate("random_drop", True)),
+    ("p", _p_value("p_random")), ("p draws", _p_value("p_random_draws")),
+    ("depth drop", _estimate("depth_drop", True)), ("p depth", _p_value("p_depth")),
+    ("p depth draws", _p_value("p_depth_draws")), ("localized", _verdict))
+
+
+def markdown_statistics(entries: Sequence[dict], by: str = "category") -> str:
+  """`summarize`'s entries as a Markdown table of the drops with intervals and the tests."""
+  header = [by] + [h for h, _ in MARKDOWN_STATISTICS]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join([str(e[by])] + [render(e) for _, render in MARKDOWN_STATISTICS]) + " |"
+            for e in entries]
+  return "\n".join(lines)
+
+
 def _cells(entry: dict, by: str) -> list[str]:
-  """One summary line's cells: the group, SUMMARY_COLUMNS, the verdict."""
+  """One Markdown summary line's cells: the group, SUMMARY_COLUMNS, the verdict."""
   cells = [str(entry[by])] + [_cell(entry[key], fmt) for _, key, fmt in SUMMARY_COLUMNS]
-  if (entry["top_over_random"] is None and entry["top_drop"] is not None
-      and entry["random_drop"] is not None and entry["random_drop"] <= 0
-      and entry["top_drop"] >= analysis.MIN_TOP_DROP):
-    cells[-1] = "inf"   # random-K did not lower presence at all
-  return cells + [{True: "yes", False: "no", None: "-"}[entry["localized"]]]
+  cells[-1] = _ratio_cell(entry)
+  return cells + [_verdict(entry)]
 
 
 def _cell(value, fmt: str) -> str:
@@ -251,7 +356,7 @@ def _cell(value, fmt: str) -> str:
 def write_summary(rows: Sequence[dict], out_dir: str) -> list[dict]:
   """summary.txt (the table) and summary.json (`summarize`'s entries); returns the entries."""
   entries = analysis.summarize(rows)
-  files.write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows) + "\n")
+  files.write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows, entries=entries) + "\n")
   _write_json(os.path.join(out_dir, "summary.json"), entries)
   return entries
 

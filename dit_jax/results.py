@@ -50,13 +50,15 @@ class ScoreRecord:
 class InterventionRow:
   """The judged outcome of one intervention on one concept's eval prompts.
 
-  kind: "none" (the original, K=0), "top", "bottom", "random" (draw 0..), "reverse" (the concept
+  kind: "none" (the original, K=0), "top", "bottom", "random" (draw 0..), "depth_random" (draw 0..:
+  random K blocks with the top-K's count in each third of the blocks), "reverse" (the concept
   prompt only in the selected blocks), "reverse_random" (the same in a random-K draw's blocks),
   "neutral" (the neutral prompt in every block), "single" (one block); a suffix ("+pooled",
   "+residual") marks a variant intervention reported apart. presence: the judge's mean presence of
   the concept; other: category -> the judge's accuracy on the categories the intervention did not
   target. random_overlap: whether the sweep's random-K draws could share blocks with the top-K.
-  scores: the judge's presence per image (prompt-major); hits: the share of them at or above the
+  scores: the judge's presence per image (prompt-major: prompt i, seed j at i * seeds + j), the
+  (prompt, seed) units of the summary's intervals and paired tests; hits: the share of them at or above the
   judge's threshold, set once the threshold is calibrated on the neutral rows (None before).
   """
   concept: str

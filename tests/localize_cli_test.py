@@ -18,7 +18,7 @@ SHAPES = str(ASSETS)
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
   config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
-                        categories=("shape", "place")), **overrides})
+                        depth_draws=1, categories=("shape", "place")), **overrides})
   return localize.run(config, out_dir)
 
 
@@ -34,7 +34,8 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   rows = [json.loads(line) for line in (tmp_path / "interventions.jsonl").read_text().splitlines()]
   kinds = {r["kind"] for r in rows}
   # The reverse experiment comes with its controls (issue 19, item 5).
-  assert kinds == {"none", "neutral", "top", "bottom", "random", "reverse", "reverse_random"}
+  assert kinds == {"none", "neutral", "top", "bottom", "random", "depth_random", "reverse",
+                   "reverse_random"}
   assert all(len(r["scores"]) == 2 and r["hits"] is not None for r in rows)
   circle = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "circle"}
   sky = {tuple(r["blocks"]) for r in rows if r["kind"] == "random" and r["concept"] == "the sky"}
@@ -125,6 +126,7 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
   default, full = shapes_config.get_config(), shapes_full.get_config()
   assert len(default.ks) >= 3 and len(full.ks) >= len(default.ks)
   assert full.random_draws >= 20 and full.random_draws >= default.random_draws
+  assert real.depth_draws == real.random_draws and default.depth_draws >= 1   # issue 20
 
 
 def test_readme_shapes_table_is_the_stored_full_run():

@@ -22,9 +22,15 @@ def make_scores():
   return scores
 
 
+# Per-image scores around each row's presence, the same spread in every row: the (prompt, seed)
+# units then differ between interventions by exactly the presences' difference.
+SPREAD = np.array([-0.03, -0.02, -0.01, 0.01, 0.02, 0.03])
+
+
 def row(concept, category, kind, k, presence, other=None, draw=0):
   return {"concept": concept, "category": category, "kind": kind, "k": k, "draw": draw,
-          "blocks": list(range(k)), "presence": presence, "other": other or {}}
+          "blocks": list(range(k)), "presence": presence, "other": other or {},
+          "scores": (presence + SPREAD).tolist()}
 
 
 def style_concept(name, original, top, random, bottom, reverse, animal):
@@ -128,25 +134,38 @@ def test_summary_numbers_by_hand(tmp_path):
     assert json.load(f) == entries
   text = (tmp_path / "summary.txt").read_text()
   assert text.strip() == report.summary_table(make_rows()).strip()
-  lines = {line.split()[0] + line.split()[1]: line for line in text.splitlines()[2:6] if line}
-  assert lines["style2"].split()[-1] == "yes" and lines["animal2"].split()[-1] == "no"
-  assert sorted(lines) == ["animal2", "style2", "style4"]
-  assert "+0.500" in lines["style2"] and "5.0x" in lines["style2"]
+  lines = text.splitlines()
+  starts = [lines.index(title) for title, _, _ in report.SUMMARY_TABLES] + [len(lines)]
+  drops, tests, controls = [{line.split()[0] + line.split()[1]: line for line in lines[a + 3:b]
+                             if line.split()[:1] in (["style"], ["animal"])}
+                            for a, b in zip(starts, starts[1:])]
+  assert sorted(drops) == sorted(tests) == sorted(controls) == ["animal2", "style2", "style4"]
+  assert tests["style2"].split()[-1] == "yes" and tests["animal2"].split()[-1] == "no"
+  assert "+0.50 [" in drops["style2"] and "5.0x" in controls["style2"]
+  low, high = style["top_drop_interval"]     # 6 units drop 0.6 (van gogh), 6 drop 0.4 (monet)
+  assert 0.4 < low < 0.5 < high < 0.6 and style["units"] == 12
 
 
 def test_localized_fails_when_random_hurts_as_much():
   rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 3, 0.5),
-          row("x", "c", "random", 3, 0.55, draw=0), row("x", "c", "random", 3, 0.75, draw=1)]
+          row("x", "c", "random", 3, 0.35, draw=0), row("x", "c", "random", 3, 0.55, draw=1)]
   (entry,) = analysis.summarize(rows)
-  assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.25)
-  assert entry["other_drop"] is None and entry["localized"] is False     # 0.4 < 2 x 0.25
-  rows[2]["presence"] = 0.85                                             # random drop now 0.1
-  assert analysis.summarize(rows)[0]["localized"] is True
+  assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.45)
+  assert entry["other_drop"] is None and entry["localized"] is False     # top-K no worse than random
+  set_presence(rows[2], 0.75)                            # random drop now (0.15 + 0.35) / 2 = 0.25
+  entry = analysis.summarize(rows)[0]
+  assert entry["top_over_random"] == pytest.approx(1.6)
+  assert entry["localized"] is True         # under the old 2x rule no; but it holds on every unit
   # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
-  rows[2]["presence"] = rows[3]["presence"] = 0.95
+  set_presence(rows[2], 0.95)
+  set_presence(rows[3], 0.95)
   assert analysis.summarize(rows)[0]["top_over_random"] is None
   assert " inf " in report.summary_table(rows)
   assert analysis.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
+
+
+def set_presence(r, presence):
+  r.update(presence=presence, scores=(presence + SPREAD).tolist())
 
 
 def test_summary_by_concept():
@@ -205,9 +224,8 @@ def test_image_grid_png(tmp_path):
 
 def test_no_verdict_without_knowledge_and_no_credit_for_noise():
   def rows(original, top, random):
-    base = {"concept": "c", "category": "cat", "k": 2, "draw": 0, "blocks": [], "other": {}}
-    return [dict(base, kind="none", k=0, presence=original), dict(base, kind="top", presence=top),
-            dict(base, kind="random", presence=random)]
+    return [row("c", "cat", "none", 0, original), row("c", "cat", "top", 2, top),
+            row("c", "cat", "random", 2, random)]
   verdict = lambda r: analysis.summarize(r)[0]["localized"]
   assert verdict(rows(0.9, 0.1, 0.8)) is True
   assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
@@ -229,7 +247,8 @@ def test_summary_reports_the_reverse_controls():
   assert style[4]["neutral_presence"] == pytest.approx(0.15)
   assert style[4]["reverse_random_presence"] is None
   table = report.summary_table(rows)
-  assert "neutral" in table.splitlines()[0] and "rev random" in table.splitlines()[0]
+  controls = table.split("Other controls\n")[1].splitlines()[0]
+  assert "neutral" in controls and "rev random" in controls
   assert "0.175" in table and "0.150" in table
 
 

@@ -5,9 +5,10 @@
 
 For every concept of the knowledge set: (1) attention-contribution scores of its tokens in every
 block, averaged over the train prompts, timesteps and seeds, ranked; (2) one vmapped sweep of block
-interventions on the eval prompts (top-K, bottom-K, random-K draws, reverse, optionally every single
-block) judged for the concept's presence and for the other categories; (3) reports: scores.json/csv,
-heatmap.png, per-category K curves, image grids, interventions.csv and a summary table. Each concept's
+interventions on the eval prompts (top-K, bottom-K, random-K and depth-matched random-K draws,
+reverse, optionally every single block) judged for the concept's presence and for the other
+categories; (3) reports: scores.json/csv, heatmap.png, per-category K curves, image grids,
+interventions.csv and a summary with intervals and p-values (docs/design.md, "Statistics"). Each concept's
 results are written as soon as they exist, and a rerun skips what is already on disk.
 """
 from __future__ import annotations
@@ -67,7 +68,7 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   plan = localization.plan_interventions(
       ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
       reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
-      reverse_draws=config.reverse_draws)
+      reverse_draws=config.reverse_draws, depth_draws=config.depth_draws)
   sweep = lambda part, **options: localization.run_interventions(
       pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
       (config.height, config.width), part, config.intervention_chunk, **options)
@@ -114,7 +115,7 @@ def calibrate(judge, rows: list[dict]) -> None:
 NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
               "transformer", "cache_dir", "generate_dir")
 # Keys only the intervention stage reads: changing them keeps the scores.
-INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "single_blocks",
+INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
                      "score_variant")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
