@@ -63,13 +63,44 @@ def abstract(tree, dtype=None):
   return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype), tree)
 
 
-def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, remat: bool) -> dict:
+def target_device(target: str):
+  """The device the step is compiled for: this machine's default, or an accelerator compiled for
+  without one ("tpu:v5p" etc.: XLA's TPU compiler through libtpu's deviceless topologies, so a CPU-only
+  machine gets an accelerator compiler's memory plan, with its scheduling and buffer reuse)."""
+  if target == "local":
+    return None
+  platform, _, generation = target.partition(":")
+  if platform != "tpu" or not generation:
+    raise SystemExit(f"--target {target!r}: use 'local' or 'tpu:<generation>' (e.g. tpu:v5p)")
+  from jax.experimental import topologies
+  try:
+    # One host's chips (the smallest topology libtpu describes); the step is compiled for one chip.
+    topology = topologies.get_topology_desc(platform="tpu", topology_name=f"{generation}:2x2x1"
+                                            if generation in ("v4", "v5p") else f"{generation}:2x2")
+  except Exception as error:    # libtpu missing or too old: say how to get it
+    raise SystemExit(f"--target {target}: no TPU compiler here ({error}); pip install "
+                     "'jax[tpu]' (libtpu) in a separate environment") from error
+  return topology.devices[0]
+
+
+def place(tree, device):
+  """Abstract arrays committed to `device` (None: left to the default backend)."""
+  if device is None:
+    return tree
+  from jax.sharding import SingleDeviceSharding
+  sharding = SingleDeviceSharding(device)
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                                tree)
+
+
+def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, remat: bool,
+         device=None) -> dict:
   from dit_jax import finetune
   config_dict, latent, text_len = CASES[model][preset]
   fam = families.get(model)
   config = fam.config_cls.from_diffusers(config_dict)
   module = fam.module_cls(config=config, dtype=dtype)
-  params = abstract(loading.param_shapes(fam, config), dtype)
+  params = place(abstract(loading.param_shapes(fam, config), dtype), device)
   chosen = finetune.select_blocks(blocks, config.num_blocks, labels=config.block_labels)
   if rank:
     frozen = traverse_util.flatten_dict(params)
@@ -81,9 +112,9 @@ def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, rem
     trainable, frozen = training.split_params(params, training.block_selector(chosen, config))
     trainable, combine = abstract(trainable, jnp.float32), training.merge_params
   optimizer = training.make_optimizer(1e-4, 0, 1000)
-  state = training.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,
-                              jax.eval_shape(optimizer.init, trainable), None,
-                              jax.ShapeDtypeStruct((2,), jnp.uint32))
+  state = place(training.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,
+                                    jax.eval_shape(optimizer.init, trainable), None,
+                                    jax.ShapeDtypeStruct((2,), jnp.uint32)), device)
   guidance = 3.5 if fam.guidance == "distilled" else 1.0
   predict = fam.predictor(module.clone(remat=remat), guidance)
   loss_fn = objectives.get("diffusion").make_loss(predict, Noising.from_scheduler_config(SCHEDULERS[model]), {})
@@ -93,7 +124,7 @@ def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, rem
     cond["caption_mask"] = jax.ShapeDtypeStruct((batch, text_len), jnp.int32)
   else:
     cond["pooled"] = jax.ShapeDtypeStruct((batch, config.pooled_projection_dim), dtype)
-  data = {"x0": jax.ShapeDtypeStruct((batch, *latent), jnp.float32), "cond": cond}
+  data = place({"x0": jax.ShapeDtypeStruct((batch, *latent), jnp.float32), "cond": cond}, device)
   step = training.make_train_step(loss_fn, optimizer, frozen, combine=combine)
   began = time.perf_counter()
   memory = step.memory(state, data)
@@ -114,13 +145,17 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
   parser.add_argument("--remat", action="store_true", help="jax.checkpoint per block")
+  parser.add_argument("--target", default="local",
+                      help="'local' (this machine's backend) or 'tpu:v5p' (deviceless TPU compile)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   batch = args.batch or BATCH[args.model]
+  device = target_device(args.target)
+  backend = jax.default_backend() if device is None else args.target.replace(":", "_")
   rows = []
   for name, blocks, rank in VARIANTS[(args.model, args.preset)]:
     row = {"variant": name, **plan(args.model, args.preset, blocks, rank, batch, jnp.dtype(args.dtype),
-                                   args.remat)}
+                                   args.remat, device)}
     rows.append(row)
     gib = lambda b: f"{b / 2**30:.2f} GiB"
     print(f"{name:28s} trainable {row['trainable_parameters']:>14,}  weights {gib(row['weights_bytes'])}"
@@ -129,7 +164,7 @@ def main(argv=None):
           f"{gib(row['xla_plan_bytes']['temporaries'])}; compiled in {row['compile_seconds']:.0f} s)",
           flush=True)
   result = {"model": args.model, "preset": args.preset, "batch": batch, "dtype": args.dtype,
-            "remat": args.remat, "backend": jax.default_backend(), "rows": rows}
+            "remat": args.remat, "backend": backend, "rows": rows}
   if args.model == "pixart":
     # "peak" (training.TrainStep.memory: arguments + temporaries + unaliased outputs, everything
     # the step's buffers take at once) is the figure the targets are read on.
@@ -139,7 +174,7 @@ def main(argv=None):
     print("FLUX 6-block plans: " + ", ".join(f"{r['variant']} {r['xla_plan_bytes']['peak'] / 1e9:.1f} GB"
                                               for r in rows) + " (target < 80 GB)")
   out = args.out or os.path.join("benchmarks", "results",
-                                 f"memory_plan_{args.model}_{args.preset}_{jax.default_backend()}"
+                                 f"memory_plan_{args.model}_{args.preset}_{backend}"
                                  f"{'_remat' if args.remat else ''}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:

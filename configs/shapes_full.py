@@ -15,6 +15,7 @@ def get_config():
   config.prompts_per_concept = 10
   config.seeds = (0, 1)
   config.random_draws = 20
+  config.depth_draws = 20                  # depth-matched random-K: the draw-level p can reach 1/21
   config.reverse_draws = 5
   config.out_dir = "runs/localize_shapes_full"
   return config

@@ -16,7 +16,6 @@ import base64
 import datetime
 import glob
 import html
-import json
 import os
 from collections.abc import Sequence
 
@@ -26,7 +25,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
        line-height: 1.45; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
+.scroll { overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td.group, th.group { text-align: left; font-weight: 600; }
 tr.yes td.verdict { background: #d6f5d6; } tr.no td.verdict { background: #f8d7d7; }
@@ -38,13 +38,16 @@ figcaption { font-size: 0.85em; color: #555; } pre { background: #f7f7f7; paddin
 details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: 600; }
 """
 
-# (header, key) of the verdict table; a key with "<key>_ci" beside it in summary.json gets its
-# interval printed under it, and any "p_*" key gets a column of its own.
-COLUMNS = (("K", "k"), ("concepts", "concepts"), ("original", "original"),
+# (header, key) of the verdict table, in summary.json's (analysis.summarize) keys; a key with
+# "<key>_interval" beside it gets its 95% interval printed under it; p-values get 3 digits.
+COLUMNS = (("K", "k"), ("units", "units"), ("original", "original"),
            ("top-K drop", "top_drop"), ("random-K drop", "random_drop"),
-           ("depth-matched drop", "depth_drop"), ("bottom-K drop", "bottom_drop"),
+           ("top &minus; random", "top_minus_random"), ("p", "p_random"),
+           ("p draws", "p_random_draws"), ("depth-matched drop", "depth_drop"),
+           ("top &minus; depth", "top_minus_depth"),
+           ("p", "p_depth"), ("p draws", "p_depth_draws"), ("bottom-K drop", "bottom_drop"),
            ("other categories' drop", "other_drop"), ("reverse", "reverse_presence"),
-           ("neutral everywhere", "neutral_presence"), ("top/random", "top_over_random"))
+           ("neutral everywhere", "neutral_presence"))
 
 
 def data_uri(path: str) -> str:
@@ -63,14 +66,16 @@ def _number(value) -> str:
   if isinstance(value, bool):
     return "yes" if value else "no"
   if isinstance(value, float):
-    return f"{value:.3f}"
+    return f"{value:.2f}"
   return html.escape(str(value))
 
 
-def _p_value(value) -> str:
-  if value is None:
-    return "-"
-  return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+def _cell(key: str, value) -> str:
+  if key.startswith("p_") and isinstance(value, float):
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+  if isinstance(value, float) and ("drop" in key or "minus" in key):
+    return f"{value:+.2f}"
+  return _number(value)
 
 
 def verdict_table(entries: Sequence[dict]) -> str:
@@ -79,23 +84,21 @@ def verdict_table(entries: Sequence[dict]) -> str:
     return "<p>No summary: the run has no intervention results yet.</p>"
   by = "category" if "category" in entries[0] else "concept"
   columns = [(h, k) for h, k in COLUMNS if any(k in e for e in entries)]
-  p_keys = sorted({k for e in entries for k in e if k.startswith("p_")})
-  head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
-  head += "".join(f"<th>{html.escape(k)}</th>" for k in p_keys)
+  head = "".join(f'<th title="{k}">{h}</th>' for h, k in columns)
   rows = []
   for e in entries:
     verdict = {True: "yes", False: "no", None: "-"}[e.get("localized")]
-    cells = [f'<td class="group">{html.escape(str(e[by]))}</td>']
+    # The verdict first: the table scrolls sideways on a narrow screen.
+    cells = [f'<td class="group">{html.escape(str(e[by]))}</td>',
+             f'<td class="verdict">{verdict}</td>']
     for _, key in columns:
-      interval = e.get(key + "_ci")
-      under = (f'<br><span class="ci">[{_number(interval[0])}, {_number(interval[1])}]</span>'
+      interval = e.get(key + "_interval")
+      under = (f'<br><span class="ci">[{_cell(key, interval[0])}, {_cell(key, interval[1])}]</span>'
                if interval else "")
-      cells.append(f"<td>{_number(e.get(key))}{under}</td>")
-    cells += [f"<td>{_p_value(e.get(k))}</td>" for k in p_keys]
-    cells.append(f'<td class="verdict">{verdict}</td>')
+      cells.append(f"<td>{_cell(key, e.get(key))}{under}</td>")
     rows.append(f'<tr class="{verdict}">' + "".join(cells) + "</tr>")
-  return (f'<table><tr><th class="group">{by}</th>{head}<th>localized</th></tr>'
-          + "".join(rows) + "</table>")
+  return (f'<div class="scroll"><table><tr><th class="group">{by}</th><th>localized</th>{head}</tr>'
+          + "".join(rows) + "</table></div>")
 
 
 def auto_k_table(auto: dict) -> str:
@@ -155,7 +158,8 @@ def build(out_dir: str) -> str:
   title = f"Localization: {config.get('model', '?')} ({os.path.basename(os.path.abspath(out_dir))})"
   meta = [f"checkpoint <code>{html.escape(str(config.get('checkpoint', '?')))}</code>",
           f"{run.get('num_blocks', '?')} blocks", f"K swept: {run.get('ks', '?')}",
-          f"seeds {config.get('seeds', '?')}", f"judge: {html.escape(json.dumps(run.get('judge', {}))[:200])}"]
+          f"seeds {config.get('seeds', '?')}",
+          f"judge: {html.escape(str(run.get('judge', {}).get('name', '?')))}"]
   if "seconds" in run:
     meta.append(f"{run['seconds']:.0f} s (load {run.get('load_average', ['?'])[0]})")
   parts = [f"<h1>{html.escape(title)}</h1>",

@@ -76,11 +76,12 @@ def fake_run(folder) -> str:
                                          "judge": {"name": "shapes"}, "seconds": 61.5,
                                          "load_average": [1.2, 1.0, 0.9]})
   files.write_json(folder / "summary.json", [
-      {"category": "shape", "k": 2, "concepts": 1, "original": 0.5, "top_drop": 0.31,
-       "top_drop_ci": [0.2, 0.42], "random_drop": 0.05, "random_drop_ci": [0.0, 0.1],
+      {"category": "shape", "k": 2, "units": 6, "original": 0.5, "top_drop": 0.31,
+       "top_drop_interval": [0.2, 0.42], "random_drop": 0.05, "random_drop_interval": [0.0, 0.1],
        "p_random": 0.004, "localized": True},
-      {"category": "place", "k": 2, "concepts": 1, "original": 0.9, "top_drop": 0.02,
-       "top_drop_ci": [-0.05, 0.09], "random_drop": 0.01, "p_random": 0.41, "localized": False}])
+      {"category": "place", "k": 2, "units": 6, "original": 0.9, "top_drop": 0.02,
+       "top_drop_interval": [-0.05, 0.09], "random_drop": 0.01, "p_random": 0.41,
+       "localized": False}])
   files.write_json(folder / "auto_k.json", {"rule": "automatic K: ...", "shape": {"k": 2,
                                             "k_crossing": 1.4, "target": 0.5}})
   files.write_text(folder / "summary.txt", "shape 2 ...\n")
@@ -91,7 +92,7 @@ def fake_run(folder) -> str:
 
 def test_the_page_is_self_contained_and_shows_intervals_and_p_values(tmp_path):
   page = open(fake_run(tmp_path)).read()
-  assert "[0.200, 0.420]" in page and "0.004" in page and "p_random" in page
+  assert "[+0.20, +0.42]" in page and "0.004" in page and 'title="p_random"' in page
   # Nothing outside the file: every src is a data: URI, no link, no script.
   srcs = page.split('src="')[1:]
   assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
