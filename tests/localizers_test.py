@@ -15,6 +15,7 @@ import torch
 from dit_jax import agreement, families, loading, localizers
 from dit_jax.interventions import BlockEdit
 from dit_jax.knowledge import PromptPair
+from dit_jax.results import ScoreRecord
 from tests import flux_test, pixart_test
 from tests.testutil import nchw_to_nhwc, rel_error
 
@@ -209,3 +210,87 @@ def test_kendall_tau_and_top_k_overlap():
   assert agreement.top_k_overlap(scores, np.array([0.8, 0, 0.9, 0.1, 0.2]), 2) == 0.5
   assert agreement.top_k_overlap(scores, scores, 3) == 1.0
   assert np.isnan(agreement.kendall_tau(np.ones(5), scores))   # a constant score ranks nothing
+
+
+# ------------------------------------------------------------------ localizers, planted by construction
+
+from dit_jax import judges  # noqa: E402
+from dit_jax.pipeline import Text2Image  # noqa: E402
+from tests.pipeline_test import pixart_folder  # noqa: E402,F401  (fixture)
+
+PAIRS = [PromptPair("a dog in the snow", "a cat in the snow", "dog", "animal"),
+         PromptPair("a red dog", "a blue car", "dog", "animal")]
+SEEDS, SIZE = (0,), (16, 16)
+
+
+class LooksLikeTheConcept(judges.Judge):
+  """A fake judge: presence = how close an image is to the concept prompt's original image."""
+
+  def __init__(self, reference):
+    super().__init__()
+    self.reference = reference.astype(np.float64)
+
+  def _presence(self, images, pairs):
+    return 1 - np.abs(images.astype(np.float64) - self.reference).mean(axis=(1, 2, 3)) / 255
+
+
+@pytest.fixture(scope="module")
+def planted(pixart_folder):  # noqa: F811
+  """A tiny PixArt whose blocks but the last add nothing (zero output projections): only the last
+  block reads the text and only it changes the image, so every localizer must rank it first."""
+  folder, _ = pixart_folder
+  pipe = Text2Image("pixart", str(folder), num_steps=2, guidance_scale=4.5, max_sequence_length=12)
+  n = pipe.module.config.num_blocks
+  params = dict(pipe.params)
+  for i in range(n - 1):
+    block = jax.tree_util.tree_map(lambda x: x, params[f"transformer_blocks.{i}"])
+    # No residual update, and no value for the attention scores to read.
+    for part in (("attn1", "to_out.0"), ("attn2", "to_out.0"), ("attn2", "to_v"), ("ff", "net.2")):
+      block[part[0]][part[1]] = jax.tree_util.tree_map(jnp.zeros_like, block[part[0]][part[1]])
+    params[f"transformer_blocks.{i}"] = block
+  pipe.params = params
+  reference = pipe([p.prompt for p in PAIRS for _ in SEEDS], list(SEEDS) * len(PAIRS), *SIZE)
+  return pipe, LooksLikeTheConcept(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["causal", "bypass", "patching", "attention"])
+def test_localizer_ranks_the_planted_block_first(planted, name):
+  pipe, judge = planted
+  n = pipe.module.config.num_blocks
+  record = localizers.get(name).score(pipe, PAIRS, SEEDS, SIZE, 4, judge=judge, chunk=3)
+  assert record.localizer == name
+  for variant in localizers.get(name).variants:
+    scores = record.scores(variant)
+    assert scores.shape == (n,)
+    print(f"{name} {variant}: {np.round(scores, 4)}")
+    assert localization_rank(scores)[0] == n - 1
+  if name != "attention":
+    assert len(record.presence) == n and record.baseline is not None
+    # Blocks that add nothing change nothing: no score but the planted block's (up to a uint8
+    # rounding flip of a pixel here and there: the planted block scores above 1e-2).
+    np.testing.assert_allclose(record.scores("with_wo")[:-1], 0, atol=1e-3)
+  if name == "bypass":
+    assert record.image_change[-1] > 0 and max(record.image_change[:-1]) < 1e-6
+
+
+def localization_rank(scores):
+  from dit_jax.localization import rank_blocks
+  return rank_blocks(scores)
+
+
+def test_intervention_localizers_need_the_judge(planted):
+  pipe, _ = planted
+  for name in ("causal", "bypass", "patching"):
+    with pytest.raises(ValueError, match=f"the '{name}' localizer judges images"):
+      localizers.get(name).score(pipe, PAIRS, SEEDS, SIZE, 4)
+
+
+def test_old_score_records_read_back():
+  old = {"category": "animal", "with_wo": [1.0, 2.0], "without_wo": [0.5, 0.1],
+         "per_step_with_wo": [[1.0, 2.0]], "num_prompts": 1, "num_seeds": 1, "num_steps": 1,
+         "localizer": "attention"}
+  record = ScoreRecord.from_dict(old)
+  assert record.presence == [] and record.baseline is None and record.image_change == []
+  assert localizers.named_scores("attention", old) == {"attention:with_wo": [1.0, 2.0],
+                                                       "attention:without_wo": [0.5, 0.1]}
