@@ -19,6 +19,9 @@ import scipy.stats
 from dit_jax.localization import rank_blocks
 
 ALL = "all"   # the row over every concept of every category
+RULE = ("per category, the mean over concepts of Kendall's tau-b between two localizers' per-block "
+        "scores (concepts where either is constant left out) and of their top-K overlap "
+        "(|top-K(a) & top-K(b)| / K), K the sweep's middle K")
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

@@ -294,3 +294,34 @@ def test_old_score_records_read_back():
   assert record.presence == [] and record.baseline is None and record.image_change == []
   assert localizers.named_scores("attention", old) == {"attention:with_wo": [1.0, 2.0],
                                                        "attention:without_wo": [0.5, 0.1]}
+
+
+# ------------------------------------------------------------------ the localize job
+
+
+@pytest.mark.slow
+def test_localize_scores_with_every_localizer_and_writes_agreement(tmp_path):
+  import json
+  import os
+  from tests.localize_cli_test import run_localize
+  names = ("attention", "causal", "bypass", "patching")
+  quick = dict(num_steps=2, ks=(2,), random_draws=1, reverse_draws=1, localizers=names)
+  run_localize(tmp_path, **quick)
+  for name in names[1:]:
+    record = json.loads((tmp_path / "scores" / name / "circle.json").read_text())
+    assert record["localizer"] == name and len(record["with_wo"]) == 12
+  assert json.loads((tmp_path / "scores" / "circle.json").read_text())["localizer"] == "attention"
+  table = json.loads((tmp_path / "agreement.json").read_text())
+  assert table["k"] == 2 and table["localizers"][:2] == ["attention:with_wo", "attention:without_wo"]
+  assert set(table["by_category"]) == {"shape", "place", "all"}
+  pair = table["by_category"]["all"]["causal vs bypass"]
+  assert set(pair) == {"kendall_tau", "top_k_overlap", "concepts"}
+  assert (tmp_path / "agreement.png").stat().st_size > 0
+  # Dropping a localizer keeps the others' scores; the ranking one must score.
+  stamp = os.path.getmtime(tmp_path / "scores" / "causal" / "circle.json")
+  run_localize(tmp_path, **dict(quick, localizers=names[:2]))
+  assert os.path.getmtime(tmp_path / "scores" / "causal" / "circle.json") == stamp
+  with pytest.raises(ValueError, match="config.localizer='causal' ranks the blocks"):
+    run_localize(tmp_path, **dict(quick, localizer="causal", localizers=("attention",)))
+  with pytest.raises(ValueError, match="unknown localizer|'nope'"):
+    run_localize(tmp_path, **dict(quick, localizers=("attention", "nope")))
