@@ -18,7 +18,10 @@ model to draw a new character under the reserved name (train.py, configs/shapes_
 Then it localizes the name on the fine-tuned model (attention contribution of its tokens per block,
 with_wo, over prompts x seeds x steps) and reports precision@|set|: the share of the top-|set|
 blocks that belong to the set, with the same ranking on the base model and the ranking of the
-score's change. A set counts only when the planting took: the fine-tuned model draws the
+score's change. Every localizer (dit_jax/localizers: the attention with and without W_O, causal,
+bypass, patching) scores the fine-tuned model on the same prompts and seeds, the intervention ones
+judging the planted look (the product of the judge's shape, colour and texture probabilities of
+it), and gets its own precision@|set| ("localizer_precision"). A set counts only when the planting took: the fine-tuned model draws the
 character's whole look (shape, colour and texture, judged) in at least --look-floor of the images
 (LOOK_FLOOR: as reliably as the shipped model draws the weakest of its own pretrained characters).
 At 300 steps (lr 1e-3) the stored run before this one drew its characters in 0.09 to 0.25 of the
@@ -38,7 +41,8 @@ import os
 import numpy as np
 
 from benchmarks.timing import write_result
-from dit_jax import analysis, localization
+from dit_jax import analysis, judges, localization, localizers
+from dit_jax.knowledge import PromptPair
 from dit_jax.shapes import ASSETS, tasks, world
 
 SETS = (((1, 5, 9), "quib", 0), ((2, 6, 10), "vexa", 1), ((0, 4, 7), "nolo", 2))
@@ -61,6 +65,35 @@ def block_scores(gen, name: str, num_prompts: int, seeds=(0, 1)) -> np.ndarray:
   scores = localization.concept_scores(gen.pipe, prompts, [name] * len(prompts), seeds, (32, 32),
                                        batch_size=16)
   return scores[..., 0].mean(axis=(0, 1))     # with_wo, mean over prompts x seeds and steps
+
+
+class PlantedLook(judges.Judge):
+  """Presence of the planted `name`: the judge's probability of its shape x colour x texture."""
+
+  def __init__(self, gen, name: str):
+    super().__init__()
+    self.gen, self.look = gen, world.planted_look(name)
+
+  def _presence(self, images, pairs):
+    heads = self.gen.judge.predictions(images)
+    probs = [heads[c].probs[:, world.JUDGE_CLASSES[c].index(v)]
+             for c, v in zip(("shape", "colour", "texture"), self.look)]
+    return np.prod(probs, axis=0)
+
+
+def localizer_scores(gen, name: str, num_prompts: int, chunk: int, seeds=(0, 1)) -> dict:
+  """label -> per-block scores of every localizer for the planted `name`, on block_scores' prompts
+  and seeds (the neutral "a character" in the name's place)."""
+  scenes = world.planted_scenes(name, num_prompts, seed=200)
+  pairs = [PromptPair(world.caption(s), world.caption(s, ("character",)), name, "character")
+           for s in scenes]
+  judge = PlantedLook(gen, name)
+  out = {}
+  for localizer in localizers.names():
+    record = localizers.get(localizer).score(gen.pipe, pairs, list(seeds), (32, 32), 16,
+                                             judge=judge, chunk=chunk)
+    out.update(localizers.named_scores(localizer, record.to_dict()))
+  return out
 
 
 def precision(block_scores, planted) -> float:
@@ -104,6 +137,8 @@ def score_row(r: dict, look_floor: float) -> None:
   r["base_model_precision"] = precision(base, planted)
   r["change_precision"] = precision(tuned - base, planted)
   r["counted"] = bool(r["look_accuracy"] >= look_floor)
+  r["localizer_precision"] = {label: precision(s, planted)
+                              for label, s in r.get("localizer_scores", {}).items()}
   causal = r.get("causal")
   if not causal:
     r["causal_holds"] = None
@@ -124,8 +159,14 @@ def summarize(rows: list[dict], look_floor: float = LOOK_FLOOR) -> dict:
     mine = [r for r in rows if r.get("variant", "blocks") == variant]
     counted = [r for r in mine if r["counted"]]
     mean = lambda key: analysis.mean_or_none([r[key] for r in counted])
+    labels = dict.fromkeys(label for r in counted for label in r["localizer_precision"])
     out[variant] = {"sets": len(mine), "counted": len(counted), "look_floor": look_floor,
                     "mean_precision": mean("precision"),
+                    "mean_precision_by_localizer": {
+                        label: analysis.mean_or_none([r["localizer_precision"].get(label)
+                                                      for r in counted
+                                                      if label in r["localizer_precision"]])
+                        for label in labels},
                     "mean_change_precision": mean("change_precision"),
                     "causal_checked": sum(r["causal_holds"] is not None for r in counted),
                     "causal_holds": sum(bool(r["causal_holds"]) for r in counted)}
@@ -151,6 +192,13 @@ def report(result: dict, path: str) -> None:
           f"them precision@|set| {fmt(s['mean_precision'])}, of the change "
           f"{fmt(s['mean_change_precision'])}; causal check holds in {s['causal_holds']} of "
           f"{s['causal_checked']}")
+    if s["mean_precision_by_localizer"]:
+      print(f"{variant}: precision@|set| by localizer over the sets that took: " + ", ".join(
+          f"{label} {fmt(p)}" for label, p in s["mean_precision_by_localizer"].items()))
+  for r in result["sets"]:
+    if r["localizer_precision"]:
+      print(f"{r.get('variant', 'blocks'):7} {r['name']:5} precision by localizer: " + ", ".join(
+          f"{label} {p:.2f}" for label, p in r["localizer_precision"].items()))
 
 
 def plant(gen, blocks, name: str, seed: int, variant: str, args, preset: dict) -> dict:
@@ -166,9 +214,10 @@ def plant(gen, blocks, name: str, seed: int, variant: str, args, preset: dict) -
   gen.use(os.path.join(workdir, "transformer"))
   tuned = block_scores(gen, name, preset["prompts"])
   found = localization.rank_blocks(tuned)[:len(blocks)].tolist()
+  every = localizer_scores(gen, name, preset["prompts"], args.chunk)
   return {"name": name, "seed": seed, "variant": variant, "steps": steps, "planted_blocks": list(blocks),
           "look_accuracy": gen.look_accuracy(name), "scores": tuned.tolist(),
-          "base_scores": base.tolist(),
+          "base_scores": base.tolist(), "localizer_scores": every,
           "causal": causal_check(gen, name, blocks, found, preset["causal_prompts"],
                                  preset["causal_seeds"], preset["random_draws"], seed)}
 
@@ -185,6 +234,7 @@ def main(argv=None):
   parser.add_argument("--look-floor", type=float, default=LOOK_FLOOR)
   parser.add_argument("--result", default="benchmarks/results/planted_knowledge.json")
   parser.add_argument("--rescore", action="store_true")
+  parser.add_argument("--chunk", type=int, default=4, help="localizer runs per compiled call")
   args = parser.parse_args(argv)
   if args.rescore:
     with open(args.result) as f:

@@ -26,7 +26,9 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.concepts = ()
   config.concepts_per_category = 2
   config.prompts_per_concept = 8
-  config.localizer = "attention"           # dit_jax/localizers/: how blocks are scored
+  config.localizer = "attention"           # dit_jax/localizers/: the one that ranks blocks for the sweep
+  config.localizers = ("attention",)       # every localizer that scores (attention, causal, bypass,
+                                           # patching); agreement.json compares them
   config.score_variant = "with_wo"
   config.ks = (0.1, 0.3, 0.5)              # the K grid: counts, or fractions of the blocks (the paper's)
   config.random_draws = 20                 # random-K sets per concept and K, drawn per concept

@@ -24,7 +24,14 @@ def variant_index(variant: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreRecord:
-  """Per-block scores of one concept (block order: config.block_names), from one localizer."""
+  """Per-block scores of one concept (block order: config.block_names), from one localizer.
+
+  with_wo / without_wo: the attention localizer's two variants; a localizer with one score (the
+  intervention ones: causal, bypass, patching) gives it under both. Intervention localizers also
+  record the judge's presence in each block's run, the baseline run's presence the score is taken
+  against, and (bypass) the mean absolute pixel change of each block's run from the original.
+  Records written before these fields existed read back with them empty.
+  """
   category: str
   with_wo: list[float]
   without_wo: list[float]
@@ -33,6 +40,9 @@ class ScoreRecord:
   num_seeds: int
   num_steps: int
   localizer: str = "attention"
+  presence: list[float] = dataclasses.field(default_factory=list)
+  baseline: float | None = None
+  image_change: list[float] = dataclasses.field(default_factory=list)
 
   def scores(self, variant: str) -> np.ndarray:
     variant_index(variant)

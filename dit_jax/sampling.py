@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from dit_jax.interventions import ConceptProbe, TextSwap
+from dit_jax.interventions import ConceptProbe, TextSwap, edit_conditional_half
 
 Predict = Callable[[dict, jax.Array, jax.Array, dict], jax.Array]
 
@@ -49,14 +49,13 @@ def classifier_free_guidance(model_call: Callable, guidance_scale: float):
   """Wrap model_call(params, x, t, text) -> output (or (output, scores)) into a CFG prediction.
 
   The unconditional and conditional halves run as one batch of 2B, as diffusers does. `text` holds
-  caption, caption_mask, micro-conditions, and optionally a TextSwap and a concept mask; these two
-  touch only the
-  conditional half, so interventions never change the unconditional branch, and scores come from
-  the conditional half alone.
+  caption, caption_mask, micro-conditions, and optionally a TextSwap, a BlockEdit and a concept
+  mask; these touch only the conditional half, so interventions never change the unconditional
+  branch, and scores come from the conditional half alone.
   """
   def predict(params, x, t, cond):
     text = {k: cond.get(k) for k in ("caption", "caption_mask", "text_swap", "concept",
-                                     "resolution", "aspect_ratio")}
+                                     "block_edit", "resolution", "aspect_ratio")}
     if guidance_scale <= 1.0:
       return model_call(params, x, t, text)
     both = lambda a, b: None if b is None else jnp.concatenate([a, b], axis=0)
@@ -70,7 +69,8 @@ def classifier_free_guidance(model_call: Callable, guidance_scale: float):
                 both(jnp.zeros_like(text["concept"].weights), text["concept"].weights)),
             "text_swap": None if swap is None else TextSwap(
                 swap.block_mask, both(cond["uncond_caption"], swap.caption),
-                both(cond.get("uncond_caption_mask"), swap.caption_mask))}
+                both(cond.get("uncond_caption_mask"), swap.caption_mask)),
+            "block_edit": edit_conditional_half(text["block_edit"], x.shape[0])}
     out = model_call(params, jnp.concatenate([x, x], axis=0), t, text)
     out, scores = out if isinstance(out, tuple) else (out, None)
     uncond, conditional = jnp.split(out, 2, axis=0)
@@ -96,7 +96,8 @@ def cross_attention_predict(module, guidance_scale: float) -> Predict:
       extra = dict(resolution=text["resolution"], aspect_ratio=text["aspect_ratio"])
     timestep = jnp.full((b,), t, jnp.float32) * getattr(cfg, "timestep_scale", 1.0)
     out = module.apply({"params": params}, x, timestep, text["caption"], text.get("caption_mask"),
-                       text_swap=text.get("text_swap"), concept=text.get("concept"), **extra)
+                       text_swap=text.get("text_swap"), concept=text.get("concept"),
+                       block_edit=text.get("block_edit"), **extra)
     drop_sigma = lambda o: o[..., :cfg.in_channels] if cfg.output_channels == 2 * cfg.in_channels else o
     return (drop_sigma(out[0]), out[1]) if isinstance(out, tuple) else drop_sigma(out)
 

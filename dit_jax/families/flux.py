@@ -233,7 +233,7 @@ def flux_predict(module, guidance_scale: float) -> Predict:
   patch tokens and unpacks the velocity (the Euler step is elementwise, so this is the same as
   stepping packed latents), and the image positions come from the static grid. cond holds "caption"
   (T5 states) and "pooled" (CLIP), optionally an intervention ("text_swap": TextAttentionSwap, or the
-  control TextResidualSwap) and concept weights over the T5 tokens ("concept"; then it returns
+  control TextResidualSwap), a BlockEdit ("block_edit") and concept weights over the T5 tokens ("concept"; then it returns
   (prediction, scores) for every row of the batch).
   Guidance-distilled models (dev) get guidance_scale as their guidance input; schnell none. The
   timestep is the scheduler's t / 1000, as FluxPipeline passes it.
@@ -250,7 +250,8 @@ def flux_predict(module, guidance_scale: float) -> Predict:
         {"params": params}, pack_latents(x), caption, cond["pooled"],
         jnp.full((b,), t, jnp.float32) / 1000, jnp.asarray(latent_image_ids(h // 2, w // 2)),
         jnp.zeros((caption.shape[1], 3), jnp.float32), guidance=guidance,
-        text_swap=cond.get("text_swap"), concept=cond.get("concept"))
+        text_swap=cond.get("text_swap"), concept=cond.get("concept"),
+        block_edit=cond.get("block_edit"))
     out, scores = out if isinstance(out, tuple) else (out, None)
     out = unpack_latents(out, h, w)
     return out if scores is None else (out, scores)

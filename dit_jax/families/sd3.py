@@ -27,7 +27,7 @@ from dit_jax.checkpoints import torch_to_numpy
 from dit_jax.families import Family
 from dit_jax.families.flux import (OriginalLayout, calculate_shift, keep, rows, swap_halves,
                                    text_stream_swap)
-from dit_jax.interventions import ConceptProbe, TextAttentionSwap
+from dit_jax.interventions import ConceptProbe, TextAttentionSwap, edit_conditional_half
 from dit_jax.models.sd3 import SD3Config, SD3Transformer
 from dit_jax.sampling import Predict
 
@@ -175,19 +175,20 @@ def sd3_predict(module, guidance_scale: float) -> Predict:
   guidance_scale > 1, the timestep as the scheduler gives it (sigma * 1000).
 
   cond holds "caption", "pooled" (and "uncond_caption", "uncond_pooled" for CFG), optionally a
-  TextAttentionSwap ("text_swap", rows indexing the conditional batch) and concept weights
+  TextAttentionSwap ("text_swap", rows indexing the conditional batch), a BlockEdit ("block_edit",
+  likewise) and concept weights
   ("concept"; then it returns (prediction, scores of the conditional rows)). Interventions and
   scoring touch the conditional half only.
   """
-  def call(params, x, t, caption, pooled, swap, concept):
+  def call(params, x, t, caption, pooled, swap, concept, block_edit):
     timestep = jnp.full((x.shape[0],), t, jnp.float32)
     return module.apply({"params": params}, x, caption, pooled, timestep, text_swap=swap,
-                        concept=concept)
+                        concept=concept, block_edit=block_edit)
 
   def predict(params, x, t, cond):
-    swap, concept = cond.get("text_swap"), cond.get("concept")
+    swap, concept, block_edit = cond.get("text_swap"), cond.get("concept"), cond.get("block_edit")
     if guidance_scale <= 1.0:
-      return call(params, x, t, cond["caption"], cond["pooled"], swap, concept)
+      return call(params, x, t, cond["caption"], cond["pooled"], swap, concept, block_edit)
     b = x.shape[0]
     both = lambda uncond, conditional: jnp.concatenate([uncond, conditional])
     if swap is not None:   # unconditional rows read their own text; conditional rows shift by b
@@ -196,7 +197,8 @@ def sd3_predict(module, guidance_scale: float) -> Predict:
     if concept is not None:   # the unconditional rows ask for nothing: their scores are dropped
       concept = ConceptProbe(both(jnp.zeros_like(concept.weights), concept.weights))
     out = call(params, both(x, x), t, both(cond["uncond_caption"], cond["caption"]),
-               both(cond["uncond_pooled"], cond["pooled"]), swap, concept)
+               both(cond["uncond_pooled"], cond["pooled"]), swap, concept,
+               edit_conditional_half(block_edit, b))
     out, scores = out if isinstance(out, tuple) else (out, None)
     uncond, conditional = jnp.split(out, 2)
     guided = uncond + guidance_scale * (conditional - uncond)

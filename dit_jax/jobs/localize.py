@@ -10,6 +10,11 @@ reverse, optionally every single block) judged for the concept's presence and fo
 categories; (3) reports: scores.json/csv, heatmap.png, per-category K curves, image grids,
 interventions.csv and a summary with intervals and p-values (docs/design.md, "Statistics"). Each concept's
 results are written as soon as they exist, and a rerun skips what is already on disk.
+
+Several localizers (config.localizers) can score the same concepts; config.localizer, one of them,
+ranks the blocks for the sweep and fills scores.json. Each localizer's records go to
+scores/<localizer>/<concept>.json (the attention's to scores/<concept>.json, where runs always kept
+them), and agreement.json / agreement.png compare them per category (dit_jax/agreement.py).
 """
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import (analysis, entry, judges, knowledge, localization, localizers, provenance,
-                     report, report_html)
+from dit_jax import (agreement, analysis, entry, judges, knowledge, localization, localizers,
+                     provenance, report, report_html)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -111,9 +116,10 @@ def calibrate(judge, rows: list[dict]) -> None:
     r["hits"] = float(np.mean(scores >= judge.threshold_for(r["category"]))) if scores.size else None
 
 
-# Config keys that decide no result (where results go, generation-only settings, chunking).
+# Config keys that decide no result (where results go, generation-only settings, chunking; which
+# localizers score: each has a stage of its own, see score_stages).
 NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
-              "transformer", "cache_dir", "generate_dir")
+              "transformer", "cache_dir", "generate_dir", "localizers")
 # Keys only the intervention stage reads: changing them keeps the scores.
 INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
@@ -123,16 +129,48 @@ OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
                              "curves", "summary.txt", "summary.json", "auto_k.json", "report.html")}
 
 
+def score_stage(name: str) -> str:
+  """The provenance stage of a localizer's records: the attention's is "scores", as it always was."""
+  return "scores" if name == "attention" else f"scores_{name}"
+
+
+def score_dir(out: str, name: str) -> str:
+  return os.path.join(out, "scores") if name == "attention" else os.path.join(out, "scores", name)
+
+
+def check_localizers(config) -> None:
+  """Every scoring localizer exists (an unknown one is named before any work), none twice, and the
+  one that ranks is among them."""
+  names = list(config.localizers)
+  if not names:
+    raise ValueError("config.localizers is empty: name at least the ranking one, config.localizer")
+  for name in names:
+    localizers.get(name)
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.localizers names a localizer twice: {names}")
+  if config.localizer not in names:
+    raise ValueError(f"config.localizer={config.localizer!r} ranks the blocks, so it must score "
+                     f"too: add it to config.localizers={tuple(names)}")
+
+
 def check_inputs(config, workdir: str, judge) -> None:
-  """Resume only results computed from this config and these weights (provenance.resume)."""
+  """Resume only results computed from this config and these weights (provenance.resume). Each
+  localizer's scores are a stage of their own: adding a localizer keeps the others' scores, and
+  those of a localizer that judges images depend on the judge too."""
   weights = provenance.weights_fingerprint(config.checkpoint)
   keys = [k for k in config.keys() if k not in NOT_INPUTS]
-  scores = provenance.stage_inputs(config, [k for k in keys if k not in INTERVENTION_ONLY],
-                                   weights=weights)
-  interventions = provenance.stage_inputs(config, keys, weights=weights, judge=judge.describe())
+  # Which localizer ranks decides the sweep (below), not any localizer's scores.
+  score_keys = [k for k in keys if k not in INTERVENTION_ONLY and k != "localizer"]
+  stages, outputs = {}, dict(OUTPUTS)
+  for name in config.localizers:
+    judged = {"judge": judge.describe()} if localizers.get(name).needs_judge else {}
+    stages[score_stage(name)] = provenance.stage_inputs(config, score_keys, weights=weights,
+                                                        localizer=name, **judged)
+    outputs.setdefault(score_stage(name), (os.path.relpath(score_dir(workdir, name), workdir),))
+  stages["interventions"] = provenance.stage_inputs(config, keys, weights=weights,
+                                                    judge=judge.describe())
   try:
-    provenance.resume(workdir, {"scores": scores, "interventions": interventions}, OUTPUTS,
-                      config.fresh)
+    provenance.resume(workdir, stages, outputs, config.fresh)
   except provenance.StaleResults as error:
     raise SystemExit(str(error))
 
@@ -154,7 +192,7 @@ def run(config, workdir: str) -> list[dict]:
   full = full_knowledge(config)
   knowledge_set = load_knowledge(config, full)
   judge = make_judge(config, full)
-  localizers.get(config.localizer)   # an unknown localizer is named before any work
+  check_localizers(config)
   check_inputs(config, out, judge)
   num_blocks = pipe.module.config.num_blocks
   record = lambda **extra: write_json(os.path.join(out, "run.json"), {
@@ -163,10 +201,13 @@ def run(config, workdir: str) -> list[dict]:
   record()
   concepts = list(knowledge_set.all_concepts)
 
-  scores = score_concepts(pipe, config, knowledge_set, concepts, out)
+  every = {name: score_concepts(pipe, config, knowledge_set, concepts, out, name, judge)
+           for name in config.localizers}
+  scores = every[config.localizer]
   labels = pipe.module.config.block_labels
   report.write_scores(scores, out, block_labels=labels)
   ks = grid(config, num_blocks)
+  write_agreement(every, scores, ks[len(ks) // 2], out)
   report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=config.score_variant,
                  block_labels=labels, k=ks[len(ks) // 2])
 
@@ -190,18 +231,36 @@ def run(config, workdir: str) -> list[dict]:
   return rows
 
 
-def score_concepts(pipe, config, knowledge_set, concepts, out) -> dict:
-  """concept -> ScoreRecord dict, computed where scores/<concept>.json is not on disk yet."""
+def score_concepts(pipe, config, knowledge_set, concepts, out, name: str, judge) -> dict:
+  """concept -> ScoreRecord dict of localizer `name` on the train prompts, computed where its
+  record is not on disk yet (score_dir)."""
   scores = {}
-  for concept in tqdm(concepts, desc="scoring concepts"):
-    path = os.path.join(out, "scores", f"{slug(concept)}.json")
+  localizer = localizers.get(name)
+  for concept in tqdm(concepts, desc=f"scoring concepts ({name})"):
+    path = os.path.join(score_dir(out, name), f"{slug(concept)}.json")
     if not os.path.exists(path):
-      record = localizers.get(config.localizer).score(
+      record = localizer.score(
           pipe, knowledge_set.pairs(concept, "train"), config.seeds, (config.height, config.width),
-          config.batch_size)
+          config.batch_size, judge=judge, chunk=config.intervention_chunk)
       write_json(path, record.to_dict(), indent=1)
     scores[concept] = read_json(path)
   return scores
+
+
+def write_agreement(every: dict, scores: dict, k: int, out: str) -> dict:
+  """agreement.json and agreement.png: per category, each pair of localizers' (and the attention's
+  two variants') mean Kendall tau and top-K overlap over concepts, K the sweep's middle K."""
+  named = {}
+  for name, records in every.items():
+    for concept, record in records.items():
+      for label, values in localizers.named_scores(name, record).items():
+        named.setdefault(label, {})[concept] = values
+  table = agreement.compute(named, {c: r["category"] for c, r in scores.items()}, k)
+  write_json(os.path.join(out, "agreement.json"),
+             {"k": k, "localizers": list(named), "rule": agreement.RULE,
+              "by_category": table})
+  agreement.plot(table, list(named), os.path.join(out, "agreement.png"))
+  return table
 
 
 def write_reports(rows, categories, target: float, out: str) -> dict:

@@ -1,10 +1,19 @@
-"""Localizers, looked up by name (config.localizer): each scores every block for a concept.
+"""Localizers, looked up by name (config.localizers; config.localizer ranks the blocks for the sweep):
+each scores every block for a concept (docs/design.md, "Localizers").
 
-    scores = localizers.get("attention").score(pipe, pairs, seeds, size, batch_size)
+    record = localizers.get("causal").score(pipe, pairs, seeds, size, batch_size, judge=judge)
 
 A localizer returns a results.ScoreRecord: per-block scores, larger = the block carries more of
-the concept, in the backbone's block order (config.block_names). A new
-localizer is one file here defining a Localizer and one line in REGISTRY.
+the concept, in the backbone's block order (config.block_names). The attention localizer gives two
+variants (with and without W_O); a localizer with one score gives it under both, so whatever ranks
+by config.score_variant ranks by it. Intervention localizers judge images and need the run's judge;
+the others ignore it. A new localizer is one file here defining a Localizer and one line in
+REGISTRY.
+
+    attention  the paper's attention contribution of the concept's tokens (with / without W_O)
+    causal     presence drop when only block l reads the neutral text
+    bypass     presence drop (and image change) when block l's residual update is skipped
+    patching   presence regained when the neutral run takes block l's output from the concept run
 """
 from __future__ import annotations
 
@@ -16,14 +25,21 @@ from dit_jax import registry
 # name -> "module:attribute" of its Localizer. The one line a new localizer adds.
 REGISTRY = {
     "attention": "dit_jax.localizers.attention:ATTENTION",
+    "causal": "dit_jax.localizers.causal:CAUSAL",
+    "bypass": "dit_jax.localizers.bypass:BYPASS",
+    "patching": "dit_jax.localizers.patching:PATCHING",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Localizer:
   name: str
-  # score(pipe, pairs, seeds, size, batch_size) -> results.ScoreRecord
+  # score(pipe, pairs, seeds, size, batch_size, judge=None, chunk=4) -> results.ScoreRecord;
+  # chunk: interventions per compiled, vmapped call (config.intervention_chunk).
   score: Callable[..., dict]
+  # The ScoreRecord variants that carry scores of their own (the others repeat the first).
+  variants: tuple[str, ...] = ("with_wo",)
+  needs_judge: bool = False   # it judges images: its scores depend on the judge
 
 
 def names() -> list[str]:
@@ -32,3 +48,12 @@ def names() -> list[str]:
 
 def get(name: str) -> Localizer:
   return registry.lookup(REGISTRY, name, "localizer")
+
+
+def named_scores(name: str, record: dict) -> dict[str, list[float]]:
+  """label -> per-block scores of a stored record: "attention:with_wo" and "attention:without_wo"
+  for a localizer with two variants, the bare name for one with a single score."""
+  variants = get(name).variants
+  if len(variants) == 1:
+    return {name: record[variants[0]]}
+  return {f"{name}:{v}": record[v] for v in variants}

@@ -1,5 +1,9 @@
 """The paper's localizer: the attention contribution of the concept's tokens in every block, with
-and without W_O, averaged over prompts, seeds and timesteps (docs/design.md, "The method")."""
+and without W_O, averaged over prompts, seeds and timesteps (docs/design.md, "The method").
+
+Cost per concept: one sampling run of every (prompt, seed) image with the scores read off the
+attention on the way (no judge, no extra runs): the cheapest localizer by a factor of num_blocks.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +15,8 @@ from dit_jax.results import VARIANTS, ScoreRecord, variant_index
 
 
 def score(pipe, pairs: Sequence[PromptPair], seeds: Sequence[int], size: tuple[int, int],
-          batch_size: int) -> ScoreRecord:
+          batch_size: int, judge=None, chunk: int | None = None) -> ScoreRecord:
+  del judge, chunk   # read off the attention of plain runs: nothing judged, nothing swept
   scores = localization.concept_scores(pipe, [p.prompt for p in pairs], [p.concept for p in pairs],
                                        list(seeds), size, batch_size)   # (N, steps, blocks, 2)
   mean = scores.mean(axis=(0, 1))                                      # (blocks, 2)
@@ -22,4 +27,4 @@ def score(pipe, pairs: Sequence[PromptPair], seeds: Sequence[int], size: tuple[i
                      num_prompts=len(pairs), num_seeds=len(seeds), num_steps=scores.shape[1])
 
 
-ATTENTION = Localizer("attention", score)
+ATTENTION = Localizer("attention", score, variants=VARIANTS)

@@ -36,7 +36,8 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import ConceptProbe, TextAttentionSwap, TextResidualSwap, probe_weights
+from dit_jax.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap, TextResidualSwap,
+                                   check_block_edit, edit_block, probe_weights)
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
@@ -211,6 +212,8 @@ class FluxTransformer(nn.Module):
       (output, scores) with scores (B, num_layers + num_single_layers, 2): each double then single
       block's joint-attention contribution of those tokens to the image tokens, with and without
       W_O (layers.concept_scores).
+    block_edit: optional BlockEdit of the image tokens' output of every double and single block
+      (bypass, activation patching); the text stream is never edited.
   Returns (B, N, patch_size**2 * out_channels).
   remat: jax.checkpoint per double and single block (activations recomputed in the backward pass).
   """
@@ -233,8 +236,9 @@ class FluxTransformer(nn.Module):
   @nn.compact
   def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids,
                txt_ids, guidance=None, text_swap: TextAttentionSwap | TextResidualSwap | None = None,
-               concept: ConceptProbe | None = None):
+               concept: ConceptProbe | None = None, block_edit: BlockEdit | None = None):
     cfg, dtype = self.config, self.dtype
+    check_block_edit(block_edit, cfg.num_blocks)
     if cfg.guidance_embeds != (guidance is not None):
       raise ValueError("this FLUX model " + ("is guidance-distilled: pass guidance (e.g. 3.5)"
                        if cfg.guidance_embeds else "has no guidance embedding: pass guidance=None"))
@@ -267,7 +271,8 @@ class FluxTransformer(nn.Module):
         swap = functools.partial(text_swap.attention_text, i)
       # A fusion boundary at every block input, with or without a swap, so that compiled runs that
       # select no block give the plain forward bit for bit (XLA would otherwise fuse the select).
-      img, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, rope, concept, swap)
+      out, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, rope, concept, swap)
+      img = edit_block(block_edit, i, img, out)
       block_scores.append(scores)
 
     scale, shift = modulation(temb, 2, "norm_out.linear", dtype)  # diffusers' order: scale first

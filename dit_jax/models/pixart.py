@@ -16,8 +16,8 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import (ConceptProbe, TextSwap, cross_attention_inputs, probe_weights,
-                                   select)
+from dit_jax.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
+                                   cross_attention_inputs, edit_block, probe_weights, select)
 
 Dtype = Any
 
@@ -120,6 +120,7 @@ class PixArtTransformer(nn.Module):
     caption_mask: (B, S) 0/1 mask of valid caption tokens, or None.
     resolution, aspect_ratio: (B, 2) and (B, 1) micro-conditions, for models that use them.
     text_swap: optional TextSwap intervention.
+    block_edit: optional BlockEdit of the blocks' outputs (bypass, activation patching).
     concept: optional (B, S) 0/1 weights on the caption tokens of a concept. When given, the call
       returns (output, scores) with scores (B, num_layers, 2): each block's cross-attention
       contribution of those tokens, with and without W_O (layers.concept_scores).
@@ -133,9 +134,10 @@ class PixArtTransformer(nn.Module):
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
                aspect_ratio=None, text_swap: TextSwap | None = None,
-               concept: ConceptProbe | None = None):
+               concept: ConceptProbe | None = None, block_edit: BlockEdit | None = None):
     cfg, dtype = self.config, self.dtype
     concept = probe_weights(concept, caption.shape[1])
+    check_block_edit(block_edit, cfg.num_blocks)
     p = cfg.patch_size
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
 
@@ -154,8 +156,9 @@ class PixArtTransformer(nn.Module):
     block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x, scores = block_cls(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
+      out, scores = block_cls(cfg.num_attention_heads, cfg.attention_head_dim, cfg.norm_eps, dtype,
                               name=f"transformer_blocks.{i}")(x, context, context_bias, t_mod, concept)
+      x = edit_block(block_edit, i, x, out)
       block_scores.append(scores)
 
     x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)

@@ -23,8 +23,8 @@ import flax.linen as nn
 
 from dit_jax import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import (ConceptProbe, TextSwap, cross_attention_inputs, probe_weights,
-                                   select)
+from dit_jax.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
+                                   cross_attention_inputs, edit_block, probe_weights, select)
 # SANA's timestep embedding without guidance is PixArt's AdaLN-single (no size conditions).
 from dit_jax.models.pixart import AdaLayerNormSingle
 
@@ -190,6 +190,7 @@ class SanaTransformer(nn.Module):
     caption_mask: (B, S) 0/1 mask of valid caption tokens, or None.
     guidance: (B,) guidance scale times guidance_embeds_scale, for guidance-embedded (Sprint) models.
     text_swap: optional TextSwap intervention.
+    block_edit: optional BlockEdit of the blocks' outputs (bypass, activation patching).
     concept: optional (B, S) 0/1 weights on a concept's caption tokens; then the call returns
       (output, scores (B, num_layers, 2)), as PixArtTransformer does.
   remat: jax.checkpoint per block (activations recomputed in the backward pass).
@@ -200,9 +201,11 @@ class SanaTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, guidance=None,
-               text_swap: TextSwap | None = None, concept: ConceptProbe | None = None):
+               text_swap: TextSwap | None = None, concept: ConceptProbe | None = None,
+               block_edit: BlockEdit | None = None):
     cfg, dtype = self.config, self.dtype
     concept = probe_weights(concept, caption.shape[1])
+    check_block_edit(block_edit, cfg.num_blocks)
     p, dim = cfg.patch_size, cfg.inner_dim
     h, w = layers.patch_grid(latents, cfg.in_channels, p)
     if cfg.guidance_embeds != (guidance is not None):
@@ -228,8 +231,9 @@ class SanaTransformer(nn.Module):
     block_scores = []
     for i in range(cfg.num_layers):
       context, context_bias = select(block_mask, i, swapped, own)
-      x, scores = block_cls(cfg, dtype, name=f"transformer_blocks.{i}")(
+      out, scores = block_cls(cfg, dtype, name=f"transformer_blocks.{i}")(
           x, context, context_bias, t_mod, (h, w), concept)
+      x = edit_block(block_edit, i, x, out)
       block_scores.append(scores)
 
     x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)

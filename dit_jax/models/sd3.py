@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dit_jax import layers
-from dit_jax.interventions import ConceptProbe, TextAttentionSwap, probe_weights
+from dit_jax.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap, check_block_edit,
+                                   edit_block, probe_weights)
 from dit_jax.models.base import DiffusersConfig
 # The same AdaLN helpers (LayerNorm eps 1e-6, SiLU -> Linear modulation) and swap boundary as FLUX's.
 from dit_jax.models.flux import NORM_EPS, attention_text_input, gated_mlp_update, modulate, modulation
@@ -156,6 +157,8 @@ class SD3Transformer(nn.Module):
     timestep: (B,) or scalar, the scheduler's timestep (sigma * 1000), as the pipeline passes it.
     text_swap: optional TextAttentionSwap: selected blocks' joint attention reads another row's
       text input to it.
+    block_edit: optional BlockEdit of every block's image-token output (bypass, activation
+      patching); the text stream is never edited.
     concept: optional ConceptProbe, (B, S) weights on a concept's text tokens. When given, the call returns
       (output, scores) with scores (B, num_layers, 2): each block's joint-attention contribution of
       those tokens to the image tokens, with and without W_O (layers.concept_scores).
@@ -167,8 +170,9 @@ class SD3Transformer(nn.Module):
   @nn.compact
   def __call__(self, hidden_states, encoder_hidden_states, pooled_projections, timestep,
                text_swap: TextAttentionSwap | None = None,
-               concept: ConceptProbe | None = None):
+               concept: ConceptProbe | None = None, block_edit: BlockEdit | None = None):
     cfg, dtype = self.config, self.dtype
+    check_block_edit(block_edit, cfg.num_blocks)
     if text_swap is not None and not isinstance(text_swap, TextAttentionSwap):
       raise TypeError(f"SD3 takes a TextAttentionSwap, got {type(text_swap)}")
     if text_swap is not None and text_swap.block_mask.shape[-1] != cfg.num_blocks:
@@ -196,7 +200,8 @@ class SD3Transformer(nn.Module):
       swap = None if text_swap is None else functools.partial(text_swap.attention_text, i)
       # A fusion boundary at every block input, with or without a swap, so that compiled runs that
       # select no block give the plain forward bit for bit.
-      img, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, concept, swap)
+      out, txt, scores = block(img, jax.lax.optimization_barrier(txt), temb, concept, swap)
+      img = edit_block(block_edit, i, img, out)
       block_scores.append(scores)
 
     scale, shift = modulation(temb, 2, "norm_out.linear", dtype)   # diffusers' order: scale first
