@@ -58,6 +58,10 @@ class InterventionRow:
   target. random_overlap: whether the sweep's random-K draws could share blocks with the top-K.
   scores: the judge's presence per image (prompt-major); hits: the share of them at or above the
   judge's threshold, set once the threshold is calibrated on the neutral rows (None before).
+  window: the sampling steps the intervention acted on ("all", or a time window's name,
+  localization.TimeWindow); a windowed row's kind carries it too ("top@early", "single@late",
+  "all@middle": every block in the window), so the all-steps analysis never mixes it in. Rows
+  written before windows existed have no window: read them as "all".
   """
   concept: str
   category: str
@@ -70,6 +74,11 @@ class InterventionRow:
   random_overlap: bool | None = None
   scores: list[float] = dataclasses.field(default_factory=list)
   hits: float | None = None
+  window: str = "all"
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data: dict) -> "InterventionRow":
+    return cls(**data)
