@@ -14,7 +14,7 @@ from dit_jax.localization import Intervention, TimeWindow
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
 from tests.localize_cli_test import run_localize
-from tests.pipeline_test import pixart_folder  # noqa: F401  (fixture)
+from tests.pipeline_test import flux_folder, pixart_folder  # noqa: F401  (fixtures)
 from tests.testutil import nchw_to_nhwc, rel_error
 
 PROMPTS = ["a dog in the snow", "a red car in the style of van gogh"]
@@ -215,3 +215,20 @@ def test_localize_with_windows_and_the_mean_operator(tmp_path):
   summary = (tmp_path / "summary.txt").read_text()
   assert "time windows" in summary and re.search(r"early +0:1 ", summary)
   assert json.loads((tmp_path / "inputs.json").read_text())["interventions"]["withhold"] == "mean"
+
+
+@pytest.mark.slow   # compiles a vmapped FLUX loop
+@pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
+def test_flux_windows_use_the_same_rule(flux_folder):  # noqa: F811
+  """FLUX's two-trajectory run goes through the same loop: a window of every step is no window, an
+  empty one the original, and one step alone neither."""
+  folder, _ = flux_folder
+  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+  swap = lambda window=None: Intervention("top", 1, (0,), window=window)
+  plan = [Intervention("none", 0, ()), swap(), swap(TimeWindow("every", 0, 2)),
+          swap(TimeWindow("never", 0, 0)), swap(TimeWindow("first", 0, 1))]
+  images = localization.run_interventions(pipe, ["a dog in the snow"], ["a cat in the snow"], [0],
+                                          (16, 16), plan, chunk=5).astype(int)
+  np.testing.assert_array_equal(images[2], images[1])
+  np.testing.assert_array_equal(images[3], images[0])
+  assert not np.array_equal(images[4], images[1]) and not np.array_equal(images[4], images[0])
