@@ -7,8 +7,11 @@ For every concept of the knowledge set: (1) attention-contribution scores of its
 block, averaged over the train prompts, timesteps and seeds, ranked; (2) one vmapped sweep of block
 interventions on the eval prompts (top-K, bottom-K, random-K draws, reverse, optionally every single
 block) judged for the concept's presence and for the other categories; (3) reports: scores.json/csv,
-heatmap.png, per-category K curves, image grids, interventions.csv and a summary table. Each concept's
-results are written as soon as they exist, and a rerun skips what is already on disk.
+heatmap.png, per-category K curves, image grids, interventions.csv and a summary table; block x
+timestep maps (maps/), and with config.time_windows the same interventions limited to windows of
+sampling steps. config.withhold says what the selected blocks read instead of the concept
+(dit_jax/withhold.py). Each concept's results are written as soon as they exist, and a rerun skips
+what is already on disk.
 """
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import (analysis, entry, judges, knowledge, localization, localizers, provenance,
-                     report, withhold)
-from dit_jax import files
+from dit_jax import (analysis, entry, files, judges, knowledge, localization, localizers,
+                     provenance, report, withhold)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -193,7 +195,8 @@ def run(config, workdir: str) -> list[dict]:
   calibrate(judge, rows)
   auto = write_reports(rows, knowledge_set.categories, config.presence_target, out)
   for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
-    report.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)), labels)
+    report.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)),
+                    labels)
   if windows:   # is the concept localized in time? A table below the summary
     timing = report.time_table(rows, windows)
     summary = os.path.join(out, "summary.txt")
