@@ -37,6 +37,8 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.depth_draws = 20                  # random-K sets with the top-K's depth profile (0: none)
   config.single_blocks = False
   config.intervention_chunk = 4
+  config.withhold = "neutral"              # what selected blocks read instead: neutral|empty|removed|mean
+  config.time_windows = ()                 # e.g. ("early", "middle", "late"): also intervene per window
   config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped
   config.residual_swap = False             # FLUX: also run the control swap of the whole text stream
   config.judge = "clip"

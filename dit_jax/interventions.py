@@ -103,6 +103,20 @@ class TextResidualSwap(NamedTuple):
     return _take_rows(self.block_mask, self.source, i, text)
 
 
+def during_steps(cond: dict, window: jax.Array, i) -> dict:
+  """`cond` at sampling step i under a step window: every intervention in it (any NamedTuple with a
+  block_mask: TextSwap, TextAttentionSwap, TextResidualSwap, ...) keeps its selected blocks only
+  while start <= i < end, and reads no other text outside the window.
+
+  window: (2,) int32 [start, end), an array so a sweep can vmap over windows. One rule for every
+  intervention and family, instead of a window field on each (docs/design.md, "Time").
+  """
+  active = (window[0] <= i) & (i < window[1])
+  windowed = lambda v: v._replace(block_mask=v.block_mask & active)
+  return {k: windowed(v) if hasattr(v, "block_mask") and hasattr(v, "_replace") else v
+          for k, v in cond.items()}
+
+
 def _take_rows(block_mask, source, i: int, x):
   return jnp.where(block_mask[i], jnp.take(x, source, axis=0), x)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,24 +69,62 @@ def pipe_noise(pipe, seeds, size):
   return noise_for_seeds(seeds, pipe.latent_shape(*size))
 
 
+class TimeWindow(NamedTuple):
+  """Sampling steps [start, end) of the schedule (step 0 is the noisiest) an intervention acts on."""
+  name: str
+  start: int
+  end: int
+
+
+# Named windows: thirds of the schedule (np.array_split's: 20 steps -> 7, 7, 6).
+WINDOW_NAMES = ("early", "middle", "late")
+
+
+def time_windows(names: Sequence[str], num_steps: int) -> list[TimeWindow]:
+  """The windows config.time_windows names: "early", "middle", "late" (thirds of the schedule) or
+  "start:end" (steps start..end-1, e.g. "0:5")."""
+  thirds = dict(zip(WINDOW_NAMES, np.array_split(np.arange(num_steps), 3)))
+  windows = []
+  for name in names:
+    if name in thirds:
+      steps = thirds[name]
+      if not len(steps):
+        raise ValueError(f"time window {name!r}: {num_steps} sampling steps have no {name} third")
+      windows.append(TimeWindow(name, int(steps[0]), int(steps[-1]) + 1))
+      continue
+    start, colon, end = str(name).partition(":")
+    if not (colon and start.isdigit() and end.isdigit() and int(start) < int(end) <= num_steps):
+      raise ValueError(f"time window {name!r}: use {list(WINDOW_NAMES)} (thirds of the schedule) or "
+                       f"'start:end' with 0 <= start < end <= {num_steps} sampling steps")
+    windows.append(TimeWindow(name, int(start), int(end)))
+  if len({w.name for w in windows}) != len(windows):
+    raise ValueError(f"time windows {list(names)} name a window twice")
+  return windows
+
+
 @dataclasses.dataclass(frozen=True)
 class Intervention:
   """Blocks whose cross-attention text input is swapped. Default: the concept prompt everywhere but
-  the neutral prompt in `blocks`. reverse: the neutral prompt everywhere but the concept in `blocks`."""
-  kind: str     # none | top | bottom | random | depth_random | single | reverse | reverse_random | neutral
+  the neutral prompt in `blocks`. reverse: the neutral prompt everywhere but the concept in `blocks`.
+  window: only on these sampling steps (the original text outside them); None: every step."""
+  kind: str     # none | top | bottom | random | depth_random | single | reverse | reverse_random | neutral | all
   k: int
   blocks: tuple[int, ...]
   draw: int = 0
   reverse: bool = False
+  window: TimeWindow | None = None
 
   @property
   def name(self) -> str:
+    when = f" @{self.window.name}" if self.window else ""
     if self.kind in ("none", "neutral"):
-      return {"none": "original", "neutral": "neutral prompt"}[self.kind]
+      return {"none": "original", "neutral": "neutral prompt"}[self.kind] + when
     if self.kind == "single":
-      return f"block {self.blocks[0]}"
+      return f"block {self.blocks[0]}{when}"
+    if self.kind == "all":
+      return f"all blocks{when}"
     drawn = self.kind in ("random", "reverse_random", "depth_random")
-    return f"{self.kind.replace('_', '-')}-{self.k}" + (f" #{self.draw}" if drawn else "")
+    return f"{self.kind.replace('_', '-')}-{self.k}" + (f" #{self.draw}" if drawn else "") + when
 
 
 def concept_seed(seed: int, concept: str) -> list[int]:
@@ -193,6 +232,30 @@ def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int
   return plan
 
 
+def plan_windows(ranking: np.ndarray, ks: Sequence[int], windows: Sequence[TimeWindow],
+                 single_blocks: bool = False) -> list[Intervention]:
+  """Interventions limited to each time window: top-K for each K and every block at once (what the
+  window alone can do), plus every single block when asked (the windows x blocks map)."""
+  n = len(ranking)
+  plan = []
+  for window in windows:
+    plan += [Intervention("top", k, tuple(sorted(int(b) for b in ranking[:k])), window=window)
+             for k in ks]
+    plan.append(Intervention("all", n, tuple(range(n)), window=window))
+    if single_blocks:
+      plan += [Intervention("single", 1, (b,), window=window) for b in range(n)]
+  return plan
+
+
+def step_windows(plan: Sequence[Intervention]) -> np.ndarray | None:
+  """(len(plan), 2) int32 [start, end) per intervention (every step where it has no window), or None
+  when no intervention has a window: the sweep then runs without any (sampling.denoise)."""
+  if not any(i.window for i in plan):
+    return None
+  every = (0, np.iinfo(np.int32).max)
+  return np.array([(i.window.start, i.window.end) if i.window else every for i in plan], np.int32)
+
+
 def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
   mask = np.zeros((len(plan), num_blocks), bool)
   for i, intervention in enumerate(plan):
@@ -200,29 +263,41 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
   return mask
 
 
-def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str],
+def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str] | dict,
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
                       chunk: int = 8, **options) -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
-  Each chunk of interventions is one jitted call, vmapped over block masks and the reverse flag:
-  the conditional branch reads `base` text in unselected blocks and `swap` text in selected ones,
-  the unconditional branch is never touched, and every intervention starts from the same noise.
-  `options` go to the family's intervention (FLUX's swap_pooled: an intervention that selects any
-  block also takes the other prompt's pooled CLIP vector, which reaches every block through the
-  modulation; report it separately).
+  Each chunk of interventions is one jitted call, vmapped over block masks, the reverse flag and
+  (where any intervention has one) the step window: the conditional branch reads `base` text in
+  unselected blocks and `swap` text in selected ones, the unconditional branch is never touched,
+  and every intervention starts from the same noise. neutral_prompts: what the selected blocks read
+  instead of the concept, one per prompt: prompts, or a conditioning dict with one row per prompt
+  (dit_jax.withhold: the mean text state). `options` go to the family's intervention (FLUX's
+  swap_pooled: an intervention that selects any block also takes the other prompt's pooled CLIP
+  vector, which reaches every block through the modulation; report it separately).
   """
-  if len(prompts) != len(neutral_prompts):
-    raise ValueError(f"{len(prompts)} prompts but {len(neutral_prompts)} neutral prompts")
+  given = len(next(iter(neutral_prompts.values()))) if isinstance(neutral_prompts, dict) else len(neutral_prompts)
+  if len(prompts) != given:
+    raise ValueError(f"{len(prompts)} prompts but {given} neutral prompts")
+  windows = step_windows(plan)
+  if windows is not None and options.get("swap_pooled"):
+    raise ValueError("swap_pooled with a time window: the pooled vector reaches every step through "
+                     "the modulation, so it cannot be limited to a window; run windows without it")
   height, width = size
   shape = pipe.latent_shape(height, width)
   sweep = pipe.program(("sweep", shape, tuple(sorted(options.items()))),
                        lambda: intervention_sweep(pipe.family, pipe.loop(shape), **options))
-  rows = [(p, n, s) for p, n in zip(prompts, neutral_prompts) for s in seeds]
-  ps, ns, ss = zip(*rows)
+  rows = [(p, s) for p in prompts for s in seeds]
+  ps, ss = zip(*rows)
   noise = jnp.asarray(pipe_noise(pipe, ss, size))
   concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
-  neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
+  if isinstance(neutral_prompts, dict):   # one row per prompt -> one per (prompt, seed)
+    neutral = {k: jnp.asarray(np.repeat(np.asarray(v), len(seeds), axis=0))
+               for k, v in neutral_prompts.items()}
+  else:
+    ns = [n for n in neutral_prompts for _ in seeds]
+    neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
 
   masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
@@ -233,18 +308,20 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   for part in _batches(len(plan), chunk):
     # The last chunk is padded to full size so that every call reuses one compilation.
     index = np.arange(part.start, part.start + chunk).clip(max=part.stop - 1)
+    window = None if windows is None else jnp.asarray(windows[index])
     latents = np.asarray(sweep(pipe.params, noise, concept, neutral, jnp.asarray(masks[index]),
-                               jnp.asarray(reverse[index])), np.float32)
+                               jnp.asarray(reverse[index]), window), np.float32)
     images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
   return np.stack(images)
 
 
 def intervention_sweep(family: str, loop, **options):
-  """fn(params, noise, concept, neutral, masks, reverse) -> final latents (I, N, ...): the denoising
-  `loop` (Text2Image.loop) run once per intervention, vmapped over the block masks (I, blocks) and
-  reverse flags (I,). Weights, noise and text states are arguments, so jitting it bakes no model
-  into the program and one compilation serves every chunk. `options` go to the family's
-  intervention (FLUX: swap_pooled)."""
+  """fn(params, noise, concept, neutral, masks, reverse, windows=None) -> final latents (I, N, ...):
+  the denoising `loop` (Text2Image.loop) run once per intervention, vmapped over the block masks
+  (I, blocks), reverse flags (I,) and, if given, step windows (I, 2) int32 [start, end) outside which
+  the intervention is off (the loop's cond carries it as "step_window", sampling.denoise). Weights,
+  noise and text states are arguments, so jitting it bakes no model into the program and one
+  compilation serves every chunk. `options` go to the family's intervention (FLUX: swap_pooled)."""
   fam = families.get(family)
   for name, value in options.items():
     if name not in fam.intervention_options:
@@ -254,7 +331,13 @@ def intervention_sweep(family: str, loop, **options):
     if value not in fam.intervention_options[name]:
       raise ValueError(f"{name}={value!r}: use one of {sorted(fam.intervention_options[name])}")
 
-  def sweep(params, noise, concept, neutral, masks, reverse):
-    run = lambda mask, rev: fam.intervene(loop, params, noise, concept, neutral, mask, rev, **options)
-    return jax.vmap(run)(masks, reverse)
+  def sweep(params, noise, concept, neutral, masks, reverse, windows=None):
+    def run(mask, rev, window=None):
+      # The window rides in the cond the family's intervention hands to the loop: no family sees it.
+      timed = loop if window is None else (
+          lambda p, x, cond: loop(p, x, {**cond, "step_window": window}))
+      return fam.intervene(timed, params, noise, concept, neutral, mask, rev, **options)
+    if windows is None:
+      return jax.vmap(run)(masks, reverse)
+    return jax.vmap(run)(masks, reverse, windows)
   return sweep

@@ -408,3 +408,108 @@ def _fit(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> str:
   while text and draw.textlength(text + "...", font=font) > width:
     text = text[:-1]
   return text + "..."
+
+
+# ----------------------------------------------------------------------------------------------- time
+
+def causal_time_map(rows: Sequence[dict], concept: str, windows: Sequence[tuple]) -> dict | None:
+  """The (windows x blocks) presence drop of single-block interventions limited to each window
+  (rows "single@<window>"), and of every step ("single") where the run has them: the original's
+  presence minus the intervention's. None where the concept has no windowed single-block rows."""
+  mine = [r for r in rows if r["concept"] == concept]
+  original = analysis.mean_or_none([r["presence"] for r in mine if r["kind"] == "none"])
+  singles = {(r.get("window", "all"), r["blocks"][0]): r["presence"] for r in mine
+             if r["kind"].split("@")[0] == "single"}
+  if original is None or not any(w != "all" for w, _ in singles):
+    return None
+  num_blocks = 1 + max(b for _, b in singles)
+  drop = lambda w: [None if (w, b) not in singles else original - singles[(w, b)]
+                    for b in range(num_blocks)]
+  return {"windows": [{"name": w[0], "start": w[1], "end": w[2]} for w in windows],
+          "original": original, "drop": [drop(w[0]) for w in windows],
+          "all_steps": drop("all") if any(w == "all" for w, _ in singles) else None}
+
+
+def time_map(concept: str, entry: dict, rows: Sequence[dict], windows: Sequence[tuple], path: str,
+             block_labels: Sequence[str] | None = None) -> None:
+  """<path>.png and <path>.json: the concept's block x timestep maps. Attention: the paper's score
+  (with W_O) of every block at every sampling step (ScoreRecord.per_step_with_wo), divided by its
+  max; with time windows and single blocks, causal: the presence drop of withholding the concept
+  from one block on one window's steps only (causal_time_map), red = the concept is lost."""
+  # (steps, blocks); a localizer without per-step scores leaves it empty: no attention panel then.
+  attention = np.asarray(entry.get("per_step_with_wo") or [], float)
+  causal = causal_time_map(rows, concept, windows)
+  if attention.ndim != 2 and not causal:
+    return
+  num_blocks = attention.shape[1] if attention.ndim == 2 else len(causal["drop"][0])
+  labels = list(block_labels) if block_labels else [str(b) for b in range(num_blocks)]
+  _write_json(path + ".json", {"concept": concept, "category": entry["category"],
+                               "block_labels": labels, "per_step_with_wo": attention.tolist(),
+                               "causal": causal})
+  causal_rows = []
+  if causal:
+    causal_rows = [(f"{w['name']} {w['start']}:{w['end']}", d) for w, d in
+                   zip(causal["windows"], causal["drop"])]
+    if causal["all_steps"]:
+      causal_rows.append(("every step", causal["all_steps"]))
+  heights = ([max(len(attention), 4)] if attention.ndim == 2 else []) + (
+      [max(len(causal_rows), 2)] if causal_rows else [])
+  fig = Figure(figsize=(3.5 + 0.25 * num_blocks, 1.5 + 0.18 * sum(heights)), dpi=110,
+               layout="constrained")
+  axes = list(fig.subplots(len(heights), 1, squeeze=False, height_ratios=heights)[:, 0])
+  if attention.ndim == 2:
+    ax = axes[0]
+    peak = attention.max()
+    image = ax.imshow(attention / (peak if peak > 0 else 1.0), aspect="auto", cmap="viridis",
+                      vmin=0, vmax=1, interpolation="nearest")
+    for w in windows[1:]:   # window boundaries on the attention map
+      ax.axhline(w[1] - 0.5, color="white", linewidth=1, linestyle="--")
+    ax.set_ylabel("sampling step (0: noisiest)", fontsize=8)
+    ax.set_title(f"{concept} ({entry['category']}): attention contribution (with W_O) / max",
+                 fontsize=9)
+    fig.colorbar(image, ax=ax, pad=0.02, fraction=0.03)
+  if causal_rows:
+    ax = axes[-1]
+    matrix = np.array([[np.nan if v is None else v for v in d] for _, d in causal_rows], float)
+    scale = max(float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 0.0, 1e-6)
+    image = ax.imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale,
+                      interpolation="nearest")
+    ax.set_yticks(range(len(causal_rows)), [name for name, _ in causal_rows], fontsize=8)
+    ax.set_title(f"{concept}: presence drop, one block withheld in the window (original "
+                 f"{causal['original']:.2f})", fontsize=9)
+    fig.colorbar(image, ax=ax, pad=0.02, fraction=0.03)
+  for ax in axes:
+    ax.set_xticks(range(num_blocks), labels, rotation=90, fontsize=7)
+  axes[-1].set_xlabel("block")
+  _save_figure(fig, path + ".png")
+
+
+def time_table(rows: Sequence[dict], windows: Sequence[tuple]) -> str:
+  """Per category, the presence drop (original minus after, mean over concepts) of top-K and of
+  every block when they act only on one window's steps ("top@<window>", "all@<window>"), against
+  every step ("top"; every block at every step is the "neutral" row)."""
+  ks = sorted({r["k"] for r in rows if r["kind"] == "top"})
+  header = ["category", "window", "steps"] + [f"top-{k}" for k in ks] + ["all blocks"]
+  table = [header]
+  for category in dict.fromkeys(r["category"] for r in rows):
+    mine = [r for r in rows if r["category"] == category]
+    originals = {r["concept"]: r["presence"] for r in mine if r["kind"] == "none"}
+
+    def drop(kind, k=None):
+      drops = [originals[r["concept"]] - r["presence"] for r in mine if r["kind"] == kind
+               and (k is None or r["k"] == k) and r["concept"] in originals]
+      return _cell(analysis.mean_or_none(drops), "{:+.3f}")
+
+    for index, (name, start, end) in enumerate(list(windows) + [("all", 0, None)]):
+      steps = "every" if end is None else f"{start}:{end}"
+      suffix = "" if name == "all" else f"@{name}"
+      table.append([category if index == 0 else "", name, steps]
+                   + [drop("top" + suffix, k) for k in ks]
+                   + [drop("all" + suffix) if suffix else drop("neutral")])
+  widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+  lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+                     enumerate(zip(line, widths))).rstrip() for line in table]
+  return "\n".join(["time windows: presence drop (original minus after) when the intervention acts "
+                    "only on a window's", "sampling steps (step 0 is the noisiest; 'all': every "
+                    "step; 'all blocks' at every step is the neutral row).",
+                    lines[0], "-" * len(lines[0])] + lines[1:])

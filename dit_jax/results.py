@@ -70,6 +70,10 @@ class InterventionRow:
   scores: the judge's presence per image (prompt-major: prompt i, seed j at i * seeds + j), the
   (prompt, seed) units of the summary's intervals and paired tests; hits: the share of them at or above the
   judge's threshold, set once the threshold is calibrated on the neutral rows (None before).
+  window: the sampling steps the intervention acted on ("all", or a time window's name,
+  localization.TimeWindow); a windowed row's kind carries it too ("top@early", "single@late",
+  "all@middle": every block in the window), so the all-steps analysis never mixes it in. Rows
+  written before windows existed have no window: read them as "all".
   """
   concept: str
   category: str
@@ -82,6 +86,11 @@ class InterventionRow:
   random_overlap: bool | None = None
   scores: list[float] = dataclasses.field(default_factory=list)
   hits: float | None = None
+  window: str = "all"
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data: dict) -> "InterventionRow":
+    return cls(**data)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from dit_jax.interventions import ConceptProbe, TextSwap, edit_conditional_half
+from dit_jax.interventions import ConceptProbe, TextSwap, during_steps, edit_conditional_half
 
 Predict = Callable[[dict, jax.Array, jax.Array, dict], jax.Array]
 
@@ -30,13 +30,19 @@ def denoise(predict: Predict, scheduler, params, noise: jax.Array, cond: dict):
 
   If `predict` returns (prediction, aux) -- attention scores when cond has a "concept" -- the aux of
   every step comes back too: (latents, aux stacked over steps).
+
+  cond["step_window"] ((2,) int32 [start, end), optional): the intervention in cond acts only on
+  steps start <= i < end of the schedule (interventions.during_steps); without it every step.
   """
   timesteps = jnp.asarray(scheduler.timesteps)
   x = (noise * scheduler.init_noise_sigma).astype(noise.dtype)
+  window = cond.get("step_window")
+  cond = {k: v for k, v in cond.items() if k != "step_window"}
 
   def step(carry, i):
     x, state = carry
-    out = predict(params, x, timesteps[i], cond)
+    at_step = cond if window is None else during_steps(cond, window, i)
+    out = predict(params, x, timesteps[i], at_step)
     prediction, aux = out if isinstance(out, tuple) else (out, None)
     x, state = scheduler.step(state, i, prediction, x)
     return (x, state), aux

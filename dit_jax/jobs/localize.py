@@ -8,8 +8,11 @@ block, averaged over the train prompts, timesteps and seeds, ranked; (2) one vma
 interventions on the eval prompts (top-K, bottom-K, random-K and depth-matched random-K draws,
 reverse, optionally every single block) judged for the concept's presence and for the other
 categories; (3) reports: scores.json/csv, heatmap.png, per-category K curves, image grids,
-interventions.csv and a summary with intervals and p-values (docs/design.md, "Statistics"). Each concept's
-results are written as soon as they exist, and a rerun skips what is already on disk.
+interventions.csv and a summary with intervals and p-values (docs/design.md, "Statistics"); block x
+timestep maps (maps/), and with config.time_windows the same interventions limited to windows of
+sampling steps; report.html, one page with all of it. config.withhold says what the selected blocks
+read instead of the concept (dit_jax/withhold.py). Each concept's results are written as soon as
+they exist, and a rerun skips what is already on disk.
 
 Several localizers (config.localizers) can score the same concepts; config.localizer, one of them,
 ranks the blocks for the sweep and fills scores.json. Each localizer's records go to
@@ -25,8 +28,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import (agreement, analysis, entry, judges, knowledge, localization, localizers,
-                     provenance, report, report_html)
+from dit_jax import (agreement, analysis, entry, files, judges, knowledge, localization,
+                     localizers, provenance, report, report_html, withhold)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -69,21 +72,28 @@ def grid(config, num_blocks: int) -> list[int]:
   return sorted({localization.resolve_k(k, num_blocks) for k in config.ks} - {0})
 
 
-def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) -> list[dict]:
+def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
+                      knowledge_set=None) -> list[dict]:
   plan = localization.plan_interventions(
       ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
       reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
       reverse_draws=config.reverse_draws, depth_draws=config.depth_draws)
+  windows = localization.time_windows(config.time_windows, config.num_steps)
+  plan += localization.plan_windows(ranking, grid(config, num_blocks), windows, config.single_blocks)
+  size = (config.height, config.width)
+  withheld = withhold.replacement(pipe, pairs, config.withhold, knowledge_set, size)
   sweep = lambda part, **options: localization.run_interventions(
-      pipe, [p.prompt for p in pairs], [p.neutral for p in pairs], list(config.seeds),
-      (config.height, config.width), part, config.intervention_chunk, **options)
+      pipe, [p.prompt for p in pairs], withheld, list(config.seeds), size, part,
+      config.intervention_chunk, **options)
   images = sweep(plan)
   runs = [("", plan, images)]
   # Variants swap something more when a block is selected; without one they are the plain runs.
   swapped = [i for i in plan if i.blocks]
   if config.pooled_swap:
-    # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...).
-    runs.append(("+pooled", swapped, sweep(swapped, swap_pooled=True)))
+    # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...). The
+    # pooled vector cannot be limited to a time window, so windowed interventions are left out.
+    pooled = [i for i in swapped if i.window is None]
+    runs.append(("+pooled", pooled, sweep(pooled, swap_pooled=True)))
   if config.residual_swap:
     # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
     runs.append(("+residual", swapped, sweep(swapped, flux_swap="residual")))
@@ -92,11 +102,14 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir) 
   for tag, part, part_images in runs:
     for intervention, imgs in zip(part, part_images):
       scores = judge.presence(imgs, expanded)
+      window = intervention.window.name if intervention.window else "all"
+      # A windowed row's kind names its window too, so the all-steps analysis never mixes it in.
+      kind = intervention.kind + ("" if window == "all" else f"@{window}") + tag
       rows.append(InterventionRow(
-          pairs[0].concept, pairs[0].category, intervention.kind + tag, intervention.k,
+          pairs[0].concept, pairs[0].category, kind, intervention.k,
           intervention.draw, list(intervention.blocks), float(np.mean(scores)),
           other_categories(judge, imgs, expanded), config.random_overlap,
-          [float(x) for x in scores]).to_dict())
+          [float(x) for x in scores], window=window).to_dict())
   shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 1}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])
@@ -123,10 +136,10 @@ NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "pr
 # Keys only the intervention stage reads: changing them keeps the scores.
 INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
-                     "score_variant")
+                     "score_variant", "withhold", "time_windows")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
            "interventions": ("interventions", "interventions.jsonl", "interventions.csv", "grids",
-                             "curves", "summary.txt", "summary.json", "auto_k.json", "report.html")}
+                             "curves", "summary.txt", "summary.json", "auto_k.json", "maps", "report.html")}
 
 
 def score_stage(name: str) -> str:
@@ -182,6 +195,8 @@ def run(config, workdir: str) -> list[dict]:
   os.makedirs(out, exist_ok=True)
   started = time.time()
   entry.validate_localize_config(config)
+  withhold.check_operator(config.withhold)   # bad choices are named before any work
+  windows = localization.time_windows(config.time_windows, config.num_steps)
   entry.import_plugins(config)
   entry.require_checkpoint(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
@@ -217,13 +232,23 @@ def run(config, workdir: str) -> list[dict]:
     if not os.path.exists(path):
       ranking = localization.rank_blocks(np.asarray(scores[concept][config.score_variant]))
       write_json(path, intervene_concept(pipe, config, judge, knowledge_set.pairs(concept, "eval"),
-                                         ranking, num_blocks, out))
+                                         ranking, num_blocks, out, knowledge_set))
     rows += read_json(path)
   calibrate(judge, rows)
   auto = write_reports(rows, knowledge_set.categories, config.presence_target, out)
+  for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
+    report.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)),
+                    labels)
+  if windows:   # is the concept localized in time? A table below the summary
+    timing = report.time_table(rows, windows)
+    summary = os.path.join(out, "summary.txt")
+    with open(summary) as f:
+      files.write_text(summary, f.read() + "\n" + timing + "\n")
   seconds = time.time() - started
   record(seconds=round(seconds, 1), load_average=[round(x, 2) for x in os.getloadavg()])
   print(report.summary_table(rows))
+  if windows:
+    print(timing)
   print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
         f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
   page = report_html.write(out)     # after run.json has the time: the page shows it
