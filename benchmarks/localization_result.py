@@ -6,7 +6,8 @@
 
 Reads the run's run.json (config, judge, run time, load average), its interventions.jsonl (the
 summary is recomputed from the rows, so it is the code's, not a copy) and auto_k.json; writes
-benchmarks/results/localize_<name>.json and prints report.markdown_summary of it.
+benchmarks/results/localize_<name>.json (with the localizers' agreement) and prints the README's
+table (report.markdown_statistics: drops with 95% intervals, p-values, the verdict).
 """
 from __future__ import annotations
 
@@ -28,8 +29,13 @@ def result_of(run_dir: str, command: str) -> dict:
           "ks": run["ks"], "prompts_per_concept": config["prompts_per_concept"],
           "seeds": config["seeds"], "random_draws": config["random_draws"],
           "reverse_draws": config["reverse_draws"], "random_overlap": config["random_overlap"],
+          "depth_draws": config.get("depth_draws", 0),
+          "concepts": sorted({r["concept"] for r in rows}),
+          "localizers": config.get("localizers", ["attention"]),
           "judge": run["judge"]["name"], "summary": analysis.summarize(rows),
-          "auto_k": read_json(os.path.join(run_dir, "auto_k.json"))}
+          "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),
+          "agreement": (read_json(os.path.join(run_dir, "agreement.json"))
+                        if os.path.exists(os.path.join(run_dir, "agreement.json")) else None)}
 
 
 def main(argv=None):
@@ -41,7 +47,7 @@ def main(argv=None):
   name = os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
   result = result_of(args.run_dir, args.command)
   write_result(args.result or os.path.join("benchmarks", "results", f"localize_{name}.json"), result)
-  print(report.markdown_summary(result["summary"]))
+  print(report.markdown_statistics(result["summary"]))
 
 
 if __name__ == "__main__":
