@@ -99,3 +99,11 @@ def test_planted_benchmark_harness_at_its_tiny_preset(tmp_path):
   assert selections["mlp"]["parts"] == ["ff"] and selections["blocks"]["parts"] == []
   assert selections["mlp"]["trainable_parameters"] < selections["blocks"]["trainable_parameters"]
   assert set(result["summary"]) == {"blocks", "mlp"}
+
+
+def test_memory_plan_names_an_unknown_compile_target():
+  """benchmarks/memory_plan.py --target: 'local' or a TPU generation compiled for without a TPU."""
+  from benchmarks import memory_plan
+  with pytest.raises(SystemExit, match=r"--target 'gpu': use 'local' or 'tpu:<generation>'"):
+    memory_plan.target_device("gpu")
+  assert memory_plan.target_device("local") is None
