@@ -31,6 +31,7 @@ from dit_jax import analysis, files, stats
 from dit_jax.results import VARIANTS, variant_index
 
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
+                "depth_random": ("depth-matched random-K", "tab:orange"),
                 "bottom": ("bottom-K", "tab:green"), "reverse": ("reverse (concept only in top-K)", "tab:purple"),
                 "reverse_random": ("reverse, random-K (concept only there)", "tab:pink")}
 
@@ -125,7 +126,8 @@ def heatmap(scores: dict, path: str, variant: str = "with_wo",
 # ------------------------------------------------------------------------------------ interventions
 
 def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
-  """Presence vs K for top-, random- (mean and min..max band over draws), bottom-K and the reverse."""
+  """Presence vs K for top- (with its 95% bootstrap band over units), random- (mean and min..max
+  band over draws), depth-matched random-, bottom-K and the reverse."""
   chosen = analysis.select_rows(rows, concept_or_category)
   baseline = analysis.mean_or_none([r["presence"] for r in chosen if r["kind"] == "none"])
   fig = Figure(figsize=(8, 4), dpi=110, layout="constrained")
@@ -145,6 +147,10 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
     if start is not None:
       ks, values = [0] + ks, [start] + values
     ax.plot(ks, values, marker="o", color=color, label=label, linestyle=":" if backward else "-")
+    bands = [top_interval(chosen, k) for k in curve] if kind == "top" else []
+    if bands and all(b is not None for b in bands):
+      ax.fill_between(list(curve), *zip(*bands), color=color, alpha=0.15, linewidth=0,
+                      label="top-K 95% interval over units")
     if kind == "random" and len({r["draw"] for r in chosen if r["kind"] == "random"}) > 1:
       lows, highs = zip(*[analysis.random_band(chosen, k) for k in curve])
       ax.fill_between(list(curve), lows, highs, color=color, alpha=0.2, linewidth=0,
@@ -163,6 +169,13 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: curves fill the axes
   _save_figure(fig, path)
+
+
+def top_interval(rows: Sequence[dict], k: int) -> tuple[float, float] | None:
+  """The 95% bootstrap interval of top-K's presence at K over the rows' pooled (prompt, seed)
+  units (stats.bootstrap_interval); None where the rows carry no per-image scores."""
+  units = [x for r in rows if r["kind"] == "top" and r["k"] == k for x in r.get("scores") or []]
+  return stats.bootstrap_interval(units) if units else None
 
 
 def write_rows(rows: Sequence[dict], out_dir: str) -> None:
