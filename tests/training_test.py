@@ -160,3 +160,34 @@ def test_block_selector_can_take_parts_of_blocks():
   assert not chosen("transformer_blocks.1/attn2/to_k/kernel")
   assert not chosen("transformer_blocks.0/ff/net.0.proj/kernel")
   assert training.block_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")
+
+
+def test_min_snr_weighting_by_hand():
+  """Min-SNR-5 (Hang et al. 2023): min(SNR, 5) / SNR for epsilon, min(SNR, 5) / (SNR + 1) for v."""
+  import jax
+  import numpy as np
+  from dit_jax.noising import Noising
+  alphas = np.array([0.2, 0.5, 0.9, 0.99], np.float32)       # SNR 0.25, 1, 9, 99
+  for target, expected in (("epsilon", [1, 1, 5 / 9, 5 / 99]),
+                           ("v_prediction", [0.25 / 1.25, 0.5, 0.5, 5 / 100])):
+    noising = Noising("ddpm", target, alphas, "min_snr")
+    np.testing.assert_allclose(noising._ddpm_weight(alphas), expected, rtol=1e-5)
+    _, t, _, weight = noising.sample(jax.random.key(0), np.zeros((8, 4, 4, 3), np.float32))
+    np.testing.assert_allclose(weight, np.asarray(expected, np.float32)[np.asarray(t, int)], rtol=1e-5)
+  import pytest
+  with pytest.raises(ValueError, match="DDPM, which takes one of"):
+    Noising.from_scheduler_config({"prediction_type": "epsilon"}, "logit_normal")
+
+
+def test_recipe_variants_change_one_thing_each(tmp_path):
+  """dit_jax.shapes.recipe: each ablation row differs from the baseline in its own keys only, and
+  trains in a pipeline folder of its own (the shipped assets are never written)."""
+  from dit_jax.shapes import ASSETS, recipe
+  base, _, _ = recipe.variant_config("baseline", 10, str(tmp_path))
+  flat = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("workdir", "checkpoint",
+                                                                      "export_dir")}
+  for name, (_, overrides) in recipe.VARIANTS.items():
+    config, workdir, folder = recipe.variant_config(name, 10, str(tmp_path))
+    assert str(ASSETS) not in config.checkpoint + config.export_dir
+    changed = {k for k in flat(config) if flat(config)[k] != flat(base)[k]}
+    assert changed == {k.split(".")[0] for k in overrides}, name
