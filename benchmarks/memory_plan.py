@@ -5,6 +5,12 @@ machine, a CPU included.
     python benchmarks/memory_plan.py --model pixart   # PixArt-XL-2 512px, batch 8: 5 of 28 blocks vs all
     python benchmarks/memory_plan.py --model flux     # FLUX.1-dev 1024px, batch 1: 6 blocks full and LoRA r16
     python benchmarks/memory_plan.py --model pixart --preset tiny   # the harness in seconds
+    python benchmarks/memory_plan.py --model pixart --remat --target tpu:v5p   # XLA's TPU compiler
+
+By default the step is compiled for this machine's backend; XLA's CPU backend neither schedules for
+memory nor honours rematerialisation, so on a CPU the temporaries are upper bounds. --target
+tpu:<generation> compiles it for one TPU chip through libtpu's deviceless topologies (no TPU needed,
+libtpu installed, best in its own environment): an accelerator compiler's plan on any machine.
 
 The step is the trainer's own (dit_jax/trainer.py): the family's predictor on a training batch, the
 forward process of the family's scheduler (PixArt DDPM epsilon, FLUX flow matching with its guidance
