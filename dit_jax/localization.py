@@ -301,18 +301,26 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
 
   masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
-  # As few calls as `chunk` allows, evened out so that the last one pads the least.
-  calls = -(-len(plan) // chunk)
-  chunk = -(-len(plan) // calls)
-  images = []
-  for part in _batches(len(plan), chunk):
-    # The last chunk is padded to full size so that every call reuses one compilation.
+  call = lambda index: sweep(pipe.params, noise, concept, neutral, jnp.asarray(masks[index]),
+                             jnp.asarray(reverse[index]),
+                             None if windows is None else jnp.asarray(windows[index]))
+  return np.stack([pipe.decode(lat) for lat in in_chunks(call, len(plan), chunk)])
+
+
+def in_chunks(call, count: int, chunk: int) -> list[np.ndarray]:
+  """[call(index) per row] for `count` rows of a vmapped program, run `chunk` rows at a time:
+  call(index) takes an (chunk,) int array of row indices and returns (chunk, ...) results.
+
+  As few calls as `chunk` allows, evened out so that the last one pads the least; the last chunk
+  is padded (its final row repeated) to full size, so every call reuses one compilation.
+  """
+  calls = -(-count // chunk)
+  chunk = -(-count // calls)
+  out = []
+  for part in _batches(count, chunk):
     index = np.arange(part.start, part.start + chunk).clip(max=part.stop - 1)
-    window = None if windows is None else jnp.asarray(windows[index])
-    latents = np.asarray(sweep(pipe.params, noise, concept, neutral, jnp.asarray(masks[index]),
-                               jnp.asarray(reverse[index]), window), np.float32)
-    images += [pipe.decode(lat) for lat in latents[:part.stop - part.start]]
-  return np.stack(images)
+    out += list(np.asarray(call(index), np.float32)[:part.stop - part.start])
+  return out
 
 
 def intervention_sweep(family: str, loop, **options):

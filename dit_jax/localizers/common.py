@@ -10,7 +10,7 @@ import numpy as np
 
 from dit_jax.interventions import BlockEdit
 from dit_jax.knowledge import PromptPair
-from dit_jax.localization import pipe_noise
+from dit_jax.localization import in_chunks, pipe_noise
 from dit_jax.results import ScoreRecord
 
 
@@ -81,14 +81,7 @@ def run_block_edits(pipe, prompts: Sequence[str], seeds: Sequence[int], size: tu
     source = np.concatenate([np.arange(n) + n, np.arange(n) + n])   # the other run: its own rows
   cond = jax.tree_util.tree_map(jnp.asarray, cond)
   noise, source = jnp.asarray(noise), jnp.asarray(source, jnp.int32)
-  calls = -(-len(bypass) // chunk)
-  chunk = -(-len(bypass) // calls)   # as few calls as `chunk` allows, evened out
-  images = []
-  for start in range(0, len(bypass), chunk):
-    stop = min(start + chunk, len(bypass))
-    # The last chunk is padded to full size so that every call reuses one compilation.
-    index = np.arange(start, start + chunk).clip(max=stop - 1)
-    latents = np.asarray(sweep(pipe.params, noise, cond, jnp.asarray(bypass[index]),
-                               jnp.asarray(patch[index]), source), np.float32)
-    images += [pipe.decode(lat[:n]) for lat in latents[:stop - start]]
-  return np.stack(images)
+  call = lambda index: sweep(pipe.params, noise, cond, jnp.asarray(bypass[index]),
+                             jnp.asarray(patch[index]), source)
+  # Rows beyond n are the restoring run's: only the edited run's images are decoded.
+  return np.stack([pipe.decode(lat[:n]) for lat in in_chunks(call, len(bypass), chunk)])

@@ -18,6 +18,7 @@ import shutil
 import time
 
 from dit_jax import files
+from dit_jax.training import MetricsLog
 from dit_jax.jobs import train as train_job
 from dit_jax.shapes import ASSETS
 from dit_jax.shapes import evaluate as shapes_evaluate
@@ -68,7 +69,7 @@ def run(name: str, steps: int, num: int, root: str) -> dict:
   config, workdir, folder = variant_config(name, steps, root)
   began = time.time()
   train_job.run(config, workdir)
-  metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl")).records()
   result, _ = shapes_evaluate.evaluate(folder, num, "heldout", 20, 4.5)
   row = {"variant": name, "change": VARIANTS[name][0], "steps": steps, "num_images": num,
          "accuracy": result["accuracy"], "mean": result["mean"],
