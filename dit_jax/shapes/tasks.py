@@ -128,6 +128,18 @@ def pretrain_config() -> ml_collections.ConfigDict:
   return config
 
 
+def continue_config() -> ml_collections.ConfigDict:
+  """configs/shapes_continue.py: the pretraining recipe trained on from the weights of a pipeline
+  folder (config.checkpoint, the shipped model by default) with a fresh optimizer and schedule:
+  how the shipped model got past 12,500 steps once the first run's checkpoints were gone
+  (MODEL_CARD.md). Train from a copy, not the shipped folder itself: the export replaces it."""
+  config = pretrain_config()
+  config.transformer = None          # no random init: the weights are config.checkpoint's
+  config.workdir = "runs/shapes_continue"
+  config.steps = 18000
+  return config
+
+
 def run_finetune(config: ml_collections.ConfigDict, workdir: str, blocks: str, steps: int,
                  **overrides) -> None:
   """A fine-tuning run of `config` in this process, with the given blocks, steps and overrides."""
