@@ -167,13 +167,17 @@ def lora_alpha(config) -> float:
   return config.get("lora_alpha") or float(config.lora_rank)   # diffusers' scripts: alpha = rank
 
 
+def selected_blocks(config, module) -> list[int] | None:
+  return finetune.select_blocks(
+      config.blocks, module.config.num_blocks, config.get("localized_concept") or config.concept,
+      config.k, config.get("score_variant", "with_wo"), module.config.block_labels)
+
+
 def train(config, workdir: str) -> None:
   family = families.get(config.model)
   dtype = entry.DTYPES[config.get("dtype", "float32")]
   module, params = load_model(config, family, dtype)
-  blocks = finetune.select_blocks(
-      config.blocks, module.config.num_blocks, config.get("localized_concept") or config.concept,
-      config.k, config.get("score_variant", "with_wo"), module.config.block_labels)
+  blocks = selected_blocks(config, module)
   trainable, frozen, combine, teacher_of = trainable_split(config, family, module, params, blocks)
   objective = objectives.get(config.objective)
   folder = config.get("checkpoint") or config.get("pipeline_folder")
@@ -224,7 +228,21 @@ def train(config, workdir: str) -> None:
   if config.get("fixed_batch_loss", True) and os.path.exists(record):
     files.write_json(record, {**files.read_json(record),
                               "after": float(fixed_loss(state.trainable, frozen, teacher, fixed))})
-  export(config, workdir, module, state, frozen, combine)
+  export(config, workdir, module, int(state.step), state.ema, state.trainable, frozen, combine)
+
+
+def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
+  """Export a checkpoint of the run in `workdir` (the latest by default) the way the finished run
+  would be exported, while the run trains or after it stopped: to look at a long run's weights
+  (sample, evaluate) without stopping it. Returns the step exported."""
+  family = families.get(config.model)
+  module, params = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
+  _, frozen, combine, _ = trainable_split(config, family, module, params,
+                                          selected_blocks(config, module))
+  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"))
+  step, trainable, ema = checkpoints.weights(step)
+  export(config, workdir, module, step, ema, trainable, frozen, combine)
+  return step
 
 
 def write_selection(config, workdir, module, blocks, state, params, step_fn, batch) -> None:
@@ -268,17 +286,16 @@ class Validation:
                            .save(tmp, format="PNG"))
 
 
-def export(config, workdir, module, state, frozen, combine) -> None:
-  """The trained transformer as a diffusers folder (+ the LoRA factors), each written beside its
-  place and renamed into it, so a killed export never leaves a folder that looks finished."""
-  weights = state.ema if state.ema is not None else state.trainable
-  final = jax.device_get(combine(weights, frozen))
+def export(config, workdir, module, step: int, ema, trainable, frozen, combine) -> None:
+  """The trained transformer (the EMA weights where the run keeps them) as a diffusers folder (+
+  the LoRA factors), each written beside its place and renamed into it, so a killed export never
+  leaves a folder that looks finished."""
+  final = jax.device_get(combine(ema if ema is not None else trainable, frozen))
   export_dir = config.get("export_dir") or os.path.join(workdir, "transformer")
   replace_dir(export_dir, lambda tmp: loading.export_diffusers(tmp, config.model, module, final))
-  print(f"exported step {int(state.step)} ({'EMA' if state.ema is not None else 'raw'} weights) "
-        f"to {export_dir}")
+  print(f"exported step {step} ({'EMA' if ema is not None else 'raw'} weights) to {export_dir}")
   if config.lora_rank:
-    factors = jax.device_get(state.trainable)
+    factors = jax.device_get(trainable)
     replace_dir(os.path.join(workdir, "lora"),
                 lambda tmp: lora.export_peft(tmp, factors, config.lora_rank, lora_alpha(config)))
     print(f"LoRA weights (diffusers/PEFT layout) in {workdir}/lora")

@@ -296,6 +296,20 @@ class Checkpoints:
       return f"no checkpoint has been saved yet in {self.directory}, so a rerun starts from step 0"
     return f"the last good checkpoint (step {step}) is in {self.directory}"
 
+  def weights(self, step: int | None = None) -> tuple[int, dict, dict | None]:
+    """(step, trainable, EMA or None) of a checkpoint, the latest by default, as flat param dicts,
+    read without a template (no optimizer needed): for exporting a run that is still training."""
+    import orbax.checkpoint as ocp
+    step = self.manager.latest_step() if step is None else step
+    if step is None or step not in self.manager.all_steps():
+      raise FileNotFoundError(f"no checkpoint {'yet' if step is None else f'at step {step}'} in "
+                              f"{self.directory} (it has steps {sorted(self.manager.all_steps())})")
+    with quiet_absl():
+      tree = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(self.directory),
+                                                             str(step), "default"))
+    unflat = lambda d: {tuple(k.split("/")): jnp.asarray(v) for k, v in d.items()}
+    return step, unflat(tree["trainable"]), unflat(tree["ema"]) if tree.get("ema") else None
+
   def restore_latest(self, template: TrainState) -> TrainState | None:
     import orbax.checkpoint as ocp
     step = self.manager.latest_step()

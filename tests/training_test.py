@@ -191,3 +191,57 @@ def test_recipe_variants_change_one_thing_each(tmp_path):
     assert str(ASSETS) not in config.checkpoint + config.export_dir
     changed = {k for k in flat(config) if flat(config)[k] != flat(base)[k]}
     assert changed == {k.split(".")[0] for k in overrides}, name
+
+
+def _tiny_pretrain(config, tmp_path, steps):
+  config.update(dict(num_images=16, batch_size=4, log_every=1, checkpoint_every=2, steps=steps,
+                     memory_plan=False, fixed_batch_loss=False, workdir=str(tmp_path / "run")))
+  return config
+
+
+@pytest.mark.slow
+def test_a_run_continued_from_a_folder_resumes_and_exports_any_checkpoint(tmp_path):
+  """configs/shapes_continue.py trains on from a pipeline folder's weights. Its data source writes
+  the folder's scheduler and model_index; rewriting them unchanged used to change the folder's
+  fingerprint, so the resumed run was refused as "another run". train.py --export_checkpoint
+  exports a checkpoint of a run that is still training: at the last step it is the finished run's
+  own export, bit for bit."""
+  import shutil
+  from safetensors.numpy import load_file
+  from dit_jax.jobs import train as train_job
+  from dit_jax.shapes import ASSETS
+  from dit_jax.shapes.tasks import continue_config, pretrain_config
+
+  scratch = _tiny_pretrain(pretrain_config(), tmp_path / "scratch", 1)
+  scratch.transformer.num_layers = 2
+  scratch.export_dir = str(tmp_path / "base" / "transformer")
+  train_job.run(scratch, scratch.workdir)
+  for part in ("tokenizer", "text_encoder", "scheduler", "model_index.json"):
+    copy = shutil.copytree if (ASSETS / part).is_dir() else shutil.copy
+    copy(ASSETS / part, tmp_path / "base" / part)
+
+  config = _tiny_pretrain(continue_config(), tmp_path, 2)
+  config.checkpoint = str(tmp_path / "base")
+  config.export_dir = str(tmp_path / "final")
+  train_job.run(config, config.workdir)
+  config.steps = 4                                   # resumed with a stretched schedule
+  train_job.run(config, config.workdir)
+  records = training.MetricsLog(str(tmp_path / "run" / "metrics.jsonl")).records()
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+  weights = lambda d: load_file(str(d / "diffusion_pytorch_model.safetensors"))
+  config.export_dir = str(tmp_path / "latest")
+  assert train_job.export_checkpoint(config, config.workdir) == 4
+  final, latest = weights(tmp_path / "final"), weights(tmp_path / "latest")
+  assert final.keys() == latest.keys()
+  for name in final:
+    np.testing.assert_array_equal(final[name], latest[name], err_msg=name)
+  config.export_dir = str(tmp_path / "step2")
+  assert train_job.export_checkpoint(config, config.workdir, 2) == 2
+  assert any(not np.array_equal(final[n], v) for n, v in weights(tmp_path / "step2").items())
+
+  with pytest.raises(SystemExit, match=r"no checkpoint at step 3 .*\[2, 4\]"):
+    train_job.export_checkpoint(config, config.workdir, 3)
+  config.batch_size = 8
+  with pytest.raises(SystemExit, match="other inputs: batch_size"):
+    train_job.export_checkpoint(config, config.workdir)

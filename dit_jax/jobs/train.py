@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from dit_jax import entry, provenance, trainer
+from dit_jax import entry, files, provenance, trainer
 
 TASKS: dict[str, Callable] = {}
 WEIGHTS: dict[str, str] = {}   # task -> the config key naming the weights it starts from
@@ -43,20 +43,45 @@ def register_task(name: str, weights: str | Callable | None = None):
   return register
 
 
-def check_inputs(config, workdir: str) -> None:
-  """A workdir holding another run (objective, blocks, LoRA rank, base weights, data, ...) is
-  refused naming the difference, never resumed into (provenance.resume)."""
+def run_inputs(config) -> dict:
+  """What makes a run this run (objective, blocks, LoRA rank, base weights, data, ...)."""
   keys = [k for k in config.keys() if k not in RESUMABLE]
   extra = {}
   weights = WEIGHTS.get(config.task)
   path = weights(config) if callable(weights) else config[weights] if weights else None
   if path:
     extra["weights"] = provenance.weights_fingerprint(path)
-  inputs = provenance.stage_inputs(config, keys, **extra)
+  return provenance.stage_inputs(config, keys, **extra)
+
+
+def check_inputs(config, workdir: str) -> None:
+  """A workdir holding another run is refused naming the difference, never resumed into
+  (provenance.resume)."""
   try:
-    provenance.resume(workdir, {"run": inputs}, {"run": OUTPUTS}, config.get("fresh", False))
+    provenance.resume(workdir, {"run": run_inputs(config)}, {"run": OUTPUTS},
+                      config.get("fresh", False))
   except provenance.StaleResults as error:
     raise SystemExit(str(error).replace("out_dir", "workdir"))
+
+
+def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
+  """Export a checkpoint of the run in `workdir` (the latest by default) into config.export_dir,
+  while it trains or after it stopped (trainer.export_checkpoint). Reads the workdir only, and
+  refuses one that holds another run's checkpoints."""
+  entry.import_plugins(config)
+  if config.task != "train":
+    raise SystemExit(f"exporting a checkpoint needs config.task='train', not {config.task!r}")
+  record = os.path.join(os.fspath(workdir), provenance.RECORD)
+  if not os.path.exists(record):
+    raise SystemExit(f"{workdir} holds no training run (no {provenance.RECORD})")
+  recorded, inputs = files.read_json(record).get("run"), run_inputs(config)
+  if recorded != inputs:
+    raise SystemExit(f"{workdir} holds a run of other inputs: "
+                     + "; ".join(provenance.differences(recorded or {}, inputs)))
+  try:
+    return trainer.export_checkpoint(config, workdir, step)
+  except FileNotFoundError as error:
+    raise SystemExit(str(error))
 
 
 def run(config, workdir: str) -> None:

@@ -31,14 +31,24 @@ def write_pipeline_index(folder: str, **scheduler) -> None:
   unknown = set(scheduler) - set(SCHEDULER_CONFIG)
   if unknown:
     raise ValueError(f"unknown scheduler keys {sorted(unknown)}; known: {sorted(SCHEDULER_CONFIG)}")
-  os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
-  with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
-    json.dump({**SCHEDULER_CONFIG, **scheduler, "_diffusers_version": diffusers.__version__}, f,
-              indent=2)
+  _write_if_changed(os.path.join(folder, "scheduler", "scheduler_config.json"),
+                    {**SCHEDULER_CONFIG, **scheduler, "_diffusers_version": diffusers.__version__})
   index = {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": diffusers.__version__,
            "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
            "text_encoder": ["transformers", "T5EncoderModel"],
            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
            "transformer": ["diffusers", "PixArtTransformer2DModel"], "vae": [None, None]}
-  with open(os.path.join(folder, "model_index.json"), "w") as f:
-    json.dump(index, f, indent=2)
+  _write_if_changed(os.path.join(folder, "model_index.json"), index)
+
+
+def _write_if_changed(path: str, obj: dict) -> None:
+  """Rewriting an unchanged file would change its time, and with it the fingerprint of the folder
+  (provenance.weights_fingerprint): a run training on from this folder could not resume."""
+  text = json.dumps(obj, indent=2)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
