@@ -175,3 +175,21 @@ def test_judge_rejects_wrong_layout():
   judge = judge_lib.load_classifier()
   with pytest.raises(ValueError, match="NHWC"):
     judge(np.zeros((2, 3, 32, 32), np.float32))
+
+
+def test_evaluate_keeps_the_models_record_apart_from_diagnoses(tmp_path):
+  """python -m dit_jax.shapes.evaluate writes generation_eval.json only for the model card's
+  protocol (held-out, 20 steps, guidance 4.5); any other setting goes to a file named after it."""
+  import shutil
+  from dit_jax.shapes import ASSETS, evaluate
+  folder = tmp_path / "model"
+  for part in ("transformer", "scheduler", "tokenizer", "text_encoder", "judge", "model_index.json"):
+    (shutil.copytree if (ASSETS / part).is_dir() else shutil.copy)(ASSETS / part, folder / part)
+  evaluate.main(["--folder", str(folder), "--num", "2", "--split", "train", "--steps", "2",
+                 "--guidance", "8"])
+  assert json.loads((folder / "generation_eval_train_2steps_g8.json").read_text())["split"] == "train"
+  assert (folder / "samples_train_2steps_g8.png").exists()
+  assert not (folder / "generation_eval.json").exists()
+  evaluate.main(["--folder", str(folder), "--num", "2"])
+  record = json.loads((folder / "generation_eval.json").read_text())
+  assert (record["split"], record["steps"], record["guidance_scale"]) == ("heldout", 20, 4.5)

@@ -1,9 +1,12 @@
 """How well the Shapes model draws what captions ask: the judge's accuracy per category.
 
     python -m dit_jax.shapes.evaluate  --num 256 --split heldout
+    python -m dit_jax.shapes.evaluate  --num 256 --split train --guidance 8    # a diagnosis
 
 Captions come from held-out scenes (attribute combinations never used in training) by default.
-Writes <folder>/generation_eval.json and a grid of the first images.
+Writes <folder>/generation_eval.json (the model card's protocol: held-out, 20 steps, guidance 4.5)
+or, for any other setting, generation_eval_<split>_<steps>steps_g<guidance>.json beside it, so a
+diagnosis never replaces the model's record; and a grid of the first images (samples.png).
 """
 from __future__ import annotations
 
@@ -40,9 +43,12 @@ def main(argv=None):
   parser.add_argument("--guidance", type=float, default=4.5)
   args = parser.parse_args(argv)
   result, images = evaluate(args.folder, args.num, args.split, args.steps, args.guidance)
-  with open(os.path.join(args.folder, "generation_eval.json"), "w") as f:
+  protocol = (args.split, args.steps, args.guidance) == ("heldout", 20, 4.5)
+  suffix = "" if protocol else f"_{args.split}_{args.steps}steps_g{args.guidance:g}"
+  with open(os.path.join(args.folder, f"generation_eval{suffix}.json"), "w") as f:
     json.dump(result, f, indent=2)
-  render.save_grid(images[:32].astype(np.float32) / 127.5 - 1, os.path.join(args.folder, "samples.png"))
+  render.save_grid(images[:32].astype(np.float32) / 127.5 - 1,
+                   os.path.join(args.folder, f"samples{suffix}.png"))
   print(json.dumps(result, indent=2))
 
 
