@@ -38,6 +38,7 @@ VARIANTS = {
     "batch64": ("batch 64 (the same steps see twice the images)", {"batch_size": 64}),
     "linear_v": ("PixArt's linear beta schedule, v-prediction", {"scheduler.beta_schedule": "linear"}),
     "more_images": ("64,000 rendered training images (was 16,000)", {"num_images": 64000}),
+    "no_ema": ("no EMA: the raw weights exported (was EMA 0.999)", {"ema_decay": 0.0}),
 }
 
 
