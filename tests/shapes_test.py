@@ -193,3 +193,19 @@ def test_evaluate_keeps_the_models_record_apart_from_diagnoses(tmp_path):
   evaluate.main(["--folder", str(folder), "--num", "2"])
   record = json.loads((folder / "generation_eval.json").read_text())
   assert (record["split"], record["steps"], record["guidance_scale"]) == ("heldout", 20, 4.5)
+
+
+def test_the_shipped_model_meets_the_bar_by_its_own_record():
+  """Issue 16: generation_eval.json, written by `python -m dit_jax.shapes.evaluate --num 256`, is
+  the record of the weights and judge shipped beside it, and it meets the project's bar (held-out
+  captions, mean >= 0.80, every category >= 0.60)."""
+  from dit_jax import files
+  from dit_jax.shapes import ASSETS
+  record = json.loads((ASSETS / "generation_eval.json").read_text())
+  assert record["transformer_sha256"] == files.sha256(
+      ASSETS / "transformer" / "diffusion_pytorch_model.safetensors")
+  assert record["judge_sha256"] == files.sha256(ASSETS / "judge" / "params.safetensors")
+  assert (record["split"], record["num_images"], record["steps"], record["guidance_scale"]) == (
+      "heldout", 256, 20, 4.5)
+  assert record["mean"] >= 0.80 and min(record["accuracy"].values()) >= 0.60, record["accuracy"]
+  assert set(record["accuracy"]) == {"shape", "colour", "texture", "place", "position", "character"}
