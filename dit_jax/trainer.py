@@ -235,6 +235,10 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
   """Export a checkpoint of the run in `workdir` (the latest by default) the way the finished run
   would be exported, while the run trains or after it stopped: to look at a long run's weights
   (sample, evaluate) without stopping it. Returns the step exported."""
+  if config.lora_rank:
+    # export() also writes <workdir>/lora, which would replace the run's own LoRA export.
+    raise ValueError("exporting a checkpoint of a LoRA run is not supported yet: it would "
+                     "overwrite the run's <workdir>/lora; let the run finish")
   family = families.get(config.model)
   module, params = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
   _, frozen, combine, _ = trainable_split(config, family, module, params,

@@ -80,7 +80,7 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
                      + "; ".join(provenance.differences(recorded or {}, inputs)))
   try:
     return trainer.export_checkpoint(config, workdir, step)
-  except FileNotFoundError as error:
+  except (FileNotFoundError, ValueError) as error:
     raise SystemExit(str(error))
 
 
