@@ -307,8 +307,8 @@ class Checkpoints:
     with quiet_absl():
       tree = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(self.directory),
                                                              str(step), "default"))
-    unflat = lambda d: {tuple(k.split("/")): jnp.asarray(v) for k, v in d.items()}
-    return step, unflat(tree["trainable"]), unflat(tree["ema"]) if tree.get("ema") else None
+    arrays = lambda d: {k: jnp.asarray(v) for k, v in _unflat(d).items()}
+    return step, arrays(tree["trainable"]), arrays(tree["ema"]) if tree.get("ema") else None
 
   def restore_latest(self, template: TrainState) -> TrainState | None:
     import orbax.checkpoint as ocp
@@ -359,9 +359,13 @@ def _as_tree(state: TrainState) -> dict:
 
 
 def _from_tree(tree: dict, template: TrainState) -> TrainState:
-  unflat = lambda d: {tuple(k.split("/")): v for k, v in d.items()}
-  return TrainState(tree["step"], unflat(tree["trainable"]), tree["opt_state"],
-                    unflat(tree["ema"]) if template.ema is not None else None, tree["key"])
+  return TrainState(tree["step"], _unflat(tree["trainable"]), tree["opt_state"],
+                    _unflat(tree["ema"]) if template.ema is not None else None, tree["key"])
+
+
+def _unflat(d: dict) -> dict:
+  """The inverse of _as_tree's flat names: "a/b/c" -> ("a", "b", "c")."""
+  return {tuple(k.split("/")): v for k, v in d.items()}
 
 
 class MetricsLog:

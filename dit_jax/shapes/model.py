@@ -13,6 +13,7 @@ import os
 
 import diffusers
 
+from dit_jax import files
 from dit_jax.shapes import text
 
 # Training draws timesteps from this schedule; sampling uses DPM-Solver++ on it. Not PixArt's linear
@@ -49,6 +50,4 @@ def _write_if_changed(path: str, obj: dict) -> None:
     with open(path) as f:
       if f.read() == text:
         return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    f.write(text)
+  files.write_text(path, text)
