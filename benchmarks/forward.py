@@ -8,8 +8,13 @@ Models (full presets, docs/design.md, "Speed"): pixart (PixArt-XL-2 1024px, batc
 
 The Flax weights are converted from the diffusers model being timed (through dit_jax/checkpoints.py), the inputs
 are the same arrays, and the two outputs are compared. Writes JSON and prints a table with each
-implementation's time, model TFLOP/s (FLOPs from XLA's cost analysis of the Flax forward) and the
-speed ratios.
+implementation's time, model TFLOP/s and MFU, and the speed ratios.
+
+FLOPs are counted analytically (dit_jax/flops.py: analytic_gflop, and per implementation
+analytic_tflops and mfu against the device's peak dense bf16 TFLOP/s; mfu is null for a device or
+dtype without a known peak). gflop and tflops are XLA's cost analysis of the Flax forward, kept for
+comparison: on a GPU it does not count the cuBLAS/cuDNN custom calls that do the matmuls and the
+attention, so it reports a fraction of the work (29 of 13,019 GFLOP for PixArt-XL-2 1024px).
 """
 from __future__ import annotations
 
@@ -28,8 +33,79 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from dit_jax import families
+from dit_jax import families, flops
 from dit_jax import checkpoints as common, loading
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """A model at one preset: its diffusers config and the shape of its inputs."""
+  config: dict
+  grid: int            # side of the input grid: latents (PixArt, SANA), packed tokens (FLUX)
+  text_tokens: int     # caption length
+
+
+def pixart_size(preset: str) -> Size:
+  if preset in ("full", "512"):   # PixArt-XL-2-1024-MS; PixArt-XL-2-512x512 (no micro-conditions)
+    config = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152,
+                  caption_channels=4096, sample_size=128, in_channels=4, out_channels=8,
+                  use_additional_conditions=True, norm_type="ada_norm_single",
+                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
+    if preset == "512":
+      config.update(sample_size=64, use_additional_conditions=False)
+    seq = 120
+  else:
+    # No micro-conditions: PixArtAlphaPipeline passes them only at sample_size 128 (generate.py).
+    config = dict(num_layers=4, num_attention_heads=4, attention_head_dim=24, cross_attention_dim=96,
+                  caption_channels=64, sample_size=32, in_channels=4, out_channels=8,
+                  use_additional_conditions=False, norm_type="ada_norm_single",
+                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
+    seq = 16
+  return Size(config, config["sample_size"], seq)
+
+
+def sana_size(preset: str) -> Size:
+  if preset == "full":   # Sana_1600M_1024px: 32x32 latents of 32 channels, 300 Gemma-2 tokens
+    config = dict(in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32,
+                  num_layers=20, num_cross_attention_heads=20, cross_attention_head_dim=112,
+                  cross_attention_dim=2240, caption_channels=2304, mlp_ratio=2.5, sample_size=32,
+                  patch_size=1, norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=False)
+    seq = 300
+  else:
+    config = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+                  num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                  cross_attention_dim=16, caption_channels=12, mlp_ratio=2.5, sample_size=8,
+                  patch_size=1)
+    seq = 16
+  return Size(config, config["sample_size"], seq)
+
+
+def flux_size(preset: str) -> Size:
+  if preset == "full":   # FLUX.1-dev 1024px: 64x64 packed latent tokens, 512 T5 tokens
+    config = dict(guidance_embeds=True)   # the rest: diffusers' defaults are FLUX.1's
+    grid, seq = 64, 512
+  else:
+    config = dict(num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                  joint_attention_dim=32, pooled_projection_dim=16, in_channels=16,
+                  axes_dims_rope=(4, 6, 6), guidance_embeds=True)
+    grid, seq = 8, 16
+  return Size(config, grid, seq)
+
+
+SIZES = {"pixart": pixart_size, "sana": sana_size, "flux": flux_size}
+
+
+def preset_flops(model: str, preset: str, batch: int) -> int:
+  """Analytic FLOPs of one forward of `model` at `preset` (dit_jax/flops.py)."""
+  size = SIZES[model](preset)
+  config = families.get(model).config_cls.from_diffusers(size.config)   # with the defaults filled in
+  image_tokens = (size.grid // config.patch_size) ** 2
+  return flops.forward_flops(model, config, batch, image_tokens, size.text_tokens)
+
+
+def analytic_flops(result: dict) -> int:
+  """FLOPs of the call a forward result timed, from what its JSON records (run_all --recompute-flops)."""
+  return preset_flops(result["model"], result["preset"], result["batch"])
 
 
 @dataclasses.dataclass
@@ -65,23 +141,9 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 def pixart_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import PixArtTransformer2DModel
-  if preset in ("full", "512"):   # PixArt-XL-2-1024-MS; PixArt-XL-2-512x512 (no micro-conditions)
-    config = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152,
-                  caption_channels=4096, sample_size=128, in_channels=4, out_channels=8,
-                  use_additional_conditions=True, norm_type="ada_norm_single",
-                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
-    if preset == "512":
-      config.update(sample_size=64, use_additional_conditions=False)
-    seq = 120
-  else:
-    # No micro-conditions: PixArtAlphaPipeline passes them only at sample_size 128 (generate.py).
-    config = dict(num_layers=4, num_attention_heads=4, attention_head_dim=24, cross_attention_dim=96,
-                  caption_channels=64, sample_size=32, in_channels=4, out_channels=8,
-                  use_additional_conditions=False, norm_type="ada_norm_single",
-                  norm_elementwise_affine=False, num_embeds_ada_norm=1000)
-    seq = 16
+  shape = pixart_size(preset)
+  config, size, seq = shape.config, shape.grid, shape.text_tokens
   model = new_model(PixArtTransformer2DModel, config, dtype, device)
-  size = config["sample_size"]
   gen = torch.Generator().manual_seed(1)
   latents = torch.randn(batch, 4, size, size, generator=gen)
   caption = torch.randn(batch, seq, config["caption_channels"], generator=gen)
@@ -100,20 +162,10 @@ def pixart_case(preset: str, batch: int, dtype, device) -> Case:
 
 def sana_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import SanaTransformer2DModel
-  if preset == "full":   # Sana_1600M_1024px: 32x32 latents of 32 channels, 300 Gemma-2 tokens
-    config = dict(in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32,
-                  num_layers=20, num_cross_attention_heads=20, cross_attention_head_dim=112,
-                  cross_attention_dim=2240, caption_channels=2304, mlp_ratio=2.5, sample_size=32,
-                  patch_size=1, norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=False)
-    seq = 300
-  else:
-    config = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
-                  num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
-                  cross_attention_dim=16, caption_channels=12, mlp_ratio=2.5, sample_size=8,
-                  patch_size=1)
-    seq = 16
+  shape = sana_size(preset)
+  config, size, seq = shape.config, shape.grid, shape.text_tokens
   model = new_model(SanaTransformer2DModel, config, dtype, device)
-  size, channels = config["sample_size"], config["in_channels"]
+  channels = config["in_channels"]
   gen = torch.Generator().manual_seed(1)
   latents = torch.randn(batch, channels, size, size, generator=gen)
   caption = torch.randn(batch, seq, config["caption_channels"], generator=gen)
@@ -129,15 +181,12 @@ def sana_case(preset: str, batch: int, dtype, device) -> Case:
 def flux_case(preset: str, batch: int, dtype, device) -> Case:
   from diffusers import FluxTransformer2DModel
   from dit_jax.families.flux import latent_image_ids
-  if preset == "full":   # FLUX.1-dev 1024px: 64x64 packed latent tokens, 512 T5 tokens
-    config = dict(guidance_embeds=True)   # the rest: diffusers' defaults are FLUX.1's
-    grid, seq, in_channels, text_dim, pooled_dim = 64, 512, 64, 4096, 768
-  else:
-    config = dict(num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
-                  joint_attention_dim=32, pooled_projection_dim=16, in_channels=16,
-                  axes_dims_rope=(4, 6, 6), guidance_embeds=True)
-    grid, seq, in_channels, text_dim, pooled_dim = 8, 16, 16, 32, 16
+  shape = flux_size(preset)
+  config, grid, seq = shape.config, shape.grid, shape.text_tokens
   model = new_model(FluxTransformer2DModel, config, dtype, device)
+  # Input widths from the built model: at the full preset they are diffusers' (FLUX.1's) defaults.
+  in_channels, text_dim = model.config.in_channels, model.config.joint_attention_dim
+  pooled_dim = model.config.pooled_projection_dim
   gen = torch.Generator().manual_seed(1)
   latents = torch.randn(batch, grid * grid, in_channels, generator=gen)
   caption = torch.randn(batch, seq, text_dim, generator=gen)
@@ -213,23 +262,26 @@ def main(argv=None):
   compiled_fn = forward.lower(params, *args_dev).compile()
   cost = compiled_fn.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
   result["flax"] = timing.time_call(lambda: compiled_fn(params, *args_dev), jax.block_until_ready,
                                     iters=args.iters)
   out = np.asarray(compiled_fn(params, *args_dev), np.float32)
   err = float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
-  result.update(gflop=flops / 1e9, flax_vs_diffusers_rel_error=err)
+  result.update(gflop=xla_flops / 1e9, flax_vs_diffusers_rel_error=err)
+  timing.add_flops(result, analytic_flops(result))
 
   for name in ("diffusers_eager", "diffusers_compile", "flax"):
     if name in result:
-      ms = result[name]["median_ms"]
-      result[name]["tflops"] = flops / (ms * 1e-3) / 1e12 if flops else None
-      rows.append({"impl": name, "median ms": f"{ms:.2f}", "min ms": f"{result[name]['min_ms']:.2f}",
-                   "TFLOP/s": f"{result[name]['tflops']:.1f}" if flops else "-",
+      entry, ms = result[name], result[name]["median_ms"]
+      entry["tflops"] = xla_flops / (ms * 1e-3) / 1e12 if xla_flops else None
+      rows.append({"impl": name, "median ms": f"{ms:.2f}", "min ms": f"{entry['min_ms']:.2f}",
+                   "TFLOP/s": timing.figure(entry["analytic_tflops"]),
+                   "MFU": timing.percent(entry["mfu"]),
                    "flax speed-up": f"{ms / result['flax']['median_ms']:.2f}x"})
   print(f"\n{args.model} ({args.preset}) batch {batch} {args.dtype} on {result['device']}: "
-        f"{flops / 1e9:,.0f} GFLOP, Flax vs diffusers output rel. error {err:.2e}")
-  timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "flax speed-up"])
+        f"{timing.figure(result['analytic_gflop'])} GFLOP (analytic; XLA's cost analysis counts "
+        f"{timing.figure(xla_flops / 1e9)}), Flax vs diffusers output rel. error {err:.2e}")
+  timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "MFU", "flax speed-up"])
   timing.write_result(args.out or timing.result_path(f"forward_{args.model}_{args.preset}", cuda), result)
   return result
 

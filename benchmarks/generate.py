@@ -6,7 +6,9 @@
 
 Both sides get the same prompt embeddings, the same noise and the same scheduler config, and stop at
 the final latents (text encoding and VAE decoding run once per prompt in PyTorch on both sides, so they
-are left out). Reports seconds per batch, images/s and the ratio; writes JSON.
+are left out). Reports seconds per batch, images/s, model TFLOP/s and MFU (analytic FLOPs of the
+loop's forward passes, dit_jax/flops.py: steps x one forward of the CFG batch; the scheduler's
+elementwise work is not counted) and the ratio; writes JSON.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from benchmarks.forward import pixart_case, sana_case
+from benchmarks.forward import pixart_case, preset_flops, sana_case
 from dit_jax import families
 from dit_jax import sampling, schedulers
 from dit_jax import checkpoints as common, loading
@@ -37,6 +39,15 @@ SANA_SCHEDULER = dict(algorithm_type="dpmsolver++", solver_order=2, prediction_t
 # model -> (case builder, diffusers pipeline class, DPMSolverMultistepScheduler config, VAE downsampling)
 MODELS = {"pixart": (pixart_case, "PixArtAlphaPipeline", {}, 8),
           "sana": (sana_case, "SanaPipeline", SANA_SCHEDULER, 32)}
+
+DEFAULT_GUIDANCE = 4.5
+
+
+def analytic_flops(result: dict) -> int:
+  """FLOPs of the denoising loop a generate result timed: one forward per step, of 2 x batch rows
+  under CFG (guidance > 1). Results from before the JSON recorded guidance used the default."""
+  rows = result["batch"] * (2 if result.get("guidance", DEFAULT_GUIDANCE) > 1 else 1)
+  return result["steps"] * preset_flops(result["model"], result["preset"], rows)
 
 
 @dataclasses.dataclass
@@ -109,7 +120,7 @@ def main(argv=None):
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--batch", type=int, default=1, help="prompts per batch (CFG doubles it)")
-  parser.add_argument("--guidance", type=float, default=4.5)
+  parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--out", default=None)
@@ -128,7 +139,12 @@ def main(argv=None):
 
   rows = timing.speed_rows(result, args.batch, "batch")
   result.update(model=args.model, preset=args.preset, steps=args.steps, batch=args.batch,
-                dtype=args.dtype, device=timing.device_name(), final_latent_rel_error=err)
+                guidance=args.guidance, dtype=args.dtype, device=timing.device_name(),
+                final_latent_rel_error=err)
+  timing.add_flops(result, analytic_flops(result))
+  for row, name in zip(rows, ("diffusers", "flax")):
+    entry = result[name]
+    row.update({"TFLOP/s": timing.figure(entry["analytic_tflops"]), "MFU": timing.percent(entry["mfu"])})
   print(f"\n{args.model} ({args.preset}) {args.steps} steps, batch {args.batch} x2 CFG, {args.dtype} on "
         f"{result['device']}; final latents rel. error vs diffusers {err:.2e}")
   timing.print_table(rows, list(rows[0]))

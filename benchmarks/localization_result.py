@@ -32,7 +32,9 @@ def result_of(run_dir: str, command: str) -> dict:
           "depth_draws": config.get("depth_draws", 0),
           "concepts": sorted({r["concept"] for r in rows}),
           "localizers": config.get("localizers", ["attention"]),
-          "judge": run["judge"]["name"], "summary": analysis.summarize(rows),
+          "judge": run["judge"]["name"], "placebo": config.get("placebo", False),
+          "summary": analysis.summarize(rows),
+          "summary_by_concept": analysis.summarize(rows, by="concept"),
           "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),
           "agreement": (read_json(os.path.join(run_dir, "agreement.json"))
                         if os.path.exists(os.path.join(run_dir, "agreement.json")) else None)}
@@ -48,6 +50,7 @@ def main(argv=None):
   result = result_of(args.run_dir, args.command)
   write_result(args.result or os.path.join("benchmarks", "results", f"localize_{name}.json"), result)
   print(report.markdown_statistics(result["summary"]))
+  print(report.markdown_statistics(result["summary_by_concept"], by="concept"))
 
 
 if __name__ == "__main__":

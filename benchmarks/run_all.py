@@ -10,15 +10,22 @@ SANA: 20 steps), sweep.py (PixArt 512px, 28 single-block interventions), finetun
 its own process so that each holds the GPU alone. Jobs run in order of priority within a time budget
 (--budget-minutes, default 10): a job starts only if its estimated time still fits and is stopped
 when the budget runs out; the table says which were skipped. The estimates are for an H100/H200,
-from the sizes, not yet measured there.
+from the sizes; the first H200 run (7-minute budget) took 0.7x to 1.3x of them for the jobs it reached.
 Writes <results>/<job>_<preset>_<gpu|cpu>.json per job and run_all_<preset>_<gpu|cpu>.json with the
 table; exits non-zero if a job failed.
+
+    python benchmarks/run_all.py --recompute-flops   # no GPU needed: rewrites the stored results
+
+adds the analytic FLOP counts (dit_jax/flops.py: TFLOP/s, MFU against the device's peak) to the
+stored forward and generate results from their stored times, and each run_all row's summary as
+result_recomputed (nothing measured is changed), then prints the README's "Benchmarks" tables.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -40,10 +47,22 @@ class Job:
   tiny: tuple[str, ...]            # arguments at the tiny (CPU) preset
   full_seconds: float              # rough need at the full preset on an H100/H200, for the budget
   summary: Callable[[dict], str]   # the headline of its JSON
+  title: str = ""                  # how the README's table names it
+  # Its module has analytic_flops(result): the FLOPs of each timed call of its JSON.
+  counts_flops: bool = False
 
 
 def _ms(entry: dict | None) -> float | None:
   return entry["median_ms"] if entry else None
+
+
+def throughput(entry: dict) -> list[str]:
+  """Analytic TFLOP/s and MFU of a timed entry, where its result has them. XLA's cost-analysis
+  "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (dit_jax/flops.py)."""
+  if "analytic_tflops" not in entry:
+    return []
+  mfu = [] if entry["mfu"] is None else [f"MFU {timing.percent(entry['mfu'])}"]
+  return [f"{timing.figure(entry['analytic_tflops'])} TFLOP/s", *mfu]
 
 
 def forward_summary(r: dict) -> str:
@@ -51,15 +70,14 @@ def forward_summary(r: dict) -> str:
   parts = [f"flax {flax:.1f} ms", f"{_ms(r['diffusers_eager']) / flax:.2f}x eager"]
   if "diffusers_compile" in r:
     parts.append(f"{_ms(r['diffusers_compile']) / flax:.2f}x compiled")
-  if r["flax"].get("tflops"):
-    parts.append(f"{r['flax']['tflops']:.3g} TFLOP/s")
+  parts += throughput(r["flax"])
   return ", ".join(parts + [f"rel err {r['flax_vs_diffusers_rel_error']:.1e}"])
 
 
 def generate_summary(r: dict) -> str:
   speedup = _ms(r["diffusers"]) / _ms(r["flax"])
-  return (f"{r['flax']['images_per_s']:.2f} img/s, {speedup:.2f}x diffusers, "
-          f"rel err {r['final_latent_rel_error']:.1e}")
+  return ", ".join([f"{r['flax']['images_per_s']:.2f} img/s", f"{speedup:.2f}x diffusers",
+                    *throughput(r["flax"]), f"rel err {r['final_latent_rel_error']:.1e}"])
 
 
 def sweep_summary(r: dict) -> str:
@@ -80,22 +98,27 @@ def scoring_summary(r: dict) -> str:
   return f"{100 * r['overhead']:+.1f} % over plain sampling (target <= +{100 * r['target']:.0f} %)"
 
 
+# How the README names each model at its full preset.
+TITLES = {"pixart": "PixArt-XL-2 1024px", "sana": "SANA-1600M 1024px", "flux": "FLUX.1-dev 1024px"}
+
+
 def forward_job(model: str, seconds: float, compile_torch: bool) -> Job:
   full = ("--model", model, "--iters", "10", "--compile", "auto" if compile_torch else "no")
   tiny = ("--model", model, "--preset", "tiny", "--iters", "2", "--compile", "no", "--dtype", "float32")
-  return Job(f"forward_{model}", "forward", full, tiny, seconds, forward_summary)
+  return Job(f"forward_{model}", "forward", full, tiny, seconds, forward_summary,
+             f"forward, {TITLES[model]}", counts_flops=True)
 
 
 def generate_job(model: str, seconds: float) -> Job:
   tiny = ("--model", model, "--preset", "tiny", "--steps", "2", "--iters", "1", "--dtype", "float32")
   return Job(f"generate_{model}", "generate", ("--model", model, "--iters", "2"), tiny, seconds,
-             generate_summary)
+             generate_summary, f"generate, {TITLES[model]}", counts_flops=True)
 
 
-def finetune_job(model: str, seconds: float) -> Job:
+def finetune_job(model: str, seconds: float, title: str) -> Job:
   tiny = ("--model", model, "--preset", "tiny", "--steps", "1", "--batch", "2", "--dtype", "float32")
   return Job(f"finetune_{model}", "finetune_step", ("--model", model, "--steps", "3"), tiny, seconds,
-             finetune_summary)
+             finetune_summary, title)
 
 
 # In order of priority: what the issue's table needs first, FLUX (the largest to build and compile)
@@ -104,14 +127,16 @@ JOBS = [
     forward_job("pixart", 75, compile_torch=True),
     generate_job("pixart", 60),
     Job("sweep_pixart", "sweep", ("--iters", "1"),
-        ("--preset", "tiny", "--steps", "2", "--iters", "1", "--dtype", "float32"), 90, sweep_summary),
+        ("--preset", "tiny", "--steps", "2", "--iters", "1", "--dtype", "float32"), 90, sweep_summary,
+        "sweep, PixArt-XL-2 512px, 28 single-block interventions in one vmapped call"),
     forward_job("sana", 45, compile_torch=False),
     generate_job("sana", 60),
     Job("scoring_overhead_shapes", "scoring_overhead", ("--iters", "3"),
-        ("--steps", "2", "--batch", "2", "--iters", "1"), 30, scoring_summary),
-    finetune_job("pixart", 100),
+        ("--steps", "2", "--batch", "2", "--iters", "1"), 30, scoring_summary,
+        "scoring overhead, Shapes model"),
+    finetune_job("pixart", 100, "fine-tuning step, PixArt-XL-2 512px, 5 of 28 blocks vs all"),
     forward_job("flux", 120, compile_torch=False),
-    finetune_job("flux", 150),
+    finetune_job("flux", 150, "fine-tuning step, FLUX.1-dev 1024px, 6 blocks"),
 ]
 
 
@@ -170,6 +195,93 @@ def run_all(preset: str, results: str, budget_s: float, only: set[str] | None) -
   return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# Stored results: analytic FLOPs added after the run, and the README's tables.
+
+RECOMPUTED = ("analytic FLOPs (dit_jax/flops.py) added after the run from its stored times by "
+              "python benchmarks/run_all.py --recompute-flops; the measured times are unchanged. gflop "
+              "and tflops, where present, are XLA's cost analysis as the run wrote them: on a GPU it "
+              "misses the cuBLAS/cuDNN custom calls")
+# Timed entries of the forward and generate results, as the throughput table's columns.
+IMPLEMENTATIONS = {"diffusers eager": ("diffusers_eager", "diffusers"),
+                   "diffusers `torch.compile`": ("diffusers_compile",), "Flax": ("flax",)}
+
+
+def job_result(results: str, job: Job, preset: str, tag: str) -> str:
+  return os.path.join(results, f"{job.name}_{preset}_{tag}.json")
+
+
+def read(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def recompute_flops(results: str, preset: str = "full", tag: str = "gpu") -> None:
+  """Add the analytic FLOPs of each stored forward/generate result (from its stored times and
+  preset), and to run_all_<preset>_<tag>.json each ok row's summary as result_recomputed. Only adds
+  fields (re-running gives the same files): the run's own figures, XLA's tflops included, stay."""
+  for job in JOBS:
+    path = job_result(results, job, preset, tag)
+    if job.counts_flops and os.path.isfile(path):
+      result = read(path)
+      count = importlib.import_module(f"benchmarks.{job.module}").analytic_flops(result)
+      timing.write_result(path, {**timing.add_flops(result, count), "flops_recomputed": RECOMPUTED})
+  path = os.path.join(results, f"run_all_{preset}_{tag}.json")
+  summary, jobs = read(path), {job.name: job for job in JOBS}
+  for row in summary["rows"]:
+    if row["status"] == "ok":
+      job = jobs[row["job"]]
+      row["result_recomputed"] = job.summary(read(job_result(results, job, preset, tag)))
+  timing.write_result(path, {**summary, "flops_recomputed": RECOMPUTED})
+
+
+def throughput_cell(entry: dict | None) -> str:
+  if entry is None:
+    return "-"
+  return ", ".join([f"{entry['median_ms']:.1f} ms", *throughput(entry)])
+
+
+def throughput_table(results: dict[Job, dict]) -> list[str]:
+  """One row per forward/generate result: its FLOPs per timed call, and each implementation's time,
+  analytic TFLOP/s and MFU."""
+  lines = ["| timed call | GFLOP per call | " + " | ".join(IMPLEMENTATIONS) + " |",
+           "|---|---|" + "---|" * len(IMPLEMENTATIONS)]
+  for job, r in results.items():
+    call = ", ".join([job.title, *(f"{key} {r[key]}" for key in ("steps", "batch") if key in r)])
+    cells = [throughput_cell(next((r[k] for k in keys if k in r), None)) for keys in IMPLEMENTATIONS.values()]
+    lines.append(f"| {call} | {timing.figure(r['analytic_gflop'])} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def device_text(r: dict) -> str:
+  peak = r["peak_tflops"]
+  return (f"{r['device']} ({r['dtype']}; "
+          + (f"MFU against its {peak:g} TFLOP/s dense bf16 peak)" if peak else "no known peak, no MFU)"))
+
+
+def readme_tables(results: str, preset: str = "full", tag: str = "gpu") -> str:
+  """The README's "Benchmarks" tables of a stored run_all run: each job's summary, then the
+  throughput of the timed calls whose FLOPs are counted."""
+  summary, jobs = read(os.path.join(results, f"run_all_{preset}_{tag}.json")), {j.name: j for j in JOBS}
+  lines, counted = ["| job | result |", "|---|---|"], {}
+  for row in summary["rows"]:
+    job = jobs[row["job"]]
+    if row["status"] != "ok":
+      lines.append(f"| {job.title} | not run ({row['status']}) |")
+      continue
+    result = read(job_result(results, job, preset, tag))
+    lines.append(f"| {job.title} | {job.summary(result)} |")
+    if job.counts_flops:
+      counted[job] = result
+  recomputed = any("flops_recomputed" in r for r in counted.values())
+  caption = (f"Throughput on {', '.join(sorted({device_text(r) for r in counted.values()}))}: FLOPs "
+             "counted analytically (dit_jax/flops.py), TFLOP/s and MFU from the median times"
+             + (", recomputed from the stored times after the run" if recomputed else "") + ".")
+  if any(job.module == "generate" for job in counted):
+    caption += " A generate call is the whole denoising loop: per step, one forward of 2 x batch rows (CFG)."
+  return "\n".join(lines + ["", caption, ""] + throughput_table(counted)) + "\n"
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
@@ -177,7 +289,14 @@ def main(argv=None):
   parser.add_argument("--budget-minutes", type=float, default=10.0)
   parser.add_argument("--only", default=None, help="comma list of job names: " +
                       ", ".join(j.name for j in JOBS))
+  parser.add_argument("--recompute-flops", action="store_true",
+                      help="run nothing: add analytic FLOPs to the stored <results>/*_<preset>_gpu.json "
+                           "and print the README's tables")
   args = parser.parse_args(argv)
+  if args.recompute_flops:
+    recompute_flops(args.results, args.preset)
+    print(readme_tables(args.results, args.preset))
+    return 0
   only = set(args.only.split(",")) if args.only else None
   if only and (unknown := only - {j.name for j in JOBS}):
     parser.error(f"unknown jobs {sorted(unknown)}")

@@ -8,6 +8,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from dit_jax import flops as counts
+
 
 def time_call(fn: Callable[[], object], sync: Callable[[object], object], warmup: int = 3,
               iters: int = 10) -> dict:
@@ -30,6 +32,30 @@ def device_name() -> str:
   except ImportError:
     pass
   return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def add_flops(result: dict, flops: float) -> dict:
+  """Throughput of a result whose every timed call (an entry with median_ms) does `flops` FLOPs
+  (dit_jax/flops.py's analytic count): analytic_gflop and peak_tflops (the device's dense bf16
+  peak; None for an unknown device or another dtype) on the result, analytic_tflops and mfu (None
+  without a peak) on each timed entry. Reads the result's "device" and "dtype"; returns it."""
+  device, dtype = result["device"], result["dtype"]
+  result.update(analytic_gflop=flops / 1e9, peak_tflops=counts.peak_tflops(device, dtype))
+  for entry in result.values():
+    if isinstance(entry, dict) and "median_ms" in entry:
+      seconds = entry["median_ms"] / 1e3
+      entry.update(analytic_tflops=flops / seconds / 1e12, mfu=counts.mfu(flops, seconds, device, dtype))
+  return result
+
+
+def figure(x: float) -> str:
+  """A throughput or FLOP count as the tables print it: whole numbers from 100 up, else 3 digits."""
+  return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def percent(fraction: float | None) -> str:
+  """An MFU as the tables print it: "38.1 %", or "-" where the device's peak is unknown."""
+  return "-" if fraction is None else f"{100 * fraction:.1f} %"
 
 
 def write_result(path: str, result: dict) -> None:

@@ -7,7 +7,9 @@ import ml_collections
 def base_config(model: str, height: int, width: int, num_steps: int, guidance_scale: float):
   config = ml_collections.ConfigDict()
   config.model = model
-  config.checkpoint = ""                   # required for real models: the diffusers pipeline folder
+  config.checkpoint = ""                   # required for real models: the diffusers pipeline folder,
+                                           # or its Hub id ("PixArt-alpha/PixArt-XL-2-512x512")
+  config.revision = ""                     # a Hub id's branch, tag or commit ("": main)
   config.dtype = "bfloat16"
   config.max_sequence_length = 0           # 0: the pipeline's default
   config.plugins = ()                      # modules that register judges / knowledge sets by name
@@ -29,23 +31,40 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.localizer = "attention"           # dit_jax/localizers/: the one that ranks blocks for the sweep
   config.localizers = ("attention",)       # every localizer that scores (attention, causal, bypass,
                                            # patching); agreement.json compares them
+  # Which attention score ranks the blocks (results.VARIANTS): "with_wo" (W_O without its bias),
+  # "without_wo", or "paper" (exactly the paper's code: W_O with its bias; FLUX single blocks none).
   config.score_variant = "with_wo"
-  config.ks = (0.1, 0.3, 0.5)              # the K grid: counts, or fractions of the blocks (the paper's)
-  config.random_draws = 20                 # random-K sets per concept and K, drawn per concept
+  # The K grid: counts, or fractions of the blocks. Ours: the paper's code takes one count per run,
+  # K = 6 by default (--disable_k_dominant_blocks, localization_and_intervention/
+  # localize_knowledge_and_intervene.py and _flux.py, github ArmanZarei/DiT-Knowledge-Localization).
+  config.ks = (0.1, 0.3, 0.5)
+  # The verdict ranks top-K among independent random K-sets (dit_jax/verdict.py): its p-value
+  # cannot go below 1 / (draws + 1), and Benjamini-Hochberg over a run's tests asks for more.
+  config.random_draws = 200                # random-K sets per concept and K, drawn per concept
   config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
-  config.reverse_draws = 20                # reverse runs in the first random-K sets (the reverse's control)
+  config.reverse_draws = 200               # reverse runs in the first random-K sets (the reverse's control)
+  config.placebo = False                   # True: a random ranking per concept replaces the localizer's
   config.depth_draws = 20                  # random-K sets with the top-K's depth profile (0: none)
   config.single_blocks = False
-  config.intervention_chunk = 4
+  config.intervention_chunk = 4           # interventions per device in one compiled call
   config.withhold = "neutral"              # what selected blocks read instead: neutral|empty|removed|mean
   config.time_windows = ()                 # e.g. ("early", "middle", "late"): also intervene per window
-  config.pooled_swap = False               # FLUX: also run the sweep with the pooled CLIP vector swapped
+  config.pooled_swap = False               # FLUX/SD3: the sweep swaps the pooled CLIP vector too
   config.residual_swap = False             # FLUX: also run the control swap of the whole text stream
   config.judge = "clip"
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5            # automatic K: the smallest swept K below it (analysis.AUTO_K_RULE)
   config.out_dir = f"runs/localize_{model}"
   config.fresh = False                     # True: recompute results in out_dir made from other inputs
+
+  # Devices and hosts (README, "What runs where"). A process splits each sweep's interventions and
+  # each scoring batch over its devices; processes split the concepts, then one merges.
+  config.num_devices = 0                   # this process's devices to use (0: every one)
+  config.fsdp = 1                          # devices per FSDP group of the weights (1: replicated)
+  config.distributed = False               # jax.distributed.initialize(): TPU pod slice, cluster
+  config.process_count = 0                 # processes splitting the concepts (0: jax's count)
+  config.process_index = 0                 # this one's share: concepts[process_index::process_count]
+  config.merge_only = False                # reports from every concept's results on disk, no compute
 
   # generate.py
   config.prompt = ""

@@ -11,7 +11,7 @@ tokenizer/ ... tokenizer_3/, vae/, scheduler/). An original single file (sd3.5_l
 converts first: python -m dit_jax.convert --model sd3 ... SD3.5 model cards recommend a lower
 guidance than the pipeline's 7.0 (Large: 3.5): --config.guidance_scale=3.5. Concept tokens are
 scored in both parts of the joint text (CLIP's 77 tokens and T5's). Localization with the pooled
-CLIP vectors swapped as well (rows "top+pooled", ...): --config.pooled_swap=True.
+CLIP vectors swapped as well, in every intervention: --config.pooled_swap=True.
 """
 from configs.common import base_config
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dit_jax import stats
+from dit_jax import stats, verdict
 from dit_jax.localization import rank_blocks
 
 
@@ -80,14 +80,16 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
   concepts, pooled (unit_statistics): *_interval is the 95% bootstrap interval, top_minus_<control>
   the paired difference of drops, p_<control> the paired sign-flip permutation test over units and
   p_<control>_draws the draw-level p; <control> is "random" (random-K) or "depth" (depth-matched
-  random-K). other_drop: the other categories' accuracy drop under top-K (None without data).
-  localized: see LOCALIZED_RULE; None where there is nothing to decide on. top_over_random is
-  information only. The reverse experiment (the concept only in the selected blocks) comes with its
+  random-K); these unit-level tests are secondary. other_drop: the other categories' accuracy drop
+  under top-K (None without data). tests: dit_jax/verdict.py's set-level tests (removal,
+  sufficiency, presence floor, specificity); removable, sufficient, localized and the adjusted
+  p-values: verdict.decide over every entry (verdict.RULE). top_over_random is information only. The reverse experiment (the concept only in the selected blocks) comes with its
   controls: the same for random-K draws, and the neutral prompt everywhere.
   """
   if by not in ("category", "concept"):
     raise ValueError(f"by={by!r}: use 'category' or 'concept'")
   original = {r["concept"]: r for r in rows if r["kind"] == "none"}
+  neutral = {r["concept"]: r for r in rows if r["kind"] == "neutral"}
   groups = list(dict.fromkeys(r[by] for r in rows))
   entries = []
   for group in groups:
@@ -129,7 +131,8 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
           "neutral_presence": concept_mean([r for r in members if r["kind"] == "neutral"], presence),
           "other_drop": other,
           "top_over_random": _ratio(drops["top"], drops["random"]),
-          "localized": _localized(base, drops["top"], other, units["random"])})
+          "tests": verdict.group_tests(original, neutral, at_k)})
+  verdict.decide(entries)
   return entries
 
 
@@ -196,33 +199,12 @@ def _ratio(top: float | None, random: float | None) -> float | None:
   return top / random
 
 
-# Below these the verdict is noise: a concept the model does not show at K=0 has nothing to remove,
-# and a drop of a few hundredths is too small to read off an image even where it is significant.
-MIN_ORIGINAL_PRESENCE = 0.2
+# top/random is information only: a ratio of two drops of a few hundredths is noise, shown as "-".
 MIN_TOP_DROP = 0.05
-
-LOCALIZED_RULE = (
-    "localized: top-K lowers presence more than random-K on the same (prompt, seed) units\n"
-    f"(paired permutation p < {stats.ALPHA} and the 95% interval of top-random above 0), by at "
-    f"least {MIN_TOP_DROP},\nand lowers the other categories less than half as much as its own; "
-    f"- where the original presence\nis below {MIN_ORIGINAL_PRESENCE} (nothing to localize) or "
-    "there are no random-K draws or per-image scores to test.")
 
 
 def entry_original(original: dict, members: Sequence[dict]) -> float | None:
   return mean_or_none([original[c]["presence"] for c in {r["concept"] for r in members} if c in original])
-
-
-def _localized(original: float | None, top: float | None, other: float | None,
-               random: dict) -> bool | None:
-  """LOCALIZED_RULE. The paired unit test decides, not the draw-level p: with the few draws of a
-  CPU run (6) the draw-level p cannot go below 1/7, and the units' test pairs each image with
-  itself under every intervention."""
-  if (top is None or original is None or original < MIN_ORIGINAL_PRESENCE or random["p"] is None
-      or random["difference_interval"] is None):
-    return None
-  own = random["p"] < stats.ALPHA and random["difference_interval"][0] > 0 and top >= MIN_TOP_DROP
-  return bool(own and (other is None or other < 0.5 * top))
 
 
 AUTO_K_RULE = (

@@ -5,22 +5,39 @@ config names."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import jax.numpy as jnp
 
-from dit_jax import families, localization
+from dit_jax import families, hub, localization
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def require_checkpoint(config) -> None:
   """Stop with a message saying where to get weights when config.checkpoint is empty, and with the
-  valid choices when config.dtype is unknown."""
+  valid choices when config.dtype is unknown; then resolve a Hub id (resolve_checkpoint)."""
   if not config.get("checkpoint"):
-    raise SystemExit(f"config.checkpoint is empty: pass --config.checkpoint=/path/to/weights. "
-                     f"{families.get(config.model).published}")
+    raise SystemExit(f"config.checkpoint is empty: pass --config.checkpoint=/path/to/weights or a "
+                     f"Hub id (owner/name). {families.get(config.model).published}")
   if config.dtype not in DTYPES:
     raise SystemExit(f"config.dtype={config.dtype!r}: choose one of {sorted(DTYPES)}")
+  resolve_checkpoint(config)
+
+
+def resolve_checkpoint(config) -> None:
+  """Replace a Hub id in config.checkpoint ("PixArt-alpha/PixArt-XL-2-512x512", at config.revision)
+  by its local snapshot folder (dit_jax/hub.py), once and before anything reads it: the loaders and
+  the weights fingerprint of a run's provenance then see a path, and the path's commit records which
+  version ran. A local path is kept. Every job that takes a checkpoint needs the VAE: localize.py's
+  judge sees decoded images, train.py encodes its images and samples, generate.py decodes."""
+  if not config.get("checkpoint"):
+    return
+  try:
+    config.checkpoint = hub.resolve_pipeline(config.checkpoint, config.model,
+                                             config.get("revision") or None)
+  except hub.HubError as error:
+    raise SystemExit(f"config.checkpoint: {error}")
 
 
 def import_plugins(config) -> None:
@@ -44,10 +61,36 @@ def require_nonempty(config, *names: str) -> None:
                        f"--config.{name}=\"{EXAMPLES.get(name, '(...)')}\"")
 
 
+def require_positive(config, *names: str) -> None:
+  for name in names:
+    if config[name] < 1:
+      raise ValueError(f"config.{name}={config[name]}: it counts, so give at least 1")
+
+
+def make_out_dir(path: str) -> str:
+  """Create the output folder up front, or stop naming it (before any work is done)."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as error:
+    raise SystemExit(f"cannot write the output folder {path!r}: {error.strerror}; choose another "
+                     "with --config.out_dir=...") from None
+  if not os.access(path, os.W_OK):
+    raise SystemExit(f"cannot write the output folder {path!r}; choose another with --config.out_dir=...")
+  return path
+
+
 def validate_localize_config(config) -> None:
   """localize.py: scores are averaged over the seeds, and the sweep needs a K (the first also
   marks the heatmap)."""
   require_nonempty(config, "seeds", "ks")
+  require_positive(config, "num_steps", "intervention_chunk", "batch_size")
+  if config.get("pooled_swap") and config.get("time_windows"):
+    raise ValueError("config.pooled_swap with config.time_windows: the pooled CLIP vector reaches "
+                     "every sampling step through the modulation, so a windowed intervention "
+                     "cannot swap it; run the windows with --config.pooled_swap=False")
+  if config.get("random_draws", 1) < 1:
+    raise ValueError(f"config.random_draws={config.random_draws}: the verdict ranks top-K among "
+                     "random K-sets, so it needs at least one (200 by default)")
 
 
 def validate_generate_config(config) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dit_jax.localization import rank_blocks
+from dit_jax.results import stored_scores
 
 
 def select_blocks(spec: str | Sequence[int], num_blocks: int, concept: str = "", k: int = 0,
@@ -19,7 +20,7 @@ def select_blocks(spec: str | Sequence[int], num_blocks: int, concept: str = "",
   """The blocks to train: None for "all"; an explicit list ("3,7,9", a sequence of ints, or the
   model's labels: FLUX's "D3,S12", as config.block_labels names them); or the top-k blocks of
   `concept` from a localization run's scores.json (a path ending in .json; `variant` is its
-  "with_wo" or "without_wo" score)."""
+  score of that name, one of results.VARIANTS)."""
   if isinstance(spec, str) and spec.strip() == "all":
     return None
   if isinstance(spec, str) and spec.endswith(".json"):
@@ -53,7 +54,7 @@ def top_blocks_from_scores(path: str, concept: str, k: int, variant: str = "with
     scores = json.load(f)
   if concept not in scores:
     raise KeyError(f"{path} has no scores for {concept!r}; it has {sorted(scores)}")
-  block_scores = np.asarray(scores[concept][variant])
+  block_scores = np.asarray(stored_scores(scores[concept], variant))
   if not 1 <= k <= len(block_scores):
     raise ValueError(f"k={k}: taking the top-k blocks from {path} needs 1 <= k <= "
                      f"{len(block_scores)} (the model's blocks)")

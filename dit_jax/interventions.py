@@ -23,8 +23,9 @@ class ConceptProbe(NamedTuple):
 
   weights: (B, S) 0/1 weights on the concept's tokens of the text the attention reads (text order:
   the caption's; FLUX's T5 tokens). With a probe, a backbone returns (output, scores) with scores
-  (B, num_blocks, 2): each block's attention contribution of those tokens to the image tokens,
-  with and without W_O (results.VARIANTS order).
+  (B, num_blocks, len(results.VARIANTS)): each block's attention contribution of those tokens to
+  the image tokens, with W_O (no bias), without W_O, and as the paper's code computes it, in
+  results.VARIANTS order (layers.concept_scores).
   """
   weights: jax.Array
 

@@ -2,6 +2,7 @@
 
     judge = make_judge("shapes")                         # the Shapes world's (dit_jax.shapes.plugin)
     judge = make_judge("clip", ks, folder="/models/clip-vit-base-patch32")   # ks: KnowledgeSet
+    judge = make_judge("clip", ks, folder="openai/clip-vit-base-patch32")    # or a Hub id
     scores = judge.presence(images, pairs)               # (N,) in [0, 1]; images uint8 (N, H, W, 3)
     judge.calibrate({"animal": scores_on_neutral_images})   # CLIP: thresholds from neutral prompts
     hits = judge.present(images, pairs)                  # scores >= judge.threshold_for(category)
@@ -21,12 +22,13 @@ register it:
 """
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 
-from dit_jax import files
+from dit_jax import files, hub
 from dit_jax.knowledge import PromptPair
 
 JUDGES: dict[str, type["Judge"]] = {}
@@ -121,6 +123,17 @@ class Judge:
     """The calibrated threshold of `category`, else the judge's own."""
     return self.calibration.get(category, {}).get("threshold", self.threshold)
 
+  def chance(self, category: str) -> float | None:
+    """Presence a judge guessing blindly would give (the verdict's floor); None: not stated."""
+    del category
+    return None
+
+  def context(self, images, pairs: Sequence[PromptPair]) -> np.ndarray | None:
+    """(N,) how well image i keeps the rest of its prompt (what is not the concept), for the
+    verdict's specificity test; None where the judge cannot tell."""
+    del images, pairs
+    return None
+
   def presence(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
     images, pairs = check_images(images), list(pairs)
     if len(images) != len(pairs):
@@ -153,16 +166,19 @@ class CLIPJudge(Judge):
   candidates competes among the concepts that the judged pairs name. neutral: category -> neutral
   phrase (None: CLIP_NEUTRAL_TEXT). An image of the neutral prompt should go to the neutral text:
   the threshold is calibrated on such images (calibration_quantile, see Judge.calibrate).
+  folder: a local CLIP folder, or a Hub id ("openai/clip-vit-base-patch32", at `revision`) fetched
+  into the Hugging Face cache (dit_jax/hub.py).
   """
 
   def __init__(self, folder: str | pathlib.Path, candidates: dict[str, Sequence[str]] | None = None,
                threshold: float = 0.5, texts: dict[str, str] | None = None, batch_size: int = 32,
                device: str = "cpu", neutral: dict[str, str | None] | None = None,
-               calibration_quantile: float | None = 0.95):
+               calibration_quantile: float | None = 0.95, revision: str | None = None):
     import torch
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
     super().__init__(threshold)
-    self.folder, self._files = pathlib.Path(folder), _clip_files(pathlib.Path(folder))
+    folder = pathlib.Path(hub.resolve_folder(os.fspath(folder), revision))
+    self.folder, self._files = folder, _clip_files(folder)
     self.candidates = {c: tuple(k) for c, k in (candidates or {}).items()}
     self.texts = {**CLIP_TEXTS, **(texts or {})}
     self.neutral_texts = {c: self.text_for(c, p) if p else CLIP_NEUTRAL_TEXT
@@ -178,8 +194,8 @@ class CLIPJudge(Judge):
   def for_knowledge(cls, knowledge_set=None, folder: str = "", **kwargs) -> "CLIPJudge":
     """In a run, concepts compete within their category of the knowledge set."""
     if not folder:
-      raise SystemExit("the CLIP judge needs a local CLIP folder: --config.judge_args.folder=/path "
-                       "(e.g. a copy of openai/clip-vit-base-patch32)")
+      raise SystemExit("the CLIP judge needs a CLIP model: --config.judge_args.folder=/path to a "
+                       "local folder, or a Hub id such as openai/clip-vit-base-patch32")
     if knowledge_set is not None:
       kwargs.setdefault("candidates", knowledge_set.concepts)
       kwargs.setdefault("neutral", knowledge_set.neutral)
@@ -236,6 +252,18 @@ class CLIPJudge(Judge):
     if len(images) != len(pairs):
       raise ValueError(f"{len(images)} images but {len(pairs)} prompt pairs")
     texts = [self.text_for(p.category, p.concept) for p in pairs]
+    return np.einsum("nd,nd->n", self.image_features(images), self.text_features(texts))
+
+  def chance(self, category: str) -> float | None:
+    """One in (candidates + the neutral text) of the category, where the candidates are known."""
+    options = self.candidates.get(category)
+    return 1.0 / (len(options) + 1) if options else None
+
+  def context(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
+    """Cosine similarity of each image to its neutral prompt: the prompt without the concept."""
+    if len(images) != len(pairs):
+      raise ValueError(f"{len(images)} images but {len(pairs)} prompt pairs")
+    texts = [p.neutral for p in pairs]
     return np.einsum("nd,nd->n", self.image_features(images), self.text_features(texts))
 
   def _presence(self, images, pairs):

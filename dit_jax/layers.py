@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
+from dit_jax.results import VARIANTS
+
 Dtype = Any
 
 # diffusers turns a 0/1 attention mask into this additive bias; we use the same number so that a
@@ -310,7 +312,7 @@ def dot_product_attention(q, k, v, mask: KeyMask | None = None):
   return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation="xla")
 
 
-def concept_scores(q, k, v, mask: KeyMask | None, concept, out_kernel) -> jax.Array:
+def concept_scores(q, k, v, mask: KeyMask | None, concept, out_kernel, out_bias) -> jax.Array:
   """Attention contribution of the concept tokens J (docs/design.md, "The method"), fused into the
   attention.
 
@@ -318,15 +320,36 @@ def concept_scores(q, k, v, mask: KeyMask | None, concept, out_kernel) -> jax.Ar
 
   A is normalised over all keys the softmax runs over: running the same attention with the values of
   keys outside J zeroed gives sum_{j in J} A_ij v_j exactly, through the same fused kernel, and no
-  attention map is ever stored. W_O is applied without its bias (the bias is not the concept's).
-  concept: (B, S) 0/1 weights over the keys. Returns (B, 2): [with W_O, without W_O], float32.
+  attention map is ever stored. concept: (B, S) 0/1 weights over the keys.
+
+  out_kernel: W_O, the rows of the output projection that read these heads. out_bias: its bias
+  (output_projection gives a zero one to a layer without), or None where the attention has no
+  output projection of its own (FLUX single blocks: proj_out reads the MLP too). Returns (B, 3)
+  float32 in results.VARIANTS order:
+    with_wo     || x W_O ||       the bias left out: it is no part of the concept's contribution
+    without_wo  || x ||
+    paper       || x W_O + b ||   as the paper's code applies to_out[0] (calc_attn_cont_varients.py,
+                                  calc_attn_cont_using_m_mult_v_mult_o_per_block_and_t_fn;
+                                  attention_processor.py, FluxAttnContCalculatorProcessor.
+                                  calc_attn_cont); || x || where out_bias is None, as that code
+                                  applies no W_O where the attention has no to_out
   """
   contribution = dot_product_attention(q, k, v * concept[:, :, None, None].astype(v.dtype), mask)
   flat = contribution.reshape(*contribution.shape[:2], -1)
   projected = jnp.einsum("btd,de->bte", flat, out_kernel.astype(flat.dtype),
                          preferred_element_type=jnp.float32)
   mean_norm = lambda t: jnp.mean(jnp.linalg.norm(t.astype(jnp.float32), axis=-1), axis=1)
-  return jnp.stack([mean_norm(projected), mean_norm(flat)], axis=-1)
+  paper = flat if out_bias is None else projected + out_bias.astype(jnp.float32)
+  values = {"with_wo": mean_norm(projected), "without_wo": mean_norm(flat), "paper": mean_norm(paper)}
+  return jnp.stack([values[name] for name in VARIANTS], axis=-1)
+
+
+def output_projection(layer: nn.Dense) -> tuple[jax.Array, jax.Array]:
+  """(kernel, bias) of a Dense that has run; a zero bias where it has none (use_bias=False), so
+  the paper's score, x W_O + b, is the one with W_O there."""
+  params = layer.variables["params"]
+  kernel = params["kernel"]
+  return kernel, params.get("bias", jnp.zeros(kernel.shape[-1], kernel.dtype))
 
 
 class Attention(nn.Module):
@@ -360,7 +383,7 @@ class Attention(nn.Module):
     out = to_out(out)
     if concept is None:
       return out
-    return out, concept_scores(q, k, v, mask, concept, to_out.variables["params"]["kernel"])
+    return out, concept_scores(q, k, v, mask, concept, *output_projection(to_out))
 
 
 class FeedForward(nn.Module):

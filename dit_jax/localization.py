@@ -1,6 +1,6 @@
 """Localization (which blocks carry a concept) and its causal validation (block interventions).
 
-    scores = concept_scores(pipe, prompts, concepts, seeds, size)        # (N, steps, blocks, 2)
+    scores = concept_scores(pipe, prompts, concepts, seeds, size)        # (N, steps, blocks, V)
     ranking = rank_blocks(scores.mean(axis=(0, 1))[:, variant])
     plan = plan_interventions(ranking, ks=[2, 4], random_draws=5)
     images = run_interventions(pipe, prompts, neutral_prompts, seeds, size, plan)
@@ -27,7 +27,7 @@ from dit_jax.interventions import ConceptProbe
 
 
 def resolve_k(k: float, num_blocks: int) -> int:
-  """K as a count (k >= 1) or a fraction of the blocks (0 <= k < 1), as the paper sweeps 10/30/50 %."""
+  """K as a count (k >= 1) or a fraction of the blocks (0 <= k < 1, as the default grid 10/30/50 %)."""
   if k < 0 or k > num_blocks:
     raise ValueError(f"K={k} is outside [0, {num_blocks}] blocks")
   return int(round(k * num_blocks)) if k < 1 else int(k)
@@ -45,7 +45,8 @@ def _batches(n: int, size: int):
 
 def concept_scores(pipe, prompts: Sequence[str], concepts: Sequence[str], seeds: Sequence[int],
                    size: tuple[int, int], batch_size: int = 8) -> np.ndarray:
-  """(len(prompts) * len(seeds), steps, blocks, 2) attention contributions of each concept's tokens.
+  """(len(prompts) * len(seeds), steps, blocks, V) attention contributions of each concept's tokens,
+  V = len(results.VARIANTS), in that order.
 
   Rows are prompt-major (prompt i, seed j at i * len(seeds) + j). The concept's token positions come
   from the tokenizer that feeds the attention (offset mappings); a concept absent from its prompt
@@ -134,29 +135,33 @@ def concept_seed(seed: int, concept: str) -> list[int]:
 
 
 def draw_random_sets(ranking: np.ndarray, k: int, draws: int, seed: Sequence[int],
-                 overlap: bool = True) -> list[tuple[int, ...]]:
-  """`draws` random K-block sets. Each set is the next K blocks of a random permutation of the pool
-  (a fresh permutation when fewer than K are left), so every block is drawn about equally often:
-  independent draws of a few sets can all share one block and skew the control. The pool is every
-  block (overlap=True: a draw may share blocks with the top-K) or the blocks outside the top-K."""
+                     overlap: bool = True) -> list[tuple[int, ...]]:
+  """`draws` independent, uniformly random K-block sets (with replacement between draws: a set may
+  come twice). Independence is what makes them a sample of the null distribution of K-block sets,
+  which the verdict ranks the top-K in (dit_jax/verdict.py; docs/design.md, "Verdict"). The pool is
+  every block (overlap=True: a draw may share blocks with the top-K) or the blocks outside it."""
   n = len(ranking)
   pool = np.arange(n) if overlap else np.sort(np.asarray(ranking[k:]))
   if k > len(pool):
     raise ValueError(f"K={k}: random draws outside the top-{k} need {k} of the {len(pool)} other "
                      "blocks; use random_overlap=True or a smaller K")
   rng = np.random.default_rng([*seed, k])   # K in the seed: adding a K to the grid keeps the others
-  return _balanced_sets(rng, pool, k, draws)
+  return _independent_sets(rng, pool, k, draws)
 
 
-def _balanced_sets(rng: np.random.Generator, pool, k: int, draws: int) -> list[tuple[int, ...]]:
-  """`draws` K-block sets from `pool`, each the next K blocks of a random permutation of it."""
-  sets, order = [], []
-  while len(sets) < draws:
-    if len(order) < k:
-      order = list(rng.permutation(pool))
-    sets.append(tuple(sorted(int(b) for b in order[:k])))
-    order = order[k:]
-  return sets
+def _independent_sets(rng: np.random.Generator, pool, k: int, draws: int) -> list[tuple[int, ...]]:
+  return [tuple(sorted(int(b) for b in rng.choice(pool, k, replace=False))) for _ in range(draws)]
+
+
+PLACEBO_STREAM = 5   # any constant: it only separates the placebo's ranking from the draws' streams
+
+
+def placebo_ranking(num_blocks: int, seed: int, concept: str) -> np.ndarray:
+  """A uniformly random ranking of the blocks, per concept: config.placebo's stand-in for the
+  localizer's, so every top-K is a random K-block set and a verdict of "localized" is a false
+  positive (the verdict's false-positive rate is measured with it, benchmarks/placebo.py)."""
+  rng = np.random.default_rng([*concept_seed(seed, concept), PLACEBO_STREAM])
+  return rng.permutation(num_blocks)
 
 
 def depth_thirds(num_blocks: int) -> list[np.ndarray]:
@@ -187,7 +192,7 @@ def draw_depth_matched_sets(ranking: np.ndarray, k: int, draws: int,
     crowded = len(others) < count   # e.g. K=4 with all of the top-K in a third of 4 blocks
     overlap = overlap or crowded
     pool = third if crowded else others
-    parts.append(_balanced_sets(rng, pool, count, draws))
+    parts.append(_independent_sets(rng, pool, count, draws))
   return [tuple(sorted(b for part in chosen for b in part)) for chosen in zip(*parts)], overlap
 
 
@@ -265,7 +270,7 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
 
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str] | dict,
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
-                      chunk: int = 8, **options) -> np.ndarray:
+                      chunk: int = 8, memo: dict | None = None, **options) -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
   Each chunk of interventions is one jitted call, vmapped over block masks, the reverse flag and
@@ -277,6 +282,24 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   swap_pooled: an intervention that selects any block also takes the other prompt's pooled CLIP
   vector, which reaches every block through the modulation; report it separately).
   """
+  # The null of K-block sets is drawn with replacement, and top-, bottom- and drawn sets can
+  # coincide: each distinct intervention is sampled once (every one starts from the same noise, so
+  # a repeat would give the same images) and its images are given to every row that asked for it.
+  # A memo (a dict the caller keeps for one pipeline and withhold operator) carries the images over
+  # calls: the placebo benchmark's runs share most of their sets.
+  inputs = (tuple(prompts), None if isinstance(neutral_prompts, dict) else tuple(neutral_prompts),
+            tuple(seeds), tuple(size), tuple(sorted(options.items())))
+  keys = [(inputs, i.blocks, i.reverse, i.window) for i in plan]
+  known = memo if memo is not None and inputs[1] is not None else {}
+  missing = list(dict.fromkeys(key for key in keys if key not in known))
+  if len(missing) < len(plan) or (memo is not None and inputs[1] is not None):
+    first = {key: i for key, i in zip(keys, plan)}
+    found = run_interventions(pipe, prompts, neutral_prompts, seeds, size,
+                              [first[key] for key in missing], chunk, **options) if missing else []
+    computed = {**{key: known[key] for key in keys if key in known}, **dict(zip(missing, found))}
+    if memo is not None and inputs[1] is not None:
+      memo.update(computed)
+    return np.stack([computed[key] for key in keys])
   given = len(next(iter(neutral_prompts.values()))) if isinstance(neutral_prompts, dict) else len(neutral_prompts)
   if len(prompts) != given:
     raise ValueError(f"{len(prompts)} prompts but {given} neutral prompts")
@@ -290,32 +313,37 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
                        lambda: intervention_sweep(pipe.family, pipe.loop(shape), **options))
   rows = [(p, s) for p in prompts for s in seeds]
   ps, ss = zip(*rows)
-  noise = jnp.asarray(pipe_noise(pipe, ss, size))
-  concept = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ps, height, width))
+  noise = pipe_noise(pipe, ss, size)
+  concept = pipe.conditioning(ps, height, width)
   if isinstance(neutral_prompts, dict):   # one row per prompt -> one per (prompt, seed)
-    neutral = {k: jnp.asarray(np.repeat(np.asarray(v), len(seeds), axis=0))
-               for k, v in neutral_prompts.items()}
+    neutral = {k: np.repeat(np.asarray(v), len(seeds), axis=0) for k, v in neutral_prompts.items()}
   else:
-    ns = [n for n in neutral_prompts for _ in seeds]
-    neutral = jax.tree_util.tree_map(jnp.asarray, pipe.conditioning(ns, height, width))
+    neutral = pipe.conditioning([n for n in neutral_prompts for _ in seeds], height, width)
+  # Every intervention reads the same noise and text (on every device of a mesh); the
+  # interventions are the rows a mesh splits (pipe.split_rows).
+  noise, concept, neutral = pipe.shared((noise, concept, neutral))
 
   masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
-  call = lambda index: sweep(pipe.params, noise, concept, neutral, jnp.asarray(masks[index]),
-                             jnp.asarray(reverse[index]),
-                             None if windows is None else jnp.asarray(windows[index]))
-  return np.stack([pipe.decode(lat) for lat in in_chunks(call, len(plan), chunk)])
+  call = lambda index: sweep(pipe.params, noise, concept, neutral, *pipe.split_rows(
+      (masks[index], reverse[index], None if windows is None else windows[index])))
+  return np.stack([pipe.decode(lat) for lat in in_chunks(call, len(plan), chunk, pipe.device_count)])
 
 
-def in_chunks(call, count: int, chunk: int) -> list[np.ndarray]:
-  """[call(index) per row] for `count` rows of a vmapped program, run `chunk` rows at a time:
-  call(index) takes an (chunk,) int array of row indices and returns (chunk, ...) results.
+def in_chunks(call, count: int, chunk: int, devices: int = 1) -> list[np.ndarray]:
+  """[call(index) per row] for `count` rows of a vmapped program, run `chunk` rows per device at a
+  time: call(index) takes an int array of row indices and returns (len(index), ...) results.
 
   As few calls as `chunk` allows, evened out so that the last one pads the least; the last chunk
-  is padded (its final row repeated) to full size, so every call reuses one compilation.
+  is padded (its final row repeated) to full size, so every call reuses one compilation. With
+  several devices (a mesh splitting the rows) a call runs up to chunk * devices rows, a multiple
+  of `devices`, so every device gets as many.
   """
-  calls = -(-count // chunk)
+  if chunk < 1 or devices < 1:
+    raise ValueError(f"chunk={chunk}, devices={devices}: both must be at least 1")
+  calls = -(-count // (chunk * devices))
   chunk = -(-count // calls)
+  chunk = -(-chunk // devices) * devices
   out = []
   for part in _batches(count, chunk):
     index = np.arange(part.start, part.start + chunk).clip(max=part.stop - 1)

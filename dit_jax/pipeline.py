@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import families, loading, sampling, schedulers
+from dit_jax import families, loading, sampling, schedulers, sharding
 from dit_jax import latents as latent_codecs
 from dit_jax.text import PromptEncoder, check_components, pipeline_default
 
@@ -70,6 +70,30 @@ class Text2Image:
     self.codec = latent_codecs.TorchVAE(folder, device) if has_vae else latent_codecs.PixelSpace()
     self._predict = self.record.predictor(self.module, guidance_scale)
     self._programs = {}   # key -> jitted program, built once per pipeline (see `program`)
+    self.mesh = None      # use_mesh: the devices sweeps and scoring split their rows over
+
+  def use_mesh(self, mesh) -> None:
+    """Run on every device of `mesh` (sharding.local_mesh): the weights placed by
+    sharding.shard_params (replicated, or split over its "fsdp" axis), the rows of denoise and of
+    the sweeps (split_rows) split over its devices, what rows share replicated (shared). The
+    jitted programs follow these shardings, so each device samples its share of the rows."""
+    self.mesh = mesh
+    self._own_params = sharding.shard_params(self._own_params, mesh)
+    self.params = sharding.shard_params(self.params, mesh)
+
+  @property
+  def device_count(self) -> int:
+    return 1 if self.mesh is None else self.mesh.devices.size
+
+  def split_rows(self, tree):
+    """Arrays whose rows (axis 0) are split over the mesh's devices; without a mesh, as given."""
+    tree = jax.tree_util.tree_map(jnp.asarray, tree)
+    return tree if self.mesh is None else sharding.shard_batch(tree, self.mesh)
+
+  def shared(self, tree):
+    """Arrays every row reads, on every device of the mesh; without a mesh, as given."""
+    tree = jax.tree_util.tree_map(jnp.asarray, tree)
+    return tree if self.mesh is None else sharding.replicate(tree, self.mesh)
 
   def use_transformer(self, transformer: str | None) -> None:
     """Sample with the weights of another transformer folder of the same architecture (e.g. a
@@ -82,7 +106,7 @@ class Text2Image:
     if module.config != self.module.config:
       raise ValueError(f"{transformer} is a different architecture from the pipeline's transformer: "
                        f"{module.config} vs {self.module.config}")
-    self.params = params
+    self.params = params if self.mesh is None else sharding.shard_params(params, self.mesh)
 
   def conditioning(self, prompts: Sequence[str], height: int, width: int) -> dict:
     """Text states (and micro-conditions) for a batch of prompts, from the prompt cache."""
@@ -123,9 +147,20 @@ class Text2Image:
     return self._programs[key]
 
   def denoise(self, noise, cond):
-    """Final latents (and per-step scores when cond has a concept mask), compiled once per size."""
+    """Final latents (and per-step scores when cond has a concept mask), compiled once per size.
+    On a mesh the rows are split over its devices, padded (the last row repeated) to a multiple of
+    their count."""
     shape = tuple(noise.shape[1:])
-    return self.program(("denoise", shape), lambda: self.loop(shape))(self.params, noise, cond)
+    program = self.program(("denoise", shape), lambda: self.loop(shape))
+    if self.mesh is None:
+      return program(self.params, noise, cond)
+    rows = noise.shape[0]
+    pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], -rows % self.device_count, axis=0)])
+    out = program(self.params, *self.split_rows(jax.tree_util.tree_map(pad, (noise, cond))))
+    if not isinstance(out, tuple):
+      return out[:rows]
+    latents, aux = out        # aux is stacked over steps: its rows are axis 1
+    return latents[:rows], jax.tree_util.tree_map(lambda a: a[:, :rows], aux)
 
   def decode(self, latents) -> np.ndarray:
     """uint8 NHWC images from final latents."""

@@ -39,10 +39,16 @@ def weights_fingerprint(path: str) -> str:
   return digest.hexdigest()[:32]
 
 
+# Documentation beside the weights (a model card, sample pictures) decides no result: editing it
+# must not make a run's results look computed from other weights.
+DOCUMENTATION = (".md", ".png", ".jpg", ".jpeg")
+
+
 def _files(path: str) -> list[str]:
   if os.path.isfile(path):
     return [path]
-  return sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+  return sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                if not f.lower().endswith(DOCUMENTATION))
 
 
 def stage_inputs(config: Mapping, keys: Sequence[str], **extra) -> dict:

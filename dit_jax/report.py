@@ -2,7 +2,8 @@
 intervention tables and the verdict. Plain Python and numpy in, files out (no JAX), so a finished run
 can be re-plotted from its JSON on any machine.
 
-    scores: {concept: results.ScoreRecord as a dict ("category", "with_wo": [L], "without_wo": [L], ...)}
+    scores: {concept: results.ScoreRecord as a dict ("category", "with_wo": [L], "without_wo": [L],
+             "paper": [L] (absent from records written before it), ...)}
     rows:   [results.InterventionRow as a dict ("concept", "category", "kind", "k", "draw", "blocks",
              "presence", "other": {category: accuracy})]
 
@@ -27,8 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from dit_jax import analysis, files, stats
-from dit_jax.results import VARIANTS, variant_index
+from dit_jax import analysis, verdict, files, stats
+from dit_jax.results import DESCRIPTIONS, VARIANTS, stored_scores, variant_index
 
 CURVE_STYLES = {"top": ("top-K", "tab:red"), "random": ("random-K", "tab:blue"),
                 "depth_random": ("depth-matched random-K", "tab:orange"),
@@ -66,15 +67,18 @@ def _concepts_by_category(scores: dict) -> dict[str, list[str]]:
 
 
 def write_scores(scores: dict, out_dir: str, block_labels: Sequence[str] | None = None) -> None:
-  """scores.json (the dict as given) and scores.csv (one row per concept x block, ranks 1 = top)."""
+  """scores.json (the dict as given) and scores.csv (one row per concept x block, a score and a
+  rank per variant, ranks 1 = top; empty cells where a record predates a variant)."""
   _write_json(os.path.join(out_dir, "scores.json"), scores)
   table = []
   for concept, entry in scores.items():
-    rank_wo, rank_v = analysis.block_ranks(entry["with_wo"]), analysis.block_ranks(entry["without_wo"])
-    for block, (wo, v) in enumerate(zip(entry["with_wo"], entry["without_wo"])):
+    values = [entry.get(v) or [] for v in VARIANTS]
+    ranks = [analysis.block_ranks(v) if v else [] for v in values]
+    for block in range(len(entry["with_wo"])):
       label = block_labels[block] if block_labels else str(block)
-      table.append([concept, entry["category"], block, label, repr(float(wo)), repr(float(v)),
-                    rank_wo[block], rank_v[block]])
+      table.append([concept, entry["category"], block, label,
+                    *(repr(float(v[block])) if v else "" for v in values),
+                    *(r[block] if len(r) else "" for r in ranks)])
   _write_csv(os.path.join(out_dir, "scores.csv"),
              ["concept", "category", "block", "block_label", *VARIANTS, *(f"rank_{v}" for v in VARIANTS)],
              table)
@@ -83,10 +87,10 @@ def write_scores(scores: dict, out_dir: str, block_labels: Sequence[str] | None 
 def heatmap(scores: dict, path: str, variant: str = "with_wo",
             block_labels: Sequence[str] | None = None, k: int | None = None) -> None:
   """Concepts (grouped by category) x blocks, each row divided by its max; circles mark the top-K."""
-  variant_index(variant)   # a clear error for an unknown variant
+  variant_index(variant)   # a clear error for an unknown variant (and one a record lacks, below)
   groups = _concepts_by_category(scores)
   concepts = [c for members in groups.values() for c in members]
-  raw = np.array([scores[c][variant] for c in concepts], float)
+  raw = np.array([stored_scores(scores[c], variant) for c in concepts], float)
   # Concepts differ in scale (token count, frequency), so rows are compared by shape, not height.
   peak = raw.max(axis=1, keepdims=True)
   matrix = raw / np.where(peak > 0, peak, 1.0)
@@ -118,8 +122,7 @@ def heatmap(scores: dict, path: str, variant: str = "with_wo",
   bar = fig.colorbar(image, ax=ax, pad=0.02, fraction=0.03)
   bar.set_label("score / row max", fontsize=8)
   marked = f", circles: top-{k}" if k else ""
-  ax.set_title(f"attention contribution ({'with' if variant == 'with_wo' else 'without'} W_O){marked}",
-               fontsize=10)
+  ax.set_title(f"attention contribution ({DESCRIPTIONS[variant]}){marked}", fontsize=10)
   _save_figure(fig, path)
 
 
@@ -258,8 +261,37 @@ def _plain(key: str, fmt: str):
   return lambda entry: _cell(entry.get(key), fmt)
 
 
-def _verdict(entry: dict) -> str:
-  return {True: "yes", False: "no", None: "-"}[entry["localized"]]
+def _verdict(entry: dict, key: str = "localized") -> str:
+  return {True: "yes", False: "no", None: "-"}[entry.get(key)]
+
+
+def _flag(key: str):
+  return lambda entry: _verdict(entry, key)
+
+
+def _test(test: str, key: str, fmt: str):
+  """A figure of one of verdict.group_tests' tests ("-" where it was not run)."""
+  def render(entry: dict) -> str:
+    found = (entry.get("tests") or {}).get(test)
+    return "-" if not found or found.get(key) is None else fmt.format(found[key])
+  return render
+
+
+def _test_interval(test: str, key: str):
+  def render(entry: dict) -> str:
+    found = (entry.get("tests") or {}).get(test)
+    if not found or found.get(key) is None:
+      return "-"
+    low, high = found[f"{key}_interval"]
+    return f"{found[key]:+.2f} [{low:+.2f}, {high:+.2f}]"
+  return render
+
+
+def _holds(test: str):
+  def render(entry: dict) -> str:
+    found = (entry.get("tests") or {}).get(test)
+    return "-" if not found else {True: "yes", False: "no"}[found["holds"]]
+  return render
 
 
 def _ratio_cell(entry: dict) -> str:
@@ -292,14 +324,29 @@ def _drops_legend(entries: Sequence[dict]) -> list[str]:
       + (": here some had not)." if any(e.get("depth_overlap") for e in entries) else ").")]
 
 
+def _verdict_legend(entries: Sequence[dict]) -> list[str]:
+  measures = {(e.get("tests") or {}).get("measure") for e in entries} - {None}
+  draws = sorted({((e.get("tests") or {}).get("removal") or {}).get("draws") for e in entries} - {None})
+  return [
+      f"presence counted as {' and '.join(sorted(measures)) or '-'} per image (dit_jax/verdict.py);"
+      f" {'/'.join(map(str, draws)) or 'no'} random K-sets per concept and K.",
+      "drop: top-K's drop (mean over concepts of the mean over units); beats: the share of random",
+      "K-sets it removes more than; p set: (1 + #{sets >= top}) / (R + 1), never below 1 / (R + 1);",
+      "p adj: Benjamini-Hochberg over the run's tests; top-null: top-K minus the mean set, with the",
+      "95% interval of a hierarchical bootstrap (concepts, prompts, seeds). reverse gain: presence",
+      "with the concept only in the top-K minus the neutral prompt everywhere, its p adj against the",
+      "same in random K-sets. floor: original above neutral and chance; specific: no more damage",
+      "to the rest of the image than the neutral prompt everywhere (- : the judge has no context).",
+      *verdict.RULE.splitlines()]
+
+
 def _tests_legend(entries: Sequence[dict]) -> list[str]:
   return [
-      "top-random, top-depth: per unit, top-K's drop minus the control's drop averaged over its",
-      "draws, then the mean over units with its 95% interval. p: the one-sided paired sign-flip",
-      "permutation test over units that it is > 0 (scipy permutation_test). p draws: (1 + #{draws",
-      "whose drop >= top-K's}) / (draws + 1), drops averaged over units; never below 1 / (draws + 1).",
-      *analysis.LOCALIZED_RULE.splitlines(),
-      "The verdict uses p (units), not p draws, which a few draws cannot bring below 0.05."]
+      "Secondary, per image: top-random, top-depth: per unit, top-K's drop minus the control's drop",
+      "averaged over its draws, then the mean over units with its 95% interval. p: the one-sided",
+      "paired sign-flip permutation test over units that it is > 0 (scipy permutation_test); it asks",
+      "whether top-K beats the average set, not whether it is unusual among sets, and decides nothing.",
+      "p draws: (1 + #{draws whose drop >= top-K's}) / (draws + 1), drops averaged over units."]
 
 
 def _controls_legend(entries: Sequence[dict]) -> list[str]:
@@ -312,16 +359,27 @@ def _controls_legend(entries: Sequence[dict]) -> list[str]:
       "rev random: the same in random-K blocks; neutral: the neutral prompt in every block."]
 
 
+VERDICT_COLUMNS = (   # (header, render): the set-level verdict (dit_jax/verdict.py)
+    ("K", _plain("k", "{}")), ("drop", _test("removal", "statistic", "{:+.2f}")),
+    ("beats", _test("removal", "beats", "{:.0%}")), ("p set", _test("removal", "p", "{:.3f}")),
+    ("p adj", _p_value("p_removal_adjusted")), ("top-null", _test_interval("removal", "excess")),
+    ("reverse gain", _test("sufficiency", "statistic", "{:+.2f}")),
+    ("p rev adj", _p_value("p_sufficiency_adjusted")), ("floor", _holds("floor")),
+    ("specific", _holds("specificity")), ("removable", _flag("removable")),
+    ("sufficient", _flag("sufficient")), ("localized", _flag("localized")))
+
+
 SUMMARY_TABLES = (   # (title, columns (header, render), legend)
+    ("Verdict: top-K among random K-block sets", VERDICT_COLUMNS, _verdict_legend),
     ("Drops, with 95% intervals over (prompt, seed) units",
      (("K", _plain("k", "{}")), ("units", _plain("units", "{}")), ("original", _estimate("original")),
       ("top drop", _estimate("top_drop", True)), ("random drop", _estimate("random_drop", True)),
       ("depth drop", _estimate("depth_drop", True))), _drops_legend),
-    ("Top-K against random-K and depth-matched random-K",
+    ("Secondary: top-K against the average random-K and depth-matched set, per image",
      (("K", _plain("k", "{}")), ("top-random", _estimate("top_minus_random", True)),
       ("p", _p_value("p_random")), ("p draws", _p_value("p_random_draws")),
       ("top-depth", _estimate("top_minus_depth", True)), ("p", _p_value("p_depth")),
-      ("p draws", _p_value("p_depth_draws")), ("localized", _verdict)), _tests_legend),
+      ("p draws", _p_value("p_depth_draws"))), _tests_legend),
     ("Other controls",
      (("K", _plain("k", "{}")), ("concepts", _plain("concepts", "{}")), ("draws", _draws),
       ("bottom drop", _plain("bottom_drop", "{:+.3f}")), ("other drop", _plain("other_drop", "{:+.3f}")),
@@ -338,12 +396,10 @@ def markdown_summary(entries: Sequence[dict], by: str = "category") -> str:
   return "\n".join(lines)
 
 
-MARKDOWN_STATISTICS = (   # (header, render): summary_table's first two tables in one
+MARKDOWN_STATISTICS = (   # (header, render): the README's table, the verdict with its figures
     ("K", _plain("k", "{}")), ("units", _plain("units", "{}")), ("original", _estimate("original")),
-    ("top drop", _estimate("top_drop", True)), ("random drop", _estimate("random_drop", True)),
-    ("p", _p_value("p_random")), ("p draws", _p_value("p_random_draws")),
-    ("depth drop", _estimate("depth_drop", True)), ("p depth", _p_value("p_depth")),
-    ("p depth draws", _p_value("p_depth_draws")), ("localized", _verdict))
+    ("neutral", _plain("neutral_presence", "{:.2f}")), *VERDICT_COLUMNS[1:],
+    ("p units", _p_value("p_random")))
 
 
 def markdown_statistics(entries: Sequence[dict], by: str = "category") -> str:
@@ -445,8 +501,8 @@ def causal_time_map(rows: Sequence[dict], concept: str, windows: Sequence[tuple]
 
 def time_map(concept: str, entry: dict, rows: Sequence[dict], windows: Sequence[tuple], path: str,
              block_labels: Sequence[str] | None = None) -> None:
-  """<path>.png and <path>.json: the concept's block x timestep maps. Attention: the paper's score
-  (with W_O) of every block at every sampling step (ScoreRecord.per_step_with_wo), divided by its
+  """<path>.png and <path>.json: the concept's block x timestep maps. Attention: the score with
+  W_O (no bias) of every block at every sampling step (ScoreRecord.per_step_with_wo), divided by its
   max; with time windows and single blocks, causal: the presence drop of withholding the concept
   from one block on one window's steps only (causal_time_map), red = the concept is lost."""
   # (steps, blocks); a localizer without per-step scores leaves it empty: no attention panel then.

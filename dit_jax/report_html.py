@@ -19,7 +19,7 @@ import html
 import os
 from collections.abc import Sequence
 
-from dit_jax import files
+from dit_jax import files, verdict
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -41,8 +41,12 @@ details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: 600; }
 # (header, key) of the verdict table, in summary.json's (analysis.summarize) keys; a key with
 # "<key>_interval" beside it gets its 95% interval printed under it; p-values get 3 digits.
 COLUMNS = (("K", "k"), ("units", "units"), ("original", "original"),
-           ("top-K drop", "top_drop"), ("random-K drop", "random_drop"),
-           ("top &minus; random", "top_minus_random"), ("p", "p_random"),
+           ("top-K drop", "top_drop"), ("beats (share of random K-sets)", "beats"),
+           ("p set", "p_set"), ("p adj", "p_removal_adjusted"),
+           ("top &minus; mean set", "top_minus_null"), ("removable", "removable"),
+           ("reverse gain", "reverse_gain"), ("p reverse adj", "p_sufficiency_adjusted"),
+           ("sufficient", "sufficient"), ("random-K drop", "random_drop"),
+           ("top &minus; random (per image, secondary)", "top_minus_random"), ("p", "p_random"),
            ("p draws", "p_random_draws"), ("depth-matched drop", "depth_drop"),
            ("top &minus; depth", "top_minus_depth"),
            ("p", "p_depth"), ("p draws", "p_depth_draws"), ("bottom-K drop", "bottom_drop"),
@@ -73,7 +77,7 @@ def _number(value) -> str:
 def _cell(key: str, value) -> str:
   if key.startswith("p_") and isinstance(value, float):
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
-  if isinstance(value, float) and ("drop" in key or "minus" in key):
+  if isinstance(value, float) and ("drop" in key or "minus" in key or "gain" in key):
     return f"{value:+.2f}"
   return _number(value)
 
@@ -165,7 +169,10 @@ def build(out_dir: str) -> str:
   parts = [f"<h1>{html.escape(title)}</h1>",
            f"<p class='meta'>{' &middot; '.join(meta)}<br>page written "
            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
-           "<h2>Verdict</h2>", verdict_table(entries),
+           *(["<p class='verdict no'><b>Placebo run</b> (config.placebo): every top-K is a random "
+              "set, so every &ldquo;yes&rdquo; below is a false positive.</p>"]
+             if config.get("placebo") else []),
+           "<h2>Verdict</h2>", f"<pre>{html.escape(verdict.RULE)}</pre>", verdict_table(entries),
            "<details><summary>How to read this table (summary.txt)</summary>"
            f"<pre>{html.escape(summary_txt)}</pre></details>",
            "<h2>Automatic K</h2>", auto_k_table(auto)]

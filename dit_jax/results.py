@@ -1,10 +1,18 @@
-"""The records a localization run produces, typed, with one vocabulary for the two score variants.
+"""The records a localization run produces, typed, with one vocabulary for the score variants.
 
-    "with_wo"     ||concat_h(sum_J A v) W_O||, the paper's attention contribution (W_O without bias)
+    "with_wo"     ||concat_h(sum_J A v) W_O||, the formula of the paper (arXiv 2505.18832) with W_O
+                  without its bias (the bias is no part of the concept's contribution), the same
+                  in every block type (FLUX single blocks: the attention rows of proj_out)
     "without_wo"  ||concat_h(sum_J A v)||, which the authors later found gives a stronger signal
+    "paper"       exactly what the paper's public code computes (github ArmanZarei/
+                  DiT-Knowledge-Localization; docs/design.md, "The method"): W_O with its bias
+                  (to_out[0]) in PixArt's and SANA's cross-attention and FLUX's double blocks, no
+                  W_O at all in FLUX's single blocks (their attention has no to_out). SD3, not in
+                  the paper: W_O with its bias in every joint block, by analogy
 
 Score arrays from the models carry the variants on their last axis, in VARIANTS order. Records are
-written as JSON (asdict) and read back with from_dict, so a finished run can be re-analysed.
+written as JSON (asdict) and read back with from_dict, so a finished run can be re-analysed; records
+written before "paper" existed read back without it, and asking them for it is an error that says so.
 """
 from __future__ import annotations
 
@@ -12,7 +20,14 @@ import dataclasses
 
 import numpy as np
 
-VARIANTS = ("with_wo", "without_wo")
+VARIANTS = ("with_wo", "without_wo", "paper")
+
+# What each variant is, in a few words, for plot titles and tables.
+DESCRIPTIONS = {
+    "with_wo": "with W_O, no bias",
+    "without_wo": "without W_O",
+    "paper": "the paper's code: W_O with bias; FLUX single blocks without W_O",
+}
 
 
 def variant_index(variant: str) -> int:
@@ -22,15 +37,31 @@ def variant_index(variant: str) -> int:
   return VARIANTS.index(variant)
 
 
+def stored_scores(record: dict, variant: str) -> list[float]:
+  """The per-block `variant` scores of a stored record (a ScoreRecord dict, an entry of
+  scores.json). A record written before the variant existed has none: that is an error naming the
+  way out, never an empty ranking."""
+  variant_index(variant)
+  values = record.get(variant)
+  if not values:
+    present = [v for v in VARIANTS if record.get(v)]
+    raise ValueError(f"the score record has no {variant!r} scores (it has {present}): it was written "
+                     f"before that variant existed. Recompute the scores (a fresh out_dir, or delete "
+                     f"its scores/) or choose one of {present}")
+  return values
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreRecord:
   """Per-block scores of one concept (block order: config.block_names), from one localizer.
 
-  with_wo / without_wo: the attention localizer's two variants; a localizer with one score (the
-  intervention ones: causal, bypass, patching) gives it under both. Intervention localizers also
-  record the judge's presence in each block's run, the baseline run's presence the score is taken
-  against, and (bypass) the mean absolute pixel change of each block's run from the original.
-  Records written before these fields existed read back with them empty.
+  with_wo / without_wo / paper: the attention localizer's variants (VARIANTS); a localizer with one
+  score (the intervention ones: causal, bypass, patching) gives it under each. Intervention
+  localizers also record the judge's presence in each block's run, the baseline run's presence the
+  score is taken against, and (bypass) the mean absolute pixel change of each block's run from the
+  original.
+  Records written before these fields existed read back with them empty ("paper" too: scores()
+  then refuses it, stored_scores).
   """
   category: str
   with_wo: list[float]
@@ -43,10 +74,10 @@ class ScoreRecord:
   presence: list[float] = dataclasses.field(default_factory=list)
   baseline: float | None = None
   image_change: list[float] = dataclasses.field(default_factory=list)
+  paper: list[float] = dataclasses.field(default_factory=list)
 
   def scores(self, variant: str) -> np.ndarray:
-    variant_index(variant)
-    return np.asarray(getattr(self, variant), float)
+    return np.asarray(stored_scores(self.to_dict(), variant), float)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -74,6 +105,11 @@ class InterventionRow:
   localization.TimeWindow); a windowed row's kind carries it too ("top@early", "single@late",
   "all@middle": every block in the window), so the all-steps analysis never mixes it in. Rows
   written before windows existed have no window: read them as "all".
+  seeds: seeds per prompt (the units' nesting, for the hierarchical bootstrap of dit_jax/verdict.py);
+  chance: the judge's chance level of the category (None: the judge states none); context: per
+  image, how well the rest of the prompt is kept (the Shapes judge: the other categories' accuracy;
+  CLIP: similarity to the neutral prompt), the specificity test's units; unit_hits: per image, 1
+  where the score is at or above the judge's (calibrated) threshold, set with `hits`.
   """
   concept: str
   category: str
@@ -87,6 +123,10 @@ class InterventionRow:
   scores: list[float] = dataclasses.field(default_factory=list)
   hits: float | None = None
   window: str = "all"
+  seeds: int = 1
+  chance: float | None = None
+  context: list[float] = dataclasses.field(default_factory=list)
+  unit_hits: list[float] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -14,6 +14,11 @@ Multi-host: call jax.distributed.initialize() on every host first (coordinator a
 count and id, or the cluster's auto-detection); jax.devices() then lists every host's devices and
 make_mesh spans them all. Each host loads its own slice of the global batch and builds the global
 array with jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch).
+
+Localization uses the same mesh on one host's devices (local_mesh): weights placed by shard_params
+(replicated, or split over "fsdp"), the rows of a sweep (interventions) or of a scoring batch split
+by shard_batch, what every row shares replicated; the jitted programs follow their inputs'
+shardings. Hosts split the concepts instead (dit_jax/jobs/localize.py), so no program spans hosts.
 """
 from __future__ import annotations
 
@@ -31,6 +36,21 @@ def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   if fsdp < 1 or len(devices) % fsdp:
     raise ValueError(f"fsdp={fsdp} must divide the {len(devices)} devices")
   return Mesh(np.array(devices).reshape(len(devices) // fsdp, fsdp), AXES)
+
+
+def local_mesh(num_devices: int = 0, fsdp: int = 1) -> Mesh:
+  """make_mesh over this process's devices: the first num_devices (0: every one). A host of a
+  multi-host run sees only its own (jax.local_devices), as its programs must."""
+  local = jax.local_devices()
+  if not 0 <= num_devices <= len(local):
+    raise ValueError(f"num_devices={num_devices}: this process has {len(local)} devices "
+                     f"({local[0].platform}); give 1..{len(local)}, or 0 for all of them")
+  return make_mesh(fsdp, local[:num_devices or None])
+
+
+def replicate(tree, mesh: Mesh):
+  """Every array of `tree` on every device of the mesh (what all rows of a sweep share)."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:

@@ -5,6 +5,7 @@ of a concept starts from the same noise, so the units of two interventions are p
 numbers come from scipy.stats; this module only chooses the test and fixes its seed.
 
     bootstrap_interval(values)                  95% interval of the mean over units
+    wilson(hits, n)                             95% Wilson interval of a proportion
     paired_permutation_p(differences)           one-sided sign-flip test of mean(differences) > 0
     draw_level_p(top_drop, draw_drops)          (1 + #{draws with drop >= top's}) / (R + 1)
     compare(top_drops, control_drops)           the three above for top-K against a control
@@ -30,8 +31,10 @@ def _rng() -> np.random.Generator:
 def bootstrap_interval(values: Sequence[float]) -> tuple[float, float] | None:
   """The 95% bootstrap interval (BCa, percentile where BCa is undefined) of the mean of `values`.
 
-  None with fewer than two units (no spread to resample); a zero-width interval when every value
-  is equal (scipy's BCa is undefined there, and every resample has the same mean anyway).
+  None with fewer than two units (no spread to resample). Where every unit agrees the bootstrap
+  has nothing to resample and would claim a zero-width interval: at 0 or 1 (every image shows the
+  concept, or none does) the Wilson interval of that proportion over the units is given instead,
+  elsewhere None (no interval can be read off identical values).
   """
   x = np.asarray(values, float)
   if x.ndim != 1:
@@ -39,7 +42,9 @@ def bootstrap_interval(values: Sequence[float]) -> tuple[float, float] | None:
   if x.size < 2:
     return None
   if np.ptp(x) == 0:
-    return float(x[0]), float(x[0])
+    if x[0] in (0.0, 1.0):
+      return tuple(wilson(float(x.sum()), x.size))
+    return None
   for method in ("BCa", "percentile"):
     # BCa corrects the percentile interval for bias and skew (presences pile up at 0 and 1); it
     # is undefined (NaN, with a warning) when the jackknife has no spread, e.g. one odd unit.
@@ -51,6 +56,15 @@ def bootstrap_interval(values: Sequence[float]) -> tuple[float, float] | None:
     if np.isfinite(low) and np.isfinite(high):
       return float(low), float(high)
   raise AssertionError(f"no finite bootstrap interval for {x}")   # percentile is always finite
+
+
+def wilson(hits: float, n: int, z: float = 1.959964) -> list[float] | None:
+  """The 95% Wilson interval of a proportion of `hits` in `n` (None without units)."""
+  if n == 0:
+    return None
+  p = hits / n
+  centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+  return [float((centre - half) / (1 + z * z / n)), float((centre + half) / (1 + z * z / n))]
 
 
 def paired_permutation_p(differences: Sequence[float]) -> float | None:

@@ -111,8 +111,11 @@ class PromptEncoder:
       fresh = self._encode_uncached(todo, negative)
       for i, prompt in enumerate(todo):
         path = self._cache_path(prompt, negative)
-        np.savez(path + ".tmp.npz", **{k: v[i] for k, v in fresh.items()})
-        os.replace(path + ".tmp.npz", path)   # atomic: a killed run leaves no torn file
+        # Atomic (a killed run leaves no torn file), and per process: processes splitting a run's
+        # concepts share its cache and encode the same negative prompt.
+        tmp = f"{path}.tmp{os.getpid()}.npz"
+        np.savez(tmp, **{k: v[i] for k, v in fresh.items()})
+        os.replace(tmp, path)
     rows = []
     for prompt in prompts:
       with np.load(self._cache_path(prompt, negative)) as f:

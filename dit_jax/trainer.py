@@ -132,26 +132,40 @@ def neutral_phrase(pair) -> str | None:
 
 
 def load_model(config, family, dtype):
-  """(module, params): the pipeline's transformer, or config.transformer initialised at random."""
+  """(module computing in `dtype`, params in `dtype`, the weights as loaded): the pipeline's
+  transformer, or config.transformer initialised at random. The weights as loaded are host arrays
+  in their own dtype: the float32 masters of what trains start from them, and the export copies
+  every tensor that did not train from them, so a bf16 run rounds neither."""
   if config.get("transformer"):
     model_config = family.config_cls.from_diffusers(dict(config.transformer))
     module = family.module_cls(config=model_config, dtype=dtype)
-    params = module.init(jax.random.key(config.seed), *family.example_inputs(model_config))["params"]
-    return module, params
-  entry.require_checkpoint(config)
-  return loading.load(config.checkpoint, config.model, dtype)
+    loaded = jax.device_get(
+        module.init(jax.random.key(config.seed), *family.example_inputs(model_config))["params"])
+  else:
+    entry.require_checkpoint(config)
+    module, loaded = loading.load(config.checkpoint, config.model)   # the checkpoint's own dtype
+    module = module.clone(dtype=dtype)
+  return module, in_dtype(loaded, dtype), loaded
 
 
-def trainable_split(config, family, module, params, blocks):
-  """(trainable, frozen, combine, teacher source) for full weights or LoRA of the selection."""
+def in_dtype(params, dtype):
+  """Host copies of params in `dtype` (the arrays themselves where they already are)."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
+
+
+def trainable_split(config, family, module, params, loaded, blocks):
+  """(trainable, frozen, combine, teacher source) for full weights or LoRA of the selection.
+  `params` are the weights in the compute dtype, `loaded` as loaded (load_model)."""
   # block_parts ("ff"): only these sub-modules of each selected block train (e.g. weights the
   # attention score does not read, for the planted-knowledge benchmark).
   parts = tuple(p for p in config.get("block_parts", "").split(",") if p)
   if not config.lora_rank:
-    trainable, frozen = training.split_params(params,
-                                              training.block_selector(blocks, module.config, parts))
-    # Float32 master weights for what trains; the frozen rest keeps the checkpoint's dtype.
-    trainable = {k: jnp.asarray(v, jnp.float32) for k, v in trainable.items()}
+    selected = training.block_selector(blocks, module.config, parts)
+    _, frozen = training.split_params(params, selected)
+    # Float32 master weights for what trains, from the loaded bits: started from the compute-dtype
+    # copy they would begin bf16-rounded. The frozen rest stays in the compute dtype.
+    trainable = {k: jnp.asarray(v, jnp.float32)
+                 for k, v in training.split_params(loaded, selected)[0].items()}
     # The teacher is a copy: the step donates the trainable buffers.
     return trainable, frozen, training.merge_params, lambda t, f: jax.tree_util.tree_map(jnp.copy, t)
   every = blocks if blocks is not None else list(range(module.config.num_blocks))
@@ -176,9 +190,10 @@ def selected_blocks(config, module) -> list[int] | None:
 def train(config, workdir: str) -> None:
   family = families.get(config.model)
   dtype = entry.DTYPES[config.get("dtype", "float32")]
-  module, params = load_model(config, family, dtype)
+  module, params, loaded = load_model(config, family, dtype)
   blocks = selected_blocks(config, module)
-  trainable, frozen, combine, teacher_of = trainable_split(config, family, module, params, blocks)
+  trainable, frozen, combine, teacher_of = trainable_split(config, family, module, params, loaded,
+                                                           blocks)
   objective = objectives.get(config.objective)
   folder = config.get("checkpoint") or config.get("pipeline_folder")
   ctx = Context(config, family, folder, workdir, module, params, dtype)
@@ -203,6 +218,8 @@ def train(config, workdir: str) -> None:
     state, frozen = sharding.shard_state(state, mesh), sharding.shard_params(frozen, mesh)
     teacher = None if teacher is None else sharding.shard_params(teacher, mesh)
     put = lambda batch: sharding.shard_batch(batch, mesh)
+  else:
+    frozen = jax.device_put(frozen)   # once, not with every step's call
   checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"))
   state = checkpoints.restore_latest(state) or state
   if int(state.step):
@@ -228,7 +245,7 @@ def train(config, workdir: str) -> None:
   if config.get("fixed_batch_loss", True) and os.path.exists(record):
     files.write_json(record, {**files.read_json(record),
                               "after": float(fixed_loss(state.trainable, frozen, teacher, fixed))})
-  export(config, workdir, module, int(state.step), state.ema, state.trainable, frozen, combine)
+  export(config, workdir, module, int(state.step), state.ema, state.trainable, loaded, combine)
 
 
 def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
@@ -240,12 +257,12 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
     raise ValueError("exporting a checkpoint of a LoRA run is not supported yet: it would "
                      "overwrite the run's <workdir>/lora; let the run finish")
   family = families.get(config.model)
-  module, params = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
-  _, frozen, combine, _ = trainable_split(config, family, module, params,
-                                          selected_blocks(config, module))
+  module, params, loaded = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
+  _, _, combine, _ = trainable_split(config, family, module, params, loaded,
+                                     selected_blocks(config, module))
   checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"))
   step, trainable, ema = checkpoints.weights(step)
-  export(config, workdir, module, step, ema, trainable, frozen, combine)
+  export(config, workdir, module, step, ema, trainable, loaded, combine)
   return step
 
 
@@ -290,11 +307,11 @@ class Validation:
                            .save(tmp, format="PNG"))
 
 
-def export(config, workdir, module, step: int, ema, trainable, frozen, combine) -> None:
+def export(config, workdir, module, step: int, ema, trainable, loaded, combine) -> None:
   """The trained transformer (the EMA weights where the run keeps them) as a diffusers folder (+
   the LoRA factors), each written beside its place and renamed into it, so a killed export never
-  leaves a folder that looks finished."""
-  final = jax.device_get(combine(ema if ema is not None else trainable, frozen))
+  leaves a folder that looks finished. Only what trained differs from the weights as loaded."""
+  final = exported_params(ema if ema is not None else trainable, loaded, combine)
   export_dir = config.get("export_dir") or os.path.join(workdir, "transformer")
   replace_dir(export_dir, lambda tmp: loading.export_diffusers(tmp, config.model, module, final))
   print(f"exported step {step} ({'EMA' if ema is not None else 'raw'} weights) to {export_dir}")
@@ -303,6 +320,17 @@ def export(config, workdir, module, step: int, ema, trainable, frozen, combine) 
     replace_dir(os.path.join(workdir, "lora"),
                 lambda tmp: lora.export_peft(tmp, factors, config.lora_rank, lora_alpha(config)))
     print(f"LoRA weights (diffusers/PEFT layout) in {workdir}/lora")
+
+
+def exported_params(weights, loaded, combine):
+  """The weights as loaded with what trained written over them, each tensor in the dtype it was
+  loaded in: one that did not train is the loaded array itself (bit-identical, whatever the
+  compute dtype); a trained one (a float32 master, or a kernel with its LoRA update merged into
+  the loaded kernel) is rounded once, here. The merge runs on the host, in NumPy: an accelerator's
+  default matmul precision (bf16 passes on a TPU) would round a LoRA update before it is added."""
+  as_loaded = traverse_util.flatten_dict(loaded)
+  merged = traverse_util.flatten_dict(combine(jax.device_get(weights), as_loaded))
+  return traverse_util.unflatten_dict({k: np.asarray(v, as_loaded[k].dtype) for k, v in merged.items()})
 
 
 def replace_dir(path: str, write) -> None:

@@ -159,9 +159,11 @@ def test_concept_scores_under_the_attention_swap(setup):
   np.testing.assert_array_equal(np.asarray(none_out), np.asarray(out))
   swap = TextAttentionSwap(mask_of(SELECTIONS["mixed"]), jnp.asarray(FORWARD))
   swapped_out, swapped_scores = run(swap)
-  assert swapped_scores.shape == (2 * PAIRS, DOUBLE + SINGLE, 2)
+  assert swapped_scores.shape == (2 * PAIRS, DOUBLE + SINGLE, 3)
   assert np.all(np.asarray(swapped_scores) > 0)
-  np.testing.assert_allclose(np.asarray(swapped_out), ours(setup, swap), rtol=0, atol=1e-6)
+  # Scoring adds ops beside the attention, which XLA may fuse differently: float32 rounding only
+  # (a few ulp of outputs of order 1), never the intervention itself.
+  np.testing.assert_allclose(np.asarray(swapped_out), ours(setup, swap), rtol=0, atol=2e-6)
   # Scoring reads the swapped attention in the concept rows and leaves the neutral rows alone.
   assert rel_error(np.asarray(swapped_scores)[:PAIRS], np.asarray(scores)[:PAIRS]) > 1e-3
   np.testing.assert_allclose(np.asarray(swapped_scores)[PAIRS:], np.asarray(scores)[PAIRS:],

@@ -245,3 +245,26 @@ def test_clip_missing_folder_names_the_expected_files(tmp_path):
   message = str(error.value)
   for name in ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"):
     assert name in message
+
+
+# ------------------------------------------------------------------ the verdict's inputs (issue 25)
+def test_judges_state_chance_and_what_an_image_keeps_of_the_rest(shapes_judge, clip_judge):
+  """The verdict's presence floor is the judge's chance, and its specificity test reads, per
+  image, how much of the rest of the prompt survives (Judge.chance, Judge.context)."""
+  for category, classes in world.JUDGE_CLASSES.items():
+    assert shapes_judge.chance(category) == pytest.approx(1 / len(classes))
+  scenes = world.scenes(4, 12, "train")
+  images = to_uint8(render.render_batch(scenes))
+  pairs = scene_pairs(scenes, "position")
+  kept = shapes_judge.context(images, pairs)
+  assert kept.shape == (12,) and np.nanmean(kept) > 0.9          # renders show what they name
+  shifted = shapes_judge.context(np.roll(images, 1, axis=0), pairs)   # other scenes' images
+  assert np.nanmean(shifted) < np.nanmean(kept) - 0.2
+  # CLIP: one in the candidates and the neutral text; context = cosine to the neutral prompt,
+  # from CLIP's own forward pass (logits_per_image / logit_scale).
+  assert clip_judge.chance("animal") == pytest.approx(1 / (len(CONCEPTS) + 1))
+  assert judges.Judge().chance("animal") is None and judges.Judge().context(IMAGES, []) is None
+  pairs = animal_pairs(CONCEPTS)
+  logits = clip_logits(clip_judge, [p.neutral for p in pairs])
+  reference = np.diag(logits.numpy()) / clip_judge.model.logit_scale.exp().item()
+  np.testing.assert_allclose(clip_judge.context(IMAGES, pairs), reference, atol=1e-5)

@@ -22,7 +22,7 @@ def pipe(pixart_folder):  # noqa: F811
 @pytest.mark.slow
 def test_scores_shape_and_aggregation(pipe):
   scores = localization.concept_scores(pipe, PROMPTS, CONCEPTS, seeds=[0, 1], size=SIZE, batch_size=3)
-  assert scores.shape == (4, 3, pipe.module.config.num_layers, 2)   # prompts x seeds, steps, blocks
+  assert scores.shape == (4, 3, pipe.module.config.num_layers, 3)   # prompts x seeds, steps, blocks, variants
   assert np.all(scores >= 0) and np.all(scores.sum(axis=(1, 2)) > 0)
   # Batching does not change a row: prompt 1 / seed 0 alone gives the same scores.
   alone = localization.concept_scores(pipe, PROMPTS[1:], CONCEPTS[1:], seeds=[0], size=SIZE)
@@ -152,17 +152,55 @@ def random_sets(plan, kind="random"):
   return [i.blocks for i in plan if i.kind == kind]
 
 
-def test_random_draws_are_per_concept_reproducible_and_balanced():
+def test_random_draws_are_per_concept_reproducible_and_independent():
+  """Issue 25: the draws sample the null distribution of K-block sets, so they are independent
+  and uniform; the old "balanced" scheme took consecutive sets from one permutation, which made
+  every second pair of sets disjoint (complements at K = n / 2) and the draws dependent."""
   ranking = np.arange(12)
   plan = lambda concept, seed=0, **kw: localization.plan_interventions(
-      ranking, [4], random_draws=20, seed=seed, concept=concept, **kw)
+      ranking, [6], random_draws=400, seed=seed, concept=concept, **kw)
   circle, red = random_sets(plan("circle")), random_sets(plan("red"))
-  assert len(circle) == 20 and circle == random_sets(plan("circle"))   # reproducible
+  assert len(circle) == 400 and circle == random_sets(plan("circle"))  # reproducible
   assert circle != red                                                 # drawn per concept
   assert random_sets(plan("circle", seed=1)) != circle                 # and per config seed
-  counts = np.bincount(np.concatenate(circle), minlength=12)
-  assert counts.max() - counts.min() <= 1, counts          # every block drawn about equally often
-  assert any(set(d) & set(ranking[:4].tolist()) for d in circle)      # by default a draw may overlap
+  # Two independent 6-of-12 sets are disjoint with probability 1 / C(12, 6) = 1 / 924.
+  disjoint = [not set(a) & set(b) for a, b in zip(circle[::2], circle[1::2])]
+  assert np.mean(disjoint) < 0.02
+  counts = np.bincount(np.concatenate(circle), minlength=12)          # uniform over blocks
+  assert abs(counts / len(circle) - 0.5).max() < 0.1, counts
+  assert any(set(d) & set(ranking[:6].tolist()) for d in circle)      # by default a draw may overlap
+
+
+def test_the_placebo_ranking_is_a_random_permutation_per_concept():
+  first = localization.placebo_ranking(12, 0, "circle")
+  assert sorted(first.tolist()) == list(range(12))
+  assert first.tolist() == localization.placebo_ranking(12, 0, "circle").tolist()
+  assert first.tolist() != localization.placebo_ranking(12, 0, "red").tolist()
+  assert first.tolist() != localization.placebo_ranking(12, 1, "circle").tolist()
+
+
+def test_an_intervention_asked_for_twice_is_sampled_once(pipe):
+  """Draws with replacement repeat sets: the sweep samples each distinct one once and hands its
+  images to every row that asked (the same noise gives the same images)."""
+  calls = []
+  program = pipe.program
+  pipe.program = lambda key, build: (lambda *a: (calls.append(a[4].shape[0]), program(key, build)(*a))[1])
+  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,)),
+          localization.Intervention("random", 1, (0,), draw=3)]
+  images = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4)
+  pipe.program = program
+  assert len(images) == 3 and sum(calls) == 2
+  np.testing.assert_array_equal(images[1], images[2])
+  alone = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[1:2], chunk=4)
+  np.testing.assert_array_equal(images[2], alone[0])
+  # A memo carries them over calls: the second call samples only the set it has not seen.
+  memo, calls[:] = {}, []
+  pipe.program = lambda key, build: (lambda *a: (calls.append(a[4].shape[0]), program(key, build)(*a))[1])
+  localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[:2], chunk=4, memo=memo)
+  again = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4, memo=memo)
+  pipe.program = program
+  assert calls == [2] and len(memo) == 2
+  np.testing.assert_array_equal(again, images)
 
 
 def test_random_draws_can_exclude_the_top_k():

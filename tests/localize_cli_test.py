@@ -118,15 +118,18 @@ def test_a_k_beyond_the_model_stops_training_before_any_work(tmp_path):
 
 
 def test_configs_sweep_a_k_grid_with_many_random_draws():
-  """Issue 19, items 2 and 6: 20 random-K draws for real models, a K grid everywhere."""
+  """Issue 19, items 2 and 6, and issue 25: at least 200 independent random K-sets per concept
+  and K for real models (the verdict's null) and as many reverse ones, a K grid everywhere; the
+  5-minute CPU default runs fewer images and draws (README, "The Shapes world")."""
   from configs import pixart, shapes_full
   real = pixart.get_config()
-  assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws == 20
-  assert real.random_overlap is True and real.reverse_draws >= 1
+  assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws >= 200
+  assert real.random_overlap is True and real.reverse_draws == real.random_draws
+  assert real.placebo is False
   default, full = shapes_config.get_config(), shapes_full.get_config()
-  assert len(default.ks) >= 3 and len(full.ks) >= len(default.ks)
-  assert full.random_draws >= 20 and full.random_draws >= default.random_draws
-  assert real.depth_draws == real.random_draws and default.depth_draws >= 1   # issue 20
+  assert len(default.ks) >= 2 and len(full.ks) >= len(default.ks)
+  assert full.random_draws >= 200 and full.random_draws >= default.random_draws >= 30
+  assert real.depth_draws == 20                                                 # issue 20
 
 
 def test_readme_shapes_table_is_the_stored_full_run():
@@ -139,7 +142,31 @@ def test_readme_shapes_table_is_the_stored_full_run():
   from dit_jax import report
   # The table with intervals and p-values (issue 20), recomputed by the stored summary's code.
   assert report.markdown_statistics(result["summary"]) in readme
-  assert result["depth_draws"] >= 20 and len(result["concepts"]) >= 12
+  assert result["random_draws"] >= 200 and len(result["concepts"]) >= 12   # issue 25
+  assert result["placebo"] is False
   assert result["command"] in readme
   assert "shape, colour, texture and position localized at K = 4" not in readme   # the old claim
   assert result["seconds"] > 0 and result["load_average"]
+
+
+def test_localize_config_errors_that_would_surface_late(tmp_path):
+  """Issue 25: the pooled swap is every intervention's now, so it cannot run with time windows;
+  a verdict needs random K-sets. Both stop before any scoring."""
+  with pytest.raises(ValueError, match="pooled_swap with config.time_windows"):
+    run_localize(tmp_path, pooled_swap=True, time_windows=("early",))
+  with pytest.raises(ValueError, match="random_draws=0"):
+    run_localize(tmp_path, random_draws=0)
+  assert not (tmp_path / "scores").exists()
+
+
+def test_careless_localize_input_stops_with_a_message_before_any_work(tmp_path):
+  """Issue 28, item 4 (found walking through the README): a negative step count surfaced as
+  numpy's linspace error after the inputs were recorded (so the next, correct run was refused as
+  stale), and an unwritable out_dir as a bare makedirs traceback."""
+  with pytest.raises(ValueError, match=r"config.num_steps=-3: it counts"):
+    run_localize(tmp_path, num_steps=-3)
+  assert not (tmp_path / "inputs.json").exists()
+  blocked = tmp_path / "file"
+  blocked.write_text("not a folder")
+  with pytest.raises(SystemExit, match="cannot write the output folder"):
+    run_localize(str(blocked / "out"))

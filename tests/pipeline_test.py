@@ -250,7 +250,7 @@ def test_flux_cond_carries_swap_and_concept(flux_folder):
   plain = ours.latents(prompts, [0, 0], 16, 16, noise=noise)
   concept = ours.encoder.concept_mask(prompts, ["dog", "cat"])
   latents, scores = ours.denoise(noise, dict(cond, concept=ConceptProbe(concept)))
-  assert scores.shape == (2, 2, ours.module.config.num_blocks, 2)   # steps, batch, blocks, [W_O, none]
+  assert scores.shape == (2, 2, ours.module.config.num_blocks, 3)   # steps, batch, blocks, VARIANTS
   assert np.all(np.asarray(scores) > 0)
   np.testing.assert_allclose(np.asarray(latents), plain, rtol=0, atol=1e-6)   # scoring changes nothing
   swap = TextAttentionSwap(np.ones(ours.module.config.num_blocks, bool), np.array([1, 1], np.int32))

@@ -122,40 +122,37 @@ def test_summary_numbers_by_hand(tmp_path):
   assert style["reverse_presence"] == pytest.approx(0.5)
   assert style["other_drop"] == pytest.approx(0.05)                # (0.1 + 0.0) / 2
   assert style["top_over_random"] == pytest.approx(5.0)
-  assert style["localized"] is True
-  # K=4: random-K drops 0.3 on average vs 0.7 for top-K (2.3x), other categories 0.05: yes.
+  # No neutral-prompt rows: no presence floor to test, so no verdict (dit_jax/verdict.py).
+  assert style["localized"] is None and style["tests"]["removal"] is None
   assert by_key["style", 4]["top_drop"] == pytest.approx(0.7)
-  assert by_key["style", 4]["bottom_drop"] is None and by_key["style", 4]["localized"] is True
-  # The dog: own drop 0.4 is 4x random's 0.1, but style loses 0.3 >= 0.4 / 2: no.
+  assert by_key["style", 4]["bottom_drop"] is None
   dog = by_key["animal", 2]
   assert dog["top_drop"] == pytest.approx(0.4) and dog["other_drop"] == pytest.approx(0.3)
-  assert dog["localized"] is False
   with open(tmp_path / "summary.json") as f:
     assert json.load(f) == entries
   text = (tmp_path / "summary.txt").read_text()
   assert text.strip() == report.summary_table(make_rows()).strip()
   lines = text.splitlines()
   starts = [lines.index(title) for title, _, _ in report.SUMMARY_TABLES] + [len(lines)]
-  drops, tests, controls = [{line.split()[0] + line.split()[1]: line for line in lines[a + 3:b]
-                             if line.split()[:1] in (["style"], ["animal"])}
-                            for a, b in zip(starts, starts[1:])]
+  verdicts, drops, tests, controls = [{line.split()[0] + line.split()[1]: line
+                                       for line in lines[a + 3:b]
+                                       if line.split()[:1] in (["style"], ["animal"])}
+                                      for a, b in zip(starts, starts[1:])]
   assert sorted(drops) == sorted(tests) == sorted(controls) == ["animal2", "style2", "style4"]
-  assert tests["style2"].split()[-1] == "yes" and tests["animal2"].split()[-1] == "no"
+  assert sorted(verdicts) == sorted(drops) and verdicts["style2"].split()[-1] == "-"
   assert "+0.50 [" in drops["style2"] and "5.0x" in controls["style2"]
   low, high = style["top_drop_interval"]     # 6 units drop 0.6 (van gogh), 6 drop 0.4 (monet)
   assert 0.4 < low < 0.5 < high < 0.6 and style["units"] == 12
 
 
-def test_localized_fails_when_random_hurts_as_much():
+def test_top_over_random_is_information_only():
   rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 3, 0.5),
           row("x", "c", "random", 3, 0.35, draw=0), row("x", "c", "random", 3, 0.55, draw=1)]
   (entry,) = analysis.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.45)
-  assert entry["other_drop"] is None and entry["localized"] is False     # top-K no worse than random
   set_presence(rows[2], 0.75)                            # random drop now (0.15 + 0.35) / 2 = 0.25
   entry = analysis.summarize(rows)[0]
   assert entry["top_over_random"] == pytest.approx(1.6)
-  assert entry["localized"] is True         # under the old 2x rule no; but it holds on every unit
   # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
   set_presence(rows[2], 0.95)
   set_presence(rows[3], 0.95)
@@ -223,13 +220,18 @@ def test_image_grid_png(tmp_path):
 
 
 def test_no_verdict_without_knowledge_and_no_credit_for_noise():
-  def rows(original, top, random):
-    return [row("c", "cat", "none", 0, original), row("c", "cat", "top", 2, top),
-            row("c", "cat", "random", 2, random)]
+  """40 random sets around `random`, each a little different; the neutral prompt at 0.1."""
+  def rows(original, top, random, neutral=0.1):
+    made = [row("c", "cat", "none", 0, original), row("c", "cat", "top", 2, top),
+            row("c", "cat", "neutral", 0, neutral)]
+    made += [row("c", "cat", "random", 2, random + 0.01 * (d % 10 - 5), draw=d) for d in range(40)]
+    for r in made:
+      r["context"] = [1.0] * len(SPREAD)
+    return made
   verdict = lambda r: analysis.summarize(r)[0]["localized"]
   assert verdict(rows(0.9, 0.1, 0.8)) is True
   assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
-  assert verdict(rows(0.9, 0.88, 0.9)) is False          # a 0.02 drop is noise, not localization
+  assert verdict(rows(0.9, 0.88, 0.9)) is False          # top-K no more than many random sets
 
 
 def test_summary_reports_the_reverse_controls():

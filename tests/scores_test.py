@@ -6,6 +6,7 @@ import torch
 
 from dit_jax import loading
 from dit_jax.interventions import ConceptProbe
+from dit_jax.results import variant_index
 from tests.pixart_test import CONFIGS, flax_forward, random_inputs, tiny_torch_model, torch_forward
 from tests.testutil import nchw_to_nhwc, rel_error
 
@@ -30,6 +31,12 @@ def scores_from_probs(probs, v, concept, out_weight):
   flat = contribution.transpose(1, 2).reshape(b, t, -1)                         # concat heads
   projected = flat @ out_weight.T                                               # W_O, no bias
   return torch.stack([projected.norm(dim=-1).mean(1), flat.norm(dim=-1).mean(1)], dim=-1)
+
+
+def with_and_without_wo(scores) -> np.ndarray:
+  """(..., 2) the with_wo and without_wo scores of a model's (..., VARIANTS) scores, the two the
+  references here compute ("paper" has its own, tests/paper_variant_test.py)."""
+  return np.asarray(scores)[..., [variant_index("with_wo"), variant_index("without_wo")]]
 
 
 def expected_scores(model, run, inputs, concept):
@@ -62,8 +69,8 @@ def test_pixart_scores_match_reference(tmp_path):
 
   module, params = loading.load(str(tmp_path), "pixart")
   out, scores = flax_forward_with_scores(module, params, inputs, concept)
-  assert scores.shape == (2, model.config.num_layers, 2)
-  assert rel_error(scores, expected) < 1e-4
+  assert scores.shape == (2, model.config.num_layers, 3)
+  assert rel_error(with_and_without_wo(scores), expected) < 1e-4
   # Scoring leaves the output untouched.
   np.testing.assert_array_equal(out, flax_forward(module, params, inputs))
 
@@ -87,8 +94,8 @@ def test_sana_scores_match_reference(name, tmp_path):
   expected = expected_scores(model, sana_test.run_diffusers, inputs, concept)
   module, params = loading.load(str(tmp_path), "sana")
   out, scores = sana_test.run_flax(module, params, inputs, concept=ConceptProbe(jnp.asarray(concept)))
-  assert scores.shape == (2, model.config.num_layers, 2)
-  assert rel_error(np.asarray(scores), expected) < 1e-4
+  assert scores.shape == (2, model.config.num_layers, 3)
+  assert rel_error(with_and_without_wo(scores), expected) < 1e-4
   np.testing.assert_array_equal(np.asarray(out), sana_test.run_flax(module, params, inputs))
 
 
@@ -139,8 +146,8 @@ def test_flux_scores_match_reference(guidance, tmp_path):
 
   module, params = loading.load(str(tmp_path), "flux")
   out, scores = module.apply({"params": params}, **inputs, concept=ConceptProbe(jnp.asarray(concept)))
-  assert scores.shape == (2, model.config.num_layers + model.config.num_single_layers, 2)
-  err = rel_error(np.asarray(scores), expected)
+  assert scores.shape == (2, model.config.num_layers + model.config.num_single_layers, 3)
+  err = rel_error(with_and_without_wo(scores), expected)
   print(f"FLUX scores rel. error vs reference: {err:.2e}")
   assert err < 1e-4, err
   np.testing.assert_array_equal(np.asarray(out), np.asarray(module.apply({"params": params}, **inputs)))

@@ -263,11 +263,12 @@ def test_concept_scores_match_reference(layout):
     torch_forward(model, inputs)
     return torch.stack([wrappers[i].scores for i in sorted(wrappers)], 1).numpy()
 
+  from tests.scores_test import with_and_without_wo
   expected = with_processors(model, range(model.config.num_layers), run, concept=torch.from_numpy(concept))
   out, scores = jax.jit(module.apply)({"params": params}, **flax_inputs(inputs),
                                               concept=ConceptProbe(jnp.asarray(concept)))
-  assert scores.shape == (2, model.config.num_layers, 2)
-  err = rel_error(np.asarray(scores), expected)
+  assert scores.shape == (2, model.config.num_layers, 3)
+  err = rel_error(with_and_without_wo(scores), expected)
   print(f"{layout} concept scores: rel error vs diffusers processors {err:.2e}")
   assert err < 1e-4, err
   np.testing.assert_array_equal(np.asarray(out), flax_forward(module, params, inputs))   # unchanged
@@ -430,7 +431,7 @@ def test_sweep_nothing_swapped_is_plain_sampling_and_every_block_is_the_neutral_
 def test_scores_through_the_pipeline(sd3_pipe):
   from dit_jax import localization
   scores = localization.concept_scores(sd3_pipe, PROMPTS, ["dog", "van gogh"], seeds=[0], size=SIZE)
-  assert scores.shape == (2, 3, sd3_pipe.module.config.num_blocks, 2)   # rows, steps, blocks, [W_O, none]
+  assert scores.shape == (2, 3, sd3_pipe.module.config.num_blocks, 3)   # rows, steps, blocks, VARIANTS
   assert np.all(scores > 0)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from dit_jax import analysis, localization, report, stats
+from dit_jax import analysis, localization, report, stats, verdict
 
 
 # ------------------------------------------------------------------ bootstrap intervals
@@ -27,7 +27,12 @@ def test_bootstrap_interval_contains_the_mean_shrinks_with_n_and_matches_the_t_i
 
 
 def test_bootstrap_interval_degenerate_samples():
-  assert stats.bootstrap_interval([0.7] * 6) == (0.7, 0.7)      # every resample has the same mean
+  # Issue 25: no zero-width "1.00 [1.00, 1.00]" where every unit agrees. At 0 or 1 the Wilson
+  # interval of that proportion (by hand: n = 6, z = 1.96 gives [0.6097, 1]); elsewhere none.
+  assert stats.bootstrap_interval([0.7] * 6) is None
+  low, high = stats.bootstrap_interval([1.0] * 6)
+  assert low == pytest.approx(6 / (6 + 1.959964 ** 2), abs=1e-6) and high == pytest.approx(1.0)
+  assert stats.bootstrap_interval([0.0] * 6)[0] == pytest.approx(0.0, abs=1e-12)
   assert stats.bootstrap_interval([0.7]) is None                # one unit: no spread to resample
   low, high = stats.bootstrap_interval([1, 1, 1, 1, 1, 0.0])    # BCa's jackknife is lopsided here
   assert np.isfinite([low, high]).all() and low < 5 / 6 <= high <= 1
@@ -129,7 +134,8 @@ def unit_row(kind, k, scores, draw=0, concept="x", category="c", blocks=()):
 
 def verdict_rows(top_scores, draw_drops=(0.0, 0.05, 0.1, 0.15, 0.2, 0.1)):
   """6 units at presence 0.9; top-K as given; random-K draws each lowering every unit by a drop."""
-  rows = [unit_row("none", 0, [0.9] * 6), unit_row("top", 2, top_scores, blocks=(0, 1))]
+  rows = [unit_row("none", 0, [0.9] * 6), unit_row("top", 2, top_scores, blocks=(0, 1)),
+          unit_row("neutral", 0, [0.1, 0.2, 0.1, 0.0, 0.1, 0.2])]
   rows += [unit_row("random", 2, [0.9 - drop] * 6, draw=d, blocks=(d, d + 1))
            for d, drop in enumerate(draw_drops)]
   return rows
@@ -146,10 +152,13 @@ def test_verdict_says_no_when_top_k_is_within_the_random_noise_despite_a_2x_rati
   low, high = entry["top_minus_random_interval"]
   assert low <= 0.2 <= high
   assert entry["localized"] is False
-  # The same mean drop on every image: the test and the interval agree, and the verdict holds.
-  (entry,) = analysis.summarize(verdict_rows([0.6] * 6))
+  # The same mean drop on every image: the unit-level test (now secondary) is significant, but
+  # top-K beats 6 random sets, which cannot make it unusual among K-sets (p set = 1/7): issue 25.
+  (entry,) = analysis.summarize(verdict_rows([0.6, 0.62, 0.58, 0.6, 0.61, 0.59]))
   assert entry["p_random"] == pytest.approx(1 / 64) and entry["top_minus_random_interval"][0] > 0
-  assert entry["localized"] is True
+  assert entry["tests"]["removal"]["p"] == pytest.approx(1 / 7)
+  assert entry["tests"]["removal"]["beats"] == 1.0 and entry["tests"]["floor"]["holds"]
+  assert entry["removable"] is False and entry["localized"] is False
   assert entry["p_random_draws"] == pytest.approx(1 / 7)   # 6 draws: the draw-level floor, reported
 
 
@@ -160,11 +169,10 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   (entry,) = report.write_summary(rows, str(tmp_path))
   assert entry["units"] == 6 and entry["depth_draws"] == 3 and entry["depth_overlap"] is True
   assert entry["depth_drop"] == pytest.approx(0.9 - np.mean([0.85, 0.8, 0.9, 0.7, 0.85, 0.8]))
-  for key in ("original", "top_drop", "random_drop", "depth_drop", "top_minus_random",
-              "top_minus_depth"):
+  assert entry["original_interval"] is None and entry["random_drop_interval"] is None   # no spread
+  for key in ("top_drop", "depth_drop", "top_minus_random", "top_minus_depth"):
     low, high = entry[f"{key}_interval"]
     assert low <= entry[key] + 1e-12 and entry[key] <= high + 1e-12, key
-  assert entry["original_interval"] == [0.9, 0.9]                    # every unit at 0.9
   # top - depth per unit: (0.9 - top) - (0.9 - depth) = depth - top, by hand.
   by_hand = np.array([0.85, 0.8, 0.9, 0.7, 0.85, 0.8]) - np.array([0.5, 0.6, 0.4, 0.7, 0.5, 0.6])
   assert entry["top_minus_depth"] == pytest.approx(by_hand.mean())
@@ -174,8 +182,8 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   text = (tmp_path / "summary.txt").read_text()
   assert f"{entry['top_drop']:+.2f} [{entry['top_drop_interval'][0]:+.2f}, " in text
   assert "p draws" in text and "permutation test over units" in text
-  assert analysis.LOCALIZED_RULE.splitlines()[0] in text
-  assert "| p depth draws |" in report.markdown_statistics([entry])
+  assert verdict.RULE.splitlines()[0] in text
+  assert "| p set | p adj |" in report.markdown_statistics([entry])
 
 
 def test_no_verdict_without_per_image_scores():

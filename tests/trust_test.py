@@ -311,3 +311,36 @@ def test_heavy_tests_are_marked_slow(node):
   module, name = node.split("::")
   test = getattr(importlib.import_module(f"tests.{module}"), name)
   assert "slow" in {mark.name for mark in getattr(test, "pytestmark", [])}, node
+
+
+def test_the_weights_fingerprint_ignores_documentation_beside_the_weights(tmp_path):
+  """Editing a pipeline folder's model card or sample picture decides no result, so it must not
+  make a resumed run (or a placebo run's copied scores) look computed from other weights; a
+  tokenizer or weight file still does."""
+  from dit_jax import provenance
+  (tmp_path / "transformer").mkdir()
+  (tmp_path / "transformer" / "model.safetensors").write_bytes(b"weights")
+  (tmp_path / "tokenizer").mkdir()
+  (tmp_path / "tokenizer" / "merges.txt").write_text("a b")
+  (tmp_path / "MODEL_CARD.md").write_text("card")
+  before = provenance.weights_fingerprint(str(tmp_path))
+  (tmp_path / "MODEL_CARD.md").write_text("a longer card")
+  (tmp_path / "samples.png").write_bytes(b"png")
+  assert provenance.weights_fingerprint(str(tmp_path)) == before
+  (tmp_path / "tokenizer" / "merges.txt").write_text("a b c")
+  assert provenance.weights_fingerprint(str(tmp_path)) != before
+  (tmp_path / "transformer" / "model.safetensors").write_bytes(b"other")
+  assert provenance.weights_fingerprint(str(tmp_path)) != before
+
+
+@pytest.mark.parametrize("steps", [-5, 0])
+def test_train_with_no_steps_stops_before_exporting_the_input_as_trained(tmp_path, steps):
+  """Issue 28, item 4: `train.py ... --config.steps=-5` trained nothing and exported the input
+  weights as the run's result; now it stops, naming the key, before any work."""
+  from dit_jax.jobs import train as train_job
+  from dit_jax.shapes import tasks
+  config = tasks.unlearn_config()
+  config.steps = steps
+  with pytest.raises(ValueError, match=rf"config.steps={steps}: it counts"):
+    train_job.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

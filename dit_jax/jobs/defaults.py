@@ -9,14 +9,16 @@ def train_config(model: str, objective: str, resolution: int, num_steps: int,
   config.task = "train"
   config.plugins = ()
   config.model = model
-  config.checkpoint = ""               # a diffusers pipeline folder (transformer/, vae/, ...)
+  config.checkpoint = ""               # a diffusers pipeline folder (transformer/, vae/, ...) or Hub id
+  config.revision = ""                 # a Hub id's branch, tag or commit ("": main)
   config.dtype = "bfloat16"            # weights and compute; what trains keeps float32 master weights
   config.objective = objective
   config.data = "folder"               # dit_jax/data.py: the user's images (config.instance_dir)
   config.concept = ""
   # Which blocks train: "all"; "2,5,9"; FLUX labels "D3,S12" (or plain indices in localization's
   # numbering, double blocks first); or a localize.py scores.json, whose top-k blocks of
-  # `localized_concept` (default: concept) by `score_variant` ("with_wo" / "without_wo") are taken.
+  # `localized_concept` (default: concept) by `score_variant` (results.VARIANTS: "with_wo",
+  # "without_wo", "paper") are taken.
   config.blocks = "all"
   config.block_parts = ""            # "ff": only these sub-modules of each selected block train
   config.k = 4

@@ -18,6 +18,13 @@ Several localizers (config.localizers) can score the same concepts; config.local
 ranks the blocks for the sweep and fills scores.json. Each localizer's records go to
 scores/<localizer>/<concept>.json (the attention's to scores/<concept>.json, where runs always kept
 them), and agreement.json / agreement.png compare them per category (dit_jax/agreement.py).
+
+Devices and hosts (README, "What runs where"): one process splits every sweep's interventions and
+every scoring batch over its devices (config.num_devices, 0: all; dit_jax/sharding.py's mesh).
+Several processes (hosts of a TPU pod slice with config.distributed, or processes given
+config.process_index / process_count) split the concepts, concepts[index::count], each writing only
+its concepts' files; a run with config.merge_only then writes the reports from them, the same as
+one process would.
 """
 from __future__ import annotations
 
@@ -25,11 +32,12 @@ import os
 import re
 import time
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
 from dit_jax import (agreement, analysis, entry, files, judges, knowledge, localization,
-                     localizers, provenance, report, report_html, withhold)
+                     localizers, provenance, report, report_html, sharding, withhold)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
@@ -73,7 +81,7 @@ def grid(config, num_blocks: int) -> list[int]:
 
 
 def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
-                      knowledge_set=None) -> list[dict]:
+                      knowledge_set=None, memo: dict | None = None) -> list[dict]:
   plan = localization.plan_interventions(
       ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
       reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
@@ -84,16 +92,14 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
   withheld = withhold.replacement(pipe, pairs, config.withhold, knowledge_set, size)
   sweep = lambda part, **options: localization.run_interventions(
       pipe, [p.prompt for p in pairs], withheld, list(config.seeds), size, part,
-      config.intervention_chunk, **options)
-  images = sweep(plan)
+      config.intervention_chunk, memo=memo, **options)
+  # FLUX/SD3 with config.pooled_swap (the paper's intervention): an intervention that selects a
+  # block also gives the run the other prompt's pooled CLIP vector. These are the rows the verdict
+  # reads; the text-only swap is the same config with pooled_swap=False (another out_dir).
+  images = sweep(plan, **({"swap_pooled": True} if config.pooled_swap else {}))
   runs = [("", plan, images)]
   # Variants swap something more when a block is selected; without one they are the plain runs.
   swapped = [i for i in plan if i.blocks]
-  if config.pooled_swap:
-    # FLUX with the pooled CLIP vector swapped too: rows of their own ("top+pooled", ...). The
-    # pooled vector cannot be limited to a time window, so windowed interventions are left out.
-    pooled = [i for i in swapped if i.window is None]
-    runs.append(("+pooled", pooled, sweep(pooled, swap_pooled=True)))
   if config.residual_swap:
     # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
     runs.append(("+residual", swapped, sweep(swapped, flux_swap="residual")))
@@ -105,11 +111,14 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
       window = intervention.window.name if intervention.window else "all"
       # A windowed row's kind names its window too, so the all-steps analysis never mixes it in.
       kind = intervention.kind + ("" if window == "all" else f"@{window}") + tag
+      context = judge.context(imgs, expanded)
       rows.append(InterventionRow(
           pairs[0].concept, pairs[0].category, kind, intervention.k,
           intervention.draw, list(intervention.blocks), float(np.mean(scores)),
           other_categories(judge, imgs, expanded), config.random_overlap,
-          [float(x) for x in scores], window=window).to_dict())
+          [float(x) for x in scores], window=window, seeds=len(config.seeds),
+          chance=judge.chance(pairs[0].category),
+          context=[] if context is None else [float(x) for x in context]).to_dict())
   shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 1}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])
@@ -126,15 +135,19 @@ def calibrate(judge, rows: list[dict]) -> None:
   judge.calibrate(neutral)
   for r in rows:
     scores = np.asarray(r.get("scores") or [], float)
-    r["hits"] = float(np.mean(scores >= judge.threshold_for(r["category"]))) if scores.size else None
+    hits = (scores >= judge.threshold_for(r["category"])).astype(float)
+    r["unit_hits"] = hits.tolist()       # what the verdict counts (dit_jax/verdict.py)
+    r["hits"] = float(hits.mean()) if scores.size else None
 
 
 # Config keys that decide no result (where results go, generation-only settings, chunking; which
-# localizers score: each has a stage of its own, see score_stages).
+# localizers score: each has a stage of its own, see score_stages; a Hub id's revision: its commit
+# is in the checkpoint path the id resolves to; which devices and processes share the work).
 NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
-              "transformer", "cache_dir", "generate_dir", "localizers")
+              "transformer", "cache_dir", "generate_dir", "localizers", "revision",
+              "num_devices", "fsdp", "distributed", "process_index", "process_count", "merge_only")
 # Keys only the intervention stage reads: changing them keeps the scores.
-INTERVENTION_ONLY = ("ks", "random_draws", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
+INTERVENTION_ONLY = ("ks", "random_draws", "placebo", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
                      "score_variant", "withhold", "time_windows")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
@@ -188,21 +201,35 @@ def check_inputs(config, workdir: str, judge) -> None:
     raise SystemExit(str(error))
 
 
-def run(config, workdir: str) -> list[dict]:
+def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   """Score, intervene, judge and report every concept of the config's knowledge set into
-  `workdir`; returns the intervention rows."""
+  `workdir`; returns the intervention rows. memo: images of interventions already sampled with
+  this pipeline and withhold operator (localization.run_interventions), kept across calls by
+  whoever runs several configs that differ only in their draws (benchmarks/placebo.py)."""
   out = os.fspath(workdir)
-  os.makedirs(out, exist_ok=True)
   started = time.time()
   entry.validate_localize_config(config)
+  entry.make_out_dir(out)
   withhold.check_operator(config.withhold)   # bad choices are named before any work
   windows = localization.time_windows(config.time_windows, config.num_steps)
+  join_processes(config)                     # before any computation, as jax.distributed asks
+  index, count = process_share(config)
+  if config.merge_only and config.fresh:
+    raise ValueError("merge_only with fresh=True: the merge reads the processes' results, and fresh "
+                     "would clear those of other inputs; rerun the processes with fresh instead")
+  if config.merge_only and index:
+    print(f"merge_only: process 0 merges; process {index} of {count} has nothing to do")
+    return []
+  split = count > 1 and not config.merge_only   # this process: its share of the concepts only
   entry.import_plugins(config)
+  if config.merge_only:   # it computes nothing: every concept's files must be there, named first
+    require_results(config, out, list(load_knowledge(config).all_concepts))
   entry.require_checkpoint(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),
                     max_sequence_length=config.max_sequence_length or None)
+  use_local_devices(pipe, config)
   entry.validate_ks(config.ks, pipe.module.config.num_blocks)
   full = full_knowledge(config)
   knowledge_set = load_knowledge(config, full)
@@ -213,27 +240,38 @@ def run(config, workdir: str) -> list[dict]:
   record = lambda **extra: write_json(os.path.join(out, "run.json"), {
       "config": config.to_dict(), "judge": judge.describe(), "num_blocks": num_blocks,
       "ks": grid(config, num_blocks), **extra})
-  record()
   concepts = list(knowledge_set.all_concepts)
+  # One of several processes writes only its concepts' files (nothing every process would write).
+  share = concepts[index::count] if split else concepts
+  if not split:
+    record()
 
-  every = {name: score_concepts(pipe, config, knowledge_set, concepts, out, name, judge)
+  every = {name: score_concepts(pipe, config, knowledge_set, share, out, name, judge)
            for name in config.localizers}
   scores = every[config.localizer]
   labels = pipe.module.config.block_labels
-  report.write_scores(scores, out, block_labels=labels)
-  ks = grid(config, num_blocks)
-  write_agreement(every, scores, ks[len(ks) // 2], out)
-  report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=config.score_variant,
-                 block_labels=labels, k=ks[len(ks) // 2])
+  if not split:
+    report.write_scores(scores, out, block_labels=labels)
+    ks = grid(config, num_blocks)
+    write_agreement(every, scores, ks[len(ks) // 2], out)
+    report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=config.score_variant,
+                   block_labels=labels, k=ks[len(ks) // 2])
 
   rows = []
-  for concept in tqdm(concepts, desc="interventions"):
+  for concept in tqdm(share, desc="interventions"):
     path = os.path.join(out, "interventions", f"{slug(concept)}.json")
     if not os.path.exists(path):
       ranking = localization.rank_blocks(np.asarray(scores[concept][config.score_variant]))
+      if config.placebo:   # the verdict's false-positive check: a random "top-K" per concept
+        ranking = localization.placebo_ranking(num_blocks, config.seed, concept)
       write_json(path, intervene_concept(pipe, config, judge, knowledge_set.pairs(concept, "eval"),
-                                         ranking, num_blocks, out, knowledge_set))
+                                         ranking, num_blocks, out, knowledge_set, memo))
     rows += read_json(path)
+  if split:
+    print(f"process {index} of {count}: results of {len(share)} of {len(concepts)} concepts in "
+          f"{out}; when every process has finished, merge them: localize.py with the same config "
+          "and --config.merge_only=True")
+    return rows
   calibrate(judge, rows)
   auto = write_reports(rows, knowledge_set.categories, config.presence_target, out)
   for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
@@ -254,6 +292,56 @@ def run(config, workdir: str) -> list[dict]:
   page = report_html.write(out)     # after run.json has the time: the page shows it
   print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
+
+
+def join_processes(config) -> None:
+  """config.distributed: jax.distributed.initialize() (the cluster's own discovery: every host of a
+  TPU pod slice, SLURM, ...), so that jax.process_index / process_count say which share of the
+  concepts is this host's (process_share). It must come before any computation."""
+  if config.distributed and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+
+
+def process_share(config) -> tuple[int, int]:
+  """(index, count): this process's place among the processes that split the concepts, each
+  taking concepts[index::count]. config.process_count > 0: independent processes started by hand
+  or by a job array, each given its config.process_index; 0: jax's (several after
+  jax.distributed.initialize, else one)."""
+  ours = (jax.process_index(), jax.process_count())
+  if not config.process_count:
+    if config.process_index:
+      raise ValueError(f"config.process_index={config.process_index} without config.process_count:"
+                       " give both, e.g. --config.process_index=1 --config.process_count=2")
+    return ours
+  share = (config.process_index, config.process_count)
+  if not 0 <= share[0] < share[1]:
+    raise ValueError(f"config.process_index={share[0]}: processes are numbered 0..{share[1] - 1} "
+                     f"(config.process_count={share[1]})")
+  if ours[1] > 1 and share != ours:
+    raise ValueError(f"config.process_index, process_count = {share}, but jax.distributed runs this "
+                     f"as process {ours[0]} of {ours[1]}: leave config.process_count=0 to use jax's")
+  return share
+
+
+def use_local_devices(pipe, config) -> None:
+  """Split the sweeps and the scoring over config.num_devices of this process's devices (0: all;
+  sharding.local_mesh, config.fsdp as in training); one device runs as it always did."""
+  mesh = sharding.local_mesh(config.num_devices, config.fsdp)
+  if mesh.devices.size > 1:
+    pipe.use_mesh(mesh)
+
+
+def require_results(config, out: str, concepts) -> None:
+  """merge_only computes nothing: every concept's scores (each localizer's) and interventions must
+  be on disk, written by the processes of a split."""
+  expected = [os.path.join(score_dir(out, name), f"{slug(c)}.json")
+              for name in config.localizers for c in concepts]
+  expected += [os.path.join(out, "interventions", f"{slug(c)}.json") for c in concepts]
+  missing = [os.path.relpath(p, out) for p in expected if not os.path.exists(p)]
+  if missing:
+    raise SystemExit(f"merge_only: {len(missing)} result files are missing in {out}: "
+                     f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. Run every "
+                     "process of the split (config.process_index / process_count) to the end first.")
 
 
 def score_concepts(pipe, config, knowledge_set, concepts, out, name: str, judge) -> dict:

@@ -19,11 +19,12 @@ TASKS: dict[str, Callable] = {}
 WEIGHTS: dict[str, str] = {}   # task -> the config key naming the weights it starts from
 
 # Config keys a run may change and still resume its workdir: how long it trains and how it logs
-# (a resumed run may stretch its schedule, e.g. to more steps at a new learning rate).
+# (a resumed run may stretch its schedule, e.g. to more steps at a new learning rate); and the
+# revision, whose commit is in the checkpoint path a Hub id resolves to.
 RESUMABLE = ("steps", "learning_rate", "warmup_steps", "log_every", "checkpoint_every",
              "max_minutes", "workdir", "export_dir", "fresh", "plugins", "validate_every",
              "validation_prompts", "memory_plan", "fixed_batch_loss", "sample_batch_size",
-             "num_devices", "fsdp")
+             "num_devices", "fsdp", "revision")
 # What a run writes into its workdir, cleared by --config.fresh=True when the inputs changed.
 OUTPUTS = ("checkpoints", "metrics.jsonl", "loss.png", "selection.json", "transformer", "lora",
            "data", "fixed_batch.json", "validation")
@@ -71,6 +72,7 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
   entry.import_plugins(config)
   if config.task != "train":
     raise SystemExit(f"exporting a checkpoint needs config.task='train', not {config.task!r}")
+  entry.resolve_checkpoint(config)   # a Hub id: the inputs compared are those of its local folder
   record = os.path.join(os.fspath(workdir), provenance.RECORD)
   if not os.path.exists(record):
     raise SystemExit(f"{workdir} holds no training run (no {provenance.RECORD})")
@@ -89,8 +91,10 @@ def run(config, workdir: str) -> None:
   if config.task not in TASKS:
     raise SystemExit(f"config.task={config.task!r}: choose one of {sorted(TASKS)} (a plugin's task "
                      "needs the plugin in config.plugins)")
-  workdir = os.fspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Counts that a typo makes negative would train nothing and export the input as if trained.
+  entry.require_positive(config, *[k for k in ("steps", "batch_size") if k in config])
+  entry.resolve_checkpoint(config)   # a Hub id: the weights fingerprint reads its local folder
+  workdir = entry.make_out_dir(os.fspath(workdir))
   record = os.path.join(workdir, provenance.RECORD)
   recorded = os.path.exists(record)
   check_inputs(config, workdir)

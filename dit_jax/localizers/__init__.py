@@ -4,13 +4,13 @@ each scores every block for a concept (docs/design.md, "Localizers").
     record = localizers.get("causal").score(pipe, pairs, seeds, size, batch_size, judge=judge)
 
 A localizer returns a results.ScoreRecord: per-block scores, larger = the block carries more of
-the concept, in the backbone's block order (config.block_names). The attention localizer gives two
-variants (with and without W_O); a localizer with one score gives it under both, so whatever ranks
-by config.score_variant ranks by it. Intervention localizers judge images and need the run's judge;
-the others ignore it. A new localizer is one file here defining a Localizer and one line in
+the concept, in the backbone's block order (config.block_names). The attention localizer gives
+three variants (results.VARIANTS: with W_O, without, and as the paper's code computes it); a
+localizer with one score gives it under each, so whatever ranks by config.score_variant ranks by
+it. Intervention localizers judge images and need the run's judge; the others ignore it. A new localizer is one file here defining a Localizer and one line in
 REGISTRY.
 
-    attention  the paper's attention contribution of the concept's tokens (with / without W_O)
+    attention  the paper's attention contribution of the concept's tokens (with / without W_O, paper)
     causal     presence drop when only block l reads the neutral text
     bypass     presence drop (and image change) when block l's residual update is skipped
     patching   presence regained when the neutral run takes block l's output from the concept run
@@ -51,9 +51,10 @@ def get(name: str) -> Localizer:
 
 
 def named_scores(name: str, record: dict) -> dict[str, list[float]]:
-  """label -> per-block scores of a stored record: "attention:with_wo" and "attention:without_wo"
-  for a localizer with two variants, the bare name for one with a single score."""
+  """label -> per-block scores of a stored record: "attention:with_wo", "attention:without_wo",
+  "attention:paper" for a localizer with several variants (those the record has: one written
+  before "paper" existed has two), the bare name for one with a single score."""
   variants = get(name).variants
   if len(variants) == 1:
     return {name: record[variants[0]]}
-  return {f"{name}:{v}": record[v] for v in variants}
+  return {f"{name}:{v}": record[v] for v in variants if record.get(v)}

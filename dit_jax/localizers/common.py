@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dit_jax.interventions import BlockEdit
 from dit_jax.knowledge import PromptPair
 from dit_jax.localization import in_chunks, pipe_noise
-from dit_jax.results import ScoreRecord
+from dit_jax.results import VARIANTS, ScoreRecord
 
 
 def require_judge(judge, name: str) -> None:
@@ -33,9 +32,9 @@ def presence(judge, images: np.ndarray, pairs: Sequence[PromptPair], seeds: Sequ
 
 def record(name: str, pairs, seeds, pipe, scores, presence_per_block, baseline,
            **extra) -> ScoreRecord:
-  """A single-score localizer's record: its scores under both variants (see localizers)."""
+  """A single-score localizer's record: its scores under every variant (see localizers)."""
   scores = [float(s) for s in scores]
-  return ScoreRecord(category=pairs[0].category, with_wo=scores, without_wo=list(scores),
+  return ScoreRecord(category=pairs[0].category, **{v: list(scores) for v in VARIANTS},
                      per_step_with_wo=[], num_prompts=len(pairs), num_seeds=len(seeds),
                      num_steps=pipe.num_steps, localizer=name,
                      presence=[float(p) for p in presence_per_block], baseline=float(baseline),
@@ -79,9 +78,10 @@ def run_block_edits(pipe, prompts: Sequence[str], seeds: Sequence[int], size: tu
     cond = {k: np.concatenate([v, other[k]]) for k, v in cond.items()}
     noise = np.concatenate([noise, noise])
     source = np.concatenate([np.arange(n) + n, np.arange(n) + n])   # the other run: its own rows
-  cond = jax.tree_util.tree_map(jnp.asarray, cond)
-  noise, source = jnp.asarray(noise), jnp.asarray(source, jnp.int32)
-  call = lambda index: sweep(pipe.params, noise, cond, jnp.asarray(bypass[index]),
-                             jnp.asarray(patch[index]), source)
+  # Every edit reads the same noise and text; the edits are the rows a mesh splits.
+  noise, cond, source = pipe.shared((noise, cond, np.asarray(source, np.int32)))
+  call = lambda index: sweep(pipe.params, noise, cond, *pipe.split_rows((bypass[index], patch[index])),
+                             source)
   # Rows beyond n are the restoring run's: only the edited run's images are decoded.
-  return np.stack([pipe.decode(lat[:n]) for lat in in_chunks(call, len(bypass), chunk)])
+  return np.stack([pipe.decode(lat[:n])
+                   for lat in in_chunks(call, len(bypass), chunk, pipe.device_count)])

@@ -93,9 +93,9 @@ class FluxAttention(nn.Module):
   unprojected heads: single-stream blocks project them together with their MLP.
 
   With `concept` ((B, S) weights over the S text tokens, which come first), it also returns a
-  function W_O -> (B, 2) concept scores: image-token queries, softmax over all keys (text and
-  image), values of keys outside the concept zeroed (layers.concept_scores). W_O is a parameter of
-  whoever projects the heads (to_out.0 here, the single block's proj_out), hence a function.
+  function (W_O, bias) -> (B, 3) concept scores: image-token queries, softmax over all keys (text
+  and image), values of keys outside the concept zeroed (layers.concept_scores). W_O is a parameter
+  of whoever projects the heads (to_out.0 here, the single block's proj_out), hence a function.
   """
   heads: int
   head_dim: int
@@ -129,7 +129,7 @@ class FluxAttention(nn.Module):
     to_out = layers.dense(dim, "to_out.0", self.dtype)
     img_out = to_out(out[:, text_len:])
     txt_out = layers.dense(dim, "to_add_out", self.dtype)(out[:, :text_len])
-    return img_out, txt_out, None if score is None else score(to_out.variables["params"]["kernel"])
+    return img_out, txt_out, None if score is None else score(*layers.output_projection(to_out))
 
 
 def attention_text_input(text, swap):
@@ -190,8 +190,11 @@ class SingleStreamBlock(nn.Module):
                                                                                      concept=concept)
     proj_out = layers.dense(dim, "proj_out", self.dtype)
     x = x + gate * proj_out(jnp.concatenate([attn, mlp], axis=-1))
-    # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP).
-    scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]])
+    # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP). No
+    # bias: proj_out's is shared with the MLP, and the attention has no to_out of its own, so the
+    # paper's code applies no W_O here (its "paper" score is the one without W_O; results.VARIANTS).
+    scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]],
+                                              None)
     return x[:, text_len:], x[:, :text_len], scores
 
 
@@ -209,9 +212,9 @@ class FluxTransformer(nn.Module):
       reads another row's text input to it) or TextResidualSwap (a control: selected blocks'
       whole text stream replaced and carried onward).
     concept: optional (B, S) 0/1 weights on a concept's T5 tokens. When given, the call returns
-      (output, scores) with scores (B, num_layers + num_single_layers, 2): each double then single
-      block's joint-attention contribution of those tokens to the image tokens, with and without
-      W_O (layers.concept_scores).
+      (output, scores) with scores (B, num_layers + num_single_layers, 3): each double then single
+      block's joint-attention contribution of those tokens to the image tokens, one per
+      results.VARIANTS (layers.concept_scores).
     block_edit: optional BlockEdit of the image tokens' output of every double and single block
       (bypass, activation patching); the text stream is never edited.
   Returns (B, N, patch_size**2 * out_channels).

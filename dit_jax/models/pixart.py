@@ -122,8 +122,8 @@ class PixArtTransformer(nn.Module):
     text_swap: optional TextSwap intervention.
     block_edit: optional BlockEdit of the blocks' outputs (bypass, activation patching).
     concept: optional (B, S) 0/1 weights on the caption tokens of a concept. When given, the call
-      returns (output, scores) with scores (B, num_layers, 2): each block's cross-attention
-      contribution of those tokens, with and without W_O (layers.concept_scores).
+      returns (output, scores) with scores (B, num_layers, 3): each block's cross-attention
+      contribution of those tokens, one per results.VARIANTS (layers.concept_scores).
   remat: recompute each block's activations in the backward pass (jax.checkpoint per block),
     trading compute for the memory of a training step; the parameters are the same.
   """

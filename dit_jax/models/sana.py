@@ -117,7 +117,7 @@ class SanaAttention(nn.Module):
     out = to_out(out.reshape(*out.shape[:-2], inner))
     if concept is None:
       return out
-    return out, layers.concept_scores(q, k, v, bias, concept, to_out.variables["params"]["kernel"])
+    return out, layers.concept_scores(q, k, v, bias, concept, *layers.output_projection(to_out))
 
 
 class GLUMBConv(nn.Module):
@@ -192,7 +192,7 @@ class SanaTransformer(nn.Module):
     text_swap: optional TextSwap intervention.
     block_edit: optional BlockEdit of the blocks' outputs (bypass, activation patching).
     concept: optional (B, S) 0/1 weights on a concept's caption tokens; then the call returns
-      (output, scores (B, num_layers, 2)), as PixArtTransformer does.
+      (output, scores (B, num_layers, 3)), as PixArtTransformer does.
   remat: jax.checkpoint per block (activations recomputed in the backward pass).
   """
   config: SanaConfig

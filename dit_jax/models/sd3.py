@@ -72,7 +72,7 @@ class SD3Attention(nn.Module):
   (add_*_proj, norm_added_*, to_add_out unless context_pre_only) and joins after the image tokens;
   returns (image, text or None, scores or None). Without, image self-attention (attn2); returns the
   image output. `concept` ((B, S) weights over the text tokens) adds the concept's contribution to
-  the image tokens, with and without W_O (layers.concept_scores).
+  the image tokens, one score per results.VARIANTS (layers.concept_scores).
   """
   heads: int
   head_dim: int
@@ -104,11 +104,13 @@ class SD3Attention(nn.Module):
     if context is None:
       return to_out(out)
     txt_out = None if self.context_pre_only else layers.dense(dim, "to_add_out", self.dtype)(out[:, n:])
-    scores = None
+    img_out, scores = to_out(out[:, :n]), None
     if concept is not None:
       weights = jnp.pad(concept, ((0, 0), (n, 0)))   # no image key is the concept
-      scores = layers.concept_scores(q[:, :n], k, v, None, weights, to_out.variables["params"]["kernel"])
-    return to_out(out[:, :n]), txt_out, scores
+      # SD3 is not in the paper: its "paper" score applies to_out.0 with its bias, as the paper's
+      # code does in FLUX's double blocks, the joint attention SD3's joint blocks share.
+      scores = layers.concept_scores(q[:, :n], k, v, None, weights, *layers.output_projection(to_out))
+    return img_out, txt_out, scores
 
 
 class JointBlock(nn.Module):
@@ -160,8 +162,8 @@ class SD3Transformer(nn.Module):
     block_edit: optional BlockEdit of every block's image-token output (bypass, activation
       patching); the text stream is never edited.
     concept: optional ConceptProbe, (B, S) weights on a concept's text tokens. When given, the call returns
-      (output, scores) with scores (B, num_layers, 2): each block's joint-attention contribution of
-      those tokens to the image tokens, with and without W_O (layers.concept_scores).
+      (output, scores) with scores (B, num_layers, 3): each block's joint-attention contribution of
+      those tokens to the image tokens, one per results.VARIANTS (layers.concept_scores).
   Returns (B, H, W, out_channels).
   """
   config: SD3Config

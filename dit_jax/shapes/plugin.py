@@ -54,6 +54,23 @@ class ShapesJudge(Judge):
       scores[i] = heads[pair.category].probs[i, classes.index(pair.concept)]
     return scores
 
+  def chance(self, category: str) -> float | None:
+    """One in the head's classes: what a blind guess would get."""
+    classes = world.JUDGE_CLASSES.get(category)
+    return 1.0 / len(classes) if classes else None
+
+  def context(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
+    """Per image, the share of the other categories its caption names that the classifier finds."""
+    heads = self.predictions(images)
+    if len(pairs) != len(images):
+      raise ValueError(f"{len(images)} images but {len(pairs)} prompts")
+    kept = np.full(len(pairs), np.nan)
+    for i, pair in enumerate(pairs):
+      named = {c: k for c, k in named_concepts(pair.prompt).items() if c != pair.category}
+      if named:
+        kept[i] = np.mean([heads[c].names[i] == k for c, k in named.items()])
+    return kept
+
   def category_accuracy(self, images, prompts: Sequence[str | PromptPair]) -> dict[str, float]:
     """category -> fraction of the images whose head predicts the concept their prompt names,
     over the prompts that name one: for an intervention on one category, the other categories'

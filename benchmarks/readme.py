@@ -1,0 +1,236 @@
+"""The figures README.md and the Shapes model card quote from runs, generated from stored results.
+
+    python -m benchmarks.readme            # rewrite every generated region from its JSON
+    python -m benchmarks.readme --check    # exit 1 naming each region whose text is stale
+
+A region is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`; REGIONS
+maps NAME to the function that writes it from a JSON in benchmarks/results/ (or the model's own
+generation_eval.json). A number about a run belongs in such a region, never in hand-written prose:
+tests/readme_test.py fails when a region differs from what its JSON gives, so a rerun that changes
+a result changes the words with it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from dit_jax import report
+from dit_jax.files import read_json, write_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+DOCUMENTS = (os.path.join(ROOT, "README.md"),
+             os.path.join(ROOT, "dit_jax", "shapes", "assets", "MODEL_CARD.md"))
+REGION = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
+                    re.S)
+
+
+def result(name: str) -> dict:
+  return read_json(os.path.join(RESULTS, name))
+
+
+def _pct(x: float) -> str:
+  return f"{100 * x:.0f} %"
+
+
+def _interval(values) -> str:
+  return f"[{values[0]:+.2f}, {values[1]:+.2f}]"
+
+
+# ------------------------------------------------------------------------------ localization
+def shapes_table() -> str:
+  full = result("localize_shapes_full.json")
+  return (report.markdown_statistics(full["summary"]) + "\n\nPer concept (Benjamini-Hochberg over "
+          "the concept x K tests):\n\n" + report.markdown_statistics(full["summary_by_concept"], by="concept"))
+
+
+def _verdicts_at(entries, key) -> dict[str, list[int]]:
+  found: dict[str, list[int]] = {}
+  for e in entries:
+    if e.get(key):
+      found.setdefault(e["category"], []).append(e["k"])
+  return found
+
+
+def shapes_findings() -> str:
+  """One line per category: what the verdict says at each K, with the figures it rests on."""
+  full = result("localize_shapes_full.json")
+  lines = []
+  for category in dict.fromkeys(e["category"] for e in full["summary"]):
+    parts = []
+    for e in (x for x in full["summary"] if x["category"] == category):
+      removal, reverse = e["tests"]["removal"], e["tests"]["sufficiency"]
+      said = [flag for flag in ("localized", "removable", "sufficient") if e.get(flag)]
+      floor = e["tests"]["floor"]
+      text = (f"K = {e['k']}: {', '.join(said) if said else 'no verdict holds'}"
+              + ("" if floor is None or floor["holds"] else " (presence floor not met)")
+              + (f"; top-K removes {removal['statistic']:+.2f}, more than {_pct(removal['beats'])} "
+                 f"of {removal['draws']} random K-sets (p adj {e['p_removal_adjusted']:.3f}, top minus "
+                 f"the mean set {removal['excess']:+.2f} {_interval(removal['excess_interval'])})"
+                 if removal else "")
+              + (f"; in reverse the top-K alone bring back {reverse['statistic']:+.2f} over the "
+                 f"neutral prompt (p adj {e['p_sufficiency_adjusted']:.3f})" if reverse else "")
+              + ("" if e["tests"]["specificity"] is None or e["tests"]["specificity"]["holds"]
+                 else "; not specific: the rest of the image suffers more than under the neutral "
+                      f"prompt everywhere (by {e['tests']['specificity']['excess_damage']:+.2f})"))
+      parts.append(text)
+    concepts = sorted({e["concept"] for e in full["summary_by_concept"] if e["category"] == category})
+    lines.append(f"- **{category}** ({', '.join(concepts)}): " + "; ".join(parts) + ".")
+  localized = _verdicts_at(full["summary"], "localized")
+  head = (f"As it came out ({len(full['concepts'])} concepts, {full['random_draws']} random K-sets per "
+          f"concept and K, {full['reverse_draws']} in reverse): "
+          + (", ".join(f"{c} at K = {' and '.join(map(str, ks))}" for c, ks in localized.items())
+             + " localized" if localized else "no category is localized") + ".")
+  return head + "\n\n" + "\n".join(lines)
+
+
+def shapes_auto_k() -> str:
+  auto = result("localize_shapes_full.json")["auto_k"]
+  found = [f"{c} {a['k']} (the curve crosses {a['target']} at K = {a['k_crossing']:.1f})"
+           for c, a in auto.items() if c != "rule" and a["k"] is not None]
+  never = [f"{c} ({min(a['presence'][1:]):.2f} at best)" for c, a in auto.items()
+           if c != "rule" and a["k"] is None]
+  target = next(a["target"] for c, a in auto.items() if c != "rule")
+  return (f"Automatic K (`auto_k.json`; the smallest swept K whose top-K presence is below {target}): "
+          + "; ".join(found) + (f"; never below it: {', '.join(never)}" if never else "") + ".")
+
+
+def shapes_agreement() -> str:
+  old = result("localize_shapes_full_20draws.json")
+  overall = old["agreement"]["by_category"]["all"]
+  cells = [f"{pair}: tau {v['kendall_tau']:+.2f}, overlap {v['top_k_overlap']:.2f}"
+           for pair, v in overall.items()]
+  return (f"The localizers' agreement on this model, from the earlier run with every localizer (20 "
+          f"draws, the same weights; `benchmarks/results/localize_shapes_full_20draws.json`; K = "
+          f"{old['agreement']['k']}, over its {len(old['concepts'])} concepts; Kendall tau and top-K "
+          "overlap): " + "; ".join(cells) + ".")
+
+
+def default_run() -> str:
+  run = result("localize_shapes.json")
+  localized = _verdicts_at(run["summary"], "localized")
+  removable = _verdicts_at(run["summary"], "removable")
+  said = lambda found: ", ".join(f"{c} (K = {' and '.join(map(str, ks))})" for c, ks in found.items()) or "none"
+  return (f"On this project's 2-core CPU it took {run['seconds']:.0f} s at a load average of "
+          f"{run['load_average'][0]:.1f} (`benchmarks/results/localize_shapes.json`). Its verdict: "
+          f"removable {said(removable)}; localized {said(localized)}.")
+
+
+def placebo() -> str:
+  found = result("placebo.json")
+  lines = ["| placebo runs | verdict | runs with any yes | rate [95% Clopper-Pearson] | cells with yes |",
+           "|---|---|---|---|---|"]
+  for part, label in (("model", "shipped model, `configs/shapes.py --config.placebo=True`"),
+                      ("simulated", "simulated, one dominant block")):
+    if part not in found:
+      continue
+    for flag, r in found[part]["rates"].items():
+      lines.append(f"| {label} | {flag} | {r['runs_with_any']}/{r['runs']} | {r['run_rate']:.3f} "
+                   f"[{r['run_rate_interval'][0]:.3f}, {r['run_rate_interval'][1]:.3f}] | "
+                   f"{r['positive_cells']}/{r['cells']} |")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- the model
+def model_quality() -> str:
+  final = result("shapes_continue.json")["final"]
+  held, other = final["heldout"], final["heldout_seed7"]
+  text = lambda a: ", ".join(f"{c} {_pct(v)}" for c, v in a.items())
+  return (f"on {max(held['images_per_category'].values())} held-out captions the judge finds "
+          f"{text(held['accuracy'])} of the time (mean {_pct(held['mean'])}; a second set of "
+          f"held-out captions gives mean {_pct(other['mean'])}; the project's bar is a mean of 80 % "
+          "with every category at 60 %)")
+
+
+def gpu_benchmarks() -> str:
+  from benchmarks import run_all
+  return run_all.readme_tables(RESULTS)
+
+
+def judge_check() -> str:
+  from dit_jax.shapes import judge_check as check
+  return check.markdown_table(result("shapes_judge_check.json"))
+
+
+def model_quality_table() -> str:
+  """The model card's quality table: the continuation's held-out curve, the shipped model's
+  Wilson intervals and its second draw and training captions."""
+  found = result("shapes_continue.json")
+  final, curve = found["final"], found["curve_heldout"]
+  categories = list(final["heldout"]["accuracy"])
+  row = lambda label, a, mean, bold=False: "| " + " | ".join(
+      [label] + [(f"**{x:.2f}**" if bold else f"{x:.2f}") for x in [a[c] for c in categories] + [mean]]) + " |"
+  lines = ["| steps | " + " | ".join(categories) + " | mean |", "|---" * (len(categories) + 2) + "|"]
+  for point in curve:
+    last = point is curve[-1]
+    label = (f"12,500 + {point['continued_steps']:,}" if point["continued_steps"] else
+             "12,500 (shipped before #16)")
+    lines.append(row(f"**{label} (shipped)**" if last else label, point["accuracy"], point["mean"], last))
+  held = final["heldout"]
+  lines.append("| 95 % interval (Wilson; images) | " + " | ".join(
+      f"{held['wilson95'][c][0]:.2f}-{held['wilson95'][c][1]:.2f} ({held['images_per_category'][c]})"
+      for c in categories) + " | |")
+  lines.append(row("other held-out captions (`--seed 7`)", final["heldout_seed7"]["accuracy"],
+                   final["heldout_seed7"]["mean"]))
+  lines.append(row("training captions (`--split train`)", final["train"]["accuracy"], final["train"]["mean"]))
+  return "\n".join(lines)
+
+
+REGIONS = {"model-quality-table": model_quality_table, "gpu-benchmarks": gpu_benchmarks, "judge-check": judge_check, "shapes-table": shapes_table, "shapes-findings": shapes_findings,
+           "shapes-auto-k": shapes_auto_k, "shapes-agreement": shapes_agreement,
+           "default-run": default_run, "placebo": placebo, "model-quality": model_quality}
+
+
+def render(text: str, missing: list | None = None) -> str:
+  """`text` with every region rewritten (an unknown region name is an error). A region whose
+  result file does not exist yet keeps its text, and its name goes to `missing`."""
+  def rewrite(match):
+    name = match["name"]
+    if name not in REGIONS:
+      raise KeyError(f"generated region {name!r} has no generator; known: {sorted(REGIONS)}")
+    try:
+      return match[1] + REGIONS[name]().rstrip("\n") + "\n" + match[4]
+    except FileNotFoundError as error:
+      if missing is None:
+        raise
+      missing.append(f"{name} ({error.filename})")
+      return match[0]
+  return REGION.sub(rewrite, text)
+
+
+def stale(path: str) -> list[str]:
+  """The names of the regions of `path` whose text differs from their JSON's (a missing result
+  file is an error)."""
+  with open(path) as f:
+    text = f.read()
+  fresh = {m["name"]: m["body"] for m in REGION.finditer(render(text))}
+  return [m["name"] for m in REGION.finditer(text) if fresh[m["name"]] != m["body"]]
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--check", action="store_true", help="only report stale regions")
+  args = parser.parse_args(argv)
+  bad = []
+  for path in DOCUMENTS:
+    with open(path) as f:
+      text = f.read()
+    if args.check:
+      bad += [f"{os.path.relpath(path, ROOT)}: {name}" for name in stale(path)]
+    else:
+      missing: list[str] = []
+      fresh = render(text, missing)
+      for name in missing:
+        print(f"not rewritten, no result yet: {name}", file=sys.stderr)
+      if fresh != text:
+        write_text(path, fresh)
+        print(f"rewrote {os.path.relpath(path, ROOT)}")
+  for line in bad:
+    print(f"stale: {line}", file=sys.stderr)
+  return 1 if bad else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
