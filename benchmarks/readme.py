@@ -67,8 +67,8 @@ def shapes_findings() -> str:
       text = (f"K = {e['k']}: {', '.join(said) if said else 'no verdict holds'}"
               + ("" if floor is None or floor["holds"] else " (presence floor not met)")
               + (f"; top-K removes {removal['statistic']:+.2f}, more than {_pct(removal['beats'])} "
-                 f"of {removal['draws']} random K-sets (p adj {e['p_removal_adjusted']:.3f}, top minus "
-                 f"the mean set {removal['excess']:+.2f} {_interval(removal['excess_interval'])})"
+                 f"of {removal['draws']} random K-sets do (p adj {e['p_removal_adjusted']:.3f}, top "
+                 f"minus the mean set {removal['excess']:+.2f} {_interval(removal['excess_interval'])})"
                  if removal else "")
               + (f"; in reverse the top-K alone bring back {reverse['statistic']:+.2f} over the "
                  f"neutral prompt (p adj {e['p_sufficiency_adjusted']:.3f})" if reverse else "")
@@ -83,6 +83,18 @@ def shapes_findings() -> str:
           f"concept and K, {full['reverse_draws']} in reverse): "
           + (", ".join(f"{c} at K = {' and '.join(map(str, ks))}" for c, ks in localized.items())
              + " localized" if localized else "no category is localized") + ".")
+  reverse = [e["tests"]["sufficiency"] for e in full["summary"] if e["tests"]["sufficiency"]]
+  if reverse:
+    floor = 1 / (reverse[0]["draws"] + 1)
+    at_floor = sum(r["p"] <= floor + 1e-12 for r in reverse)
+    least = min(e["p_sufficiency_adjusted"] for e in full["summary"] if e["p_sufficiency_adjusted"])
+    lines.append(f"\nThe reverse test had {reverse[0]['draws']} random K-sets per concept and K, so its "
+                 f"p cannot go below 1/{reverse[0]['draws'] + 1} = {floor:.3f}; {at_floor} of "
+                 f"{len(reverse)} cells reached that floor, and Benjamini-Hochberg over the "
+                 f"{len(reverse)} tests leaves the smallest adjusted p at {least:.3f}: "
+                 + ("no category is shown sufficient here, which is a limit of the draws as much as a "
+                    "finding." if not any(e.get("sufficient") for e in full["summary"]) else
+                    "see the table for where it holds."))
   return head + "\n\n" + "\n".join(lines)
 
 

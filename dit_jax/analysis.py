@@ -107,7 +107,8 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
       units = unit_statistics(original, at_k)
       presence = lambda r: r["presence"]
       entries.append({
-          by: group, "k": k, "concepts": len({r["concept"] for r in at_k["top"]}),
+          by: group, "category": members[0]["category"], "k": k,
+          "concepts": len({r["concept"] for r in at_k["top"]}),
           "units": units["units"],
           "original": base, "original_interval": units["original_interval"],
           "top_drop": drops["top"], "top_drop_interval": units["top_drop_interval"],
@@ -157,7 +158,7 @@ def unit_statistics(original: dict, at_k: dict) -> dict:
     return result
   base = np.concatenate([scores(original[c]) for c in counted])
   top_drops = base - np.concatenate([top[c] for c in counted])
-  result.update(units=int(base.size), original_interval=_listed(stats.bootstrap_interval(base)),
+  result.update(units=int(base.size), original_interval=_listed(stats.presence_interval(base)),
                 top_drop_interval=_listed(stats.bootstrap_interval(top_drops)))
   for kind in CONTROLS:
     draws: dict[str, dict[int, np.ndarray]] = {}

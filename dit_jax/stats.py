@@ -6,6 +6,7 @@ numbers come from scipy.stats; this module only chooses the test and fixes its s
 
     bootstrap_interval(values)                  95% interval of the mean over units
     wilson(hits, n)                             95% Wilson interval of a proportion
+    presence_interval(values)                   the bootstrap's, at least as wide as Wilson's
     paired_permutation_p(differences)           one-sided sign-flip test of mean(differences) > 0
     draw_level_p(top_drop, draw_drops)          (1 + #{draws with drop >= top's}) / (R + 1)
     compare(top_drops, control_drops)           the three above for top-K against a control
@@ -65,6 +66,20 @@ def wilson(hits: float, n: int, z: float = 1.959964) -> list[float] | None:
   p = hits / n
   centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
   return [float((centre - half) / (1 + z * z / n)), float((centre + half) / (1 + z * z / n))]
+
+
+def presence_interval(values: Sequence[float]) -> tuple[float, float] | None:
+  """The 95% interval of a mean presence (values in [0, 1], one per unit): the bootstrap's, widened
+  to at least the Wilson interval of that proportion over the units. Near 0 or 1 a few units that
+  nearly agree give the bootstrap next to no spread ("1.00 [1.00, 1.00]" from 8 images); a
+  presence read off n images is at least as uncertain as a proportion of n (the largest variance
+  a mean of values in [0, 1] can have: conservative elsewhere too)."""
+  x = np.asarray(values, float)
+  boot = bootstrap_interval(x)
+  if x.size < 2 or x.min() < 0 or x.max() > 1:
+    return boot
+  low, high = wilson(float(x.sum()), x.size)
+  return (min(low, boot[0]), max(high, boot[1])) if boot else (low, high)
 
 
 def paired_permutation_p(differences: Sequence[float]) -> float | None:

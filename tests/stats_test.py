@@ -169,7 +169,8 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   (entry,) = report.write_summary(rows, str(tmp_path))
   assert entry["units"] == 6 and entry["depth_draws"] == 3 and entry["depth_overlap"] is True
   assert entry["depth_drop"] == pytest.approx(0.9 - np.mean([0.85, 0.8, 0.9, 0.7, 0.85, 0.8]))
-  assert entry["original_interval"] is None and entry["random_drop_interval"] is None   # no spread
+  assert entry["random_drop_interval"] is None                  # no spread: no interval
+  assert entry["original_interval"] == pytest.approx(stats.wilson(0.9 * 6, 6))   # presence: Wilson
   for key in ("top_drop", "depth_drop", "top_minus_random", "top_minus_depth"):
     low, high = entry[f"{key}_interval"]
     assert low <= entry[key] + 1e-12 and entry[key] <= high + 1e-12, key
@@ -193,3 +194,14 @@ def test_no_verdict_without_per_image_scores():
   (entry,) = analysis.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.3) and entry["top_drop_interval"] is None
   assert entry["p_random"] is None and entry["localized"] is None
+
+
+def test_a_presence_interval_is_at_least_as_wide_as_a_proportion_of_its_units():
+  """Issue 25: eight images that all show the concept with probability ~0.99999 gave
+  "1.00 [1.00, 1.00]"; a presence read off 8 images is at least as uncertain as 8/8 (Wilson:
+  [0.676, 1] by hand, 8 / (8 + 1.96^2) = 0.6757)."""
+  low, high = stats.presence_interval([0.99999, 0.99998, 1.0, 0.99999, 1.0, 0.99997, 1.0, 1.0])
+  assert low == pytest.approx(0.6756, abs=2e-3) and high == pytest.approx(1.0)
+  spread = np.linspace(0.1, 0.9, 40)            # never narrower than the bootstrap's either
+  (low, high), (boot_low, boot_high) = stats.presence_interval(spread), stats.bootstrap_interval(spread)
+  assert low <= boot_low and high >= boot_high
