@@ -110,14 +110,8 @@ def verdict_entries(rows: list[dict]) -> list[dict]:
   descriptive statistics of analysis.summarize (seconds per run instead of minutes)."""
   original = {r["concept"]: r for r in rows if r["kind"] == "none"}
   neutral = {r["concept"]: r for r in rows if r["kind"] == "neutral"}
-  entries = []
-  for category in dict.fromkeys(r["category"] for r in rows):
-    members = [r for r in rows if r["category"] == category]
-    for k in sorted({r["k"] for r in members if r["kind"] == "top"}):
-      at_k = {kind: [r for r in members if r["kind"] == kind and r["k"] == k]
-              for kind in ("top", "random", "reverse", "reverse_random")}
-      entries.append({"category": category, "k": k,
-                      "tests": verdict.group_tests(original, neutral, at_k)})
+  entries = [{"category": category, "k": k, "tests": verdict.group_tests(original, neutral, at_k)}
+             for category, _, k, at_k in analysis.groups_at_k(rows)]
   verdict.decide(entries)
   return entries
 

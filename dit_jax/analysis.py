@@ -72,6 +72,16 @@ KINDS_AT_K = ("top", "random", "depth_random", "bottom", "reverse", "reverse_ran
 CONTROLS = ("random", "depth_random")   # the kinds top-K is tested against, unit by unit
 
 
+def groups_at_k(rows: Sequence[dict], by: str = "category"):
+  """(group, its rows, K, kind -> its rows at K) for every group (category or concept) and every
+  K its top-K rows swept, in the rows' order."""
+  for group in dict.fromkeys(r[by] for r in rows):
+    members = [r for r in rows if r[by] == group]
+    for k in sorted({r["k"] for r in members if r["kind"] == "top"}):
+      yield group, members, k, {kind: [r for r in members if r["kind"] == kind and r["k"] == k]
+                                for kind in KINDS_AT_K}
+
+
 def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
   """One entry per group (category, or concept with by="concept") and top-K K.
 
@@ -83,56 +93,53 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
   random-K); these unit-level tests are secondary. other_drop: the other categories' accuracy drop
   under top-K (None without data). tests: dit_jax/verdict.py's set-level tests (removal,
   sufficiency, presence floor, specificity); removable, sufficient, localized and the adjusted
-  p-values: verdict.decide over every entry (verdict.RULE). top_over_random is information only. The reverse experiment (the concept only in the selected blocks) comes with its
-  controls: the same for random-K draws, and the neutral prompt everywhere.
+  p-values: verdict.decide over every entry (verdict.RULE). top_over_random is information only.
+  The reverse experiment (the concept only in the selected blocks) comes with its controls: the
+  same for random-K draws, and the neutral prompt everywhere.
   """
   if by not in ("category", "concept"):
     raise ValueError(f"by={by!r}: use 'category' or 'concept'")
   original = {r["concept"]: r for r in rows if r["kind"] == "none"}
   neutral = {r["concept"]: r for r in rows if r["kind"] == "neutral"}
-  groups = list(dict.fromkeys(r[by] for r in rows))
   entries = []
-  for group in groups:
-    members = [r for r in rows if r[by] == group]
-    for k in sorted({r["k"] for r in members if r["kind"] == "top"}):
-      at_k = {kind: [r for r in members if r["kind"] == kind and r["k"] == k] for kind in KINDS_AT_K}
-      drop = lambda r: original[r["concept"]]["presence"] - r["presence"]
-      drops = {kind: concept_mean([r for r in at_k[kind] if r["concept"] in original], drop)
-               for kind in ("top", "random", "depth_random", "bottom")}
-      other = mean_or_none([original[r["concept"]]["other"][cat] - acc
-                     for r in at_k["top"] if r["concept"] in original
-                     for cat, acc in r.get("other", {}).items()
-                     if cat in original[r["concept"]].get("other", {})])
-      base = entry_original(original, members)
-      units = unit_statistics(original, at_k)
-      presence = lambda r: r["presence"]
-      entries.append({
-          by: group, "category": members[0]["category"], "k": k,
-          "concepts": len({r["concept"] for r in at_k["top"]}),
-          "units": units["units"],
-          "original": base, "original_interval": units["original_interval"],
-          "top_drop": drops["top"], "top_drop_interval": units["top_drop_interval"],
-          "random_drop": drops["random"], "random_drop_interval": units["random"]["drop_interval"],
-          "random_draws": len({r["draw"] for r in at_k["random"]}),
-          "random_overlap": _overlap(at_k["random"]),
-          "top_minus_random": units["random"]["difference"],
-          "top_minus_random_interval": units["random"]["difference_interval"],
-          "p_random": units["random"]["p"], "p_random_draws": units["random"]["p_draws"],
-          "depth_drop": drops["depth_random"],
-          "depth_drop_interval": units["depth_random"]["drop_interval"],
-          "depth_draws": len({r["draw"] for r in at_k["depth_random"]}),
-          "depth_overlap": _shares_blocks(at_k["depth_random"], at_k["top"]),
-          "top_minus_depth": units["depth_random"]["difference"],
-          "top_minus_depth_interval": units["depth_random"]["difference_interval"],
-          "p_depth": units["depth_random"]["p"], "p_depth_draws": units["depth_random"]["p_draws"],
-          "bottom_drop": drops["bottom"],
-          "reverse_presence": concept_mean(at_k["reverse"], presence),
-          "reverse_random_presence": concept_mean(at_k["reverse_random"], presence),
-          "reverse_random_draws": len({r["draw"] for r in at_k["reverse_random"]}),
-          "neutral_presence": concept_mean([r for r in members if r["kind"] == "neutral"], presence),
-          "other_drop": other,
-          "top_over_random": _ratio(drops["top"], drops["random"]),
-          "tests": verdict.group_tests(original, neutral, at_k)})
+  for group, members, k, at_k in groups_at_k(rows, by):
+    drop = lambda r: original[r["concept"]]["presence"] - r["presence"]
+    drops = {kind: concept_mean([r for r in at_k[kind] if r["concept"] in original], drop)
+             for kind in ("top", "random", "depth_random", "bottom")}
+    other = mean_or_none([original[r["concept"]]["other"][cat] - acc
+                   for r in at_k["top"] if r["concept"] in original
+                   for cat, acc in r.get("other", {}).items()
+                   if cat in original[r["concept"]].get("other", {})])
+    base = entry_original(original, members)
+    units = unit_statistics(original, at_k)
+    presence = lambda r: r["presence"]
+    entries.append({
+        by: group, "category": members[0]["category"], "k": k,
+        "concepts": len({r["concept"] for r in at_k["top"]}),
+        "units": units["units"],
+        "original": base, "original_interval": units["original_interval"],
+        "top_drop": drops["top"], "top_drop_interval": units["top_drop_interval"],
+        "random_drop": drops["random"], "random_drop_interval": units["random"]["drop_interval"],
+        "random_draws": len({r["draw"] for r in at_k["random"]}),
+        "random_overlap": _overlap(at_k["random"]),
+        "top_minus_random": units["random"]["difference"],
+        "top_minus_random_interval": units["random"]["difference_interval"],
+        "p_random": units["random"]["p"], "p_random_draws": units["random"]["p_draws"],
+        "depth_drop": drops["depth_random"],
+        "depth_drop_interval": units["depth_random"]["drop_interval"],
+        "depth_draws": len({r["draw"] for r in at_k["depth_random"]}),
+        "depth_overlap": _shares_blocks(at_k["depth_random"], at_k["top"]),
+        "top_minus_depth": units["depth_random"]["difference"],
+        "top_minus_depth_interval": units["depth_random"]["difference_interval"],
+        "p_depth": units["depth_random"]["p"], "p_depth_draws": units["depth_random"]["p_draws"],
+        "bottom_drop": drops["bottom"],
+        "reverse_presence": concept_mean(at_k["reverse"], presence),
+        "reverse_random_presence": concept_mean(at_k["reverse_random"], presence),
+        "reverse_random_draws": len({r["draw"] for r in at_k["reverse_random"]}),
+        "neutral_presence": concept_mean([r for r in members if r["kind"] == "neutral"], presence),
+        "other_drop": other,
+        "top_over_random": _ratio(drops["top"], drops["random"]),
+        "tests": verdict.group_tests(original, neutral, at_k)})
   verdict.decide(entries)
   return entries
 

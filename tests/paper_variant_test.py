@@ -132,37 +132,50 @@ def zero_bias(params: dict, path: tuple[str, ...]) -> dict:
 
 # ------------------------------------------------------------------------------ cross-attention
 
+def converted(family, model):
+  """Our module and params from a diffusers model's own state dict."""
+  return loading.from_state_dict(families.get(family), dict(model.config),
+                                 {k: v.numpy() for k, v in model.state_dict().items()})
+
+
+def scored(modules, reference, forward, family, model, call):
+  """The paper's scores recorded by hooks on `modules` during diffusers' `forward`, our params,
+  and apply(params) -> our scores; call(run, params) runs our jitted module with a concept probe."""
+  found, remove = record_scores(modules, reference)
+  forward()
+  remove()
+  module, params = converted(family, model)
+  run = jax.jit(module.apply)
+  return torch.stack(found, 1).numpy(), params, lambda p: np.asarray(call(run, p)[1])
+
+
+def cross_attention_case(family, model, forward, caption_mask, call):
+  weights = jnp.asarray(concept_weights(*caption_mask.shape))
+  expected, params, apply = scored(
+      [b.attn2 for b in model.transformer_blocks], paper_cross_attention_score, forward, family,
+      model, lambda run, p: call(run, p, ConceptProbe(weights)))
+  return expected, params, apply, "transformer_blocks.{}", "attn2"
+
+
 def pixart_case():
   from tests import pixart_test
   model = pixart_test.tiny_torch_model(**pixart_test.CONFIGS["alpha_512"])
   inputs = pixart_test.random_inputs(model)
-  found, remove = record_scores([b.attn2 for b in model.transformer_blocks], paper_cross_attention_score)
-  pixart_test.torch_forward(model, inputs)
-  remove()
-  module, params = loading.from_state_dict(families.get("pixart"), dict(model.config),
-                                           {k: v.numpy() for k, v in model.state_dict().items()})
-  weights = concept_weights(*inputs["caption_mask"].shape)
-  run = jax.jit(module.apply)
-  apply = lambda p: np.asarray(run(
-      {"params": p}, jnp.asarray(nchw_to_nhwc(inputs["latents"])), inputs["timestep"],
-      inputs["caption"], inputs["caption_mask"], concept=ConceptProbe(jnp.asarray(weights)))[1])
-  return torch.stack(found, 1).numpy(), params, apply, "transformer_blocks.{}", "attn2"
+  return cross_attention_case(
+      "pixart", model, lambda: pixart_test.torch_forward(model, inputs), inputs["caption_mask"],
+      lambda run, p, concept: run({"params": p}, jnp.asarray(nchw_to_nhwc(inputs["latents"])),
+                                  inputs["timestep"], inputs["caption"], inputs["caption_mask"],
+                                  concept=concept))
 
 
 def sana_case():
   from tests import sana_test
   model = sana_test.diffusers_model({})
   inputs = sana_test.random_inputs(sana_test.TINY)
-  found, remove = record_scores([b.attn2 for b in model.transformer_blocks], paper_cross_attention_score)
-  sana_test.run_diffusers(model, inputs)
-  remove()
-  module, params = loading.from_state_dict(families.get("sana"), dict(model.config),
-                                           {k: v.numpy() for k, v in model.state_dict().items()})
-  weights = concept_weights(*inputs["caption_mask"].shape)
-  run = jax.jit(module.apply)
-  apply = lambda p: np.asarray(run({"params": p}, inputs["latents"], inputs["timestep"], inputs["caption"],
-                                   inputs["caption_mask"], concept=ConceptProbe(jnp.asarray(weights)))[1])
-  return torch.stack(found, 1).numpy(), params, apply, "transformer_blocks.{}", "attn2"
+  return cross_attention_case(
+      "sana", model, lambda: sana_test.run_diffusers(model, inputs), inputs["caption_mask"],
+      lambda run, p, concept: run({"params": p}, inputs["latents"], inputs["timestep"],
+                                  inputs["caption"], inputs["caption_mask"], concept=concept))
 
 
 @pytest.mark.parametrize("case", [pytest.param(pixart_case, marks=pytest.mark.slow), sana_case],
@@ -194,15 +207,12 @@ def flux():
   inputs = flux_test.random_inputs(model)
   text_len = inputs["encoder_hidden_states"].shape[1]
   blocks = list(model.transformer_blocks) + list(model.single_transformer_blocks)
-  found, remove = record_scores([b.attn for b in blocks], functools.partial(paper_flux_score, text_len))
-  flux_test.torch_forward(model, inputs)
-  remove()
-  module, params = loading.from_state_dict(families.get("flux"), dict(model.config),
-                                           {k: v.numpy() for k, v in model.state_dict().items()})
-  weights = jnp.asarray(concept_weights(2, text_len))
-  run = jax.jit(module.apply)
-  apply = lambda p: np.asarray(run({"params": p}, **inputs, concept=ConceptProbe(weights))[1])
-  return torch.stack(found, 1).numpy(), params, apply, model.config.num_layers
+  concept = ConceptProbe(jnp.asarray(concept_weights(2, text_len)))
+  expected, params, apply = scored(
+      [b.attn for b in blocks], functools.partial(paper_flux_score, text_len),
+      lambda: flux_test.torch_forward(model, inputs), "flux", model,
+      lambda run, p: run({"params": p}, **inputs, concept=concept))
+  return expected, params, apply, model.config.num_layers
 
 
 def test_flux_paper_score_matches_the_papers_computation(flux):
@@ -239,8 +249,7 @@ def test_sd3_paper_score_is_w_o_with_its_bias():
   found, remove = record_scores([b.attn for b in model.transformer_blocks], paper_sd3_score)
   sd3_test.torch_forward(model, inputs)
   remove()
-  module, params = loading.from_state_dict(families.get("sd3"), dict(model.config),
-                                           {k: v.numpy() for k, v in model.state_dict().items()})
+  module, params = converted("sd3", model)
   weights = concept_weights(2, inputs["encoder_hidden_states"].shape[1])
   _, scores = jax.jit(module.apply)({"params": params}, **sd3_test.flax_inputs(inputs),
                                     concept=ConceptProbe(jnp.asarray(weights)))
