@@ -157,7 +157,7 @@ def test_readme_benchmark_tables_are_the_stored_gpu_run():
   with open(os.path.join(REPO, "README.md")) as f:
     readme = f.read()
   assert tables in readme
-  assert "recomputed from the stored times" in tables and "MFU 38.1 %" in tables
+  assert "recomputed from the stored times" in tables and "MFU 57.2 %" in tables   # FLUX's forward
   assert "0.836 TFLOP/s" not in readme and "No GPU has run it yet" not in readme
   assert "python benchmarks/run_all.py --recompute-flops" in readme
 
@@ -175,3 +175,23 @@ def test_forward_benchmark_counts_the_flops_of_the_call_it_times(model):
   inputs = tuple(None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype) for a in case.flax_args)
   traced = traced_flops(model, dict(case.torch_model.config), inputs)
   assert forward.analytic_flops({"model": model, "preset": "tiny", "batch": batch}) == traced
+
+
+def test_run_all_keeps_an_earlier_measurement_that_a_short_budget_skipped():
+  """A run that skips a job (out of budget) keeps the earlier run's row for it, marked with its date;
+  a job that ran replaces its old row, and a job that failed before and was skipped now stays out."""
+  from benchmarks import run_all
+  earlier = {"date": "2026-11-29", "rows": [
+      {"job": "forward_pixart", "status": "ok", "result": "old pixart"},
+      {"job": "sweep_pixart", "status": "ok", "result": "old sweep"},
+      {"job": "forward_sana", "status": "failed: boom"}]}
+  rows = [{"job": "forward_flux", "status": "ok", "result": "new flux"},
+          {"job": "forward_pixart", "status": "ok", "result": "new pixart"},
+          {"job": "sweep_pixart", "status": "skipped: needs ~90 s, 10 s left"},
+          {"job": "forward_sana", "status": "skipped: needs ~45 s, 10 s left"}]
+  kept = {row["job"]: row for row in run_all.keep_earlier_results(rows, earlier)}
+  assert kept["forward_pixart"]["result"] == "new pixart" and "earlier_run" not in kept["forward_pixart"]
+  assert kept["sweep_pixart"] == {"job": "sweep_pixart", "status": "ok", "result": "old sweep",
+                                  "earlier_run": "2026-11-29"}
+  assert kept["forward_sana"]["status"].startswith("skipped")
+  assert kept["forward_flux"]["result"] == "new flux"
