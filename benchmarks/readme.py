@@ -145,6 +145,38 @@ def placebo() -> str:
   return "\n".join(lines)
 
 
+def planted() -> str:
+  """The planted-knowledge benchmark: one row per planting as it came out, then precision@|set|
+  of every ranking with its interval over the plantings that took."""
+  from benchmarks import planted_knowledge as pk
+  found = result("planted_knowledge.json")
+  lines = ["| planting | method | planted blocks | look | took | attention top-\|set\| | "
+           "look with the name withheld: nowhere / planted / random others | causal check |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in found["sets"]:
+    c = r.get("causal") or {}
+    withheld = (f"{c['original']:.2f} / {c['planted']:.2f} / "
+                + (f"{sum(c['random']) / len(c['random']):.2f}" if c.get("random") else "-")) if c else "-"
+    lines.append(f"| {r['label']} | {r['method']} | {r['planted_blocks']} | {r['look_accuracy']:.2f} | "
+                 f"{'yes' if r['counted'] else 'no'} | {r['top_blocks']} | {withheld} | "
+                 f"{'-' if r['causal_holds'] is None else 'holds' if r['causal_holds'] else 'fails'} |")
+  steps = {r["method"]: r.get("steps") for r in found["sets"]}
+  return ("\n".join(lines) + "\n\n" + f"Training steps per method: "
+          + ", ".join(f"{m} {s}" for m, s in steps.items()) + f" (lr {found['learning_rate']:g}). "
+          + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings; "
+          "none with fewer than two):\n\n" + pk.table(found).rstrip("\n"))
+
+
+def finetune_controls() -> str:
+  from benchmarks import finetune_controls as fc
+  found = result("finetune_controls.json")
+  rates = "; ".join(f"{o}: " + ", ".join(f"{v} {lr:g}" for v, lr in r.items())
+                    for o, r in found["learning_rates"].items())
+  return (f"Learning rates chosen from {{{', '.join(f'{x:g}' for x in found['grid'])}}} by "
+          f"{found['criterion']} on each objective's first concept, seed 0 ({rates}).\n\n"
+          + fc.table(found["summary"]).rstrip("\n"))
+
+
 # ----------------------------------------------------------------------------------- the model
 def model_quality() -> str:
   final = result("shapes_continue.json")["final"]
@@ -192,7 +224,8 @@ def model_quality_table() -> str:
 
 REGIONS = {"model-quality-table": model_quality_table, "gpu-benchmarks": gpu_benchmarks, "judge-check": judge_check, "shapes-table": shapes_table, "shapes-findings": shapes_findings,
            "shapes-auto-k": shapes_auto_k, "shapes-agreement": shapes_agreement,
-           "default-run": default_run, "placebo": placebo, "model-quality": model_quality}
+           "default-run": default_run, "placebo": placebo, "model-quality": model_quality,
+           "planted": planted, "finetune-controls": finetune_controls}
 
 
 def render(text: str, missing: list | None = None) -> str:

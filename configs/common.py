@@ -44,6 +44,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
   config.reverse_draws = 200               # reverse runs in the first random-K sets (the reverse's control)
   config.placebo = False                   # True: a random ranking per concept replaces the localizer's
+  config.score_only = False                # True: scores.json and heatmap only (a ranking for train.py), no sweep
   config.depth_draws = 20                  # random-K sets with the top-K's depth profile (0: none)
   config.single_blocks = False
   config.intervention_chunk = 4           # interventions per device in one compiled call

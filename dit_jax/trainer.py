@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dit_jax import (data as data_lib, entry, families, files, finetune, knowledge, loading, lora,
-                     objectives, sharding, text, training)
+from dit_jax import (data as data_lib, entry, families, files, finetune, interventions, knowledge,
+                     loading, lora, objectives, sharding, text, training)
 from dit_jax.data import DataError, neutral_caption
 from dit_jax.noising import Noising
 from dit_jax.pipeline import Text2Image, micro_conditions, read_scheduler_config
@@ -177,6 +177,38 @@ def trainable_split(config, family, module, params, loaded, blocks):
   return factors, frozen, lora.combiner(config.lora_rank, lora_alpha(config)), lora.base_kernels
 
 
+def confine_text(loss_fn, config, family, module):
+  """loss_fn with the batch's captions reaching only the blocks of config.confine_text_to: every
+  other block's cross-attention reads the batch's "neutral" captions instead (the same TextSwap
+  localization intervenes with, docs/design.md "Planted knowledge"). Whatever the training images
+  teach about what the captions alone say can then enter the network only through those blocks,
+  although every selected weight trains. Rows whose caption equals its neutral twin (the class
+  prior) are unaffected. loss_fn itself when confine_text_to is empty."""
+  blocks = config.get("confine_text_to", "")
+  if not blocks:
+    return loss_fn
+  if family.intervene is not interventions.cross_attention_swap:
+    raise ValueError(f"confine_text_to={blocks!r} needs a cross-attention family (PixArt, SANA), "
+                     f"not {config.model!r}")
+  n = module.config.num_blocks
+  chosen = finetune.select_blocks(blocks, n, config.concept, config.k, "with_wo",
+                                  module.config.block_labels)
+  if chosen is None:
+    raise ValueError("confine_text_to='all' confines nothing: leave it empty")
+  elsewhere = jnp.asarray([b not in chosen for b in range(n)])
+
+  def confined(params, batch, key, teacher):
+    if "neutral" not in batch:
+      raise DataError(f"confine_text_to={blocks!r}: the data source {config.data!r} gives no "
+                      "'neutral' captions for the other blocks to read")
+    neutral = batch["neutral"]["cond"]
+    swap = interventions.TextSwap(elsewhere, neutral["caption"], neutral.get("caption_mask"))
+    rest = {k: v for k, v in batch.items() if k != "neutral"}
+    return loss_fn(params, {**rest, "cond": {**batch["cond"], "text_swap": swap}}, key, teacher)
+
+  return confined
+
+
 def lora_alpha(config) -> float:
   return config.get("lora_alpha") or float(config.lora_rank)   # diffusers' scripts: alpha = rank
 
@@ -204,7 +236,7 @@ def train(config, workdir: str) -> None:
   # cfg families train without guidance; a distilled one gets its guidance input (FLUX-dev).
   guidance = (config.get("guidance_scale", 0) or 1.0) if family.guidance == "distilled" else 1.0
   model = family.predictor(module.clone(remat=config.get("remat", False)), guidance)
-  loss_fn = objective.make_loss(model, noising, config)
+  loss_fn = confine_text(objective.make_loss(model, noising, config), config, family, module)
   teacher = teacher_of(trainable, frozen) if objective.needs_teacher else None
   optimizer = training.make_optimizer(config.learning_rate, config.warmup_steps, config.steps,
                                       config.get("weight_decay", 0.0))
@@ -220,7 +252,8 @@ def train(config, workdir: str) -> None:
     put = lambda batch: sharding.shard_batch(batch, mesh)
   else:
     frozen = jax.device_put(frozen)   # once, not with every step's call
-  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"))
+  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                     config.get("keep_checkpoints", 2))
   state = checkpoints.restore_latest(state) or state
   if int(state.step):
     print(f"resumed from step {int(state.step)}")
@@ -260,7 +293,8 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
   module, params, loaded = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
   _, _, combine, _ = trainable_split(config, family, module, params, loaded,
                                      selected_blocks(config, module))
-  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"))
+  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                     config.get("keep_checkpoints", 2))
   step, trainable, ema = checkpoints.weights(step)
   export(config, workdir, module, step, ema, trainable, loaded, combine)
   return step

@@ -56,53 +56,6 @@ def test_run_all_runs_every_benchmark_end_to_end_at_the_tiny_preset(tmp_path):
     assert row["job"] in done.stdout                  # and one printed table
 
 
-def planted_row(name, look, precision_blocks, causal, variant="blocks"):
-  scores = np.full(12, 0.1)
-  scores[precision_blocks] = 1.0
-  return {"name": name, "variant": variant, "planted_blocks": [1, 5, 9], "look_accuracy": look,
-          "scores": scores.tolist(), "base_scores": np.full(12, 0.1).tolist(), "causal": causal}
-
-
-def test_planted_benchmark_counts_a_set_only_when_the_planting_took():
-  """Issue 19, item 7: look accuracy with a floor, and the causal check next to the precision."""
-  from benchmarks import planted_knowledge as pk
-  holds = {"original": 0.8, "planted": 0.1, "random": [0.7, 0.8, 0.75]}
-  fails = {"original": 0.8, "planted": 0.6, "random": [0.5, 0.6]}
-  rows = [planted_row("quib", 0.8, [1, 5, 9], holds), planted_row("vexa", 0.09, [1, 5, 9], holds),
-          planted_row("nolo", 0.6, [0, 2, 9], fails), planted_row("quib", 0.7, [0, 2, 3], holds, "mlp")]
-  result = pk.summarize(rows, look_floor=0.5)
-  blocks, mlp = result["blocks"], result["mlp"]
-  assert blocks["sets"] == 3 and blocks["counted"] == 2          # vexa's planting did not take
-  assert blocks["mean_precision"] == pytest.approx((1 + 1 / 3) / 2)
-  assert blocks["causal_holds"] == 1                             # quib yes, nolo no (random hurts too)
-  assert rows[0]["causal_drop_planted"] == pytest.approx(0.7)
-  assert rows[0]["causal_drop_random"] == pytest.approx(0.05)
-  assert rows[1]["counted"] is False and rows[2]["causal_holds"] is False
-  assert mlp["counted"] == 1 and mlp["mean_precision"] == 0.0 and mlp["causal_holds"] == 1
-
-
-@pytest.mark.slow   # fine-tunes the Shapes model twice (2 steps each) and runs two sweeps
-def test_planted_benchmark_harness_at_its_tiny_preset(tmp_path):
-  from benchmarks import planted_knowledge as pk
-  result_path = tmp_path / "planted.json"
-  pk.main(["--preset", "tiny", "--sets", "1", "--out", str(tmp_path / "runs"),
-           "--result", str(result_path)])
-  with open(result_path) as f:
-    result = json.load(f)
-  assert [r["variant"] for r in result["sets"]] == ["blocks", "mlp"]
-  for r in result["sets"]:
-    causal = r["causal"]
-    assert len(causal["random"]) == 2 and 0 <= causal["original"] <= 1
-    assert not any(set(b) & set(r["planted_blocks"]) for b in causal["random_blocks"])
-  selections = {}
-  for variant in ("blocks", "mlp"):
-    with open(tmp_path / "runs" / f"{variant}_quib_1-5-9_seed0_steps2" / "selection.json") as f:
-      selections[variant] = json.load(f)
-  assert selections["mlp"]["parts"] == ["ff"] and selections["blocks"]["parts"] == []
-  assert selections["mlp"]["trainable_parameters"] < selections["blocks"]["trainable_parameters"]
-  assert set(result["summary"]) == {"blocks", "mlp"}
-
-
 def test_memory_plan_names_an_unknown_compile_target():
   """benchmarks/memory_plan.py --target: 'local' or a TPU generation compiled for without a TPU."""
   from benchmarks import memory_plan

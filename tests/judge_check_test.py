@@ -65,7 +65,8 @@ def test_pipeline_runs_and_t0_is_the_judge_on_clean_renders():
   """A few images through noising and both denoisers; the t = 0 row is exactly the judge's reading
   of the clean renders (ShapesJudge.category_accuracy, evaluate.py's measure)."""
   num, seed = 6, 5
-  result = judge_check.check(num=num, ts=(100,), seed=seed, batch=4)
+  # Two batches of one size: the results are concatenated over batches, with one compilation.
+  result = judge_check.check(num=num, ts=(100,), seed=seed, batch=3)
   scenes = world.scenes(seed, num, "heldout")
   clean = to_uint8(render.render_batch(scenes))
   expected = ShapesJudge(ASSETS / "judge").category_accuracy(clean, [world.caption(s) for s in scenes])

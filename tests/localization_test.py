@@ -19,6 +19,14 @@ def pipe(pixart_folder):  # noqa: F811
   return Text2Image("pixart", str(folder), num_steps=3, guidance_scale=4.5, max_sequence_length=12)
 
 
+@pytest.fixture(scope="module")
+def flux_pipe(flux_folder):  # noqa: F811
+  """One FLUX-dev pipeline for the FLUX tests (its programs compile once: plain sampling and each
+  sweep); none of them changes it."""
+  folder, _ = flux_folder
+  return Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+
+
 @pytest.mark.slow
 def test_scores_shape_and_aggregation(pipe):
   scores = localization.concept_scores(pipe, PROMPTS, CONCEPTS, seeds=[0, 1], size=SIZE, batch_size=3)
@@ -70,9 +78,8 @@ def test_sweep_matches_plain_sampling(pipe):
 
 @pytest.mark.slow   # compiles a vmapped FLUX loop
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
-def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F811
-  folder, _ = flux_folder
-  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_pipe):
+  pipe = flux_pipe
   n = pipe.module.config.num_blocks
   plan = [localization.Intervention("none", 0, ()),
           localization.Intervention("reverse", 0, (), reverse=True),   # the neutral prompt alone
@@ -87,9 +94,8 @@ def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_folder):  # noqa: F
 
 @pytest.mark.slow   # compiles a vmapped FLUX loop
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
-def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_folder):  # noqa: F811
-  folder, _ = flux_folder
-  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_pipe):
+  pipe = flux_pipe
   every = tuple(range(pipe.module.config.num_blocks))
   plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", len(every), every)]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
@@ -110,9 +116,8 @@ def test_pooled_swap_is_a_joint_attention_option(pipe):
 
 @pytest.mark.slow   # compiles a vmapped FLUX loop twice
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
-def test_flux_residual_swap_is_chosen_explicitly_and_differs(flux_folder):  # noqa: F811
-  folder, _ = flux_folder
-  pipe = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
+def test_flux_residual_swap_is_chosen_explicitly_and_differs(flux_pipe):
+  pipe = flux_pipe
   plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,))]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
   default = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)

@@ -99,6 +99,18 @@ def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
   assert (tmp_path / "out" / "scores.csv").read_text() != base      # recomputed on the new weights
 
 
+def test_score_only_writes_the_ranking_and_a_full_run_resumes_from_it(tmp_path):
+  quick = dict(num_steps=2, categories=("shape",), random_draws=1)
+  assert run_localize(tmp_path, score_only=True, **quick) == []
+  assert (tmp_path / "scores.json").exists() and not (tmp_path / "interventions").exists()
+  assert json.loads((tmp_path / "run.json").read_text())["score_only"] is True
+  stamp = os.path.getmtime(tmp_path / "scores" / "circle.json")
+  rows = run_localize(tmp_path, **quick)      # not stale: score_only is not an input of the scores
+  assert rows and os.path.getmtime(tmp_path / "scores" / "circle.json") == stamp
+  with pytest.raises(ValueError, match="score_only with placebo"):
+    run_localize(tmp_path / "other", score_only=True, placebo=True)
+
+
 def test_a_bad_k_stops_localize_before_any_scoring(tmp_path):
   with pytest.raises(ValueError, match=r"K=-1 is outside \[0, 12\]"):
     run_localize(tmp_path, ks=(-1,))

@@ -325,19 +325,3 @@ def test_localize_scores_with_every_localizer_and_writes_agreement(tmp_path):
     run_localize(tmp_path, **dict(quick, localizer="causal", localizers=("attention",)))
   with pytest.raises(ValueError, match="unknown localizer|'nope'"):
     run_localize(tmp_path, **dict(quick, localizers=("attention", "nope")))
-
-
-def test_planted_benchmark_reports_precision_per_localizer():
-  from benchmarks import planted_knowledge as pk
-  planted = [1, 5, 9]
-  hit, miss = np.full(12, 0.1), np.full(12, 0.1)
-  hit[planted], miss[[0, 2, 5]] = 1.0, 1.0
-  row = lambda every: {"name": "quib", "variant": "blocks", "planted_blocks": planted,
-                       "look_accuracy": 0.8, "scores": hit.tolist(), "base_scores": miss.tolist(),
-                       "causal": None, "localizer_scores": every}
-  rows = [row({"attention:with_wo": hit.tolist(), "causal": miss.tolist()}),
-          row({"attention:with_wo": hit.tolist(), "causal": hit.tolist()}), row({})]   # old row
-  summary = pk.summarize(rows, look_floor=0.5)["blocks"]
-  assert rows[0]["localizer_precision"] == {"attention:with_wo": 1.0, "causal": pytest.approx(1 / 3)}
-  assert summary["mean_precision_by_localizer"] == {"attention:with_wo": 1.0,
-                                                    "causal": pytest.approx(2 / 3)}

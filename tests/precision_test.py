@@ -116,17 +116,32 @@ def write_run_checkpoint(family: str, folder, workdir, update: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def stored_run(tmp_path_factory):
+def stored_folder(tmp_path_factory):
+  """The pipeline folder of a family in a stored dtype, saved once for the module: every test
+  only reads it (runs and exports write to their own workdirs)."""
+  made = {}
+
+  def make(family: str, stored: str = "float32"):
+    if (family, stored) not in made:
+      root = tmp_path_factory.mktemp(f"{family}_{stored}")
+      made[family, stored] = save_checkpoint(family, root / "pipe", stored)
+    return made[family, stored]
+
+  return make
+
+
+@pytest.fixture(scope="module")
+def stored_run(stored_folder, tmp_path_factory):
   """(pipeline folder, workdir with a step-1 checkpoint) of a family in a stored dtype, made once
   for every compute dtype."""
   made = {}
 
   def make(family: str, stored: str):
     if (family, stored) not in made:
-      root = tmp_path_factory.mktemp(f"{family}_{stored}")
-      folder = save_checkpoint(family, root / "pipe", stored)
-      write_run_checkpoint(family, folder, root / "run", BELOW_BF16)
-      made[family, stored] = folder, root / "run"
+      folder = stored_folder(family, stored)
+      workdir = tmp_path_factory.mktemp(f"{family}_{stored}_run")
+      write_run_checkpoint(family, folder, workdir, BELOW_BF16)
+      made[family, stored] = folder, workdir
     return made[family, stored]
 
   return make
@@ -162,12 +177,12 @@ def test_full_export_changes_only_the_trained_blocks(family, stored, compute, st
 
 @pytest.mark.slow   # compiles a train step per family
 @pytest.mark.parametrize("family", TRAINED_FAMILIES)
-def test_an_update_below_bf16_resolution_survives_a_step(family, tmp_path):
+def test_an_update_below_bf16_resolution_survives_a_step(family, stored_folder, tmp_path):
   """bf16 compute, float32 weights, two steps at learning rate 1e-6 (the first is warm-up's zero):
   Adam moves each trained weight by about the learning rate, 1000x less than the bf16 rounding of
   a 0.5 weight. The export holds that update on the exact stored weights; nothing outside the
   trained blocks moves."""
-  folder = save_checkpoint(family, tmp_path / "pipe")
+  folder = stored_folder(family)
   workdir = tmp_path / "run"
   config = run_config(family, folder, workdir, dtype="bfloat16")
   train_job.run(config, str(workdir))
@@ -185,11 +200,11 @@ def test_an_update_below_bf16_resolution_survives_a_step(family, tmp_path):
 
 @pytest.mark.slow   # compiles a LoRA train step per family
 @pytest.mark.parametrize("family", TRAINED_FAMILIES)
-def test_lora_export_merges_into_the_stored_kernels(family, tmp_path):
+def test_lora_export_merges_into_the_stored_kernels(family, stored_folder, tmp_path):
   """bf16 compute: the full export of a LoRA run is the stored kernel + (alpha / r) B A of the
   PEFT file it writes beside it, in float32 (not a bf16-rounded base); every other tensor is the
   stored one."""
-  folder = save_checkpoint(family, tmp_path / "pipe")
+  folder = stored_folder(family)
   workdir = tmp_path / "run"
   config = run_config(family, folder, workdir, dtype="bfloat16", lora_rank=2, learning_rate=1e-2)
   train_job.run(config, str(workdir))

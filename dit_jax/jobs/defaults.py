@@ -21,6 +21,10 @@ def train_config(model: str, objective: str, resolution: int, num_steps: int,
   # "without_wo", "paper") are taken.
   config.blocks = "all"
   config.block_parts = ""            # "ff": only these sub-modules of each selected block train
+  # "2,5,9": the training captions reach only these blocks' text input, every other block reads
+  # the caption's neutral twin (the data's "neutral" rows): knowledge planted where we say it is
+  # (benchmarks/planted_knowledge.py). "": every block reads the caption. Cross-attention families.
+  config.confine_text_to = ""
   config.k = 4
   config.localized_concept = ""
   config.score_variant = "with_wo"
@@ -49,6 +53,7 @@ def train_config(model: str, objective: str, resolution: int, num_steps: int,
   config.validate_every = 0                # 0: no validation images
   config.log_every = 10
   config.checkpoint_every = 100
+  config.keep_checkpoints = 2              # the last N; more to evaluate a run along the way
   config.max_minutes = 0.0
   config.memory_plan = True                # XLA's memory plan of the step in selection.json
   config.fixed_batch_loss = True           # fixed_batch.json: the loss on one batch, before/after

@@ -145,7 +145,8 @@ def calibrate(judge, rows: list[dict]) -> None:
 # is in the checkpoint path the id resolves to; which devices and processes share the work).
 NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
               "transformer", "cache_dir", "generate_dir", "localizers", "revision",
-              "num_devices", "fsdp", "distributed", "process_index", "process_count", "merge_only")
+              "num_devices", "fsdp", "distributed", "process_index", "process_count", "merge_only",
+              "score_only")   # a scoring-only run's scores are a full run's: it resumes from them
 # Keys only the intervention stage reads: changing them keeps the scores.
 INTERVENTION_ONLY = ("ks", "random_draws", "placebo", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
@@ -217,6 +218,9 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   if config.merge_only and config.fresh:
     raise ValueError("merge_only with fresh=True: the merge reads the processes' results, and fresh "
                      "would clear those of other inputs; rerun the processes with fresh instead")
+  if config.score_only and (config.placebo or config.merge_only):
+    raise ValueError("score_only with placebo or merge_only: a scoring-only run has no sweep to randomize "
+                     "and no intervention results to merge; drop one of them")
   if config.merge_only and index:
     print(f"merge_only: process 0 merges; process {index} of {count} has nothing to do")
     return []
@@ -257,6 +261,11 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
     report.heatmap(scores, os.path.join(out, "heatmap.png"), variant=config.score_variant,
                    block_labels=labels, k=ks[len(ks) // 2])
 
+  if config.score_only:     # a ranking is all that is asked for (e.g. train.py's --config.blocks)
+    if not split:
+      record(seconds=round(time.time() - started, 1), score_only=True)
+    print(f"scores of {len(share)} concepts in {out}/scores.json (score_only: no interventions)")
+    return []
   rows = []
   for concept in tqdm(share, desc="interventions"):
     path = os.path.join(out, "interventions", f"{slug(concept)}.json")

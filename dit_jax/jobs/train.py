@@ -24,7 +24,7 @@ WEIGHTS: dict[str, str] = {}   # task -> the config key naming the weights it st
 RESUMABLE = ("steps", "learning_rate", "warmup_steps", "log_every", "checkpoint_every",
              "max_minutes", "workdir", "export_dir", "fresh", "plugins", "validate_every",
              "validation_prompts", "memory_plan", "fixed_batch_loss", "sample_batch_size",
-             "num_devices", "fsdp", "revision")
+             "num_devices", "fsdp", "revision", "keep_checkpoints")
 # What a run writes into its workdir, cleared by --config.fresh=True when the inputs changed.
 OUTPUTS = ("checkpoints", "metrics.jsonl", "loss.png", "selection.json", "transformer", "lora",
            "data", "fixed_batch.json", "validation")

@@ -91,8 +91,12 @@ def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject
   prior_captions = [world.caption(s, ("character",)) for s in prior_scenes]
   prior = pipe.generate(prior_captions, 32, 32)
   prior = prior.astype(np.float32) / 127.5 - 1.0
+  # "neutral": each subject caption with "a character" for the name, what the blocks outside
+  # config.confine_text_to read (trainer.confine_text).
   return Batches(encoded_set(encode, render_all(subjects), [world.caption(s) for s in subjects]),
-                 independent={"prior": encoded_set(encode, prior, prior_captions)})
+                 independent={"prior": encoded_set(encode, prior, prior_captions)},
+                 paired={"neutral": encoded_set(encode, None, [world.caption(s, ("character",))
+                                                               for s in subjects])})
 
 
 def unlearning_batches(encode: CaptionEncoder, category: str, concept: str, anchor: str,

@@ -140,9 +140,19 @@ def continue_config() -> ml_collections.ConfigDict:
   return config
 
 
-def run_finetune(config: ml_collections.ConfigDict, workdir: str, blocks: str, steps: int,
-                 **overrides) -> None:
-  """A fine-tuning run of `config` in this process, with the given blocks, steps and overrides."""
+def run_config(config: ml_collections.ConfigDict, blocks: str, steps: int,
+               **overrides) -> ml_collections.ConfigDict:
+  """`config` resolved, with the given blocks, steps and overrides: what run_finetune trains, and
+  what exporting one of its checkpoints needs (jobs.train.export_checkpoint)."""
   config = config.copy_and_resolve_references()
   config.update(dict(blocks=blocks, steps=steps, **overrides))
+  return config
+
+
+def run_finetune(config: ml_collections.ConfigDict, workdir: str, blocks: str, steps: int,
+                 **overrides) -> ml_collections.ConfigDict:
+  """A fine-tuning run of `config` in this process, with the given blocks, steps and overrides;
+  the config it ran."""
+  config = run_config(config, blocks, steps, **overrides)
   train_job.run(config, workdir)
+  return config
