@@ -197,7 +197,7 @@ class Runner:
 
 # ------------------------------------------------------------------------------------ summary
 def interval(values) -> list[float] | None:
-  found = stats.bootstrap_interval(values) if len(values) > 1 else None
+  found = stats.bootstrap_interval(values)   # None below two values
   return None if found is None else [float(found[0]), float(found[1])]
 
 

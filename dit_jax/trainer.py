@@ -209,6 +209,11 @@ def confine_text(loss_fn, config, family, module):
   return confined
 
 
+def checkpoints_of(config, workdir: str) -> training.Checkpoints:
+  """The run's checkpoints, as training writes them and export reads them."""
+  return training.Checkpoints(os.path.join(workdir, "checkpoints"), config.get("keep_checkpoints", 2))
+
+
 def lora_alpha(config) -> float:
   return config.get("lora_alpha") or float(config.lora_rank)   # diffusers' scripts: alpha = rank
 
@@ -252,8 +257,7 @@ def train(config, workdir: str) -> None:
     put = lambda batch: sharding.shard_batch(batch, mesh)
   else:
     frozen = jax.device_put(frozen)   # once, not with every step's call
-  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                     config.get("keep_checkpoints", 2))
+  checkpoints = checkpoints_of(config, workdir)
   state = checkpoints.restore_latest(state) or state
   if int(state.step):
     print(f"resumed from step {int(state.step)}")
@@ -293,8 +297,7 @@ def export_checkpoint(config, workdir: str, step: int | None = None) -> int:
   module, params, loaded = load_model(config, family, entry.DTYPES[config.get("dtype", "float32")])
   _, _, combine, _ = trainable_split(config, family, module, params, loaded,
                                      selected_blocks(config, module))
-  checkpoints = training.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                     config.get("keep_checkpoints", 2))
+  checkpoints = checkpoints_of(config, workdir)
   step, trainable, ema = checkpoints.weights(step)
   export(config, workdir, module, step, ema, trainable, loaded, combine)
   return step
