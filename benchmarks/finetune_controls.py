@@ -26,7 +26,7 @@ at the STEPS_MEASURED checkpoints (a curve over steps):
 Every mean over the concept x seed runs has a bootstrap 95 % interval, and every comparison of
 localized with a control is paired (same concept, seed and measurement prompts) with a bootstrap
 interval of the difference: words claim a difference only where that interval excludes 0, from
-MIN_PAIRS pairs on.
+paired.MIN_PAIRS pairs on (benchmarks/paired.py).
 Units: one JSON per run in --units, written when it finishes and skipped on a rerun (training
 resumes from its checkpoints in --out). Summary: benchmarks/results/finetune_controls.json.
 """
@@ -38,8 +38,10 @@ import zlib
 
 import numpy as np
 
+from benchmarks import paired
+from benchmarks.paired import cell, interval
 from benchmarks.timing import write_result
-from dit_jax import files, finetune, stats
+from dit_jax import files, finetune
 from dit_jax.localization import rank_blocks
 from dit_jax.shapes import ASSETS, tasks, world
 from dit_jax.shapes.finetune_eval import Generator, train_cost
@@ -52,9 +54,6 @@ VARIANTS = ("localized", "full", "random-K", "bottom-K")
 GRID = (1e-4, 3e-4, 1e-3)
 SEEDS = (0, 1, 2)
 K = 4
-# A bootstrap interval of 2-5 paired differences is little more than their range (it undercovers
-# badly): words wait for two thirds of the planned 9 concept x seed pairs.
-MIN_PAIRS = 6
 CRITERION = "success + preservation at the last step"
 PRESETS = {
     "full": dict(steps=300, measured=(100, 200, 300), num=32, grid=GRID, seeds=SEEDS),
@@ -196,11 +195,6 @@ class Runner:
 
 
 # ------------------------------------------------------------------------------------ summary
-def interval(values) -> list[float] | None:
-  found = stats.bootstrap_interval(values)   # None below two values
-  return None if found is None else [float(found[0]), float(found[1])]
-
-
 def summarize(units: list[dict], bases: list[dict], rates: dict) -> dict:
   """objective -> per variant and step the mean success and preservation over concept x seed runs
   (bootstrap intervals), and localized minus each control, paired by concept and seed."""
@@ -217,20 +211,18 @@ def summarize(units: list[dict], bases: list[dict], rates: dict) -> dict:
                             for key in ("success", "preservation")
                             for vals in [[u["curve"][i][key] for u in runs]]}}
           for i, step in enumerate(steps)]}
-    paired = {}
+    versus = {}
     local = {(u["concept"], u["seed"]): u for u in mine if u["variant"] == "localized"}
     for control in [v for v in variants if v != "localized"]:
       pairs = [(local[(u["concept"], u["seed"])], u) for u in mine
                if u["variant"] == control and (u["concept"], u["seed"]) in local]
       if not pairs:
         continue
-      rows = {}
-      for key in ("success", "preservation"):
-        diffs = [a["curve"][-1][key] - b["curve"][-1][key] for a, b in pairs]
-        rows[key] = {"mean": float(np.mean(diffs)), "interval": interval(diffs), "pairs": len(diffs)}
-      paired[control] = rows
+      versus[control] = {key: paired.difference([a["curve"][-1][key] for a, _ in pairs],
+                                                [b["curve"][-1][key] for _, b in pairs])
+                         for key in ("success", "preservation")}
     base = {b["concept"]: b for b in bases if b["objective"] == objective}
-    out[objective] = {"variants": variants, "localized_minus": paired,
+    out[objective] = {"variants": variants, "localized_minus": versus,
                       "base_model": {c: {k: b[k] for k in ("success", "preservation")} for c, b in base.items()},
                       "concepts": sorted({u["concept"] for u in mine}),
                       "seeds": sorted({u["seed"] for u in mine})}
@@ -238,22 +230,40 @@ def summarize(units: list[dict], bases: list[dict], rates: dict) -> dict:
 
 
 def verdict(row: dict) -> str:
-  """A difference in words only where its interval excludes 0, and only from MIN_PAIRS pairs on."""
-  i = row["interval"]
-  if i is None:
-    return "no interval"
-  if row["pairs"] < MIN_PAIRS:
-    return f"too few pairs to say (< {MIN_PAIRS})"
-  if i[0] > 0:
-    return "localized higher"
-  if i[1] < 0:
-    return "localized lower"
-  return "no difference shown"
+  """Words only where the paired interval excludes 0, from paired.MIN_PAIRS pairs on."""
+  said = paired.verdict(row)
+  return f"localized {said}" if said in ("higher", "lower") else said
 
 
-def cell(entry: dict) -> str:
-  i = entry["interval"]
-  return f"{entry['mean']:.2f}" + ("" if i is None else f" [{i[0]:.2f}, {i[1]:.2f}]")
+def claims(summary: dict) -> str:
+  """What the paired comparisons support, in words that follow their verdicts: one paragraph per
+  objective. "Where, not how many" (the blocks localization picks beat as many other blocks) is
+  said only when localized beats both random-K and bottom-K on success without losing
+  preservation to either."""
+  out = []
+  for objective, s in summary.items():
+    said = {"higher": [], "lower": [], "no difference shown": [], "unsaid": []}
+    for control, row in s["localized_minus"].items():
+      for key in ("success", "preservation"):
+        v = paired.verdict(row[key])
+        said[v if v in said else "unsaid"].append(f"{key} vs {control} ({cell(row[key])}, "
+                                                  f"{row[key]['pairs']} pairs)")
+    parts = [f"Localized {word}: " + "; ".join(items) + "." for word, items in
+             (("higher", said["higher"]), ("lower", said["lower"])) if items]
+    if said["no difference shown"]:
+      parts.append("No difference shown: " + "; ".join(said["no difference shown"]) + ".")
+    if said["unsaid"]:
+      parts.append(f"Not yet said (fewer than {paired.MIN_PAIRS} pairs or no interval): "
+                   + "; ".join(said["unsaid"]) + ".")
+    verdicts = {(c, k): paired.verdict(r[k]) for c, r in s["localized_minus"].items() for k in r}
+    where = all(verdicts.get((c, "success")) == "higher" and verdicts.get((c, "preservation")) in
+                ("higher", "no difference shown") for c in ("random-K", "bottom-K"))
+    parts.append(("Supported: " if where else "Not shown: ")
+                 + f"that for {objective} the blocks localization picks do better than as many "
+                 "other blocks (random-K and bottom-K).")
+    out.append(f"**{objective}** (step {s['variants']['localized']['curve'][-1]['step']}). "
+               + " ".join(parts) if "localized" in s["variants"] else f"**{objective}**: no localized runs.")
+  return "\n\n".join(out)
 
 
 def table(summary: dict) -> str:

@@ -38,6 +38,8 @@ import os
 import jax
 import numpy as np
 
+from benchmarks import paired
+from benchmarks.paired import cell
 from benchmarks.timing import write_result
 from dit_jax import analysis, files, judges, localization, localizers, stats
 from dit_jax.knowledge import PromptPair
@@ -242,7 +244,8 @@ def score_row(r: dict, look_floor: float, num_blocks: int = 12) -> None:
 
 def summarize(rows: list[dict], look_floor: float = LOOK_FLOOR) -> dict:
   """method -> sets, counted (planting took), and per ranking source the mean precision@|set|
-  over counted sets with a bootstrap 95 % interval over sets; causal holds over counted sets."""
+  over counted sets with a bootstrap 95 % interval over sets; each localizer minus each baseline,
+  paired by planting; causal holds over counted sets."""
   for r in rows:
     score_row(r, look_floor)
   out = {}
@@ -256,7 +259,13 @@ def summarize(rows: list[dict], look_floor: float = LOOK_FLOOR) -> dict:
       interval = stats.bootstrap_interval(values)
       by_source[label] = {"mean": float(np.mean(values)), "sets": len(values),
                           "interval": None if interval is None else list(interval)}
+    versus = {label: {baseline: paired.difference(
+        [r["localizer_precision"][label] for r in both], [r["localizer_precision"][baseline] for r in both])
+        for baseline in (RANDOM, WEIGHT_CHANGE) if baseline in labels
+        for both in [[r for r in counted if {label, baseline} <= r["localizer_precision"].keys()]]}
+        for label in labels if label not in (RANDOM, WEIGHT_CHANGE)}
     out[method] = {"sets": len(mine), "counted": len(counted), "look_floor": look_floor,
+                   "versus_baselines": versus,
                    "not_counted": [r["label"] if "label" in r else r["name"] for r in mine
                                    if not r["counted"]],
                    "precision": by_source,
@@ -277,12 +286,49 @@ def table(result: dict) -> str:
                  f"{s['look_floor']}); the causal check holds in {s['causal_holds']} of "
                  f"{s['causal_checked']} of them.")
     if s["precision"]:
-      lines += ["", "| ranking | precision@\\|set\\| | 95 % interval over plantings |", "|---|---|---|"]
+      lines += ["", "| ranking | precision@\\|set\\| | 95 % interval over plantings | minus random "
+                "ranking, paired | minus weight change, paired |", "|---|---|---|---|---|"]
       for label, p in sorted(s["precision"].items(), key=lambda kv: -kv[1]["mean"]):
         interval = "-" if p["interval"] is None else f"[{p['interval'][0]:.2f}, {p['interval'][1]:.2f}]"
-        lines.append(f"| {label} | {p['mean']:.2f} | {interval} |")
+        versus = s.get("versus_baselines", {}).get(label, {})
+        minus = [cell(versus[b]) if b in versus else "-" for b in (RANDOM, WEIGHT_CHANGE)]
+        lines.append(f"| {label} | {p['mean']:.2f} | {interval} | {minus[0]} | {minus[1]} |")
     lines.append("")
   return "\n".join(lines)
+
+
+def claims(summary: dict) -> str:
+  """What the plantings that took support, per method, in words that follow the paired verdicts
+  (benchmarks/paired.py): a localizer "finds the planted blocks" only where its precision is
+  higher than both the random ranking's and the weight-change baseline's."""
+  out = []
+  for method, s in summary.items():
+    found, beats_random, unsaid = [], [], []
+    for label, rows in s["versus_baselines"].items():
+      verdicts = {b: paired.verdict(row) for b, row in rows.items()}
+      if verdicts and all(v == "higher" for v in verdicts.values()):
+        found.append(label)
+      elif verdicts.get(RANDOM) == "higher":
+        beats_random.append(label)
+      elif any(v not in ("higher", "lower", "no difference shown") for v in verdicts.values()):
+        unsaid.append(label)
+    pairs = max((row["pairs"] for rows in s["versus_baselines"].values() for row in rows.values()),
+                default=0)
+    parts = [f"**{method}** ({s['counted']} of {s['sets']} plantings took, {pairs} paired):"]
+    if found:
+      parts.append("Above both baselines (paired intervals exclude 0): " + ", ".join(found) + ".")
+    if beats_random:
+      parts.append("Above the random ranking only: " + ", ".join(beats_random) + ".")
+    rest = [l for l in s["versus_baselines"] if l not in found + beats_random + unsaid]
+    if rest:
+      parts.append("Not shown above the random ranking: " + ", ".join(rest) + ".")
+    if unsaid:
+      parts.append(f"Not yet said (fewer than {paired.MIN_PAIRS} plantings or no interval): "
+                   + ", ".join(unsaid) + ".")
+    if s["not_counted"]:
+      parts.append("Says nothing about the plantings that did not take: " + ", ".join(s["not_counted"]) + ".")
+    out.append(" ".join(parts))
+  return "\n\n".join(out)
 
 
 def report(rows: list[dict], path: str, settings: dict) -> dict:

@@ -164,7 +164,8 @@ def planted() -> str:
   return ("\n".join(lines) + "\n\n" + f"Training steps per method: "
           + ", ".join(f"{m} {s}" for m, s in steps.items()) + f" (lr {found['learning_rate']:g}). "
           + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings; "
-          "none with fewer than two):\n\n" + pk.table(found).rstrip("\n"))
+          "none with fewer than two):\n\n" + pk.table(found).rstrip("\n")
+          + "\n\nWhat this supports:\n\n" + pk.claims(found["summary"]))
 
 
 def finetune_controls() -> str:
@@ -174,7 +175,8 @@ def finetune_controls() -> str:
                     for o, r in found["learning_rates"].items())
   return (f"Learning rates chosen from {{{', '.join(f'{x:g}' for x in found['grid'])}}} by "
           f"{found['criterion']} on each objective's first concept, seed 0 ({rates}).\n\n"
-          + fc.table(found["summary"]).rstrip("\n"))
+          + fc.table(found["summary"]).rstrip("\n")
+          + "\n\nWhat this supports (paired, last step):\n\n" + fc.claims(found["summary"]))
 
 
 # ----------------------------------------------------------------------------------- the model

@@ -120,6 +120,30 @@ def test_summary_counts_plantings_that_took_with_intervals_and_baselines():
   assert "| causal | 0.78 |" in pk.table({"summary": result})
 
 
+def test_claims_follow_paired_intervals_against_both_baselines():
+  from benchmarks import planted_knowledge as pk
+  holds = {"original": 0.8, "planted": 0.1, "random": [0.7]}
+  plantings = [(1, 5, 9), (2, 6, 10), (3,), (0, 4, 7), (4, 5), (8,), (6, 7, 8)]
+  rows = []
+  for i, planted in enumerate(plantings):
+    row = planted_row(f"p{i}", 0.8, planted, holds, planted=planted,
+                      change=np.linspace(0, 1, 12).tolist())          # always the last blocks
+    row["localizer_scores"]["misses"] = np.roll(row["scores"], 1 + i % 5).tolist()
+    rows.append(row)
+  rows.append(planted_row("weak", 0.1, [1], holds, planted=(1,)))
+  summary = pk.summarize(rows, look_floor=0.5)
+  versus = summary["confined"]["versus_baselines"]
+  assert versus["causal"][pk.RANDOM]["pairs"] == 7
+  assert versus["causal"][pk.RANDOM]["interval"][0] > 0
+  words = pk.claims(summary)
+  assert "Above both baselines (paired intervals exclude 0): causal." in words
+  assert "Not shown above the random ranking: misses." in words
+  assert "did not take: weak." in words
+  # Below paired.MIN_PAIRS plantings nothing is said either way.
+  few = pk.claims(pk.summarize(rows[:3], look_floor=0.5))
+  assert "Not yet said" in few and "Above both" not in few
+
+
 @pytest.mark.slow   # fine-tunes the Shapes model for 2 steps and runs every localizer on 2 prompts
 def test_harness_at_its_tiny_preset_writes_a_unit_and_resumes(tmp_path, monkeypatch):
   from benchmarks import planted_knowledge as pk
