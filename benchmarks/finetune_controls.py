@@ -256,11 +256,20 @@ def claims(summary: dict) -> str:
       parts.append(f"Not yet said (fewer than {paired.MIN_PAIRS} pairs or no interval): "
                    + "; ".join(said["unsaid"]) + ".")
     verdicts = {(c, k): paired.verdict(r[k]) for c, r in s["localized_minus"].items() for k in r}
-    where = all(verdicts.get((c, "success")) == "higher" and verdicts.get((c, "preservation")) in
-                ("higher", "no difference shown") for c in ("random-K", "bottom-K"))
-    parts.append(("Supported: " if where else "Not shown: ")
-                 + f"that for {objective} the blocks localization picks do better than as many "
-                 "other blocks (random-K and bottom-K).")
+    # Each condition the claim needs, named where it fails so the reader sees why it is not said.
+    missing = []
+    for control in ("random-K", "bottom-K"):
+      success, kept = verdicts.get((control, "success")), verdicts.get((control, "preservation"))
+      if success != "higher":
+        missing.append(f"success {'lower than' if success == 'lower' else 'not shown above'} {control}'s")
+      if kept == "lower":
+        missing.append(f"preservation lower than {control}'s")
+      elif kept not in ("higher", "no difference shown"):
+        missing.append(f"preservation vs {control} not yet said")
+    claim = (f"that for {objective} the blocks localization picks do better than as many other "
+             "blocks (random-K and bottom-K)")
+    parts.append(f"Supported: {claim}." if not missing else
+                 f"Not shown: {claim}; localized {', '.join(missing)}.")
     out.append(f"**{objective}** (step {s['variants']['localized']['curve'][-1]['step']}). "
                + " ".join(parts) if "localized" in s["variants"] else f"**{objective}**: no localized runs.")
   return "\n\n".join(out)
@@ -303,6 +312,10 @@ def plot(summary: dict, path: str) -> None:
       xs = [p["preservation"]["mean"] for p in v["curve"]]
       ys = [p["success"]["mean"] for p in v["curve"]]
       line, = ax.plot(xs, ys, marker="o", label=f"{variant} (lr {v['learning_rate']:g})")
+      # The curve's direction: the last step drawn larger and labelled with its step.
+      ax.plot(xs[-1:], ys[-1:], marker="s", markersize=9, color=line.get_color())
+      ax.annotate(f"step {v['curve'][-1]['step']}", (xs[-1], ys[-1]), textcoords="offset points",
+                  xytext=(6, 4), fontsize=7, color=line.get_color())
       for p in v["curve"]:
         for key, horizontal in (("success", False), ("preservation", True)):
           if p[key]["interval"]:

@@ -289,7 +289,8 @@ def table(result: dict) -> str:
       lines += ["", "| ranking | precision@\\|set\\| | 95 % interval over plantings | minus random "
                 "ranking, paired | minus weight change, paired |", "|---|---|---|---|---|"]
       for label, p in sorted(s["precision"].items(), key=lambda kv: -kv[1]["mean"]):
-        interval = "-" if p["interval"] is None else f"[{p['interval'][0]:.2f}, {p['interval'][1]:.2f}]"
+        interval = (f"n = {p['sets']}" if p["sets"] < paired.MIN_PAIRS else "-" if p["interval"] is None
+                    else f"[{p['interval'][0]:.2f}, {p['interval'][1]:.2f}]")
         versus = s.get("versus_baselines", {}).get(label, {})
         minus = [cell(versus[b]) if b in versus else "-" for b in (RANDOM, WEIGHT_CHANGE)]
         lines.append(f"| {label} | {p['mean']:.2f} | {interval} | {minus[0]} | {minus[1]} |")

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 
+from benchmarks import paired
 from dit_jax import report
 from dit_jax.files import read_json, write_text
 
@@ -163,8 +164,8 @@ def planted() -> str:
   steps = {r["method"]: r.get("steps") for r in found["sets"]}
   return ("\n".join(lines) + "\n\n" + f"Training steps per method: "
           + ", ".join(f"{m} {s}" for m, s in steps.items()) + f" (lr {found['learning_rate']:g}). "
-          + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings; "
-          "none with fewer than two):\n\n" + pk.table(found).rstrip("\n")
+          + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings, "
+          f"printed from {paired.MIN_PAIRS} plantings on; below that n, the number of plantings):\n\n" + pk.table(found).rstrip("\n")
           + "\n\nWhat this supports:\n\n" + pk.claims(found["summary"]))
 
 

@@ -45,8 +45,9 @@ def timestep_embedding(t: jax.Array, dim: int, flip_sin_to_cos: bool = True,
   """Sinusoidal embedding of (fractional) timesteps, float32, as diffusers' get_timestep_embedding."""
   half = dim // 2
   # The frequency table is static: computed in NumPy (float32 exponent as torch builds it, exp in
-  # float64, rounded once), it matches torch.exp to the last bit, where jnp.exp is one ulp off for some
-  # entries -- visible at FLUX's guidance x 1000.
+  # float64, rounded once), so it is correctly rounded on every machine. jnp.exp is one ulp off for
+  # some entries, and so is torch.exp, by an amount that depends on the CPU (it goes through MKL):
+  # one ulp is visible at FLUX's guidance x 1000.
   exponent = (np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
               / np.float32(half - downscale_freq_shift))
   freqs = jnp.asarray(np.exp(exponent.astype(np.float64)).astype(np.float32))

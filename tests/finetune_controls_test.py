@@ -84,6 +84,7 @@ def test_where_not_how_many_is_said_only_when_localized_beats_both_block_control
   # As good as a random set of as many blocks: fewer parameters, not the place, would explain it.
   ties_random = fc.claims(summary([0.2, -0.2] * 4 + [0.0]))
   assert "Not shown: that for ablation" in ties_random
+  assert ties_random.split("Not shown: ")[1].endswith("localized success not shown above random-K's.")
   assert "No difference shown: success vs random-K" in ties_random
   assert "Localized higher: success vs bottom-K" in ties_random
 

@@ -15,6 +15,7 @@ def test_words_follow_the_interval_and_wait_for_enough_pairs():
   assert paired.verdict({**higher, "pairs": 5}) == "too few pairs to say (< 6)"
   assert paired.verdict(paired.difference([1.0], [0.0])) == "no interval"
   assert paired.cell(higher).startswith("0.69 [")
+  assert paired.cell({**higher, "pairs": 2}) == "0.69 (n = 2)"
 
 
 def test_unpaired_lengths_are_an_error():

@@ -140,8 +140,13 @@ def test_claims_follow_paired_intervals_against_both_baselines():
   assert "Not shown above the random ranking: misses." in words
   assert "did not take: weak." in words
   # Below paired.MIN_PAIRS plantings nothing is said either way.
-  few = pk.claims(pk.summarize(rows[:3], look_floor=0.5))
+  few_summary = pk.summarize(rows[:3], look_floor=0.5)
+  few = pk.claims(few_summary)
   assert "Not yet said" in few and "Above both" not in few
+  # ... and the table prints no interval there (a bootstrap of 2-5 values undercovers), only n.
+  causal_row = next(line for line in pk.table({"summary": few_summary}).splitlines()
+                    if line.startswith("| causal |"))
+  assert "[" not in causal_row and causal_row.count("(n = 3)") == 2 and "| n = 3 |" in causal_row
 
 
 @pytest.mark.slow   # fine-tunes the Shapes model for 2 steps and runs every localizer on 2 prompts
