@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks import paired
 from benchmarks.paired import cell
 from benchmarks.timing import write_result
-from dit_jax import analysis, files, judges, localization, localizers, stats
+from dit_jax import analysis, files, judges, localization, localizers
 from dit_jax.knowledge import PromptPair
 from dit_jax.shapes import ASSETS, tasks, world
 
@@ -256,9 +256,8 @@ def summarize(rows: list[dict], look_floor: float = LOOK_FLOOR) -> dict:
     by_source = {}
     for label in labels:
       values = [r["localizer_precision"][label] for r in counted if label in r["localizer_precision"]]
-      interval = stats.bootstrap_interval(values)
       by_source[label] = {"mean": float(np.mean(values)), "sets": len(values),
-                          "interval": None if interval is None else list(interval)}
+                          "interval": paired.interval(values)}
     versus = {label: {baseline: paired.difference(
         [r["localizer_precision"][label] for r in both], [r["localizer_precision"][baseline] for r in both])
         for baseline in (RANDOM, WEIGHT_CHANGE) if baseline in labels

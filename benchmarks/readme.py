@@ -165,7 +165,8 @@ def planted() -> str:
   return ("\n".join(lines) + "\n\n" + f"Training steps per method: "
           + ", ".join(f"{m} {s}" for m, s in steps.items()) + f" (lr {found['learning_rate']:g}). "
           + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings, "
-          f"printed from {paired.MIN_PAIRS} plantings on; below that n, the number of plantings):\n\n" + pk.table(found).rstrip("\n")
+          f"printed from {paired.MIN_PAIRS} plantings on; below that n, the number of plantings):\n\n"
+          + pk.table(found).rstrip("\n")
           + "\n\nWhat this supports:\n\n" + pk.claims(found["summary"]))
 
 
