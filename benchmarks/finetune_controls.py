@@ -282,14 +282,14 @@ def table(summary: dict) -> str:
     steps = [p["step"] for p in next(iter(s["variants"].values()))["curve"]]
     lines += [f"**{objective}** ({len(s['concepts'])} concepts: {', '.join(s['concepts'])}; seeds "
               f"{', '.join(map(str, s['seeds']))}). Success / preservation, mean over runs [95 % "
-              "bootstrap interval]:", "",
+              f"bootstrap interval, from {paired.MIN_PAIRS} runs on; below that, n]:", "",
               "| variant | lr | runs | " + " | ".join(f"step {t}: success" for t in steps) + " | "
               + " | ".join(f"step {t}: preservation" for t in steps) + " |",
               "|---|---|---|" + "---|" * (2 * len(steps))]
     for variant, v in s["variants"].items():
       lines.append(f"| {variant} | {v['learning_rate']:g} | {v['runs']} | "
-                   + " | ".join(cell(p["success"]) for p in v["curve"]) + " | "
-                   + " | ".join(cell(p["preservation"]) for p in v["curve"]) + " |")
+                   + " | ".join(cell(p["success"], n=v["runs"]) for p in v["curve"]) + " | "
+                   + " | ".join(cell(p["preservation"], n=v["runs"]) for p in v["curve"]) + " |")
     if s["localized_minus"]:
       lines += ["", f"Localized minus each control at step {steps[-1]}, paired by concept and seed:", "",
                 "| control | pairs | success | preservation |", "|---|---|---|---|"]
@@ -318,7 +318,7 @@ def plot(summary: dict, path: str) -> None:
                   xytext=(6, 4), fontsize=7, color=line.get_color())
       for p in v["curve"]:
         for key, horizontal in (("success", False), ("preservation", True)):
-          if p[key]["interval"]:
+          if p[key]["interval"] and v["runs"] >= paired.MIN_PAIRS:   # as the table prints them
             lo, hi = p[key]["interval"]
             if horizontal:
               ax.plot([lo, hi], [p["success"]["mean"]] * 2, color=line.get_color(), alpha=0.3)

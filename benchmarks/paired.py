@@ -46,10 +46,11 @@ def verdict(row: dict, min_pairs: int = MIN_PAIRS) -> str:
   return "no difference shown"
 
 
-def cell(row: dict, min_pairs: int = MIN_PAIRS) -> str:
+def cell(row: dict, min_pairs: int = MIN_PAIRS, n: int | None = None) -> str:
   """'0.12 [0.03, 0.20]'; the mean alone where there is no interval, and the mean with its count
-  below min_pairs pairs, where a printed interval would be the undercovering one words wait for."""
-  i, n = row["interval"], row.get("pairs")
+  below min_pairs pairs, where a printed interval would be the undercovering one words wait for.
+  n: how many values the row's interval is over (default: its pairs), e.g. runs of one variant."""
+  i, n = row["interval"], row.get("pairs") if n is None else n
   if n is not None and n < min_pairs:
     return f"{row['mean']:.2f} (n = {n})"
   return f"{row['mean']:.2f}" + ("" if i is None else f" [{i[0]:.2f}, {i[1]:.2f}]")

@@ -38,22 +38,31 @@ def clopper_pearson(hits: int, n: int) -> list[float]:
 
 
 def rates(per_run: list[dict]) -> dict:
-  """False-positive rates over runs (any cell of a run) and over cells, with intervals."""
+  """False-positive rates over runs (any cell of a run) and over cells, with intervals, counting
+  only the cells a verdict was tested in (a run without random sets in reverse tests no
+  sufficiency; a cell below the presence floor gets no localized verdict)."""
   out = {}
   for flag in FLAGS:
-    runs_with = sum(r[flag] > 0 for r in per_run)
-    cells, positives = sum(r["cells"] for r in per_run), sum(r[flag] for r in per_run)
-    out[flag] = {"runs": len(per_run), "runs_with_any": runs_with,
-                 "run_rate": runs_with / max(len(per_run), 1),
-                 "run_rate_interval": clopper_pearson(runs_with, len(per_run)),
+    tested = [r for r in per_run if r.get(f"{flag}_tested", r["cells"])]
+    runs_with = sum(r[flag] > 0 for r in tested)
+    cells = sum(r.get(f"{flag}_tested", r["cells"]) for r in tested)
+    positives = sum(r[flag] for r in tested)
+    out[flag] = {"runs": len(tested), "runs_with_any": runs_with,
+                 "run_rate": runs_with / len(tested) if tested else None,
+                 "run_rate_interval": clopper_pearson(runs_with, len(tested)) if tested else None,
                  "cells": cells, "positive_cells": positives,
-                 "cell_rate": positives / max(cells, 1),
-                 "cell_rate_interval": clopper_pearson(positives, cells)}
+                 "cell_rate": positives / cells if cells else None,
+                 "cell_rate_interval": clopper_pearson(positives, cells) if cells else None}
   return out
 
 
 def count(entries: list[dict]) -> dict:
-  return {"cells": len(entries), **{flag: sum(bool(e.get(flag)) for e in entries) for flag in FLAGS}}
+  """A run's cells, and per verdict how many said yes and in how many it was tested (not None)."""
+  found = {"cells": len(entries)}
+  for flag in FLAGS:
+    found[flag] = sum(bool(e.get(flag)) for e in entries)
+    found[f"{flag}_tested"] = sum(e.get(flag) is not None for e in entries)
+  return found
 
 
 # ------------------------------------------------------------------------------------- simulation
@@ -126,30 +135,66 @@ def simulated(runs: int, seed: int = 0, **options) -> dict:
 STORED = os.path.join("benchmarks", "results", "placebo_runs")
 
 
-def model_run(seed: int, root: str, memo: dict | None = None, scored: str | None = None) -> list[dict]:
+def placebo_config(seed: int, workdir: str):
+  """configs/shapes.py as placebo run `seed`: its own random ranking and its own null sets."""
+  from configs import shapes
+  config = shapes.get_config()
+  config.placebo, config.seed, config.out_dir = True, seed, workdir
+  return config
+
+
+def expected_inputs(config) -> dict:
+  """The intervention stage's inputs of a run of `config` (localize.intervention_inputs): what a
+  stored unit must have been computed from to count as a run of the current default config. The
+  model is named by its content, not by where this clone keeps it or when its files were written."""
+  from dit_jax import entry, provenance
+  from dit_jax.jobs import localize
+  entry.import_plugins(config)
+  judge = localize.make_judge(config, localize.full_knowledge(config))
+  inputs = localize.intervention_inputs(
+      config, judge, weights=provenance.weights_fingerprint(config.checkpoint, content=True))
+  return {**inputs, "checkpoint": "the shipped Shapes model (dit_jax.shapes.ASSETS)"}
+
+
+def model_run(seed: int, root: str, memo: dict | None = None, scored: str | None = None,
+              fresh: bool = False) -> list[dict]:
   """One placebo run of configs/shapes.py, its verdict entries, recomputed from the run's rows by
-  the code at hand (never read from an older summary). A finished run's rows are stored in
+  the code at hand (never read from an older summary). A finished run's rows are stored with the
+  inputs they were computed from (config values, weights, judge) in
   benchmarks/results/placebo_runs/seed_<r>.json.gz, so the benchmark resumes and is re-analysed
-  without the run folders. The runs differ only in their draws, so `memo` lets them share the
-  images of a set one of them has sampled already (localization.run_interventions)."""
+  without the run folders; a stored run of other inputs (the default config or the model changed
+  since) is refused with the differences named, or with `fresh` recomputed. The runs differ only
+  in their draws, so `memo` lets them share the images of a set one of them has sampled already
+  (localization.run_interventions)."""
+  from dit_jax import provenance
+  workdir = os.path.join(root, f"seed_{seed}")
+  config = placebo_config(seed, workdir)
+  config.fresh = fresh
+  expected = expected_inputs(config)
   stored = os.path.join(STORED, f"seed_{seed}.json.gz")
+  if os.path.exists(stored):
+    with gzip.open(stored, "rt") as f:
+      unit = json.load(f)
+    recorded = unit.get("inputs") if isinstance(unit, dict) else None
+    if recorded != expected:
+      why = ("stored without its inputs (before they were recorded)" if recorded is None
+             else "; ".join(provenance.differences(recorded, expected)))
+      if not fresh:
+        raise SystemExit(f"{stored} was computed from other inputs than the current default config's "
+                         f"placebo run: {why}. Rerun with --fresh to recompute it.")
+      os.remove(stored)
   if not os.path.exists(stored):
-    from configs import shapes
     from dit_jax.jobs import localize
-    workdir = os.path.join(root, f"seed_{seed}")
-    if not os.path.exists(os.path.join(workdir, "summary.json")):
-      if scored:
-        _reuse_scores(scored, workdir)
-      config = shapes.get_config()
-      config.placebo, config.seed, config.out_dir = True, seed, workdir
-      localize.run(config, workdir, memo)
+    if scored:
+      _reuse_scores(scored, workdir)
+    localize.run(config, workdir, memo)   # resumes what the workdir holds from these inputs
     with open(os.path.join(workdir, "interventions.jsonl")) as f:
       rows = [json.loads(line) for line in f if line.strip()]
     os.makedirs(STORED, exist_ok=True)
     with gzip.open(stored, "wt") as f:
-      json.dump(rows, f)
+      json.dump({"inputs": expected, "rows": rows}, f)
   with gzip.open(stored, "rt") as f:
-    return analysis.summarize(json.load(f))
+    return analysis.summarize(json.load(f)["rows"])
 
 
 def _reuse_scores(first: str, workdir: str) -> None:
@@ -169,6 +214,8 @@ def main(argv=None):
   parser.add_argument("--simulated", type=int, default=400, help="simulated placebo runs")
   parser.add_argument("--root", default=os.path.join("runs", "placebo"))
   parser.add_argument("--result", default=RESULT)
+  parser.add_argument("--fresh", action="store_true",
+                      help="recompute stored runs made from other inputs (another default config or model)")
   args = parser.parse_args(argv)
   result = read_json(args.result) if os.path.exists(args.result) else {}
   if args.simulated:
@@ -176,10 +223,8 @@ def main(argv=None):
   if args.runs:
     per_run, memo, scored = [], {}, None
     for seed in range(args.runs):
-      made = not (os.path.exists(os.path.join(STORED, f"seed_{seed}.json.gz"))
-                  or os.path.exists(os.path.join(args.root, f"seed_{seed}", "summary.json")))
-      entries = model_run(seed, args.root, memo, scored)
-      if made:
+      entries = model_run(seed, args.root, memo, scored, args.fresh)
+      if scored is None and os.path.isdir(os.path.join(args.root, f"seed_{seed}", "scores")):
         scored = os.path.join(args.root, f"seed_{seed}")
       per_run.append({"seed": seed, **count(entries)})
       result["model"] = {"config": "configs/shapes.py --config.placebo=True --config.seed=<run>",
@@ -189,6 +234,9 @@ def main(argv=None):
   for part in ("simulated", "model"):
     if part in result:
       for flag, r in result[part]["rates"].items():
+        if not r["runs"]:
+          print(f"{part:9s} {flag:10s} not tested in any run")
+          continue
         print(f"{part:9s} {flag:10s} runs with any: {r['runs_with_any']}/{r['runs']} "
               f"({r['run_rate']:.3f}, 95% {r['run_rate_interval'][0]:.3f}-{r['run_rate_interval'][1]:.3f}); "
               f"cells: {r['positive_cells']}/{r['cells']} ({r['cell_rate']:.3f})")

@@ -284,6 +284,49 @@ def readme_tables(results: str, preset: str = "full", tag: str = "gpu") -> str:
   return "\n".join(lines + ["", caption, ""] + throughput_table(counted)) + "\n"
 
 
+# The speed issue's targets (#27): what each headline ratio is held against.
+TARGETS = {"flux_forward_vs_eager": 1.2, "pixart_forward_vs_compile": 1.15,
+           "sana_generate_vs_diffusers": 1.15, "localized_peak_over_full": 0.5}
+
+
+def _speedup(result: dict, reference: str) -> float:
+  return result[reference]["median_ms"] / result["flax"]["median_ms"]
+
+
+def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
+  """The README's paragraph on the stored run_all run: where it ran and each headline ratio
+  against its target (TARGETS), from the jobs' JSONs."""
+  run = read(os.path.join(results, f"run_all_{preset}_{tag}.json"))
+  got = lambda name: read(os.path.join(results, f"{name}_{preset}_{tag}.json"))
+  flux, pixart, sana = got("forward_flux"), got("forward_pixart"), got("forward_sana")
+  pixart_gen, sana_gen, step = got("generate_pixart"), got("generate_sana"), got("finetune_pixart")
+  met = lambda ok: "met" if ok else "not met"
+  flux_x, pixart_x = _speedup(flux, "diffusers_eager"), _speedup(pixart, "diffusers_compile")
+  sana_gen_x, peak = _speedup(sana_gen, "diffusers"), step["ratios"]["xla_peak_bytes"]
+  return (
+      f"**Latest GPU run** ({run['date']}, one {run['device']}, jax {pixart['jax']}, torch "
+      f"{pixart['torch']}; `python benchmarks/run_all.py`, {run['seconds']:.0f} s; bf16, full presets; "
+      f"`benchmarks/results/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
+      + "), each against diffusers in the same run on the same "
+      "weights and inputs, one run each, as it came out; TFLOP/s and MFU are analytic (below). Against "
+      f"the speed issue's targets (#27): FLUX.1-dev's forward is {flux_x:.2f}x diffusers eager (target >= "
+      f"{TARGETS['flux_forward_vs_eager']}x: {met(flux_x >= TARGETS['flux_forward_vs_eager'])}); PixArt's "
+      f"forward is {pixart_x:.2f}x `torch.compile` (target >= {TARGETS['pixart_forward_vs_compile']}x: "
+      f"{met(pixart_x >= TARGETS['pixart_forward_vs_compile'])}) and its 20-step generation "
+      f"{_speedup(pixart_gen, 'diffusers'):.2f}x diffusers eager; SANA's forward is "
+      f"{_speedup(sana, 'diffusers_eager'):.2f}x eager, its 20-step generation {sana_gen_x:.2f}x "
+      f"diffusers eager (no `torch.compile` baseline ran for SANA; against eager the target is "
+      f"{met(sana_gen_x >= TARGETS['sana_generate_vs_diffusers'])}; Flax's fastest of its "
+      f"{sana_gen['flax']['iters']} timed loops took {sana_gen['flax']['min_ms']:,.0f} ms, their median "
+      f"{sana_gen['flax']['median_ms']:,.0f} ms; the first GPU run, 2026-11-29, is in git history at "
+      f"commit 0e5ca89); the localized PixArt step's measured peak memory is {peak:.2f}x full (target "
+      f"<= {TARGETS['localized_peak_over_full']}x: {met(peak <= TARGETS['localized_peak_over_full'])}; "
+      f"gradient + optimizer state is {step['ratios']['grad_and_optimizer_bytes']:.2f}x, what remains "
+      "is mostly the activations kept for the backward pass, which runs through every block from the "
+      "first trained one to the output). The FLUX step is localized only: a full FLUX.1-dev fine-tune "
+      "with Adam does not fit in one GPU's memory.\n")
+
+
 def keep_earlier_results(rows: list[dict], earlier: dict | None) -> list[dict]:
   """This run's rows, where a job was skipped or left out, the earlier run's row for it if that one
   ran: a short budget spent on other jobs must not erase a stored measurement. Carried rows say

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import jax.numpy as jnp
 
-from dit_jax import families, hub, localization
+from dit_jax import families, hub, localization, verdict
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -91,6 +92,13 @@ def validate_localize_config(config) -> None:
   if config.get("random_draws", 1) < 1:
     raise ValueError(f"config.random_draws={config.random_draws}: the verdict ranks top-K among "
                      "random K-sets, so it needs at least one (200 by default)")
+  for key, flag in (("random_draws", "removable"), ("reverse_draws", "sufficient")):
+    draws = config.get(key, 0)
+    # p = (1 + #sets at least as extreme) / (R + 1) >= 1 / (R + 1), and BH only raises it.
+    if draws > 0 and 1 / (draws + 1) >= verdict.ALPHA:
+      warnings.warn(f"config.{key}={draws}: with {draws} random K-sets the set-level p cannot go "
+                    f"below 1/{draws + 1} = {1 / (draws + 1):.3f}, so no cell can be '{flag}' at "
+                    f"{verdict.ALPHA} (docs/design.md, \"Verdict\")", stacklevel=2)
 
 
 def validate_generate_config(config) -> None:

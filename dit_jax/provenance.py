@@ -21,17 +21,19 @@ class StaleResults(RuntimeError):
   """The workdir holds results computed from other inputs."""
 
 
-def weights_fingerprint(path: str) -> str:
+def weights_fingerprint(path: str, content: bool = False) -> str:
   """sha256 over the content of the model weights at `path` (a pipeline folder's transformer/, a
   model folder, or a single file), and over the names, sizes and times of its other files: a
-  fine-tuned copy differs even when it keeps every file's size and time."""
+  fine-tuned copy differs even when it keeps every file's size and time. `content`: every file by
+  its content, so the fingerprint is the same in any clone (a time is not; for small folders, as
+  the shipped Shapes model, whose results are stored in the repository)."""
   path = os.path.abspath(path)
   digest = hashlib.sha256()
   weights = os.path.join(path, "transformer") if os.path.isdir(os.path.join(path, "transformer")) else path
   for file in _files(path):
     rel = os.path.relpath(file, path) if os.path.isdir(path) else os.path.basename(file)
     digest.update(rel.encode())
-    if file == weights or file.startswith(weights + os.sep):
+    if content or file == weights or file.startswith(weights + os.sep):
       digest.update(files.sha256(file).encode())
     else:
       stat = os.stat(file)

@@ -363,7 +363,7 @@ VERDICT_COLUMNS = (   # (header, render): the set-level verdict (dit_jax/verdict
     ("K", _plain("k", "{}")), ("drop", _test("removal", "statistic", "{:+.2f}")),
     ("beats", _test("removal", "beats", "{:.0%}")), ("p set", _test("removal", "p", "{:.3f}")),
     ("p adj", _p_value("p_removal_adjusted")), ("top-null", _test_interval("removal", "excess")),
-    ("reverse gain", _test("sufficiency", "statistic", "{:+.2f}")),
+    ("reverse gain", _plain("reverse_gain", "{:+.2f}")),
     ("p rev adj", _p_value("p_sufficiency_adjusted")), ("floor", _holds("floor")),
     ("specific", _holds("specificity")), ("removable", _flag("removable")),
     ("sufficient", _flag("sufficient")), ("localized", _flag("localized")))

@@ -165,11 +165,16 @@ def group_tests(original: dict, neutral: dict, at_k: dict) -> dict:
     drawn = np.stack([base - np.concatenate([draws[d][c] for c in counted]) for d in sorted(draws)])
     result["removal"] = set_test(base - joined(top), drawn, weights)
   reverse = {r["concept"]: r for r in at_k["reverse"]}
-  backward = _shared_draws(at_k["reverse_random"], counted)
-  if backward and all(c in reverse for c in counted):
-    gains = np.stack([np.concatenate([backward[d][c] for c in counted]) - empty
-                      for d in sorted(backward)])
-    result["sufficiency"] = set_test(joined(reverse) - empty, gains, weights)
+  if all(c in reverse for c in counted):
+    # The reverse's gain is reported wherever the reverse ran; it is tested only against random
+    # K-sets run in reverse (a run may have none: config.reverse_draws = 0).
+    gain = joined(reverse) - empty
+    result["reverse"] = {"gain": float(weights[0] @ gain), "gain_interval": _interval(weights[1:] @ gain)}
+    backward = _shared_draws(at_k["reverse_random"], counted)
+    if backward:
+      gains = np.stack([np.concatenate([backward[d][c] for c in counted]) - empty
+                        for d in sorted(backward)])
+      result["sufficiency"] = set_test(gain, gains, weights)
   return result
 
 
@@ -227,7 +232,8 @@ def decide(entries: list[dict]) -> None:
     entry.update(p_set=removal.get("p"), beats=removal.get("beats"),
                  top_minus_null=removal.get("excess"),
                  top_minus_null_interval=removal.get("excess_interval"),
-                 reverse_gain=reverse.get("statistic"), p_reverse_set=reverse.get("p"))
+                 reverse_gain=(tests.get("reverse") or {}).get("gain", reverse.get("statistic")),
+                 p_reverse_set=reverse.get("p"))
     floor, specific = tests["floor"], tests["specificity"]
     if entry["removable"] is None or floor is None or not floor["holds"]:
       entry["localized"] = None

@@ -107,3 +107,16 @@ def test_harness_at_its_tiny_preset_measures_curves_and_resumes(tmp_path, monkey
   assert (tmp_path / "controls.png").is_file()
   monkeypatch.setattr(fc, "run_unit", lambda *a: pytest.fail("trained twice"))
   assert fc.main(args)["summary"] == result["summary"]
+
+
+def test_variant_rows_print_n_instead_of_an_interval_below_six_runs():
+  """A bootstrap interval over 2-5 runs undercovers (benchmarks/paired.py): the per-variant table
+  prints the mean and n there, as the paired table does, and an interval from six runs on."""
+  rates = {"ablation": {"localized": 3e-4, "full": 3e-4}}
+  units = [unit("localized", c, s, 0.5 + 0.1 * s, 0.9) for c in ("a", "b") for s in (0, 1)]
+  units += [unit("full", c, s, 0.4 + 0.1 * s, 0.8) for c in ("a", "b", "c") for s in (0, 1)]
+  text = fc.table(fc.summarize(units, [], rates))
+  localized = next(line for line in text.splitlines() if line.startswith("| localized |"))
+  full = next(line for line in text.splitlines() if line.startswith("| full |"))
+  assert "(n = 4)" in localized and "[" not in localized
+  assert "(n = 6)" not in full and "[" in full

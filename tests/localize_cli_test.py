@@ -141,6 +141,8 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
   default, full = shapes_config.get_config(), shapes_full.get_config()
   assert len(default.ks) >= 2 and len(full.ks) >= len(default.ks)
   assert full.random_draws >= 200 and full.random_draws >= default.random_draws >= 30
+  # Random sets in reverse: none, or enough for p < 0.05 (fewer could never say "sufficient").
+  assert default.reverse_draws == 0 and full.reverse_draws >= 20
   assert real.depth_draws == 20                                                 # issue 20
 
 

@@ -203,6 +203,20 @@ def test_localize_config_with_no_seeds_or_ks_is_refused(name):
     entry.validate_localize_config(shapes_config(**{name: ()}))
 
 
+@pytest.mark.parametrize("key, flag", [("random_draws", "removable"), ("reverse_draws", "sufficient")])
+def test_too_few_random_sets_to_decide_are_warned(key, flag):
+  """With R sets the set-level p is at least 1 / (R + 1): 19 can never give p < 0.05, 20 can; 0
+  reverse sets is the default's deliberate "untested", no warning."""
+  import warnings
+  from dit_jax import entry
+  with pytest.warns(UserWarning, match=rf"config\.{key}=19: .* 1/20 = 0\.050, so no cell can be '{flag}'"):
+    entry.validate_localize_config(shapes_config(**{"reverse_draws": 0, key: 19}))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    entry.validate_localize_config(shapes_config(**{key: 20}))
+    entry.validate_localize_config(shapes_config())
+
+
 def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):
   import subprocess
   import sys

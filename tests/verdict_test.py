@@ -114,3 +114,30 @@ def test_wilson_interval_matches_a_hand_computation():
   # p = 0.8, z = 1.96: (0.8 + 0.19208 -+ 1.96 * sqrt(0.016 + 0.009604)) / 1.38416
   assert low == pytest.approx((0.8 + 0.192073 - 1.959964 * np.sqrt(0.016 + 0.0096039)) / 1.384146, abs=1e-5)
   assert high == pytest.approx((0.8 + 0.192073 + 1.959964 * np.sqrt(0.016 + 0.0096039)) / 1.384146, abs=1e-5)
+
+
+def test_the_reverse_gain_is_reported_without_random_sets_in_reverse():
+  """configs/shapes.py runs top-K's reverse but no random sets in reverse (fewer than 20 could never
+  say "sufficient"): the gain is still reported, the sufficiency test is left out, not failed."""
+  rows = placebo.simulate_run(np.random.default_rng(3), placebo=False, categories=1, ks=(2,),
+                              draws=20, reverse_draws=0)
+  (entry,) = placebo.verdict_entries(rows)
+  by_kind = {r["kind"]: np.asarray(r["scores"]) for r in rows if r["kind"] in ("reverse", "neutral")}
+  assert entry["reverse_gain"] == pytest.approx(np.mean(by_kind["reverse"] - by_kind["neutral"]))
+  assert entry["tests"]["sufficiency"] is None and entry["sufficient"] is None
+  assert entry["removable"] is not None
+
+
+def test_a_drop_in_one_image_does_not_make_a_set_removable():
+  """top-K ranks first among the sets (p = 1 / 41) because of one image of six; the hierarchical
+  bootstrap, which resamples prompts, leaves that image out often enough that the interval of
+  top minus the mean set reaches 0: the verdict must not rest on one image."""
+  rows = placebo.simulate_run(np.random.default_rng(0), placebo=False, categories=1, ks=(2,),
+                              prompts=6, draws=40, reverse_draws=0)
+  scores = {"none": [0.9] * 6, "neutral": [0.0] * 6, "top": [0.0] + [0.9] * 5}
+  for r in rows:
+    r["scores"] = scores.get(r["kind"], [0.9] * 6)
+  (entry,) = placebo.verdict_entries(rows)
+  assert entry["p_removal_adjusted"] < 0.05 and entry["tests"]["floor"]["holds"]
+  assert entry["tests"]["removal"]["excess_interval"][0] <= 0
+  assert entry["removable"] is False

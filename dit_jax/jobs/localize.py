@@ -194,12 +194,19 @@ def check_inputs(config, workdir: str, judge) -> None:
     stages[score_stage(name)] = provenance.stage_inputs(config, score_keys, weights=weights,
                                                         localizer=name, **judged)
     outputs.setdefault(score_stage(name), (os.path.relpath(score_dir(workdir, name), workdir),))
-  stages["interventions"] = provenance.stage_inputs(config, keys, weights=weights,
-                                                    judge=judge.describe())
+  stages["interventions"] = intervention_inputs(config, judge, weights)
   try:
     provenance.resume(workdir, stages, outputs, config.fresh)
   except provenance.StaleResults as error:
     raise SystemExit(str(error))
+
+
+def intervention_inputs(config, judge, weights: str | None = None) -> dict:
+  """What the intervention stage's results are computed from (the record a resume compares): every
+  config value that decides a result, the weights' fingerprint and the judge."""
+  keys = [k for k in config.keys() if k not in NOT_INPUTS]
+  return provenance.stage_inputs(config, keys, judge=judge.describe(),
+                                 weights=weights or provenance.weights_fingerprint(config.checkpoint))
 
 
 def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
