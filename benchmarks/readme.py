@@ -382,14 +382,18 @@ def judge_check_reading() -> str:
           f"where the model's rendering of the {fall[0]}, and how the judge reads it, are least certain.")
 
 
-REGIONS = {"model-quality-table": model_quality_table, "gpu-benchmarks": gpu_benchmarks, "judge-check": judge_check, "shapes-table": shapes_table, "shapes-findings": shapes_findings,
-           "shapes-auto-k": shapes_auto_k, "shapes-agreement": shapes_agreement,
-           "default-run": default_run, "placebo": placebo, "model-quality": model_quality,
-           "planted": planted, "finetune-controls": finetune_controls,
-           "continuation-run": continuation_run, "quality-verdict": quality_verdict,
-           "model-limits": model_limits, "judge-accuracy": judge_accuracy,
-           "recipe-ablations": recipe_ablations, "judge-check-reading": judge_check_reading,
-           "shapes-cpu": shapes_cpu, "memory-plan": memory_plan, "gpu-summary": gpu_summary}
+REGIONS = {
+    # README.md
+    "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
+    "shapes-findings": shapes_findings, "placebo": placebo, "shapes-agreement": shapes_agreement,
+    "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
+    "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
+    "shapes-cpu": shapes_cpu,
+    # dit_jax/shapes/assets/MODEL_CARD.md
+    "continuation-run": continuation_run, "model-quality-table": model_quality_table,
+    "quality-verdict": quality_verdict, "model-limits": model_limits, "judge-accuracy": judge_accuracy,
+    "recipe-ablations": recipe_ablations, "judge-check": judge_check,
+    "judge-check-reading": judge_check_reading}
 
 
 def render(text: str, missing: list | None = None) -> str:
