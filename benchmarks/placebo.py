@@ -43,9 +43,9 @@ def rates(per_run: list[dict]) -> dict:
   sufficiency; a cell below the presence floor gets no localized verdict)."""
   out = {}
   for flag in FLAGS:
-    tested = [r for r in per_run if r.get(f"{flag}_tested", r["cells"])]
+    tested = [r for r in per_run if r[f"{flag}_tested"]]
     runs_with = sum(r[flag] > 0 for r in tested)
-    cells = sum(r.get(f"{flag}_tested", r["cells"]) for r in tested)
+    cells = sum(r[f"{flag}_tested"] for r in tested)
     positives = sum(r[flag] for r in tested)
     out[flag] = {"runs": len(tested), "runs_with_any": runs_with,
                  "run_rate": runs_with / len(tested) if tested else None,

@@ -56,6 +56,11 @@ def _ms(entry: dict | None) -> float | None:
   return entry["median_ms"] if entry else None
 
 
+def _speedup(result: dict, reference: str) -> float:
+  """Flax's speed over a reference timed in the same run (median times)."""
+  return _ms(result[reference]) / _ms(result["flax"])
+
+
 def throughput(entry: dict) -> list[str]:
   """Analytic TFLOP/s and MFU of a timed entry, where its result has them. XLA's cost-analysis
   "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (dit_jax/flops.py)."""
@@ -66,17 +71,15 @@ def throughput(entry: dict) -> list[str]:
 
 
 def forward_summary(r: dict) -> str:
-  flax = _ms(r["flax"])
-  parts = [f"flax {flax:.1f} ms", f"{_ms(r['diffusers_eager']) / flax:.2f}x eager"]
+  parts = [f"flax {_ms(r['flax']):.1f} ms", f"{_speedup(r, 'diffusers_eager'):.2f}x eager"]
   if "diffusers_compile" in r:
-    parts.append(f"{_ms(r['diffusers_compile']) / flax:.2f}x compiled")
+    parts.append(f"{_speedup(r, 'diffusers_compile'):.2f}x compiled")
   parts += throughput(r["flax"])
   return ", ".join(parts + [f"rel err {r['flax_vs_diffusers_rel_error']:.1e}"])
 
 
 def generate_summary(r: dict) -> str:
-  speedup = _ms(r["diffusers"]) / _ms(r["flax"])
-  return ", ".join([f"{r['flax']['images_per_s']:.2f} img/s", f"{speedup:.2f}x diffusers",
+  return ", ".join([f"{r['flax']['images_per_s']:.2f} img/s", f"{_speedup(r, 'diffusers'):.2f}x diffusers",
                     *throughput(r["flax"]), f"rel err {r['final_latent_rel_error']:.1e}"])
 
 
@@ -289,15 +292,12 @@ TARGETS = {"flux_forward_vs_eager": 1.2, "pixart_forward_vs_compile": 1.15,
            "sana_generate_vs_diffusers": 1.15, "localized_peak_over_full": 0.5}
 
 
-def _speedup(result: dict, reference: str) -> float:
-  return result[reference]["median_ms"] / result["flax"]["median_ms"]
-
-
 def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
   """The README's paragraph on the stored run_all run: where it ran and each headline ratio
   against its target (TARGETS), from the jobs' JSONs."""
   run = read(os.path.join(results, f"run_all_{preset}_{tag}.json"))
-  got = lambda name: read(os.path.join(results, f"{name}_{preset}_{tag}.json"))
+  jobs = {j.name: j for j in JOBS}
+  got = lambda name: read(job_result(results, jobs[name], preset, tag))
   flux, pixart, sana = got("forward_flux"), got("forward_pixart"), got("forward_sana")
   pixart_gen, sana_gen, step = got("generate_pixart"), got("generate_sana"), got("finetune_pixart")
   met = lambda ok: "met" if ok else "not met"

@@ -147,8 +147,8 @@ def group_tests(original: dict, neutral: dict, at_k: dict) -> dict:
   counted = [c for c in top if c in original and c in neutral
              and measure(top[c]).size and measure(original[c]).shape == measure(top[c]).shape
              == measure(neutral[c]).shape]
-  result = {"measure": "probability", "tested_concepts": len(counted),
-            "removal": None, "sufficiency": None, "floor": None, "specificity": None}
+  result = {"measure": "probability", "tested_concepts": len(counted), "removal": None,
+            "reverse": None, "sufficiency": None, "floor": None, "specificity": None}
   if not counted:
     return result
   result["hits"] = {name: hit_rates(rows, counted)
@@ -232,8 +232,7 @@ def decide(entries: list[dict]) -> None:
     entry.update(p_set=removal.get("p"), beats=removal.get("beats"),
                  top_minus_null=removal.get("excess"),
                  top_minus_null_interval=removal.get("excess_interval"),
-                 reverse_gain=(tests.get("reverse") or {}).get("gain", reverse.get("statistic")),
-                 p_reverse_set=reverse.get("p"))
+                 reverse_gain=(tests["reverse"] or {}).get("gain"), p_reverse_set=reverse.get("p"))
     floor, specific = tests["floor"], tests["specificity"]
     if entry["removable"] is None or floor is None or not floor["holds"]:
       entry["localized"] = None
