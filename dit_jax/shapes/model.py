@@ -13,8 +13,10 @@ import os
 
 import diffusers
 
+import shutil
+
 from dit_jax import files
-from dit_jax.shapes import text
+from dit_jax.shapes import ASSETS, text
 
 # Training draws timesteps from this schedule; sampling uses DPM-Solver++ on it. Not PixArt's linear
 # schedule with epsilon: a 1.5M-parameter pixel model cannot predict eps precisely enough at high
@@ -42,12 +44,28 @@ def write_pipeline_index(folder: str, **scheduler) -> None:
   _write_if_changed(os.path.join(folder, "model_index.json"), index)
 
 
+# What a pipeline folder of the Shapes model takes from the shipped one besides its transformer.
+SHIPPED_PARTS = ("text_encoder", "tokenizer", "judge")
+
+
+def copy_shipped_parts(folder: str) -> None:
+  """The shipped text encoder, tokenizer and judge copied into `folder` where it lacks them: a
+  training run's own pipeline folder, so that nothing it writes lands in the shipped one."""
+  for part in SHIPPED_PARTS:
+    if not os.path.exists(os.path.join(folder, part)):
+      shutil.copytree(ASSETS / part, os.path.join(folder, part))
+
+
 def _write_if_changed(path: str, obj: dict) -> None:
   """Rewriting an unchanged file would change its time, and with it the fingerprint of the folder
-  (provenance.weights_fingerprint): a run training on from this folder could not resume."""
+  (provenance.weights_fingerprint): a run training on from this folder could not resume. A changed
+  file inside the shipped model's folder is refused: a training run writes into its own folder."""
   text = json.dumps(obj, indent=2)
   if os.path.exists(path):
     with open(path) as f:
       if f.read() == text:
         return
+  if os.path.abspath(path).startswith(str(ASSETS) + os.sep):
+    raise ValueError(f"this run would rewrite {path}, a file of the shipped Shapes model; train "
+                     "from a copy (cp -r dit_jax/shapes/assets <folder>; --config.checkpoint=<folder>)")
   files.write_text(path, text)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 
 from dit_jax import files
 from dit_jax.training import MetricsLog
 from dit_jax.jobs import train as train_job
-from dit_jax.shapes import ASSETS
+from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import evaluate as shapes_evaluate
 from dit_jax.shapes.tasks import pretrain_config
 
@@ -48,9 +47,7 @@ def variant_config(name: str, steps: int, root: str):
   config = pretrain_config()
   workdir = os.path.join(root, f"{name}_{steps}")
   folder = os.path.join(workdir, "pipeline")
-  for part in ("text_encoder", "tokenizer", "judge"):
-    if not os.path.exists(os.path.join(folder, part)):
-      shutil.copytree(ASSETS / part, os.path.join(folder, part))
+  shapes_model.copy_shipped_parts(folder)
   config.checkpoint = folder
   config.export_dir = os.path.join(folder, "transformer")
   config.steps = steps

@@ -24,9 +24,13 @@ from dit_jax.shapes.data import (CaptionEncoder, ShapesBatches, personalization_
 
 @data.register_source("shapes_scenes")
 def scenes_source(ctx, objective):
-  """Pretraining: rendered training scenes with caption dropout. Writes the pipeline folder's
-  scheduler config and model_index.json first (the training objective is the scheduler's)."""
+  """Pretraining: rendered training scenes with caption dropout. Makes the run's pipeline folder
+  (config.checkpoint): the shipped text encoder, tokenizer and judge copied in where missing, and
+  the scheduler config and model_index.json written (the training objective is the scheduler's).
+  The finished run exports its transformer into the same folder, which is then a pipeline folder
+  like the shipped one (`--config.checkpoint=<workdir>/pipeline` for generate.py and localize.py)."""
   config = ctx.config
+  shapes_model.copy_shipped_parts(ctx.folder)
   shapes_model.write_pipeline_index(ctx.folder, **dict(config.scheduler))
   return ShapesBatches(ctx.folder, config.num_images, config.seed, config.p_neutral, config.p_empty,
                        shapes_model.MAX_SEQUENCE_LENGTH, cache_dir=os.path.join(ctx.workdir, "data"))
@@ -110,7 +114,10 @@ def pretrain_config() -> ml_collections.ConfigDict:
       num_layers=12, num_attention_heads=3, attention_head_dim=32, cross_attention_dim=96,
       in_channels=3, out_channels=3, patch_size=4, sample_size=32, caption_channels=64,
       interpolation_scale=1, use_additional_conditions=False))
-  config.export_dir = str(ASSETS / "transformer")
+  # The run's own pipeline folder, never the shipped one (dit_jax/shapes/assets): a documented
+  # command must not overwrite the model the package ships. Both follow --config.workdir.
+  config.checkpoint = config.get_ref("workdir") + "/pipeline"
+  config.export_dir = config.get_ref("workdir") + "/pipeline/transformer"
   # Overrides of the objective's scheduler keys (beta_schedule, prediction_type; shapes/model.py).
   config.scheduler = ml_collections.ConfigDict()
   config.num_images = 16000
@@ -136,6 +143,7 @@ def continue_config() -> ml_collections.ConfigDict:
   config = pretrain_config()
   config.transformer = None          # no random init: the weights are config.checkpoint's
   config.workdir = "runs/shapes_continue"
+  config.checkpoint = str(ASSETS)    # read only: the export goes to <workdir>/pipeline/transformer
   config.steps = 18000
   return config
 
