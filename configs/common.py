@@ -42,6 +42,13 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   # cannot go below 1 / (draws + 1), and Benjamini-Hochberg over a run's tests asks for more.
   config.random_draws = 200                # random-K sets per concept and K, drawn per concept
   config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
+  # Where C(blocks, K) <= exact_limit every K-block set is swept and p is top-K's exact rank among
+  # them (dit_jax/exact.py); above it random_draws different sets are sampled. K = 1 is always swept.
+  config.exact_limit = 500
+  # The summary states the power to find a planted effect this size (top-K removing this much more
+  # than the mean K-set): the median localized effect of the Shapes full table
+  # (benchmarks/results/localize_shapes_full.json; tests/exact_test.py checks it).
+  config.power_effect = 0.47
   config.reverse_draws = 200               # reverse runs in the first random-K sets (the reverse's control)
   config.placebo = False                   # True: a random ranking per concept replaces the localizer's
   config.score_only = False                # True: scores.json and heatmap only (a ranking for train.py), no sweep

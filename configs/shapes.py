@@ -2,18 +2,14 @@
 
     python localize.py --config configs/shapes.py
 
-One concept per Shapes category, 4 prompts each, one seed, 20 sampling steps; K = 2 and 4 of 12
-blocks, each with top-K, bottom-K, 30 independent random K-sets (the verdict's null,
-dit_jax/verdict.py) and top-K's reverse, plus the original and the neutral prompt: about 60
-distinct interventions per concept (repeated sets are sampled once), sized to finish in under 5
-minutes on 2 shared CPU cores (README, "The Shapes world"). Fewer images and more draws than before
-the set-level verdict: with 30 sets its p cannot go below 1/31, so this run can say "localized" only
-where most of its tests agree (Benjamini-Hochberg). No random sets run in reverse: below 20 of them
-the reverse test's p cannot go below 0.05, so they would cost a quarter of the run and decide nothing
-("sufficient" is left untested; the reverse top-K is still reported). configs/shapes_full.py, with
-200 sets and 50 in reverse, is the run the README's table comes from. --config.placebo=True
-replaces each concept's ranking by a random one (benchmarks/placebo.py measures the
-false-positive rate with it).
+One concept per Shapes category, 4 prompts each, one seed, 20 sampling steps. K = 1 and 2 of 12
+blocks, and at each K every K-block set is swept (12 + 66 sets): top-K's p is its exact rank among
+all of them (dit_jax/exact.py), pooled over concepts in a primary test, then per category and
+concept. Plus the original, the neutral prompt and top-K's reverse; sized to finish in under 5
+minutes on 2 CPU cores. With one concept per category and 12 blocks, one concept's p at K = 1
+cannot go below 1/12: the pooled primary test and K = 2 (p down to 1/66) are where this run can
+say yes; the summary states its placebo rate and its power. configs/shapes_full.py (two concepts
+per category, K = 1, 2 and 4 exact) is the fuller run.
 """
 from configs.common import base_config
 from dit_jax.shapes import ASSETS
@@ -30,9 +26,10 @@ def get_config():
   config.knowledge = "shapes"
   config.concepts_per_category = 1
   config.prompts_per_concept = 4
-  config.ks = (2, 4)                       # a sixth and a third of the 12 blocks
-  config.random_draws = 30
-  config.reverse_draws = 0                 # see the docstring: 1..19 could never say "sufficient"
+  config.ks = (1, 2)                       # every one- and two-block set: 12 + 66, exact
+  config.exact_limit = 500
+  config.random_draws = 200                # only used above exact_limit (none here)
+  config.reverse_draws = 0                 # no random sets in reverse: "sufficient" is untested
   config.depth_draws = 0
   config.intervention_chunk = 4           # per device and call: larger vmapped batches run slower on a CPU
   config.judge = "shapes"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dit_jax import stats, verdict
+from dit_jax import exact, stats, verdict
 from dit_jax.localization import rank_blocks
 
 
@@ -141,6 +141,9 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
         "top_over_random": _ratio(drops["top"], drops["random"]),
         "tests": verdict.group_tests(original, neutral, at_k)})
   verdict.decide(entries)
+  found = exact.decide(rows)   # runs that swept every K-set (or a sample without replacement)
+  if found is not None:
+    exact.apply(entries, found, by)
   return entries
 
 

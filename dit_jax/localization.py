@@ -13,6 +13,7 @@ compilation.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax import families
+from dit_jax import exact, families
 from dit_jax.interventions import ConceptProbe
 
 
@@ -114,6 +115,7 @@ class Intervention:
   draw: int = 0
   reverse: bool = False
   window: TimeWindow | None = None
+  null: str = ""   # random sets: "exact" (every K-set is swept), "sampled" (drawn without replacement)
 
   @property
   def name(self) -> str:
@@ -147,6 +149,19 @@ def draw_random_sets(ranking: np.ndarray, k: int, draws: int, seed: Sequence[int
                      "blocks; use random_overlap=True or a smaller K")
   rng = np.random.default_rng([*seed, k])   # K in the seed: adding a K to the grid keeps the others
   return _independent_sets(rng, pool, k, draws)
+
+
+def draw_distinct_sets(num_blocks: int, k: int, draws: int, seed: Sequence[int]) -> list[tuple[int, ...]]:
+  """`draws` different K-block sets, uniformly without replacement among all C(n, K) (every set
+  where draws >= C(n, K)): the sampled null of dit_jax/exact.py, where no set is counted twice."""
+  total = math.comb(num_blocks, k)
+  rng = np.random.default_rng([*seed, k])
+  if draws >= total:
+    return exact.all_sets(num_blocks, k)
+  chosen: dict[tuple[int, ...], None] = {}
+  while len(chosen) < draws:   # rejection: draws << C(n, K) wherever this branch runs
+    chosen.setdefault(tuple(sorted(int(b) for b in rng.choice(num_blocks, k, replace=False))))
+  return list(chosen)
 
 
 def _independent_sets(rng: np.random.Generator, pool, k: int, draws: int) -> list[tuple[int, ...]]:
@@ -201,12 +216,17 @@ def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int
                        seed: int = 0, single_blocks: bool = False, reverse: bool = True,
                        concept: str = "", random_overlap: bool = True,
                        reverse_draws: int | None = None,
-                       depth_draws: int = 0) -> list[Intervention]:
+                       depth_draws: int = 0, exact_limit: int | None = None) -> list[Intervention]:
   """The sweep: K=0 (the original) and, with reverse, the neutral prompt everywhere; for each K
   top-K, bottom-K, `random_draws` random-K sets, `depth_draws` depth-matched random-K sets
   (draw_depth_matched_sets), and with reverse the top-K reverse and `reverse_draws` (default: all)
   reverse runs on the first random-K sets; plus every single block when asked. Random sets are
-  drawn per concept, reproducibly from (seed, concept, K)."""
+  drawn per concept, reproducibly from (seed, concept, K).
+
+  exact_limit (dit_jax/exact.py): where C(n, K) <= exact_limit the random sets are every K-block
+  set (null "exact", draw = the set's lexicographic index); above it, `random_draws` different
+  sets (null "sampled"). None: the earlier null, independent draws with replacement (stored runs
+  were made with it)."""
   n = len(ranking)
   if reverse_draws is not None and not 0 <= reverse_draws <= random_draws:
     raise ValueError(f"reverse_draws={reverse_draws}: the reverse runs use the first of the "
@@ -222,14 +242,24 @@ def plan_interventions(ranking: np.ndarray, ks: Sequence[int], random_draws: int
     top = tuple(sorted(int(b) for b in ranking[:k]))
     plan.append(Intervention("top", k, top))
     plan.append(Intervention("bottom", k, tuple(sorted(int(b) for b in ranking[n - k:]))))
-    drawn = draw_random_sets(ranking, k, random_draws, concept_seed(seed, concept), random_overlap)
-    plan += [Intervention("random", k, blocks, d) for d, blocks in enumerate(drawn)]
+    null = "" if exact_limit is None else "exact" if exact.is_exact(n, k, exact_limit) else "sampled"
+    if null == "exact":
+      drawn = exact.all_sets(n, k)
+    elif null == "sampled":
+      drawn = draw_distinct_sets(n, k, random_draws, concept_seed(seed, concept))
+    else:
+      drawn = draw_random_sets(ranking, k, random_draws, concept_seed(seed, concept), random_overlap)
+    plan += [Intervention("random", k, blocks, d, null=null) for d, blocks in enumerate(drawn)]
     if depth_draws:
       matched, _ = draw_depth_matched_sets(ranking, k, depth_draws, concept_seed(seed, concept))
       plan += [Intervention("depth_random", k, blocks, d) for d, blocks in enumerate(matched)]
     if reverse:
       plan.append(Intervention("reverse", k, top, reverse=True))
       backward = drawn if reverse_draws is None else drawn[:reverse_draws]
+      if null == "exact" and reverse_draws is not None and reverse_draws < len(drawn):
+        # Every set is swept in lexicographic order; the reverse's sample must not be its start.
+        order = np.random.default_rng([*concept_seed(seed, concept), k, 1]).permutation(len(drawn))
+        backward = [drawn[i] for i in sorted(order[:reverse_draws])]
       plan += [Intervention("reverse_random", k, blocks, d, reverse=True)
                for d, blocks in enumerate(backward)]
   if single_blocks:

@@ -422,10 +422,12 @@ def _cell(value, fmt: str) -> str:
   return "-" if value is None else fmt.format(value)
 
 
-def write_summary(rows: Sequence[dict], out_dir: str) -> list[dict]:
-  """summary.txt (the table) and summary.json (`summarize`'s entries); returns the entries."""
+def write_summary(rows: Sequence[dict], out_dir: str, answer: Sequence[str] = ()) -> list[dict]:
+  """summary.txt (the answer in words first, then the tables) and summary.json (`summarize`'s
+  entries); returns the entries."""
   entries = analysis.summarize(rows)
-  files.write_text(os.path.join(out_dir, "summary.txt"), summary_table(rows, entries=entries) + "\n")
+  head = "".join(line + "\n" for line in answer) + ("\n" if answer else "")
+  files.write_text(os.path.join(out_dir, "summary.txt"), head + summary_table(rows, entries=entries) + "\n")
   _write_json(os.path.join(out_dir, "summary.json"), entries)
   return entries
 

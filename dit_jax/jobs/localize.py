@@ -28,6 +28,8 @@ one process would.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import time
@@ -36,11 +38,41 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import (agreement, analysis, entry, files, judges, knowledge, localization,
-                     localizers, provenance, report, report_html, sharding, withhold)
+from dit_jax import (agreement, analysis, entry, exact, files, judges, knowledge, localization,
+                     localizers, provenance, report, report_html, setcache, sharding, withhold)
 from dit_jax.files import read_json, write_json
 from dit_jax.pipeline import Text2Image
 from dit_jax.results import InterventionRow
+
+
+PLACEBO_RUNS = 2000   # simulated placebo and planted runs behind the summary's error rate and power
+
+
+def exact_answer(rows, out: str, power_effect: float) -> list[str]:
+  """The exact hierarchy's verdict (dit_jax/exact.py) into verdict.json, with the false-positive
+  rate of the same config under a placebo and its power for a planted effect of `power_effect`
+  (top-K removing that much more than the mean set), both re-ranked on the swept sets; the answer
+  in words ([] for a run without an exact or sampled null)."""
+  found = exact.decide(rows)
+  if found is None:
+    return []
+  lines = ["Answer (exact ranks among every K-block set; docs/design.md, \"Exact verdict\"):",
+           *exact.answer(found)]
+  placebo = exact.simulate(rows, PLACEBO_RUNS)
+  if placebo["runs"]:
+    rate = placebo["removable"]["runs_with_any"] / placebo["runs"]
+    lines.append(f"This config under a placebo (top-K a random set, {placebo['runs']} re-ranked runs): "
+                 f"{rate:.3f} of runs say any 'removable'.")
+    found["placebo"] = {k: v for k, v in placebo.items() if k != "p_values"}
+  if placebo["runs"] and power_effect > 0:
+    planted = exact.simulate(rows, PLACEBO_RUNS, effect=power_effect, seed=1)
+    cells = planted["removable"]["positive_cells"] / (planted["runs"] * planted["cells_per_run"])
+    runs = planted["removable"]["runs_with_any"] / planted["runs"]
+    lines.append(f"Power for a planted effect of {power_effect:+.2f} (top-K minus the mean set) in "
+                 f"every present concept: {runs:.2f} of runs find one, {cells:.2f} of cells are found.")
+    found["power"] = {k: v for k, v in planted.items() if k != "p_values"}
+  write_json(os.path.join(out, "verdict.json"), found)
+  return lines
 
 
 def slug(text: str) -> str:
@@ -76,8 +108,12 @@ def other_categories(judge, images, pairs) -> dict[str, float]:
 
 
 def grid(config, num_blocks: int) -> list[int]:
-  """The swept K, as counts, ascending (a fraction and a count naming one K sweep it once)."""
-  return sorted({localization.resolve_k(k, num_blocks) for k in config.ks} - {0})
+  """The swept K, as counts, ascending (a fraction and a count naming one K sweep it once). With
+  the exact verdict (config.exact_limit > 0) K = 1, every block alone, is always swept."""
+  ks = {localization.resolve_k(k, num_blocks) for k in config.ks} - {0}
+  if config.get("exact_limit"):
+    ks.add(1)
+  return sorted(ks)
 
 
 def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
@@ -85,44 +121,110 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
   plan = localization.plan_interventions(
       ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
       reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
-      reverse_draws=config.reverse_draws, depth_draws=config.depth_draws)
+      reverse_draws=config.reverse_draws, depth_draws=config.depth_draws,
+      exact_limit=exact_limit(config))
   windows = localization.time_windows(config.time_windows, config.num_steps)
   plan += localization.plan_windows(ranking, grid(config, num_blocks), windows, config.single_blocks)
   size = (config.height, config.width)
   withheld = withhold.replacement(pipe, pairs, config.withhold, knowledge_set, size)
-  sweep = lambda part, **options: localization.run_interventions(
-      pipe, [p.prompt for p in pairs], withheld, list(config.seeds), size, part,
-      config.intervention_chunk, memo=memo, **options)
+  expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
   # FLUX/SD3 with config.pooled_swap (the paper's intervention): an intervention that selects a
   # block also gives the run the other prompt's pooled CLIP vector. These are the rows the verdict
   # reads; the text-only swap is the same config with pooled_swap=False (another out_dir).
-  images = sweep(plan, **({"swap_pooled": True} if config.pooled_swap else {}))
-  runs = [("", plan, images)]
-  # Variants swap something more when a block is selected; without one they are the plain runs.
-  swapped = [i for i in plan if i.blocks]
+  runs = [("", plan, {"swap_pooled": True} if config.pooled_swap else {})]
   if config.residual_swap:
     # FLUX's control, not the paper's swap: the whole text stream replaced onward ("top+residual").
-    runs.append(("+residual", swapped, sweep(swapped, flux_swap="residual")))
-  expanded = [p for p in pairs for _ in config.seeds]                   # rows are prompt-major
-  rows = []
-  for tag, part, part_images in runs:
-    for intervention, imgs in zip(part, part_images):
-      scores = judge.presence(imgs, expanded)
+    # Variants swap something more when a block is selected; without one they are the plain runs.
+    runs.append(("+residual", [i for i in plan if i.blocks], {"flux_swap": "residual"}))
+  rows, shown = [], {}
+  for tag, part, options in runs:
+    cache = setcache.SetCache(set_cache_folder(config, out_dir),
+                              cache_inputs(pipe, config, judge, pairs, withheld, options))
+    judged = judge_sets(pipe, config, judge, pairs, expanded, withheld, part, cache, memo, options)
+    for intervention in part:
+      found = judged[set_key(intervention)]
       window = intervention.window.name if intervention.window else "all"
       # A windowed row's kind names its window too, so the all-steps analysis never mixes it in.
       kind = intervention.kind + ("" if window == "all" else f"@{window}") + tag
-      context = judge.context(imgs, expanded)
       rows.append(InterventionRow(
           pairs[0].concept, pairs[0].category, kind, intervention.k,
-          intervention.draw, list(intervention.blocks), float(np.mean(scores)),
-          other_categories(judge, imgs, expanded), config.random_overlap,
-          [float(x) for x in scores], window=window, seeds=len(config.seeds),
-          chance=judge.chance(pairs[0].category),
-          context=[] if context is None else [float(x) for x in context]).to_dict())
-  shown = {i.name: imgs for i, imgs in zip(plan, images) if i.kind != "single" and i.draw < 1}
+          intervention.draw, list(intervention.blocks), float(np.mean(found["scores"])),
+          found["other"], config.random_overlap, found["scores"], window=window,
+          seeds=len(config.seeds), chance=judge.chance(pairs[0].category),
+          context=found["context"]).to_dict()
+          | ({"null": intervention.null} if intervention.null else {}))
+      if not tag and intervention.kind != "single" and intervention.draw < 1 and not intervention.null:
+        shown[intervention.name] = cache.images_of(set_key(intervention))
+  shown = {name: images for name, images in shown.items() if images is not None}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
                     column_labels=[p.prompt for p in expanded])
   return rows
+
+
+# Interventions sampled, judged and cached together: a Ctrl-C loses at most this many sets' work.
+SETS_PER_BATCH = 16
+
+
+def set_key(intervention) -> str:
+  """What distinguishes one intervention's images from another's with the same inputs."""
+  window = intervention.window
+  return json.dumps([list(intervention.blocks), intervention.reverse,
+                     None if window is None else [window.start, window.end]])
+
+
+def set_cache_folder(config, out_dir: str) -> str:
+  return config.get("set_cache") or os.path.join(out_dir, "set_cache")
+
+
+def cache_inputs(pipe, config, judge, pairs, withheld, options: dict) -> dict:
+  """Everything but the set that decides a set's judged result (dit_jax/setcache.py)."""
+  return {"weights": weights_by_content(config.checkpoint),
+          "model": config.model, "dtype": config.dtype, "num_steps": config.num_steps,
+          "guidance_scale": config.guidance_scale, "size": [config.height, config.width],
+          "max_sequence_length": config.max_sequence_length, "seeds": list(config.seeds),
+          "prompts": [p.prompt for p in pairs], "withhold": config.withhold,
+          "withheld": withheld if isinstance(withheld, (list, tuple)) else setcache.digest(withheld),
+          "judge": judge.describe(), "options": sorted(options.items())}
+
+
+@functools.lru_cache(maxsize=4)
+def weights_by_content(folder: str) -> str:
+  """The weights' fingerprint by content where the folder is small (the same in every clone, as
+  the shipped Shapes model's stored results need), else provenance's (the transformer by content,
+  the other parts by size and time: hashing a 9 GB text encoder per run would cost minutes)."""
+  size = sum(os.path.getsize(os.path.join(root, f)) for root, _, names in os.walk(folder) for f in names)
+  return provenance.weights_fingerprint(folder, content=size < 2**31)
+
+
+def judge_sets(pipe, config, judge, pairs, expanded, withheld, plan, cache, memo, options) -> dict:
+  """set key -> the judge's per-image presence, context and other-category accuracy, for every
+  distinct intervention of `plan`: from the cache where it has them, else sampled in batches of
+  SETS_PER_BATCH and cached as each batch is judged. The images of the sets a grid shows are kept."""
+  distinct = list({set_key(i): i for i in plan}.values())
+  shown = {set_key(i) for i in plan if i.kind != "single" and i.draw < 1 and not i.null}
+  missing = [i for i in distinct if cache.get(set_key(i)) is None
+             or (set_key(i) in shown and cache.images_of(set_key(i)) is None)]
+  for start in tqdm(range(0, len(missing), SETS_PER_BATCH), desc=f"sets of {pairs[0].concept}",
+                    leave=False, disable=not missing):
+    part = missing[start:start + SETS_PER_BATCH]
+    images = localization.run_interventions(
+        pipe, [p.prompt for p in pairs], withheld, list(config.seeds),
+        (config.height, config.width), part, config.intervention_chunk, memo=memo, **options)
+    for intervention, imgs in zip(part, images):
+      context = judge.context(imgs, expanded)
+      key = set_key(intervention)
+      if key in shown:
+        cache.put_images(key, imgs)
+      cache.put(key, {"scores": [float(x) for x in judge.presence(imgs, expanded)],
+                      "context": [] if context is None else [float(x) for x in context],
+                      "other": other_categories(judge, imgs, expanded)})
+  return {set_key(i): cache.get(set_key(i)) for i in distinct}
+
+
+def exact_limit(config) -> int | None:
+  """The plan's exact_limit (dit_jax/exact.py): None for a config made before the exact verdict
+  (no exact_limit key), which draws its null with replacement as it always did."""
+  return config.get("exact_limit") if "exact_limit" in config else None
 
 
 def calibrate(judge, rows: list[dict]) -> None:
@@ -143,12 +245,13 @@ def calibrate(judge, rows: list[dict]) -> None:
 # Config keys that decide no result (where results go, generation-only settings, chunking; which
 # localizers score: each has a stage of its own, see score_stages; a Hub id's revision: its commit
 # is in the checkpoint path the id resolves to; which devices and processes share the work).
-NOT_INPUTS = ("out_dir", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
+NOT_INPUTS = ("out_dir", "set_cache", "fresh", "plugins", "intervention_chunk", "prompt", "prompts_file",
               "transformer", "cache_dir", "generate_dir", "localizers", "revision",
               "num_devices", "fsdp", "distributed", "process_index", "process_count", "merge_only",
-              "score_only")   # a scoring-only run's scores are a full run's: it resumes from them
+              "score_only",   # a scoring-only run's scores are a full run's: it resumes from them
+              "power_effect")   # the summary's power is recomputed from the rows at every report
 # Keys only the intervention stage reads: changing them keeps the scores.
-INTERVENTION_ONLY = ("ks", "random_draws", "placebo", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
+INTERVENTION_ONLY = ("ks", "random_draws", "exact_limit", "placebo", "random_overlap", "reverse_draws", "depth_draws", "single_blocks",
                      "pooled_swap", "residual_swap", "judge", "judge_args", "presence_target", "seed",
                      "score_variant", "withhold", "time_windows")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
@@ -289,7 +392,8 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
           "and --config.merge_only=True")
     return rows
   calibrate(judge, rows)
-  auto = write_reports(rows, knowledge_set.categories, config.presence_target, out)
+  auto = write_reports(rows, knowledge_set.categories, config.presence_target, out,
+                       config.get("power_effect", 0.0))
   for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
     report.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)),
                     labels)
@@ -306,8 +410,18 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
         f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
   page = report_html.write(out)     # after run.json has the time: the page shows it
+  answer = read_answer(out)
+  if answer:
+    print("\n".join(answer))
   print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
+
+
+def read_answer(out: str) -> list[str]:
+  """The answer lines at the top of summary.txt (exact_answer), for the console's last lines."""
+  with open(os.path.join(out, "summary.txt")) as f:
+    text = f.read()
+  return text.split("\n\n", 1)[0].splitlines() if text.startswith("Answer") else []
 
 
 def join_processes(config) -> None:
@@ -392,12 +506,14 @@ def write_agreement(every: dict, scores: dict, k: int, out: str) -> dict:
   return table
 
 
-def write_reports(rows, categories, target: float, out: str) -> dict:
-  """Rows, K curves, the summary and the automatic K per category (analysis.AUTO_K_RULE)."""
+def write_reports(rows, categories, target: float, out: str, power_effect: float = 0.0) -> dict:
+  """Rows, K curves, the exact verdict and its answer in words (verdict.json), the summary and the
+  automatic K per category (analysis.AUTO_K_RULE)."""
   report.write_rows(rows, out)
   for category in categories:
     report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
-  report.write_summary(rows, out)
+  answer = exact_answer(rows, out, power_effect)
+  report.write_summary(rows, out, answer)
   auto = {c: analysis.read_k(rows, c, target) for c in categories}
   write_json(os.path.join(out, "auto_k.json"), {"rule": analysis.AUTO_K_RULE, **auto})
   return auto
