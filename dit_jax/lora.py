@@ -8,11 +8,15 @@ starts as the base model), as in PEFT.
 Targets are module-path suffixes (families.Family.lora_targets): the attention projections of
 each family, FLUX's text-stream projections and single blocks' fused projections included.
 
-Exported in the diffusers/PEFT layout (what diffusers' save_lora_weights writes): keys
-"transformer.<module>.lora_A.weight" (r, in) and ".lora_B.weight" (out, r) in
-pytorch_lora_weights.safetensors, with the LoraConfig (rank, alpha, targets) in the file's
-"lora_adapter_metadata" as diffusers writes it, so load_lora_weights applies alpha / r rather than
-guessing it; adapter_config.json beside it holds the same fields for PEFT.
+Exported for both public loaders, from one key rule (`state_dict`), each factor transposed to
+torch's (out, in): lora_A.weight (r, in), lora_B.weight (out, r).
+- diffusers: pytorch_lora_weights.safetensors, keys "transformer.<module>.lora_A.weight" (what
+  save_lora_weights writes), with the LoraConfig (rank, alpha, targets) in the file's
+  "lora_adapter_metadata", so that `pipe.load_lora_weights(folder)` applies alpha / r rather than
+  guessing it (SANA, FLUX, SD3; diffusers has no LoRA loader for PixArt, pipeline or model).
+- PEFT: adapter_model.safetensors, keys "base_model.model.<module>.lora_A.weight", and
+  adapter_config.json (what PeftModel.save_pretrained writes), so that
+  `PeftModel.from_pretrained(transformer, folder)` loads it into any family's diffusers transformer.
 """
 from __future__ import annotations
 
@@ -80,19 +84,32 @@ def base_kernels(factors: dict, frozen: dict) -> dict:
   return {p[:-1] + ("kernel",): frozen[p[:-1] + ("kernel",)] for p in factors if p[-1] == "lora_A"}
 
 
+# File name -> key prefix, as each loader reads it: diffusers' load_lora_weights looks for the
+# pipeline component's name (filled in by export_peft), PeftModel.from_pretrained for PeftModel's
+# own wrapping (PeftModel.base_model is a LoraModel whose .model is the transformer).
+FILES = {"pytorch_lora_weights.safetensors": "{component}.", "adapter_model.safetensors": "base_model.model."}
+
+
+def state_dict(factors: dict, prefix: str) -> dict[str, np.ndarray]:
+  """The factors as torch tensors under PEFT's names: "<prefix><module>.lora_A.weight" (r, in) and
+  ".lora_B.weight" (out, r), the transposes of our (in, r) and (r, out)."""
+  return {f"{prefix}{'.'.join(p[:-1])}.{p[-1]}.weight": np.ascontiguousarray(np.asarray(v, np.float32).T)
+          for p, v in factors.items()}
+
+
 def export_peft(folder: str, factors: dict, rank: int, alpha: float, prefix: str = "transformer") -> None:
-  """pytorch_lora_weights.safetensors (+ diffusers' adapter metadata) and adapter_config.json."""
+  """pytorch_lora_weights.safetensors (diffusers), adapter_model.safetensors + adapter_config.json
+  (PEFT): the same tensors under each loader's keys. prefix: the pipeline component LoRA adapts."""
   from safetensors.numpy import save_file
   os.makedirs(folder, exist_ok=True)
-  tensors = {f"{prefix}.{'.'.join(p[:-1])}.{p[-1]}.weight": np.ascontiguousarray(np.asarray(v, np.float32).T)
-             for p, v in factors.items()}
   modules = sorted({".".join(p[:-1]) for p in factors})
   config = {"r": rank, "lora_alpha": alpha, "target_modules": modules, "lora_dropout": 0.0,
             "bias": "none", "init_lora_weights": True}
   metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(
       {f"{prefix}.{k}": v for k, v in config.items()}, sort_keys=True)}
-  path = os.path.join(folder, "pytorch_lora_weights.safetensors")
-  save_file(tensors, path + ".tmp", metadata=metadata)
-  os.replace(path + ".tmp", path)
+  for name, keys in FILES.items():
+    path = os.path.join(folder, name)
+    save_file(state_dict(factors, keys.format(component=prefix)), path + ".tmp", metadata=metadata)
+    os.replace(path + ".tmp", path)
   with open(os.path.join(folder, "adapter_config.json"), "w") as f:
     json.dump({"peft_type": "LORA", **config}, f, indent=2)

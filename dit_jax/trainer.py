@@ -12,8 +12,9 @@ source (config.data, dit_jax/data.py: the user's image folder by default). The r
 checkpoints, writes metrics.jsonl, loss.png, selection.json (what trains, XLA's memory plan of the
 step), fixed_batch.json (the loss on one fixed batch before and after), validation images every
 config.validate_every steps, and exports <workdir>/transformer (diffusers) and, for LoRA,
-<workdir>/lora/pytorch_lora_weights.safetensors. Several devices: a ("data", "fsdp") mesh
-(config.fsdp, config.num_devices), every family alike.
+<workdir>/lora, which diffusers' pipe.load_lora_weights and PEFT's PeftModel.from_pretrained both
+load (dit_jax.lora). Several devices: a ("data", "fsdp") mesh (config.fsdp, config.num_devices),
+every family alike.
 """
 from __future__ import annotations
 
@@ -356,7 +357,8 @@ def export(config, workdir, module, step: int, ema, trainable, loaded, combine) 
     factors = jax.device_get(trainable)
     replace_dir(os.path.join(workdir, "lora"),
                 lambda tmp: lora.export_peft(tmp, factors, config.lora_rank, lora_alpha(config)))
-    print(f"LoRA weights (diffusers/PEFT layout) in {workdir}/lora")
+    print(f"LoRA weights in {workdir}/lora, for pipe.load_lora_weights(folder) (diffusers) and "
+          "PeftModel.from_pretrained(transformer, folder) (PEFT)")
 
 
 def exported_params(weights, loaded, combine):

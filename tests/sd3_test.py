@@ -449,32 +449,3 @@ def test_options_and_errors(sd3_pipe):
     loading.load("/nowhere", "sd3")
   with pytest.raises(ValueError, match="pos_embed_max_size=8"):
     sd3_pipe.latents(PROMPTS[:1], [0], 40, 16)
-
-
-@pytest.mark.slow   # ~5-10 s: PEFT injection, two compilations
-def test_lora_export_loads_with_the_pipelines_load_lora_weights(tmp_path):
-  """LoRA factors on a dual-attention block (attn and attn2 projections), exported in the
-  diffusers/PEFT layout, load through StableDiffusion3Pipeline.load_lora_weights: same output."""
-  from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-  from flax import traverse_util
-  from dit_jax import lora, training
-  model = tiny_torch_model()
-  state = {k: v.numpy() for k, v in model.state_dict().items()}
-  module, params = loading.from_state_dict(families.get("sd3"), dict(model.config), state)
-  frozen = traverse_util.flatten_dict(params)
-  factors = lora.init(frozen, training.block_selector([0]), rank=2, seed=0)
-  assert {p[1] for p in factors} == {"attn", "attn2"}
-  rng = np.random.default_rng(0)
-  factors = {p: rng.standard_normal(v.shape).astype(np.float32) * 0.1 for p, v in factors.items()}
-  lora.export_peft(str(tmp_path / "lora"), factors, 2, 4.0)
-  inputs = random_inputs(model)
-  ours = flax_forward(module, lora.combiner(2, 4.0)(factors, frozen), inputs)
-  components = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
-                              "text_encoder_3", "tokenizer_3"])
-  pipe = StableDiffusion3Pipeline(transformer=model, scheduler=FlowMatchEulerDiscreteScheduler(),
-                                  **components)
-  pipe.load_lora_weights(str(tmp_path / "lora"))
-  err = rel_error(ours, torch_forward(pipe.transformer, inputs))
-  print(f"LoRA through load_lora_weights: rel error {err:.2e}")
-  assert err < 1e-5, err
-  assert rel_error(ours, flax_forward(module, params, inputs)) > 1e-3   # the LoRA changes the model

@@ -99,7 +99,7 @@ def tiny_config(kind: str, family: str, folder, images, workdir, **overrides):
 
 def forward_case(family, model):
   """(our inputs as kwargs of module.apply, diffusers' output fn) on random inputs of this model."""
-  from tests import flux_test, pixart_test, sana_test
+  from tests import flux_test, pixart_test, sana_test, sd3_test
   if family == "pixart":
     inputs = pixart_test.random_inputs(model)
     return (lambda module, params: pixart_test.flax_forward(module, params, inputs),
@@ -108,9 +108,22 @@ def forward_case(family, model):
     inputs = sana_test.random_inputs(dict(model.config))
     return (lambda module, params: sana_test.run_flax(module, params, inputs),
             lambda m: sana_test.run_diffusers(m, inputs))
+  if family == "sd3":
+    inputs = sd3_test.random_inputs(model)
+    return (lambda module, params: sd3_test.flax_forward(module, params, inputs),
+            lambda m: sd3_test.torch_forward(m, inputs))
   inputs = flux_test.random_inputs(model)
   return (lambda module, params: flux_test.flax_forward(module, params, inputs),
           lambda m: flux_test.torch_forward(m, inputs))
+
+
+def tiny_transformer(family):
+  """A tiny diffusers transformer of the family, random weights (forward_case's inputs fit it)."""
+  from tests import flux_test, pixart_test, sana_test, sd3_test
+  return {"pixart": lambda: pixart_test.tiny_torch_model(sample_size=8, use_additional_conditions=False),
+          "sana": lambda: sana_test.diffusers_model({}),
+          "flux": lambda: flux_test.tiny_torch_model(True),
+          "sd3": lambda: sd3_test.tiny_torch_model()}[family]()
 
 
 def diffusers_transformer(family, path):
@@ -190,32 +203,20 @@ def check_run(family, folder, workdir, config):
 
 
 def check_lora_export(family, folder, workdir, config):
-  """diffusers' load_lora_weights (SANA, FLUX) or PEFT (PixArt, whose pipeline has no loader)
-  on the base model == our LoRA-merged model, 1e-4."""
-  import diffusers
+  """The export, through each public loader the family has (lora_test.public_loads), on the base
+  model == our LoRA-merged model, 1e-4."""
+  from tests.lora_test import public_loads
   module, base = loading.load(str(folder), family)
   trainable, _ = trained_params(workdir, base)
-  model = diffusers_transformer(family, folder / "transformer")
-  ours_fn, theirs_fn = forward_case(family, model)
+  ours_fn, theirs_fn = forward_case(family, diffusers_transformer(family, folder / "transformer"))
   ours = ours_fn(module, lora.combiner(config.lora_rank, config.lora_rank)(
       trainable, traverse_util.flatten_dict(base)))
-  if family == "pixart":
-    import peft
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    adapter = json.loads((workdir / "lora" / "adapter_config.json").read_text())
-    peft.inject_adapter_in_model(peft.LoraConfig(r=adapter["r"], lora_alpha=adapter["lora_alpha"],
-                                                 target_modules=adapter["target_modules"]), model)
-    weights = load_file(str(workdir / "lora" / "pytorch_lora_weights.safetensors"))
-    result = set_peft_model_state_dict(model, {k.removeprefix("transformer."): v for k, v in weights.items()})
-    assert not result.unexpected_keys, result.unexpected_keys
-  else:
-    pipe = getattr(diffusers, families.get(family).pipeline_class).from_pretrained(folder)
-    pipe.load_lora_weights(str(workdir / "lora"))
-    model = pipe.transformer.eval()
-  err = rel_error(ours, theirs_fn(model))
-  print(f"{family} LoRA in diffusers/PEFT vs ours: {err:.2e}")
-  assert err < 1e-4, err
+  loaded = public_loads(family, lambda: diffusers_transformer(family, folder / "transformer"),
+                        workdir / "lora")
+  for loader, model in loaded.items():
+    err = rel_error(ours, theirs_fn(model))
+    print(f"{family} LoRA through {loader} vs ours: {err:.2e}")
+    assert err < 1e-4, (loader, err)
   assert rel_error(ours, ours_fn(module, base)) > 1e-4
 
 
@@ -353,10 +354,7 @@ def test_flux_blocks_by_label_index_or_scores(tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_remat_changes_memory_not_results(family):
   """jax.checkpoint per block: the same parameters, outputs and gradients."""
-  from tests import flux_test, pixart_test, sana_test
-  model = {"pixart": lambda: pixart_test.tiny_torch_model(sample_size=8, use_additional_conditions=False),
-           "sana": lambda: sana_test.diffusers_model({}),
-           "flux": lambda: flux_test.tiny_torch_model(True)}[family]()
+  model = tiny_transformer(family)
   fam = families.get(family)
   config = fam.config_cls.from_diffusers(dict(model.config))
   plain = fam.module_cls(config=config)
