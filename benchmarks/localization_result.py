@@ -7,24 +7,28 @@
 Reads the run's run.json (config, judge, run time, load average), its interventions.jsonl (the
 summary is recomputed from the rows, so it is the code's, not a copy) and auto_k.json; writes
 benchmarks/results/localize_<name>.json (with the localizers' agreement) and prints the README's
-table (report.markdown_statistics: drops with 95% intervals, p-values, the verdict).
+table (report.markdown_statistics: drops with 95% intervals, p-values, the verdict). A run with the
+exact verdict (dit_jax/exact.py) also stores its hierarchy and answer, and its rows in
+benchmarks/results/localize_<name>_rows.json.gz, from which benchmarks/placebo.py re-ranks its
+placebos.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 
 from benchmarks.timing import write_result
-from dit_jax import analysis, report
+from dit_jax import analysis, exact, report
 from dit_jax.files import read_json
 
 
 def result_of(run_dir: str, command: str) -> dict:
   run = read_json(os.path.join(run_dir, "run.json"))
-  with open(os.path.join(run_dir, "interventions.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = rows_of(run_dir)
   config = run["config"]
+  found = exact.decide(rows)
   return {"command": command, "seconds": run["seconds"], "load_average": run["load_average"],
           "ks": run["ks"], "prompts_per_concept": config["prompts_per_concept"],
           "seeds": config["seeds"], "random_draws": config["random_draws"],
@@ -37,7 +41,14 @@ def result_of(run_dir: str, command: str) -> dict:
           "summary_by_concept": analysis.summarize(rows, by="concept"),
           "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),
           "agreement": (read_json(os.path.join(run_dir, "agreement.json"))
-                        if os.path.exists(os.path.join(run_dir, "agreement.json")) else None)}
+                        if os.path.exists(os.path.join(run_dir, "agreement.json")) else None),
+          **({} if found is None else {"exact": {k: v for k, v in found.items() if k != "floors"},
+                                       "answer": exact.answer(found)})}
+
+
+def rows_of(run_dir: str) -> list[dict]:
+  with open(os.path.join(run_dir, "interventions.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv=None):
@@ -49,6 +60,10 @@ def main(argv=None):
   name = os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
   result = result_of(args.run_dir, args.command)
   write_result(args.result or os.path.join("benchmarks", "results", f"localize_{name}.json"), result)
+  if "exact" in result:
+    path = os.path.join("benchmarks", "results", f"localize_{name}_rows.json.gz")
+    with gzip.GzipFile(path, "wb", mtime=0) as f:   # mtime 0: the same rows give the same bytes
+      f.write(json.dumps(rows_of(args.run_dir)).encode())
   print(report.markdown_statistics(result["summary"]))
   print(report.markdown_statistics(result["summary_by_concept"], by="concept"))
 

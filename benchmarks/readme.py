@@ -135,30 +135,14 @@ def shapes_agreement() -> str:
 
 def default_run() -> str:
   run = result("localize_shapes.json")
-  localized = _verdicts_at(run["summary"], "localized")
-  removable = _verdicts_at(run["summary"], "removable")
-  said = lambda found: ", ".join(f"{c} (K = {' and '.join(map(str, ks))})" for c, ks in found.items()) or "none"
   return (f"On this project's 2-core CPU it took {run['seconds']:.0f} s at a load average of "
-          f"{run['load_average'][0]:.1f} (`benchmarks/results/localize_shapes.json`). Its verdict: "
-          f"removable {said(removable)}; localized {said(localized)}.")
+          f"{run['load_average'][0]:.1f} (`benchmarks/results/localize_shapes.json`). Its answer, "
+          "as the run prints it:\n\n" + "\n".join(f"- {line}" for line in run["answer"]))
 
 
 def placebo() -> str:
-  found = result("placebo.json")
-  lines = ["| placebo runs | verdict | runs with any yes | rate [95% Clopper-Pearson] | cells with yes |",
-           "|---|---|---|---|---|"]
-  for part, label in (("model", "shipped model, `configs/shapes.py --config.placebo=True`"),
-                      ("simulated", "simulated, one dominant block")):
-    if part not in found:
-      continue
-    for flag, r in found[part]["rates"].items():
-      if not r["runs"]:
-        lines.append(f"| {label} | {flag} | not tested in any run | - | - |")
-        continue
-      lines.append(f"| {label} | {flag} | {r['runs_with_any']}/{r['runs']} | {r['run_rate']:.3f} "
-                   f"[{r['run_rate_interval'][0]:.3f}, {r['run_rate_interval'][1]:.3f}] | "
-                   f"{r['positive_cells']}/{r['cells']} |")
-  return "\n".join(lines)
+  from benchmarks import placebo as placebo_benchmark
+  return placebo_benchmark.table(result("placebo.json"))
 
 
 def planted() -> str:

@@ -28,6 +28,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.concepts = ()
   config.concepts_per_category = 2
   config.prompts_per_concept = 8
+  config.prompt_seed = 0                   # which prompts a set that draws them uses (a replicate)
   config.localizer = "attention"           # dit_jax/localizers/: the one that ranks blocks for the sweep
   config.localizers = ("attention",)       # every localizer that scores (attention, causal, bypass,
                                            # patching); agreement.json compares them
@@ -63,6 +64,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5            # automatic K: the smallest swept K below it (analysis.AUTO_K_RULE)
   config.out_dir = f"runs/localize_{model}"
+  config.set_cache = ""                    # judged sets (dit_jax/setcache.py); "": <out_dir>/set_cache
   config.fresh = False                     # True: recompute results in out_dir made from other inputs
 
   # Devices and hosts (README, "What runs where"). A process splits each sweep's interventions and

@@ -1,24 +1,29 @@
-"""The fuller Shapes run, the one the README's localization table comes from.
+"""The fuller Shapes run, the one the README's localization table comes from, in two replicates.
 
-    python localize.py --config configs/shapes_full.py
+    python localize.py --config configs/shapes_full.py            # replicate 1
+    python localize.py --config configs/shapes_full.py:2          # replicate 2: other noise, other prompts
 
-As configs/shapes.py (K = 2 and 4 of 12 blocks, 4 prompts and one seed per concept), but two
-concepts per category (12 concepts; 8 units per category), 200 independent random
-K-sets per concept and K (the verdict's null, dit_jax/verdict.py: its p can reach 1/201), 50 of
-them also run in reverse (p down to 1/51), and 10 depth-matched draws (a secondary control).
-Repeated sets are sampled once: about 340 distinct interventions per concept. Only the attention
-localizer scores (the sweep is the cost); the localizers' agreement on this model comes from the
-earlier run with every localizer (benchmarks/results/localize_shapes_full_20draws.json, the same
-weights). Its measured run time is in the README.
+As configs/shapes.py (4 prompts and one seed per concept, every K-set swept: the exact verdict of
+dit_jax/exact.py), but two concepts per category (12 concepts; a category's two concepts pooled,
+so one-block sets can decide per category: p down to 1/144) and K = 1, 2 and 4 (12 + 66 + 495
+sets per concept). Replicate 2 draws another noise seed and other prompts (prompt_seed 2: train
+prompts from seed 2, eval prompts from seed 3; replicate 1 uses 0 and 1). No random sets in
+reverse ("sufficient" untested; top-K's reverse is reported). Both share the Shapes set cache,
+so a stopped run resumes set by set, and the default run's sets are reused.
 """
 from configs import shapes
 
 
-def get_config():
+def get_config(replicate: str = "1"):
+  if replicate not in ("1", "2"):
+    raise ValueError(f"configs/shapes_full.py:{replicate}: replicates are 1 and 2")
   config = shapes.get_config()
   config.concepts_per_category = 2
-  config.random_draws = 200
-  config.depth_draws = 10
-  config.reverse_draws = 50
-  config.out_dir = "runs/localize_shapes_full"
+  config.ks = (1, 2, 4)
+  config.depth_draws = 0
+  config.reverse_draws = 0
+  config.out_dir = "runs/localize_shapes_full" + ("" if replicate == "1" else "_r2")
+  if replicate == "2":
+    config.seeds = (1,)
+    config.prompt_seed = 2
   return config

@@ -89,6 +89,9 @@ def validate_localize_config(config) -> None:
     raise ValueError("config.pooled_swap with config.time_windows: the pooled CLIP vector reaches "
                      "every sampling step through the modulation, so a windowed intervention "
                      "cannot swap it; run the windows with --config.pooled_swap=False")
+  if "exact_limit" in config and not config.get("random_overlap", True):
+    raise ValueError("config.random_overlap=False with the exact verdict (config.exact_limit): its null "
+                     "is every K-block set, top-K's blocks included; leave random_overlap=True")
   if config.get("random_draws", 1) < 1:
     raise ValueError(f"config.random_draws={config.random_draws}: the verdict ranks top-K among "
                      "random K-sets, so it needs at least one (200 by default)")

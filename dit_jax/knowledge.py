@@ -42,12 +42,14 @@ def register_knowledge(name: str):
   return register
 
 
-def load_knowledge(spec: str, prompts_per_concept: int | None = None) -> "KnowledgeSet":
+def load_knowledge(spec: str, prompts_per_concept: int | None = None,
+                   seed: int = 0) -> "KnowledgeSet":
   """A registered set by name, or "lock:/path/to/LocK".
 
   prompts_per_concept goes to a set that makes its prompts on demand (its function takes a
   `prompts_per_concept` argument, as the Shapes world's does); a set of fixed prompts is cut to it
-  by subset(), which says so when a concept has fewer.
+  by subset(), which says so when a concept has fewer. seed: which prompts such a set draws (a
+  replicate on other prompts); a set of fixed prompts has one draw, and another seed is an error.
   """
   if spec.startswith("lock:"):
     return load_lock(spec[len("lock:"):])
@@ -56,9 +58,14 @@ def load_knowledge(spec: str, prompts_per_concept: int | None = None) -> "Knowle
                      "'lock:/path/to/LocK' (a set a plugin registers needs the plugin in "
                      "config.plugins)")
   fn = KNOWLEDGE_SETS[spec]
-  if prompts_per_concept and "prompts_per_concept" in inspect.signature(fn).parameters:
-    return fn(prompts_per_concept=prompts_per_concept)
-  return fn()
+  takes = inspect.signature(fn).parameters
+  if seed and "seed" not in takes:
+    raise ValueError(f"knowledge set {spec!r} has fixed prompts: config.prompt_seed={seed} would "
+                     "draw nothing else; leave it at 0")
+  options = {"seed": seed} if seed else {}
+  if prompts_per_concept and "prompts_per_concept" in takes:
+    options["prompts_per_concept"] = prompts_per_concept
+  return fn(**options)
 
 
 def _unknown(kind: str, name, valid: Iterable[str]) -> ValueError:

@@ -17,8 +17,10 @@ SHAPES = str(ASSETS)
 
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
+  # Sampled sets (exact_limit 0), two per K: the exact sweep of the default is tests/exact_test.py's.
   config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
-                        depth_draws=1, categories=("shape", "place")), **overrides})
+                        depth_draws=1, categories=("shape", "place"), ks=(2, 4), exact_limit=0),
+                 **overrides})
   return localize.run(config, out_dir)
 
 

@@ -1,7 +1,6 @@
-"""benchmarks/placebo.py's stored runs: a placebo run counts only as a run of the current default
-config on the shipped model, so a stored run of other inputs is refused, never read back."""
-import gzip
-import json
+"""benchmarks/placebo.py: the exact verdict's placebo rate and power, re-ranked on a run's swept
+sets, and the README's table from its stored result; the weights' content fingerprint the set
+cache keys on."""
 import os
 
 import numpy as np
@@ -9,64 +8,39 @@ import pytest
 
 from benchmarks import placebo
 from dit_jax import provenance
-
-CURRENT = {"reverse_draws": 0, "random_draws": 30, "weights": "abc", "seed": 0}
-
-
-@pytest.fixture
-def stored(tmp_path, monkeypatch):
-  """A placebo_runs folder in tmp_path, the current inputs fixed, and a job that must not run."""
-  monkeypatch.setattr(placebo, "STORED", str(tmp_path / "placebo_runs"))
-  monkeypatch.setattr(placebo, "expected_inputs", lambda config: dict(CURRENT))
-  os.makedirs(placebo.STORED)
-
-  def write(unit):
-    with gzip.open(os.path.join(placebo.STORED, "seed_0.json.gz"), "wt") as f:
-      json.dump(unit, f)
-  return write
+from tests.exact_test import run_rows
 
 
-def rows():
-  return placebo.simulate_run(np.random.default_rng(0), categories=2, ks=(2,), draws=20, reverse_draws=0)
+def test_placebo_rates_power_and_uniform_p_values_on_a_run(tmp_path, monkeypatch):
+  carriers = {f"c{i}": (f"cat{i % 3}", (i,)) for i in range(6)}
+  monkeypatch.setattr(placebo, "rows_of", lambda name: run_rows(carriers, ks=(1, 2), effect=0.5))
+  result_path = tmp_path / "placebo.json"
+  placebo.main(["--run", "toy", "--placebos", "3000", "--effect", "0.5", "--resamples", "20",
+                "--result", str(result_path)])
+  found = placebo.read_json(str(result_path))["toy"]
+  false = found["false_positives"]["removable"]
+  assert false["runs"] == 3000 and false["run_rate_interval"][1] < 0.05
+  assert found["ks_uniform_p"] > 0.01                       # the tie-randomised p is uniform
+  assert all(found["p_at_most"][level] <= float(level) + 0.01 for level in found["p_at_most"])
+  assert found["power"]["removable"]["run_rate"] > 0.8
+  table = placebo.table(placebo.read_json(str(result_path)))
+  assert "| toy (3,000 placebos, 12 cells each) | removable |" in table
 
 
-def test_a_stored_run_of_the_current_inputs_is_read_back(stored, tmp_path):
-  stored({"inputs": dict(CURRENT), "rows": rows()})
-  entries = placebo.model_run(0, str(tmp_path / "runs"))
-  assert len(entries) == 2 and not os.path.exists(tmp_path / "runs")   # nothing was run
-
-
-def test_a_stored_run_of_other_inputs_is_refused_with_the_difference_named(stored, tmp_path):
-  stored({"inputs": {**CURRENT, "reverse_draws": 10}, "rows": rows()})
-  with pytest.raises(SystemExit, match=r"reverse_draws: 10 -> 0.*--fresh"):
-    placebo.model_run(0, str(tmp_path / "runs"))
-
-
-def test_a_stored_run_without_its_inputs_is_refused(stored, tmp_path):
-  stored(rows())      # the format before inputs were recorded: the rows alone
-  with pytest.raises(SystemExit, match="stored without its inputs"):
-    placebo.model_run(0, str(tmp_path / "runs"))
-
-
-def test_fresh_recomputes_a_stale_run_and_stores_it_with_its_inputs(stored, tmp_path, monkeypatch):
-  from dit_jax.jobs import localize
-  stored({"inputs": {**CURRENT, "reverse_draws": 10}, "rows": []})
-  made = rows()
-
-  def job(config, workdir, memo=None):
-    assert config.fresh and config.placebo and config.seed == 0
-    os.makedirs(workdir)
-    with open(os.path.join(workdir, "interventions.jsonl"), "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in made)
-  monkeypatch.setattr(localize, "run", job)
-  assert len(placebo.model_run(0, str(tmp_path / "runs"), fresh=True)) == 2
-  with gzip.open(os.path.join(placebo.STORED, "seed_0.json.gz"), "rt") as f:
-    assert json.load(f)["inputs"] == CURRENT
+def test_the_readme_table_is_the_stored_result():
+  from benchmarks import readme
+  stored = placebo.read_json(placebo.RESULT)
+  assert readme.placebo() == placebo.table(stored)
+  for found in stored.values():
+    assert found["placebos"] >= 10_000
+    assert found["false_positives"]["removable"]["run_rate_interval"][1] <= 0.05
+    assert found["ks_uniform_p"] > 0.01
 
 
 def test_the_models_content_fingerprint_is_the_same_in_any_clone(tmp_path):
-  """Stored runs are compared across clones: the fingerprint they record must not depend on when
-  a clone wrote its files (the default fingerprint does, for speed on large checkpoints)."""
+  """The set cache and stored results are compared across clones: the fingerprint they record
+  must not depend on when a clone wrote its files (the default fingerprint does, for speed on
+  large checkpoints)."""
   (tmp_path / "transformer").mkdir()
   (tmp_path / "transformer" / "model.safetensors").write_bytes(b"weights")
   (tmp_path / "tokenizer").mkdir()
@@ -80,17 +54,9 @@ def test_the_models_content_fingerprint_is_the_same_in_any_clone(tmp_path):
   assert provenance.weights_fingerprint(str(tmp_path), content=True) != content
 
 
-def test_a_verdict_no_cell_tested_is_not_counted_as_a_rate(monkeypatch):
-  """The default config runs no random sets in reverse: its placebo runs test no sufficiency, and
-  the table must say so rather than count the untested cells as negatives."""
-  from benchmarks import readme
-  entries = [{"localized": None, "removable": False, "sufficient": None},
-             {"localized": False, "removable": True, "sufficient": None}]
-  per_run = [placebo.count(entries)] * 3
-  found = placebo.rates(per_run)
-  assert found["removable"]["cells"] == 6 and found["removable"]["runs_with_any"] == 3
-  assert found["localized"]["cells"] == 3 and found["localized"]["positive_cells"] == 0
-  assert found["sufficient"]["runs"] == 0 and found["sufficient"]["run_rate"] is None
-  monkeypatch.setattr(readme, "result", lambda name: {"model": {"rates": found}})
-  rows = {line.split(" | ")[1]: line for line in readme.placebo().splitlines()[2:]}
-  assert "not tested in any run" in rows["sufficient"] and "0/3 | 0.000" in rows["localized"]
+@pytest.mark.parametrize("seed", [0])
+def test_the_sampled_verdicts_simulation_is_still_available(seed):
+  from benchmarks import sampled_placebo
+  rows = sampled_placebo.simulate_run(np.random.default_rng(seed), categories=2, ks=(2,), draws=20,
+                                      reverse_draws=0)
+  assert len(sampled_placebo.verdict_entries(rows)) == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks import placebo
+from benchmarks import sampled_placebo
 from dit_jax import analysis, stats, verdict
 
 
@@ -41,7 +41,7 @@ def test_a_random_top_k_is_ranked_uniformly_among_sets():
   for dominant in (0.1, 0.9):
     rng = np.random.default_rng(7)
     p = [e["tests"]["removal"]["p"] for _ in range(12)
-         for e in placebo.verdict_entries(placebo.simulate_run(rng, dominant=dominant))]
+         for e in sampled_placebo.verdict_entries(sampled_placebo.simulate_run(rng, dominant=dominant))]
     assert len(p) == 216
     assert np.mean(np.asarray(p) < 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(p)), dominant
 
@@ -51,7 +51,7 @@ def test_placebo_false_positive_rate_is_held_at_five_percent():
   """The issue's test: over simulated placebo runs (six categories, K = 2, 4, 6, one dominant
   block), the share of runs where the verdict says "localized", "removable" or "sufficient" in
   any cell stays at or below 0.05 plus two Monte-Carlo standard errors."""
-  result = placebo.simulated(60, seed=3)
+  result = sampled_placebo.simulated(60, seed=3)
   bound = 0.05 + 2 * np.sqrt(0.05 * 0.95 / 60)
   for flag, rate in result["rates"].items():
     assert rate["runs"] == 60 and rate["cells"] == 60 * 18
@@ -74,7 +74,7 @@ def test_the_old_rule_says_localized_on_a_placebo_where_the_new_one_does_not():
   rng = np.random.default_rng(11)
   old, new = [], []
   for _ in range(4):
-    rows = placebo.simulate_run(rng, ks=(2, 4), draws=40, reverse_draws=10)
+    rows = sampled_placebo.simulate_run(rng, ks=(2, 4), draws=40, reverse_draws=10)
     entries = analysis.summarize(rows)
     old += [old_rule(e) for e in entries]
     new += [e["localized"] is True or e["removable"] is True for e in entries]
@@ -86,26 +86,26 @@ def test_the_verdict_finds_blocks_that_do_carry_the_concept():
   """Power: where the ranking is the true one and several blocks share the concept, most cells
   are removable (a test that could only say no would pass the placebo tests)."""
   rng = np.random.default_rng(5)
-  entries = placebo.verdict_entries(placebo.simulate_run(rng, placebo=False, dominant=0.3))
+  entries = sampled_placebo.verdict_entries(sampled_placebo.simulate_run(rng, placebo=False, dominant=0.3))
   assert np.mean([e["removable"] for e in entries]) >= 0.5
 
 
 def test_presence_floor_and_specificity_decide():
   rng = np.random.default_rng(5)
-  rows = placebo.simulate_run(rng, placebo=False, dominant=0.3, categories=1, ks=(4,))
-  (entry,) = placebo.verdict_entries(rows)
+  rows = sampled_placebo.simulate_run(rng, placebo=False, dominant=0.3, categories=1, ks=(4,))
+  (entry,) = sampled_placebo.verdict_entries(rows)
   assert entry["tests"]["floor"]["holds"] and entry["removable"]
   # The rest of the image lost under top-K where the neutral prompt everywhere keeps it.
   for r in rows:
     if r["kind"] == "top":
       r["context"] = [0.0] * len(r["scores"])
-  (entry,) = placebo.verdict_entries(rows)
+  (entry,) = sampled_placebo.verdict_entries(rows)
   assert entry["tests"]["specificity"]["holds"] is False and entry["localized"] is False
   # A concept the model does not show (the original no higher than the neutral prompt): no verdict.
   for r in rows:
     if r["kind"] == "none":
       r["scores"] = next(x for x in rows if x["kind"] == "neutral")["scores"]
-  (entry,) = placebo.verdict_entries(rows)
+  (entry,) = sampled_placebo.verdict_entries(rows)
   assert entry["tests"]["floor"]["holds"] is False and entry["localized"] is None
 
 
@@ -119,9 +119,9 @@ def test_wilson_interval_matches_a_hand_computation():
 def test_the_reverse_gain_is_reported_without_random_sets_in_reverse():
   """configs/shapes.py runs top-K's reverse but no random sets in reverse (fewer than 20 could never
   say "sufficient"): the gain is still reported, the sufficiency test is left out, not failed."""
-  rows = placebo.simulate_run(np.random.default_rng(3), placebo=False, categories=1, ks=(2,),
+  rows = sampled_placebo.simulate_run(np.random.default_rng(3), placebo=False, categories=1, ks=(2,),
                               draws=20, reverse_draws=0)
-  (entry,) = placebo.verdict_entries(rows)
+  (entry,) = sampled_placebo.verdict_entries(rows)
   by_kind = {r["kind"]: np.asarray(r["scores"]) for r in rows if r["kind"] in ("reverse", "neutral")}
   assert entry["reverse_gain"] == pytest.approx(np.mean(by_kind["reverse"] - by_kind["neutral"]))
   assert entry["tests"]["sufficiency"] is None and entry["sufficient"] is None
@@ -132,12 +132,12 @@ def test_a_drop_in_one_image_does_not_make_a_set_removable():
   """top-K ranks first among the sets (p = 1 / 41) because of one image of six; the hierarchical
   bootstrap, which resamples prompts, leaves that image out often enough that the interval of
   top minus the mean set reaches 0: the verdict must not rest on one image."""
-  rows = placebo.simulate_run(np.random.default_rng(0), placebo=False, categories=1, ks=(2,),
+  rows = sampled_placebo.simulate_run(np.random.default_rng(0), placebo=False, categories=1, ks=(2,),
                               prompts=6, draws=40, reverse_draws=0)
   scores = {"none": [0.9] * 6, "neutral": [0.0] * 6, "top": [0.0] + [0.9] * 5}
   for r in rows:
     r["scores"] = scores.get(r["kind"], [0.9] * 6)
-  (entry,) = placebo.verdict_entries(rows)
+  (entry,) = sampled_placebo.verdict_entries(rows)
   assert entry["p_removal_adjusted"] < 0.05 and entry["tests"]["floor"]["holds"]
   assert entry["tests"]["removal"]["excess_interval"][0] <= 0
   assert entry["removable"] is False

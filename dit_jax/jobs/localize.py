@@ -82,7 +82,8 @@ def slug(text: str) -> str:
 def full_knowledge(config) -> knowledge.KnowledgeSet:
   """The config's whole knowledge set, with config.prompts_per_concept prompts where the set makes
   them on demand."""
-  return knowledge.load_knowledge(config.knowledge, config.prompts_per_concept or None)
+  return knowledge.load_knowledge(config.knowledge, config.prompts_per_concept or None,
+                                  config.get("prompt_seed", 0))
 
 
 def load_knowledge(config, full: knowledge.KnowledgeSet | None = None) -> knowledge.KnowledgeSet:
