@@ -184,3 +184,20 @@ def test_careless_localize_input_stops_with_a_message_before_any_work(tmp_path):
   blocked.write_text("not a folder")
   with pytest.raises(SystemExit, match="cannot write the output folder"):
     run_localize(str(blocked / "out"))
+
+
+def test_score_only_builds_no_judge(tmp_path, monkeypatch):
+  """Issue 38, item 3: the ranking alone needs no judge (on a real model: no CLIP weights); only a
+  localizer that judges images asks for one."""
+  from dit_jax import judges
+
+  def no_judge(*args, **kwargs):
+    raise AssertionError("score_only built a judge")
+  monkeypatch.setattr(judges, "make_judge", no_judge)
+  assert run_localize(tmp_path, score_only=True, num_steps=2, concepts=("circle",),
+                      prompts_per_concept=1) == []
+  assert (tmp_path / "scores.json").exists()
+  assert json.loads((tmp_path / "run.json").read_text())["judge"] is None
+  with pytest.raises(AssertionError, match="built a judge"):   # patching scores by judged images
+    run_localize(tmp_path / "judged", score_only=True, num_steps=2, concepts=("circle",),
+                 prompts_per_concept=1, localizers=("attention", "patching"))

@@ -68,6 +68,13 @@ def make_judge(config, full: knowledge.KnowledgeSet) -> judges.Judge:
   return judges.make_judge(config.judge, full, **config.judge_args)
 
 
+def needs_judge(config) -> bool:
+  """A judge is built only where one is used: the sweep judges every image, and a localizer with
+  needs_judge judges images to score; a scoring-only run of the others needs none (so no CLIP
+  weights either)."""
+  return not config.score_only or any(localizers.get(n).needs_judge for n in config.localizers)
+
+
 def other_categories(judge, images, pairs) -> dict[str, float]:
   """The judge's accuracy on the categories the intervention did not target (if it can tell)."""
   if not hasattr(judge, "category_accuracy"):
@@ -194,7 +201,8 @@ def check_inputs(config, workdir: str, judge) -> None:
     stages[score_stage(name)] = provenance.stage_inputs(config, score_keys, weights=weights,
                                                         localizer=name, **judged)
     outputs.setdefault(score_stage(name), (os.path.relpath(score_dir(workdir, name), workdir),))
-  stages["interventions"] = intervention_inputs(config, judge, weights)
+  if judge is not None:   # a scoring-only run without a judge leaves the sweep's record as it is
+    stages["interventions"] = intervention_inputs(config, judge, weights)
   try:
     provenance.resume(workdir, stages, outputs, config.fresh)
   except provenance.StaleResults as error:
@@ -244,12 +252,12 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   entry.validate_ks(config.ks, pipe.module.config.num_blocks)
   full = full_knowledge(config)
   knowledge_set = load_knowledge(config, full)
-  judge = make_judge(config, full)
   check_localizers(config)
+  judge = make_judge(config, full) if needs_judge(config) else None
   check_inputs(config, out, judge)
   num_blocks = pipe.module.config.num_blocks
   record = lambda **extra: write_json(os.path.join(out, "run.json"), {
-      "config": config.to_dict(), "judge": judge.describe(), "num_blocks": num_blocks,
+      "config": config.to_dict(), "judge": judge and judge.describe(), "num_blocks": num_blocks,
       "ks": grid(config, num_blocks), **extra})
   concepts = list(knowledge_set.all_concepts)
   # One of several processes writes only its concepts' files (nothing every process would write).
