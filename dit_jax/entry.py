@@ -5,12 +5,13 @@ config names."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import warnings
 
 import jax.numpy as jnp
 
-from dit_jax import families, hub, localization, verdict
+from dit_jax import families, hub, localization, provenance, verdict
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -39,6 +40,60 @@ def resolve_checkpoint(config) -> None:
                                              config.get("revision") or None)
   except hub.HubError as error:
     raise SystemExit(f"config.checkpoint: {error}")
+
+
+def require_pipeline(config) -> None:
+  """localize.py and generate.py sample from a diffusers pipeline folder (config.checkpoint: the
+  transformer, scheduler, tokenizers and text encoders); a path that is none is named with what to
+  pass instead, before a loader fails on a missing subfolder. A fine-tuning run's workdir holds only
+  its exported transformer/, which config.transformer (generate.py) puts into the base pipeline."""
+  path = config.checkpoint
+  if not os.path.exists(path):
+    raise SystemExit(f"config.checkpoint={path!r} does not exist. {where_weights_are(config)}")
+  if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model_index.json")):
+    return
+  family = families.get(config.model)
+  missing = [c for c in ("transformer", *family.text_components)
+             if not os.path.isdir(os.path.join(path, c))]
+  if not missing:
+    return
+  if os.path.isdir(os.path.join(path, "transformer")) or os.path.isfile(os.path.join(path, "config.json")):
+    raise SystemExit(transformer_only(config, path))
+  raise SystemExit(f"config.checkpoint={path!r} is no diffusers pipeline folder: it lacks "
+                   f"{', '.join(c + '/' for c in missing)} and model_index.json. "
+                   f"{where_weights_are(config)}")
+
+
+def transformer_only(config, path: str) -> str:
+  """What to pass for a folder holding a transformer without its pipeline: a fine-tuning run's
+  workdir (its export in <workdir>/transformer), or a transformer folder itself."""
+  folder = os.path.join(path, "transformer") if os.path.isdir(os.path.join(path, "transformer")) else path
+  base = recorded_base(path) or "<the pipeline it was fine-tuned from>"
+  return (f"config.checkpoint={path!r} holds a transformer but no pipeline (no tokenizer/, "
+          f"text_encoder/, model_index.json): a fine-tuning run exports only its transformer. Sample "
+          f"it inside its base pipeline: --config.checkpoint={base} --config.transformer={folder}")
+
+
+def recorded_base(workdir: str) -> str | None:
+  """The base pipeline a training run in `workdir` started from, as its inputs record names it."""
+  record = os.path.join(workdir, provenance.RECORD)
+  try:
+    with open(record) as f:
+      base = json.load(f)["run"]["checkpoint"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  return base if isinstance(base, str) and base else None
+
+
+def where_weights_are(config) -> str:
+  """Where a run of this config finds weights: a Shapes run the shipped model, others the family's
+  published weights."""
+  if "dit_jax.shapes.plugin" in config.get("plugins", ()):
+    from dit_jax.shapes import ASSETS
+    return (f"The shipped Shapes model is {ASSETS} (configs/shapes.py's default); a pretraining run "
+            "writes its pipeline to <workdir>/pipeline, a fine-tuning run its transformer to "
+            "<workdir>/transformer (pass that as --config.transformer=...).")
+  return families.get(config.model).published
 
 
 def import_plugins(config) -> None:

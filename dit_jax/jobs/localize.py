@@ -244,6 +244,7 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   if config.merge_only:   # it computes nothing: every concept's files must be there, named first
     require_results(config, out, list(load_knowledge(config).all_concepts))
   entry.require_checkpoint(config)
+  entry.require_pipeline(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),
