@@ -3,7 +3,9 @@
     python localize.py --config configs/shapes.py                 # the shipped Shapes model, CPU
     python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512
 
-Results go to config.out_dir; a rerun resumes what is already there.
+Results go to config.out_dir; a rerun resumes what is already there (and says so). Ctrl-C keeps
+every finished concept's results and prints the command that resumes them; run.json's seconds add
+up the compute time of every run that made the results.
 """
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -201,3 +201,29 @@ def test_score_only_builds_no_judge(tmp_path, monkeypatch):
   with pytest.raises(AssertionError, match="built a judge"):   # patching scores by judged images
     run_localize(tmp_path / "judged", score_only=True, num_steps=2, concepts=("circle",),
                  prompts_per_concept=1, localizers=("attention", "patching"))
+
+
+def test_ctrl_c_says_what_is_saved_and_the_rerun_resumes_it(tmp_path, monkeypatch, capsys):
+  """Issue 38, item 6: Ctrl-C was a 42-line traceback; the rerun resumed silently and its run.json
+  showed its own few seconds instead of the compute time."""
+  tiny = dict(num_steps=2, concepts=("circle", "the sky"), prompts_per_concept=2, random_draws=1,
+              reverse_draws=0, depth_draws=0, ks=(2,))
+  sweep = localize.intervene_concept
+
+  def interrupted_on_the_sky(pipe, config, judge, pairs, *args, **kwargs):
+    if pairs[0].concept == "the sky":
+      raise KeyboardInterrupt
+    return sweep(pipe, config, judge, pairs, *args, **kwargs)
+  monkeypatch.setattr(localize, "intervene_concept", interrupted_on_the_sky)
+  with pytest.raises(SystemExit) as stop:
+    run_localize(tmp_path, **tiny)
+  said = capsys.readouterr().out
+  assert stop.value.code == 130 and "Traceback" not in said
+  assert "scores of 2 of 2 concepts, interventions of 1 of 2" in said and "To resume, rerun" in said
+  first = json.loads((tmp_path / "run.json").read_text())
+  assert first["interrupted"] is True and first["seconds"] > 0
+  monkeypatch.setattr(localize, "intervene_concept", sweep)
+  run_localize(tmp_path, **tiny)
+  said = capsys.readouterr().out
+  assert f"resuming {tmp_path}: scores of 2 of 2 concepts, interventions of 1 of 2" in said
+  assert json.loads((tmp_path / "run.json").read_text())["seconds"] > first["seconds"]

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import sys
 import time
 
 import jax
@@ -263,9 +265,23 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   concepts = list(knowledge_set.all_concepts)
   # One of several processes writes only its concepts' files (nothing every process would write).
   share = concepts[index::count] if split else concepts
+  earlier = earlier_seconds(out, config)   # read before record() starts this run's run.json
   if not split:
     record()
+  say_resumed(config, out, share, earlier)
+  try:
+    return sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, split, windows,
+                            memo, record, lambda: earlier + time.time() - started)
+  except KeyboardInterrupt:
+    stop_on_interrupt(config, out, share, split, record, earlier + time.time() - started)
 
+
+def sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, split, windows,
+                     memo, record, elapsed) -> list[dict]:
+  """Score, sweep and report: the part of run() a Ctrl-C may interrupt (stop_on_interrupt);
+  elapsed() is the compute time of this out_dir's results, over every run that made them."""
+  index, count = process_share(config)
+  num_blocks = pipe.module.config.num_blocks
   every = {name: score_concepts(pipe, config, knowledge_set, share, out, name, judge)
            for name in config.localizers}
   scores = every[config.localizer]
@@ -279,7 +295,7 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
 
   if config.score_only:     # a ranking is all that is asked for (e.g. train.py's --config.blocks)
     if not split:
-      record(seconds=round(time.time() - started, 1), score_only=True)
+      record(seconds=round(elapsed(), 1), score_only=True)
     print(f"scores of {len(share)} concepts in {out}/scores.json (score_only: no interventions)")
     return []
   rows = []
@@ -307,7 +323,7 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
     summary = os.path.join(out, "summary.txt")
     with open(summary) as f:
       files.write_text(summary, f.read() + "\n" + timing + "\n")
-  seconds = time.time() - started
+  seconds = elapsed()
   record(seconds=round(seconds, 1), load_average=[round(x, 2) for x in os.getloadavg()])
   print(report.summary_table(rows))
   if windows:
@@ -317,6 +333,49 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   page = report_html.write(out)     # after run.json has the time: the page shows it
   print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
+
+
+def earlier_seconds(out: str, config) -> float:
+  """The compute time recorded in run.json by the runs whose results this one resumes (0 for a
+  fresh start): run.json's seconds stay the time the results took, not the last rerun's."""
+  path = os.path.join(out, "run.json")
+  if config.fresh or not os.path.exists(path):
+    return 0.0
+  try:
+    return float(read_json(path).get("seconds") or 0.0)
+  except (ValueError, AttributeError, TypeError):
+    return 0.0
+
+
+def on_disk(config, out: str, concepts) -> tuple[int, int]:
+  """How many of `concepts` have the ranking localizer's scores, and interventions, on disk."""
+  have = lambda folder: sum(os.path.exists(os.path.join(folder, f"{slug(c)}.json")) for c in concepts)
+  return have(score_dir(out, config.localizer)), have(os.path.join(out, "interventions"))
+
+
+def saved_line(config, out: str, concepts) -> str:
+  scored, swept = on_disk(config, out, concepts)
+  line = f"scores of {scored} of {len(concepts)} concepts"
+  return line if config.score_only else line + f", interventions of {swept} of {len(concepts)}"
+
+
+def say_resumed(config, out: str, concepts, earlier: float) -> None:
+  """A rerun says what it takes from disk (each concept's results are kept once written)."""
+  if any(on_disk(config, out, concepts)):
+    print(f"resuming {out}: {saved_line(config, out, concepts)} are on disk (computed in "
+          f"{earlier:.0f} s); computing the rest", flush=True)
+
+
+def stop_on_interrupt(config, out: str, concepts, split: bool, record, seconds: float):
+  """Ctrl-C: say what is saved and the command that resumes it; run.json keeps the compute time
+  so far, which the rerun adds to. Exits 130, as a shell does on SIGINT."""
+  if not split:
+    record(seconds=round(seconds, 1), interrupted=True)
+  command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+  print(f"\ninterrupted after {seconds:.0f} s; saved in {out}: {saved_line(config, out, concepts)} "
+        "(each concept's results are written as soon as they exist; the one under way is lost).\n"
+        f"To resume, rerun the same command with the same out_dir:\n  {command}", flush=True)
+  raise SystemExit(130)
 
 
 def join_processes(config) -> None:
