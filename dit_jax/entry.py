@@ -1,5 +1,6 @@
-"""What the entry points (localize.py, train.py, generate.py) share: config checks they run before
-any work, the same way (so an empty or impossible input is named at once instead of surfacing as an
+"""What the entry points (localize.py, train.py, generate.py) share: how they start and report a user
+error (run_cli: a few lines naming the fix, no traceback), config checks they run before any work,
+the same way (so an empty or impossible input is named at once instead of surfacing as an
 IndexError after minutes of scoring, or as a run that silently does nothing), and the plugins a
 config names."""
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import warnings
 
 import jax.numpy as jnp
@@ -40,6 +42,9 @@ def resolve_checkpoint(config) -> None:
                                              config.get("revision") or None)
   except hub.HubError as error:
     raise SystemExit(f"config.checkpoint: {error}")
+  if not os.path.exists(config.checkpoint):   # neither a local path nor a Hub id
+    raise SystemExit(f"config.checkpoint={config.checkpoint!r} does not exist. "
+                     f"{where_weights_are(config)}")
 
 
 def require_pipeline(config) -> None:
@@ -48,8 +53,6 @@ def require_pipeline(config) -> None:
   pass instead, before a loader fails on a missing subfolder. A fine-tuning run's workdir holds only
   its exported transformer/, which config.transformer (generate.py) puts into the base pipeline."""
   path = config.checkpoint
-  if not os.path.exists(path):
-    raise SystemExit(f"config.checkpoint={path!r} does not exist. {where_weights_are(config)}")
   if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model_index.json")):
     return
   family = families.get(config.model)
@@ -170,3 +173,51 @@ def validate_ks(ks, num_blocks: int) -> list[int]:
     raise ValueError(f"config.ks={tuple(ks)} selects no block of {num_blocks}: give a count >= 1 "
                      f"or a fraction >= {0.5 / num_blocks:.3f}")
   return counts
+
+
+# What a user's input raises (a config value, a path, a data folder): reported as a message. Any
+# other exception is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+DEBUG_HINT = "(the traceback: rerun with --debug or DIT_JAX_DEBUG=1)"
+
+
+def run_cli(main) -> None:
+  """absl's app.run(main) for an entry point, with user errors as a message of a few lines: a bad
+  command line (an unknown config key: ml_collections' "Did you mean ...") and USER_ERRORS raised
+  by main; Ctrl-C outside what a job handles itself. --debug or DIT_JAX_DEBUG=1 keeps the
+  traceback."""
+  from absl import app
+  debug = os.environ.get("DIT_JAX_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
+  sys.argv = [a for a in sys.argv if a != "--debug"]
+  started = []
+
+  def main_started(argv):
+    started.append(True)
+    return main(argv)
+  try:
+    app.run(main_started)
+  except KeyboardInterrupt:
+    if debug:
+      raise
+    print(f"\ninterrupted {DEBUG_HINT}", file=sys.stderr)
+    raise SystemExit(130) from None
+  except Exception as error:   # SystemExit (a message already) passes through
+    command_line = not started   # raised while absl parsed the flags and loaded the config
+    if debug or not (command_line or isinstance(error, USER_ERRORS)):
+      raise
+    raise SystemExit(user_message(error, command_line)) from None
+
+
+def user_message(error: BaseException, command_line: bool) -> str:
+  """The error's own words (unwrapped: ml_collections wraps a KeyError in an AttributeError and
+  quotes it), prefixed with where it came from."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+  script = os.path.basename(sys.argv[0])
+  if command_line:
+    if isinstance(error, (KeyError, AttributeError)):   # an unknown --config.<key>
+      text = (f"the config has no key {text.strip()}\nThe config's keys: python {script} --config "
+              "<file> --help")
+    return f"{script}: bad command line: {text.strip()}\n{DEBUG_HINT}"
+  return f"{script}: {text.strip()}\n{DEBUG_HINT}"

@@ -51,3 +51,50 @@ def test_generate_from_a_finetuning_workdir(tmp_path):
   code, said = cli(*common, f"--config.transformer={workdir}/transformer")
   assert code == 0, said
   assert "wrote 1 image to" in said and (out / "0000_0.png").exists()   # item 9: "1 image"
+
+
+def test_a_misspelled_config_key_is_a_short_message(tmp_path):
+  """Issue 38, item 7: a 53-line traceback with "Did you mean random_draws" last; with --debug (or
+  DIT_JAX_DEBUG=1) the traceback is back."""
+  args = ("localize.py", "--config", "configs/shapes.py", "--config.random_draw=3")
+  code, said = cli(*args, env={"DIT_JAX_DEBUG": ""})
+  assert code == 1 and "Traceback" not in said, said
+  assert 'Did you mean "random_draws"' in said and "--help" in said
+  code, said = cli(*args, "--debug")
+  assert code == 1 and "Traceback" in said
+
+
+def test_a_missing_checkpoint_on_a_shapes_run_names_the_shipped_model(tmp_path):
+  """It named Hugging Face PixArt weights, after a 19-line traceback."""
+  code, said = cli("train.py", "--config", "configs/shapes_personalize.py",
+                   "--config.checkpoint=/nowhere/pipeline", f"--config.workdir={tmp_path / 'run'}",
+                   env={"DIT_JAX_DEBUG": ""})
+  assert code == 1 and "Traceback" not in said, said
+  assert "/nowhere/pipeline' does not exist" in said and str(ASSETS) in said
+  assert "PixArt-alpha" not in said
+
+
+def test_every_unreadable_image_is_named_at_once(tmp_path):
+  """One per run, before: fix one, rerun, meet the next."""
+  from dit_jax import data
+  for name in ("a.png", "b.jpg", "c.png"):
+    (tmp_path / name).write_bytes(b"not an image")
+  with pytest.raises(data.DataError, match="3 of 3 images cannot be read") as error:
+    data.read_image_folder(str(tmp_path), (16, 16), "a photo of sks")
+  assert all(name in str(error.value) for name in ("a.png", "b.jpg", "c.png"))
+
+
+def test_a_user_error_in_main_is_a_message_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+  monkeypatch.delenv("DIT_JAX_DEBUG", raising=False)
+  monkeypatch.setattr(sys, "argv", ["localize.py"])
+
+  def bad_input(argv):
+    raise ValueError("config.ks=(1.5,): give whole counts")
+  with pytest.raises(SystemExit) as stop:
+    entry.run_cli(bad_input)
+  assert str(stop.value).startswith("localize.py: config.ks=(1.5,): give whole counts\n")
+
+  def bug(argv):
+    raise ZeroDivisionError("a bug")
+  with pytest.raises(ZeroDivisionError):
+    entry.run_cli(bug)
