@@ -5,9 +5,11 @@ IndexError after minutes of scoring, or as a run that silently does nothing), an
 config names."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import socket
 import sys
 import warnings
 
@@ -138,10 +140,66 @@ def make_out_dir(path: str) -> str:
   return path
 
 
+@contextlib.contextmanager
+def out_dir_lock(folder: str, name: str = ".lock"):
+  """Hold `folder`/`name` while a job writes into the folder: a second job started into it is
+  refused naming the first one's process (two identical runs would both compute every result and
+  write over each other). A lock left by a process that died (same host, no such pid) is taken
+  over."""
+  path = os.path.join(folder, name)
+  mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv}
+  while True:
+    try:
+      with open(path, "x") as f:
+        json.dump(mine, f)
+      break
+    except FileExistsError:
+      holder = _lock_holder(path)
+      if holder is not None:
+        raise SystemExit(f"{folder} is in use by another run ({holder}); wait for it to finish, or "
+                         f"write elsewhere with --config.out_dir=... (if that run is gone, delete "
+                         f"{path})") from None
+      _remove(path)   # a dead process's lock
+  try:
+    yield path
+  finally:
+    _remove(path)
+
+
+def _lock_holder(path: str) -> str | None:
+  """Who holds the lock at `path` ("pid 123 on host h: python localize.py ..."); None where
+  its process has ended (on this host) or the file is unreadable or gone."""
+  try:
+    with open(path) as f:
+      held = json.load(f)
+    pid, host = int(held["pid"]), str(held["host"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  if host == socket.gethostname():
+    if pid == os.getpid():
+      return None
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return None
+    except PermissionError:
+      pass   # alive, another user's
+  command = " ".join(held.get("command") or [])
+  return f"pid {pid} on host {host}" + (f": {command}" if command else "")
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
 def validate_localize_config(config) -> None:
   """localize.py: scores are averaged over the seeds, and the sweep needs a K (the first also
   marks the heatmap)."""
   require_nonempty(config, "seeds", "ks")
+  check_k_values(config.ks)
   require_positive(config, "num_steps", "intervention_chunk", "batch_size")
   if config.get("pooled_swap") and config.get("time_windows"):
     raise ValueError("config.pooled_swap with config.time_windows: the pooled CLIP vector reaches "
@@ -157,6 +215,16 @@ def validate_localize_config(config) -> None:
       warnings.warn(f"config.{key}={draws}: with {draws} random K-sets the set-level p cannot go "
                     f"below 1/{draws + 1} = {1 / (draws + 1):.3f}, so no cell can be '{flag}' at "
                     f"{verdict.ALPHA} (docs/design.md, \"Verdict\")", stacklevel=2)
+
+
+def check_k_values(ks) -> None:
+  """Each K is a block count (a whole number; 0 is the original) or a fraction of the blocks in
+  (0, 1): 1.5 would have swept K = 1 without a word."""
+  for k in ks:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not (k == int(k) or 0 < k < 1):
+      raise ValueError(f"config.ks={tuple(ks)}: K={k!r} is neither a count of blocks (a whole number "
+                       "such as 4) nor a fraction of them in (0, 1) such as 0.3; e.g. "
+                       "--config.ks=\"(2, 4)\" or --config.ks=\"(0.1, 0.3)\"")
 
 
 def validate_generate_config(config) -> None:

@@ -228,6 +228,21 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   started = time.time()
   entry.validate_localize_config(config)
   entry.make_out_dir(out)
+  if config.distributed:   # the hosts' indices are jax's, known only once they have joined
+    return localize_into(config, out, memo, started)
+  with entry.out_dir_lock(out, lock_name(config)):
+    return localize_into(config, out, memo, started)
+
+
+def lock_name(config) -> str:
+  """One run at a time per out_dir, or per share of the concepts where processes split them."""
+  if config.process_count:
+    return f".localize-{config.process_index}-of-{config.process_count}.lock"
+  return ".localize.lock"
+
+
+def localize_into(config, out: str, memo: dict | None, started: float) -> list[dict]:
+  """run() in the out_dir it holds."""
   withhold.check_operator(config.withhold)   # bad choices are named before any work
   windows = localization.time_windows(config.time_windows, config.num_steps)
   join_processes(config)                     # before any computation, as jax.distributed asks
@@ -328,8 +343,7 @@ def sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, s
   print(report.summary_table(rows))
   if windows:
     print(timing)
-  print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
-        f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
+  print(auto_k_table(auto, config.presence_target))
   page = report_html.write(out)     # after run.json has the time: the page shows it
   print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
@@ -465,7 +479,39 @@ def write_reports(rows, categories, target: float, out: str) -> dict:
   report.write_rows(rows, out)
   for category in categories:
     report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
-  report.write_summary(rows, out)
-  auto = {c: analysis.read_k(rows, c, target) for c in categories}
+  entries = report.write_summary(rows, out)
+  auto = {c: gate_on_presence(analysis.read_k(rows, c, target), *presence_floor(entries, rows, c))
+          for c in categories}
   write_json(os.path.join(out, "auto_k.json"), {"rule": analysis.AUTO_K_RULE, **auto})
   return auto
+
+
+def presence_floor(entries, rows, category: str) -> tuple[bool, str]:
+  """Was the category's concept there to remove? The verdict's presence floor where the summary
+  has one (its original above the neutral prompt and chance), else the original's mean presence
+  above the neutral prompt's. A K that "removes" a concept never drawn is no K."""
+  floors = [(e.get("tests") or {}).get("floor") for e in entries if e.get("category") == category]
+  floors = [f for f in floors if f]
+  if floors:
+    return any(f["holds"] for f in floors), "the verdict's presence floor (original above the neutral prompt and chance)"
+  mean = lambda kind: np.mean([r["presence"] for r in rows if r["category"] == category
+                               and r["kind"] == kind] or [np.nan])
+  return bool(mean("none") > mean("neutral")), "the original's presence above the neutral prompt's"
+
+
+def gate_on_presence(read: dict, present: bool, rule: str) -> dict:
+  if present:
+    return {**read, "present": True}
+  return {**read, "k": None, "k_crossing": None, "present": False,
+          "why": f"no K: the concept was never present ({rule} fails)"}
+
+
+def auto_k_table(auto: dict, target: float) -> str:
+  """Automatic K per category, as a table (swept K, crossing to 2 decimals; '-' for none)."""
+  lines = [f"automatic K (top-K presence below {target}; swept K, and where the curve crosses):",
+           f"  {'category':<12} {'K':>3} {'crossing':>8}"]
+  for category, found in auto.items():
+    crossing = "-" if found["k_crossing"] is None else f"{found['k_crossing']:.2f}"
+    note = "" if found.get("present", True) else "  never present: no K"
+    lines.append(f"  {category:<12} {'-' if found['k'] is None else found['k']:>3} {crossing:>8}{note}")
+  return "\n".join(lines)
