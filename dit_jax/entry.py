@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import socket
 import sys
 import warnings
@@ -257,6 +258,9 @@ def run_cli(main) -> None:
   from absl import app
   debug = os.environ.get("DIT_JAX_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
   sys.argv = [a for a in sys.argv if a != "--debug"]
+  if "--help" in sys.argv or "-h" in sys.argv:
+    print(config_help(sys.modules["__main__"].__doc__ or "", config_path(sys.argv)))
+    raise SystemExit(0)
   started = []
 
   def main_started(argv):
@@ -289,3 +293,59 @@ def user_message(error: BaseException, command_line: bool) -> str:
               "<file> --help")
     return f"{script}: bad command line: {text.strip()}\n{DEBUG_HINT}"
   return f"{script}: {text.strip()}\n{DEBUG_HINT}"
+
+
+# Where the shared keys are set and explained (each model or job config adds its own).
+KEY_SOURCES = ("configs/common.py", "dit_jax/jobs/defaults.py")
+KEY_COMMENT = re.compile(r"^\s*config\.(\w+)\s*=[^#\n]*(?:#\s*(.*))?$")
+
+
+def config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def config_help(doc: str, path: str | None) -> str:
+  """--help: the entry point's usage, then every key of the config (its value and the comment
+  that explains it where the config files have one), or where the keys are documented."""
+  text = doc.strip() + "\n\nFlags: --config FILE (required), --config.KEY=VALUE (any key below), --debug " \
+      "(tracebacks); absl's own flags: --helpfull.\n"
+  if not path:
+    return text + ("\nThe config keys are set and explained in configs/common.py (shared), "
+                   "dit_jax/jobs/defaults.py (training) and configs/<model or job>.py; "
+                   "`--config configs/shapes.py --help` lists a config's keys.")
+  from ml_collections import config_flags
+  config = config_flags.config_flags._LoadConfigModule("config", path).get_config()
+  comments = key_comments([path, *KEY_SOURCES])
+  lines = [f"\nconfig keys of {path}:"]
+  for key in sorted(config.keys()):
+    value = repr(config[key].to_dict() if hasattr(config[key], "to_dict") else config[key])
+    value = value if len(value) <= 40 else value[:37] + "..."
+    lines.append(f"  {key} = {value}" + (f"    # {comments[key]}" if comments.get(key) else ""))
+  return text + "\n".join(lines)
+
+
+def key_comments(paths) -> dict[str, str]:
+  """key -> the comment on the line that sets config.<key>, or the comment lines just above it;
+  the first file that explains a key wins."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  found: dict[str, str] = {}
+  for path in paths:
+    full = path if os.path.isabs(path) or os.path.exists(path) else os.path.join(root, path)
+    try:
+      with open(full) as f:
+        lines = f.read().splitlines()
+    except OSError:
+      continue
+    above: list[str] = []
+    for line in lines:
+      match = KEY_COMMENT.match(line)
+      if match and match.group(1) not in found and (match.group(2) or above):
+        found[match.group(1)] = (match.group(2) or " ".join(above)).strip()
+      stripped = line.strip()
+      above = above + [stripped.lstrip("# ")] if stripped.startswith("#") else []
+  return found

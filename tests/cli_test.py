@@ -98,3 +98,31 @@ def test_a_user_error_in_main_is_a_message_and_a_bug_keeps_its_traceback(monkeyp
     raise ZeroDivisionError("a bug")
   with pytest.raises(ZeroDivisionError):
     entry.run_cli(bug)
+
+
+# ------------------------------------------------------------------ item 9: install and help
+def repo_text(name: str) -> str:
+  with open(os.path.join(REPO, name)) as f:
+    return f.read()
+
+
+@pytest.mark.parametrize("name", ["README.md", ".ci/run"])
+def test_the_cpu_torch_index_gives_up_at_once_where_unreachable(name):
+  """Issue 38, item 9: pip retried the unreachable PyTorch index for about 95 s."""
+  text = repo_text(name).replace("\\\n", " ")
+  lines = [l for l in text.splitlines() if "download.pytorch.org/whl/cpu" in l and "pip" in l]
+  assert lines and all("--retries 0" in l and "--timeout 5" in l for l in lines), lines
+
+
+def test_the_readme_says_how_long_the_suite_takes_and_setup_names_every_family():
+  assert "about 30 minutes on 2 CPU cores" in repo_text("README.md")
+  description = next(l for l in repo_text("setup.cfg").splitlines() if l.startswith("description"))
+  assert all(name in description for name in ("PixArt", "FLUX", "SANA", "SD3"))
+
+
+def test_help_lists_the_config_keys_with_their_comments():
+  code, said = cli("localize.py", "--config", "configs/shapes.py", "--help")
+  assert code == 0, said
+  assert "random_draws = 30" in said and "reverse_draws = 0    # " in said
+  code, said = cli("localize.py", "--help")
+  assert code == 0 and "configs/common.py" in said
