@@ -30,6 +30,7 @@ def require_checkpoint(config) -> None:
   if config.dtype not in DTYPES:
     raise SystemExit(f"config.dtype={config.dtype!r}: choose one of {sorted(DTYPES)}")
   resolve_checkpoint(config)
+  require_weights(config, config.checkpoint)
 
 
 def resolve_checkpoint(config) -> None:
@@ -45,9 +46,14 @@ def resolve_checkpoint(config) -> None:
                                              config.get("revision") or None)
   except hub.HubError as error:
     raise SystemExit(f"config.checkpoint: {error}")
-  if not os.path.exists(config.checkpoint):   # neither a local path nor a Hub id
-    raise SystemExit(f"config.checkpoint={config.checkpoint!r} does not exist. "
-                     f"{where_weights_are(config)}")
+
+
+def require_weights(config, path: str | None) -> None:
+  """The weights a job reads exist: a path that is neither a local folder nor a Hub id is named
+  before any loader fails on it, with where weights are (resolve_checkpoint has resolved Hub ids;
+  a pretraining run's checkpoint is the folder it will write, so it calls this with None)."""
+  if path and not os.path.exists(path):
+    raise SystemExit(f"config.checkpoint={path!r} does not exist. {where_weights_are(config)}")
 
 
 def require_pipeline(config) -> None:
