@@ -375,9 +375,12 @@ def saved_line(config, out: str, concepts) -> str:
 
 def say_resumed(config, out: str, concepts, earlier: float) -> None:
   """A rerun says what it takes from disk (each concept's results are kept once written)."""
-  if any(on_disk(config, out, concepts)):
+  scored, swept = on_disk(config, out, concepts)
+  if scored or swept:
+    done = scored == len(concepts) and (config.score_only or swept == len(concepts))
     print(f"resuming {out}: {saved_line(config, out, concepts)} are on disk (computed in "
-          f"{earlier:.0f} s); computing the rest", flush=True)
+          f"{earlier:.0f} s, which the times reported below include); "
+          f"{'only the reports are rebuilt' if done else 'computing the rest'}", flush=True)
 
 
 def stop_on_interrupt(config, out: str, concepts, split: bool, record, seconds: float):
