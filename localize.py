@@ -3,11 +3,14 @@
     python localize.py --config configs/shapes.py                 # the shipped Shapes model, CPU
     python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512
 
-Results go to config.out_dir; a rerun resumes what is already there.
+Results go to config.out_dir; a rerun resumes what is already there (and says so). Ctrl-C keeps
+every finished concept's results and prints the command that resumes them; run.json's seconds add
+up the compute time of every run that made the results.
 """
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from dit_jax import entry
 from dit_jax.jobs import localize
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=True)
@@ -21,4 +24,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  entry.run_cli(main)

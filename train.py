@@ -12,6 +12,7 @@ a non-finite loss stops the run with a message and leaves the last good checkpoi
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dit_jax import entry
 from dit_jax.jobs import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<job>.py", lock_config=True)
@@ -35,4 +36,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  entry.run_cli(main)

@@ -79,7 +79,9 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   # generate.py
   config.prompt = ""
   config.prompts_file = ""
-  config.transformer = ""                  # optional Flax checkpoint replacing transformer/
+  # Optional weights sampled in place of the pipeline's transformer/: a fine-tuning run's export,
+  # <workdir>/transformer (a diffusers folder), or a dit_jax Flax checkpoint.
+  config.transformer = ""
   config.cache_dir = os.path.expanduser("~/.cache/dit_jax/prompts")
   config.generate_dir = f"out/generate_{model}"
   return config

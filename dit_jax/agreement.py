@@ -75,6 +75,9 @@ def matrix(table: Mapping[str, dict], names: Sequence[str], key: str = "kendall_
   return m
 
 
+PANELS_PER_ROW = 4
+
+
 def plot(table: Mapping[str, dict], names: Sequence[str], path: str) -> None:
   """agreement.png: one Kendall-tau matrix per group (every category, then all)."""
   import matplotlib
@@ -82,16 +85,21 @@ def plot(table: Mapping[str, dict], names: Sequence[str], path: str) -> None:
   import matplotlib.pyplot as plt
   groups = [g for g in table if g != ALL] + [ALL]
   size = 1.0 + 0.55 * len(names)
-  fig, axes = plt.subplots(1, len(groups), figsize=(size * len(groups), size + 0.8), squeeze=False)
-  for ax, group in zip(axes[0], groups):
+  # At most PANELS_PER_ROW matrices a row: one row of every category shrank to unreadable on the page.
+  columns = min(PANELS_PER_ROW, len(groups))
+  rows = -(-len(groups) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + 0.8) * rows), squeeze=False)
+  for ax in axes.flat[len(groups):]:
+    ax.axis("off")
+  for ax, group in zip(axes.flat, groups):
     m = matrix(table[group], names)
     image = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
     for i, j in itertools.product(range(len(names)), repeat=2):
       ax.text(j, i, "-" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center",
-              fontsize=7)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [], fontsize=7)
-    ax.set_title(group, fontsize=9)
-  fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="mean Kendall tau")
+              fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(len(names)), names if ax in axes[:, 0] else [], fontsize=9)
+    ax.set_title(group, fontsize=10)
+  fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="mean Kendall tau")
   fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)

@@ -75,8 +75,21 @@ def read_image_folder(folder: str, resolution: tuple[int, int], default_caption:
     if not caption:
       raise DataError(f"{path} has no caption: give a default prompt or a non-empty {text}")
     captions.append(caption)
-  pixels = np.stack([load_image(p, *resolution) for p in paths])
-  return ImageSet(paths, pixels, captions)
+  return ImageSet(paths, load_images(paths, resolution), captions)
+
+
+def load_images(paths: Sequence[str], resolution: tuple[int, int]) -> np.ndarray:
+  """Every image, or one DataError naming every unreadable file (not one per run)."""
+  pixels, broken = [], []
+  for path in paths:
+    try:
+      pixels.append(load_image(path, *resolution))
+    except DataError as error:
+      broken.append(str(error))
+  if broken:
+    raise DataError(f"{len(broken)} of {len(paths)} images cannot be read; fix or remove them:\n  "
+                    + "\n  ".join(broken))
+  return np.stack(pixels)
 
 
 def check_concept(captions: Sequence[str], concept: str, what: str, encoder=None) -> None:

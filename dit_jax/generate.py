@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 from tqdm import tqdm
@@ -72,6 +72,7 @@ def main(argv):
   config = _CONFIG.value
   entry.validate_generate_config(config)
   entry.require_checkpoint(config)
+  entry.require_pipeline(config)
   prompts = read_prompts(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
@@ -85,9 +86,9 @@ def main(argv):
     images = pipe([p for _, p, _ in batch], [s for _, _, s in batch], config.height, config.width)
     for (i, _, seed), image in zip(batch, images):
       Image.fromarray(image).save(os.path.join(out, image_name(i, seed)))
-  print(f"wrote {len(jobs)} images to {out}")
+  print(f"wrote {len(jobs)} image{'' if len(jobs) == 1 else 's'} to {out}")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  entry.run_cli(main)

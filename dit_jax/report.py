@@ -128,6 +128,9 @@ def heatmap(scores: dict, path: str, variant: str = "with_wo",
 
 # ------------------------------------------------------------------------------------ interventions
 
+LEGEND_FONTSIZE = 10   # points; at 7 a legend was unreadable on the page
+
+
 def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   """Presence vs K for top- (with its 95% bootstrap band over units), random- (mean and min..max
   band over draws), depth-matched random-, bottom-K and the reverse."""
@@ -170,7 +173,8 @@ def k_curve(rows: Sequence[dict], concept_or_category: str, path: str) -> None:
   ax.set_ylabel("presence (judge)")
   ax.set_ylim(-0.03, 1.03)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: curves fill the axes
+  # Outside: curves fill the axes. 10 pt: report.html shows the figure at about its own size.
+  ax.legend(fontsize=LEGEND_FONTSIZE, loc="upper left", bbox_to_anchor=(1.01, 1))
   _save_figure(fig, path)
 
 

@@ -18,6 +18,22 @@ needs_browser = pytest.mark.skipif(
     reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
 
 
+WIDTH = 1280   # a laptop screen: the page must read at this width without sideways scrolling
+# What scrolls sideways: the page, or any element shown (not inside a closed <details>) whose
+# content is wider than its box (a table in an overflow-x: auto wrapper).
+OVERFLOW = """
+const wide = [];
+const page = document.documentElement;
+if (page.scrollWidth > window.innerWidth) wide.push(`page ${page.scrollWidth} > ${window.innerWidth}`);
+for (const el of document.querySelectorAll('body *')) {
+  if (el.offsetParent === null || getComputedStyle(el).overflowX === 'visible') continue;
+  if (el.scrollWidth > el.clientWidth + 1)
+    wide.push(`${el.tagName}.${el.className} ${el.scrollWidth} > ${el.clientWidth}`);
+}
+return wide;
+"""
+
+
 def open_page(path: str, tmp_path) -> dict:
   """Load a page in headless chromium; what it rendered, fetched and logged."""
   from selenium import webdriver
@@ -28,7 +44,7 @@ def open_page(path: str, tmp_path) -> dict:
   # hosts this closed network refuses.
   for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+               f"--window-size={WIDTH},900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
     options.add_argument(flag)
   options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
   driver = webdriver.Chrome(service=Service(CHROMEDRIVER or "/usr/bin/chromedriver"), options=options)
@@ -44,6 +60,10 @@ def open_page(path: str, tmp_path) -> dict:
             "return performance.getEntriesByType('resource').map(e => e.name)"),
         "log": driver.get_log("browser"),
         "tables": driver.execute_script("return document.querySelectorAll('table').length"),
+        "width": driver.execute_script("return window.innerWidth"),
+        "overflow": driver.execute_script(OVERFLOW),
+        "answer": driver.execute_script(
+            "const a = document.querySelector('h1 + p.answer'); return a ? a.innerText : null"),
     }
   finally:
     driver.quit()
@@ -125,6 +145,68 @@ def test_a_localize_run_writes_a_report_that_renders(tmp_path):
   run_localize(tmp_path / "out", num_steps=2, categories=("shape",), random_draws=2)
   path = tmp_path / "out" / "report.html"
   page = open_page(str(path), tmp_path)
-  assert problems(page) == []
+  assert problems(page) == [] and page["overflow"] == []
   # heatmap, one K curve, one grid (at least): every picture the run drew is on the page.
   assert len(page["images"]) >= 3 and page["title"].startswith("Localization: pixart")
+
+
+def full_run(folder) -> str:
+  """A run folder as a real run writes it: every summary column with its interval, the verdict's
+  tests, agreement.json as localize.write_agreement writes it (16-digit floats), a long
+  checkpoint path, a K curve drawn by report.k_curve, and a summary whose first paragraph is the
+  answer."""
+  from tests.report_test import make_rows
+  from dit_jax import report
+  os.makedirs(folder)
+  entry = {key: 0.123456789012345 for _, key in report_html.COLUMNS}
+  entry.update({key + "_interval": [-0.0123456789, 0.4567890123] for _, key in report_html.COLUMNS
+                if "drop" in key or "minus" in key or key == "original"})   # as summarize gives
+  entry.update(category="character", k=4, units=12, removable=True, sufficient=False, localized=True,
+               tests={"floor": {"holds": True}, "specificity": {"holds": False}})
+  files.write_json(folder / "summary.json", [entry, dict(entry, k=2, localized=False)])
+  pair = {"kendall_tau": 0.4271523178807947, "concepts": 3, "top_k_overlap": 0.6666666666666666}
+  files.write_json(folder / "agreement.json", {
+      "k": 4, "localizers": ["attention", "patching"], "rule": "...",
+      "by_category": {c: {"attention vs patching": pair, "attention (without) vs patching": pair}
+                      for c in ("shape", "colour", "texture", "place", "all")}})
+  files.write_json(folder / "run.json", {"config": {"model": "pixart", "seeds": [0, 1],
+                                                    "checkpoint": "/x/" + "very_long_folder_" * 12},
+                                         "num_blocks": 12, "ks": [2, 4], "judge": {"name": "shapes"},
+                                         "seconds": 233.71234, "load_average": [1.23456, 1.0, 0.9]})
+  files.write_text(folder / "summary.txt", "texture is localized at K = 4.\n\nVerdict: ...\n")
+  report.k_curve(make_rows(), "style", str(folder / "curves" / "style.png"))
+  return report_html.write(str(folder))
+
+
+@needs_browser
+def test_the_page_reads_at_1280_px_without_sideways_scrolling(tmp_path):
+  """Issue 38, item 5: at 1400 px the verdict table scrolled sideways (floor, specific and
+  sufficient off-screen) and the agreement table ran off the page."""
+  page = open_page(full_run(tmp_path / "run"), tmp_path)
+  assert page["width"] == WIDTH and problems(page) == []
+  assert page["overflow"] == []
+
+
+def test_every_number_on_the_page_is_rounded_and_no_raw_dict_is_printed(tmp_path):
+  import re
+  text = re.sub(r'src="data:[^"]*"', "", open(full_run(tmp_path / "run")).read())
+  text = text.split("<body>")[1]
+  assert not re.findall(r"\d\.\d{4,}", text) and "{&#x27;" not in text and "{'" not in text
+  assert "+0.43" in text and "67%" in text and 'title="floor"' in text and 'title="specificity"' in text
+
+
+@needs_browser
+def test_the_answer_heads_the_page(tmp_path):
+  page = open_page(full_run(tmp_path / "run"), tmp_path)
+  assert page["answer"] == "texture is localized at K = 4."
+  assert report_html.answer(str(tmp_path / "run")) == "texture is localized at K = 4."
+
+
+def test_k_curve_legends_are_legible(tmp_path, monkeypatch):
+  from tests.report_test import make_rows
+  from dit_jax import report
+  drawn = []
+  monkeypatch.setattr(report, "_save_figure", lambda fig, path: drawn.append(fig))
+  report.k_curve(make_rows(), "style", str(tmp_path / "curve.png"))
+  legend = drawn[0].axes[0].get_legend()
+  assert min(t.get_fontsize() for t in legend.get_texts()) >= 10

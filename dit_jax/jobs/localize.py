@@ -32,6 +32,8 @@ import functools
 import json
 import os
 import re
+import shlex
+import sys
 import time
 
 import jax
@@ -99,6 +101,13 @@ def make_judge(config, full: knowledge.KnowledgeSet) -> judges.Judge:
   """The config's judge, built on the whole knowledge set: CLIP compares a concept with every
   concept of its category (and the neutral phrase), not only with those this run localizes."""
   return judges.make_judge(config.judge, full, **config.judge_args)
+
+
+def needs_judge(config) -> bool:
+  """A judge is built only where one is used: the sweep judges every image, and a localizer with
+  needs_judge judges images to score; a scoring-only run of the others needs none (so no CLIP
+  weights either)."""
+  return not config.score_only or any(localizers.get(n).needs_judge for n in config.localizers)
 
 
 def other_categories(judge, images, pairs) -> dict[str, float]:
@@ -298,7 +307,8 @@ def check_inputs(config, workdir: str, judge) -> None:
     stages[score_stage(name)] = provenance.stage_inputs(config, score_keys, weights=weights,
                                                         localizer=name, **judged)
     outputs.setdefault(score_stage(name), (os.path.relpath(score_dir(workdir, name), workdir),))
-  stages["interventions"] = intervention_inputs(config, judge, weights)
+  if judge is not None:   # a scoring-only run without a judge leaves the sweep's record as it is
+    stages["interventions"] = intervention_inputs(config, judge, weights)
   try:
     provenance.resume(workdir, stages, outputs, config.fresh)
   except provenance.StaleResults as error:
@@ -322,6 +332,21 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   started = time.time()
   entry.validate_localize_config(config)
   entry.make_out_dir(out)
+  if config.distributed:   # the hosts' indices are jax's, known only once they have joined
+    return localize_into(config, out, memo, started)
+  with entry.out_dir_lock(out, lock_name(config)):
+    return localize_into(config, out, memo, started)
+
+
+def lock_name(config) -> str:
+  """One run at a time per out_dir, or per share of the concepts where processes split them."""
+  if config.process_count:
+    return f".localize-{config.process_index}-of-{config.process_count}.lock"
+  return ".localize.lock"
+
+
+def localize_into(config, out: str, memo: dict | None, started: float) -> list[dict]:
+  """run() in the out_dir it holds."""
   withhold.check_operator(config.withhold)   # bad choices are named before any work
   windows = localization.time_windows(config.time_windows, config.num_steps)
   join_processes(config)                     # before any computation, as jax.distributed asks
@@ -340,6 +365,7 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   if config.merge_only:   # it computes nothing: every concept's files must be there, named first
     require_results(config, out, list(load_knowledge(config).all_concepts))
   entry.require_checkpoint(config)
+  entry.require_pipeline(config)
   pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
                     guidance_scale=config.guidance_scale, dtype=entry.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),
@@ -348,19 +374,33 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
   entry.validate_ks(config.ks, pipe.module.config.num_blocks)
   full = full_knowledge(config)
   knowledge_set = load_knowledge(config, full)
-  judge = make_judge(config, full)
   check_localizers(config)
+  judge = make_judge(config, full) if needs_judge(config) else None
   check_inputs(config, out, judge)
   num_blocks = pipe.module.config.num_blocks
   record = lambda **extra: write_json(os.path.join(out, "run.json"), {
-      "config": config.to_dict(), "judge": judge.describe(), "num_blocks": num_blocks,
+      "config": config.to_dict(), "judge": judge and judge.describe(), "num_blocks": num_blocks,
       "ks": grid(config, num_blocks), **extra})
   concepts = list(knowledge_set.all_concepts)
   # One of several processes writes only its concepts' files (nothing every process would write).
   share = concepts[index::count] if split else concepts
+  earlier = earlier_seconds(out, config)   # read before record() starts this run's run.json
   if not split:
     record()
+  say_resumed(config, out, share, earlier)
+  try:
+    return sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, split, windows,
+                            memo, record, lambda: earlier + time.time() - started)
+  except KeyboardInterrupt:
+    stop_on_interrupt(config, out, share, split, record, earlier + time.time() - started)
 
+
+def sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, split, windows,
+                     memo, record, elapsed) -> list[dict]:
+  """Score, sweep and report: the part of run() a Ctrl-C may interrupt (stop_on_interrupt);
+  elapsed() is the compute time of this out_dir's results, over every run that made them."""
+  index, count = process_share(config)
+  num_blocks = pipe.module.config.num_blocks
   every = {name: score_concepts(pipe, config, knowledge_set, share, out, name, judge)
            for name in config.localizers}
   scores = every[config.localizer]
@@ -374,7 +414,7 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
 
   if config.score_only:     # a ranking is all that is asked for (e.g. train.py's --config.blocks)
     if not split:
-      record(seconds=round(time.time() - started, 1), score_only=True)
+      record(seconds=round(elapsed(), 1), score_only=True)
     print(f"scores of {len(share)} concepts in {out}/scores.json (score_only: no interventions)")
     return []
   rows = []
@@ -403,13 +443,12 @@ def run(config, workdir: str, memo: dict | None = None) -> list[dict]:
     summary = os.path.join(out, "summary.txt")
     with open(summary) as f:
       files.write_text(summary, f.read() + "\n" + timing + "\n")
-  seconds = time.time() - started
+  seconds = elapsed()
   record(seconds=round(seconds, 1), load_average=[round(x, 2) for x in os.getloadavg()])
   print(report.summary_table(rows))
   if windows:
     print(timing)
-  print(f"automatic K (presence below {config.presence_target}; swept K, and where the curve "
-        f"crosses): { {c: (a['k'], a['k_crossing']) for c, a in auto.items()} }")
+  print(auto_k_table(auto, config.presence_target))
   page = report_html.write(out)     # after run.json has the time: the page shows it
   answer = read_answer(out)
   if answer:
@@ -423,6 +462,52 @@ def read_answer(out: str) -> list[str]:
   with open(os.path.join(out, "summary.txt")) as f:
     text = f.read()
   return text.split("\n\n", 1)[0].splitlines() if text.startswith("Answer") else []
+
+
+def earlier_seconds(out: str, config) -> float:
+  """The compute time recorded in run.json by the runs whose results this one resumes (0 for a
+  fresh start): run.json's seconds stay the time the results took, not the last rerun's."""
+  path = os.path.join(out, "run.json")
+  if config.fresh or not os.path.exists(path):
+    return 0.0
+  try:
+    return float(read_json(path).get("seconds") or 0.0)
+  except (ValueError, AttributeError, TypeError):
+    return 0.0
+
+
+def on_disk(config, out: str, concepts) -> tuple[int, int]:
+  """How many of `concepts` have the ranking localizer's scores, and interventions, on disk."""
+  have = lambda folder: sum(os.path.exists(os.path.join(folder, f"{slug(c)}.json")) for c in concepts)
+  return have(score_dir(out, config.localizer)), have(os.path.join(out, "interventions"))
+
+
+def saved_line(config, out: str, concepts) -> str:
+  scored, swept = on_disk(config, out, concepts)
+  line = f"scores of {scored} of {len(concepts)} concepts"
+  return line if config.score_only else line + f", interventions of {swept} of {len(concepts)}"
+
+
+def say_resumed(config, out: str, concepts, earlier: float) -> None:
+  """A rerun says what it takes from disk (each concept's results are kept once written)."""
+  scored, swept = on_disk(config, out, concepts)
+  if scored or swept:
+    done = scored == len(concepts) and (config.score_only or swept == len(concepts))
+    print(f"resuming {out}: {saved_line(config, out, concepts)} are on disk (computed in "
+          f"{earlier:.0f} s, which the times reported below include); "
+          f"{'only the reports are rebuilt' if done else 'computing the rest'}", flush=True)
+
+
+def stop_on_interrupt(config, out: str, concepts, split: bool, record, seconds: float):
+  """Ctrl-C: say what is saved and the command that resumes it; run.json keeps the compute time
+  so far, which the rerun adds to. Exits 130, as a shell does on SIGINT."""
+  if not split:
+    record(seconds=round(seconds, 1), interrupted=True)
+  command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+  print(f"\ninterrupted after {seconds:.0f} s; saved in {out}: {saved_line(config, out, concepts)} "
+        "(each concept's results are written as soon as they exist; the one under way is lost).\n"
+        f"To resume, rerun the same command with the same out_dir:\n  {command}", flush=True)
+  raise SystemExit(130)
 
 
 def join_processes(config) -> None:
@@ -514,7 +599,39 @@ def write_reports(rows, categories, target: float, out: str, power_effect: float
   for category in categories:
     report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
   answer = exact_answer(rows, out, power_effect)
-  report.write_summary(rows, out, answer)
-  auto = {c: analysis.read_k(rows, c, target) for c in categories}
+  entries = report.write_summary(rows, out, answer)
+  auto = {c: gate_on_presence(analysis.read_k(rows, c, target), *presence_floor(entries, rows, c))
+          for c in categories}
   write_json(os.path.join(out, "auto_k.json"), {"rule": analysis.AUTO_K_RULE, **auto})
   return auto
+
+
+def presence_floor(entries, rows, category: str) -> tuple[bool, str]:
+  """Was the category's concept there to remove? The verdict's presence floor where the summary
+  has one (its original above the neutral prompt and chance), else the original's mean presence
+  above the neutral prompt's. A K that "removes" a concept never drawn is no K."""
+  floors = [(e.get("tests") or {}).get("floor") for e in entries if e.get("category") == category]
+  floors = [f for f in floors if f]
+  if floors:
+    return any(f["holds"] for f in floors), "the verdict's presence floor (original above the neutral prompt and chance)"
+  mean = lambda kind: np.mean([r["presence"] for r in rows if r["category"] == category
+                               and r["kind"] == kind] or [np.nan])
+  return bool(mean("none") > mean("neutral")), "the original's presence above the neutral prompt's"
+
+
+def gate_on_presence(read: dict, present: bool, rule: str) -> dict:
+  if present:
+    return {**read, "present": True}
+  return {**read, "k": None, "k_crossing": None, "present": False,
+          "why": f"no K: the concept was never present ({rule} fails)"}
+
+
+def auto_k_table(auto: dict, target: float) -> str:
+  """Automatic K per category, as a table (swept K, crossing to 2 decimals; '-' for none)."""
+  lines = [f"automatic K (top-K presence below {target}; swept K, and where the curve crosses):",
+           f"  {'category':<12} {'K':>3} {'crossing':>8}"]
+  for category, found in auto.items():
+    crossing = "-" if found["k_crossing"] is None else f"{found['k_crossing']:.2f}"
+    note = "" if found.get("present", True) else "  never present: no K"
+    lines.append(f"  {category:<12} {'-' if found['k'] is None else found['k']:>3} {crossing:>8}{note}")
+  return "\n".join(lines)

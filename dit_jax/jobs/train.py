@@ -48,11 +48,16 @@ def run_inputs(config) -> dict:
   """What makes a run this run (objective, blocks, LoRA rank, base weights, data, ...)."""
   keys = [k for k in config.keys() if k not in RESUMABLE]
   extra = {}
-  weights = WEIGHTS.get(config.task)
-  path = weights(config) if callable(weights) else config[weights] if weights else None
+  path = base_weights(config)
   if path:
     extra["weights"] = provenance.weights_fingerprint(path)
   return provenance.stage_inputs(config, keys, **extra)
+
+
+def base_weights(config) -> str | None:
+  """The weights config.task starts from (None: it trains from scratch)."""
+  weights = WEIGHTS.get(config.task)
+  return weights(config) if callable(weights) else config[weights] if weights else None
 
 
 def check_inputs(config, workdir: str) -> None:
@@ -94,6 +99,7 @@ def run(config, workdir: str) -> None:
   # Counts that a typo makes negative would train nothing and export the input as if trained.
   entry.require_positive(config, *[k for k in ("steps", "batch_size") if k in config])
   entry.resolve_checkpoint(config)   # a Hub id: the weights fingerprint reads its local folder
+  entry.require_weights(config, base_weights(config))
   workdir = entry.make_out_dir(os.fspath(workdir))
   record = os.path.join(workdir, provenance.RECORD)
   recorded = os.path.exists(record)
