@@ -35,7 +35,4 @@ def get_config():
   config.judge = "shapes"
   config.judge_args = {}
   config.out_dir = "runs/localize_shapes"
-  # Judged sets, shared by every Shapes run (dit_jax/setcache.py): keyed by model, judge, prompts,
-  # seeds and withhold operator, so a rerun, another K or configs/shapes_full.py reuses them.
-  config.set_cache = "runs/shapes_set_cache"
   return config

@@ -8,8 +8,8 @@ dit_jax/exact.py), but two concepts per category (12 concepts; a category's two 
 so one-block sets can decide per category: p down to 1/144) and K = 1, 2 and 4 (12 + 66 + 495
 sets per concept). Replicate 2 draws another noise seed and other prompts (prompt_seed 2: train
 prompts from seed 2, eval prompts from seed 3; replicate 1 uses 0 and 1). No random sets in
-reverse ("sufficient" untested; top-K's reverse is reported). Both share the Shapes set cache,
-so a stopped run resumes set by set, and the default run's sets are reused.
+reverse ("sufficient" untested; top-K's reverse is reported). Each judged set is cached as soon
+as it is judged (<out_dir>/set_cache, dit_jax/setcache.py): a stopped run resumes set by set.
 """
 from configs import shapes
 

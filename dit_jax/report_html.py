@@ -68,7 +68,7 @@ TABLES = (
 )
 TESTS = ("floor", "specificity")   # read from entry["tests"][key]["holds"]
 COLUMNS = tuple(column for _, columns in TABLES for column in columns)
-ANSWER_LINES = 3   # at most this many lines of summary.txt's first paragraph head the page
+ANSWER_LINES = 40  # at most this many lines of summary.txt's first paragraph (the answer) head the page
 
 
 def data_uri(path: str) -> str:
@@ -218,7 +218,8 @@ def build(out_dir: str) -> str:
     meta.append(f"{run['seconds']:.0f} s" + (f" (load {load[0]:.1f})" if load else ""))
   said = answer(out_dir)
   parts = [f"<h1>{html.escape(title)}</h1>",
-           *([f"<p class='answer'>{html.escape(said)}</p>"] if said else []),
+           *([f"<p class='answer'>{'<br>'.join(map(html.escape, said.splitlines()))}</p>"]
+             if said else []),
            f"<p class='meta'>{' &middot; '.join(meta)}<br>page written "
            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
            *(["<p class='verdict no'><b>Placebo run</b> (config.placebo): every top-K is a random "

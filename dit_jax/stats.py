@@ -87,7 +87,7 @@ def paired_permutation_p(differences: Sequence[float]) -> float | None:
   control on the same units): scipy's permutation_test with permutation_type='samples', which for
   one sample flips the sign of each unit's difference (exact when 2^n <= RESAMPLES)."""
   d = np.asarray(differences, float)
-  if d.size == 0:
+  if d.size < 2:   # one unit has no sign to flip against another: no test (scipy refuses it)
     return None
   result = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="greater",
                                   n_resamples=RESAMPLES, vectorized=True, rng=_rng())

@@ -123,6 +123,6 @@ def test_the_readme_says_how_long_the_suite_takes_and_setup_names_every_family()
 def test_help_lists_the_config_keys_with_their_comments():
   code, said = cli("localize.py", "--config", "configs/shapes.py", "--help")
   assert code == 0, said
-  assert "random_draws = 30" in said and "reverse_draws = 0    # " in said
+  assert "exact_limit = 500" in said and "reverse_draws = 0    # " in said
   code, said = cli("localize.py", "--help")
   assert code == 0 and "configs/common.py" in said

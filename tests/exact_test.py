@@ -152,3 +152,14 @@ def test_a_run_without_a_null_key_is_left_to_the_sampled_verdict():
     r.pop("null", None)
   assert exact.decide(rows) is None
   assert verdict.ALPHA == exact.ALPHA
+
+
+def test_a_run_of_one_image_per_concept_is_summarized():
+  """prompts_per_concept=1 and one seed: no unit-level test has two units to compare, so those are
+  left out (they crashed the summary after the whole sweep had run) and the exact ranks remain."""
+  from dit_jax import analysis
+  rows = run_rows({"a": ("shape", (3,))}, ks=(1,), units=1)
+  for r in rows:
+    r.update(presence=float(np.mean(r["scores"])), other={})
+  (entry,) = analysis.summarize(rows)
+  assert entry["p_random"] is None and entry["p_set"] == pytest.approx(1 / 12)

@@ -34,6 +34,7 @@ import os
 import re
 import shlex
 import sys
+import textwrap
 import time
 
 import jax
@@ -74,7 +75,18 @@ def exact_answer(rows, out: str, power_effect: float) -> list[str]:
                  f"every present concept: {runs:.2f} of runs find one, {cells:.2f} of cells are found.")
     found["power"] = {k: v for k, v in planted.items() if k != "p_values"}
   write_json(os.path.join(out, "verdict.json"), found)
-  return lines
+  return fixed_width(lines)
+
+
+def fixed_width(lines: list[str], width: int = 100) -> list[str]:
+  """The answer as wide as the tables under it (summary.txt, the console): each K of a concept
+  on lines of its own."""
+  out = []
+  for line in lines:
+    first, *rest = line.split("; K=")
+    for part in [first] + ["  K=" + r for r in rest]:
+      out += textwrap.wrap(part, width, subsequent_indent="    ")
+  return out
 
 
 def slug(text: str) -> str:
@@ -505,7 +517,8 @@ def stop_on_interrupt(config, out: str, concepts, split: bool, record, seconds: 
     record(seconds=round(seconds, 1), interrupted=True)
   command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
   print(f"\ninterrupted after {seconds:.0f} s; saved in {out}: {saved_line(config, out, concepts)} "
-        "(each concept's results are written as soon as they exist; the one under way is lost).\n"
+        f"(each concept's results are written as soon as they exist; of the one under way, every "
+        f"judged set is kept in {set_cache_folder(config, out)}).\n"
         f"To resume, rerun the same command with the same out_dir:\n  {command}", flush=True)
   raise SystemExit(130)
 
