@@ -28,7 +28,19 @@ def run_localize(out_dir, **overrides):
 @pytest.mark.slow
 def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   run_localize(tmp_path)
-  assert "top/random" in capsys.readouterr().out   # the summary table is printed
+  printed = capsys.readouterr().out
+  assert "top/random" in printed   # the summary table is printed
+  # The answer in words (issue 38, item 2): the console's last lines and the top of summary.txt
+  # name each concept's top-K blocks at each K and what the verdict says about them.
+  summary = (tmp_path / "summary.txt").read_text()
+  answer = summary.split("\n\n")[0]
+  assert answer.startswith("Answer") and answer in printed.replace("\r", "")
+  top = {(r["concept"], r["k"]): r["blocks"] for r in
+         map(json.loads, (tmp_path / "interventions.jsonl").read_text().splitlines()) if r["kind"] == "top"}
+  for (concept, k), blocks in top.items():
+    named = f"K={k} top {{{', '.join(map(str, blocks))}}}"
+    assert named in answer or f"{concept}: not present" in answer, named
+  assert (tmp_path / "verdict.json").exists()
   for name in ("scores.json", "scores.csv", "heatmap.png", "interventions.csv", "summary.json",
                "auto_k.json", "run.json", "grids/circle.png", "curves/place.png"):
     assert (tmp_path / name).exists(), name
