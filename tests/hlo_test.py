@@ -1,5 +1,6 @@
 """What XLA gets in bfloat16 mode, read off the lowered StableHLO (issue 27): no float32 matmul
-where diffusers computes in bf16, no host round-trip in the denoising loop, and the loop one scan.
+where diffusers computes in bf16, no host round-trip in the denoising loop (no host callback, no
+conditional: issue 42), and the loop one scan.
 
 Tiny models of every family (config.dtype "bfloat16": bf16 weights and compute, float32 inputs as
 the pipeline feeds them) are lowered for "cuda" (cuDNN attention) and "tpu" (XLA attention) from
@@ -64,6 +65,9 @@ F32_AS_IN_DIFFUSERS = {
 MATMULS = re.compile(r"stablehlo\.(dot_general|convolution)|custom_call @__cudnn\$fmha")
 # Ops that leave the device: host callbacks are custom calls, infeed/outfeed/send/recv their own ops.
 HOST = re.compile(r"custom_call @\S*callback|stablehlo\.(infeed|outfeed|send|recv)\b")
+# Conditionals: XLA's GPU runtime copies a conditional's branch index to the host to pick the
+# branch, at every step of the loop it sits in.
+CONDITIONAL = re.compile(r"stablehlo\.(case|if)\b")
 
 
 def abstract(tree, dtype=jnp.float32):
@@ -212,6 +216,8 @@ def test_the_denoising_loop_never_leaves_the_device(name, program):
   assert not HOST.search(text), HOST.search(text).group(0)
   assert "has_side_effect = true" not in text     # no custom call the compiler must keep in order
   assert text.count("stablehlo.while") == 1       # the scan over the steps, nothing unrolled
+  # No conditional (e.g. the solver order of a step): each step the same ops.
+  assert [line.strip()[:120] for line in text.splitlines() if CONDITIONAL.search(line)] == []
 
 
 def primitives(jaxpr) -> list[str]:
