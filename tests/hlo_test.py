@@ -220,6 +220,48 @@ def test_the_denoising_loop_never_leaves_the_device(name, program):
   assert [line.strip()[:120] for line in text.splitlines() if CONDITIONAL.search(line)] == []
 
 
+def in_loop(text: str) -> set[int]:
+  """Numbers of the lines a while loop runs at every iteration: its regions (the lines nested
+  below the while op), and the functions called from them, transitively."""
+  lines = text.splitlines()
+  functions, owner = {}, None
+  for n, line in enumerate(lines):
+    found = re.match(r"\s*func\.func (?:public |private )?@([^(\s]+)\(", line)
+    owner = found.group(1) if found else owner
+    functions.setdefault(owner, []).append(n)
+  inside, depth = set(), None
+  for n, line in enumerate(lines):
+    indent = len(line) - len(line.lstrip())
+    if depth is None:
+      depth = indent if "stablehlo.while" in line else None
+    elif indent == depth and line.lstrip().startswith("}") and not line.lstrip().startswith("} do"):
+      depth = None      # the while op's closing brace
+    else:
+      inside.add(n)
+  todo = list(inside)
+  while todo:
+    for callee in re.findall(r"call @([^(\s]+)\(", lines[todo.pop()]):
+      new = set(functions.get(callee, [])) - inside
+      inside |= new
+      todo += new
+  return inside
+
+
+CAPTION_PATH = ("pixart", "sana")   # families whose captions go through layers of their own
+
+
+@pytest.mark.parametrize("name", CAPTION_PATH)
+def test_the_caption_path_runs_once_before_the_loop(name):
+  """The caption projection depends on the prompt alone: computed before the loop, not at every
+  step (issue 42). Its first matmul is the one that reads text-encoder states."""
+  text = stablehlo(*loop_program(name), "cpu")
+  width = TINY[name]["caption_channels"]
+  projections = [n for n, line in enumerate(text.splitlines()) if "stablehlo.dot_general" in line
+                 and f"x{TEXT_LEN}x{width}x" in line.rsplit(" : (", 1)[1]]
+  assert projections and in_loop(text)
+  assert [text.splitlines()[n].strip()[:160] for n in projections if n in in_loop(text)] == []
+
+
 def primitives(jaxpr) -> list[str]:
   """Every primitive of a jaxpr, inner jaxprs (scan bodies, custom rules, pjit) included."""
   names = []
@@ -239,9 +281,11 @@ def test_the_denoising_loop_is_one_scan(name):
   jaxpr = jax.make_jaxpr(fn)(*inputs).jaxpr
   loops = [e for e in jaxpr.eqns if e.primitive.name in ("scan", "while")]
   assert len(loops) == 1 and loops[0].params["length"] == STEPS, [e.primitive.name for e in jaxpr.eqns]
-  # Outside the scan only setup (the initial noise scale): every model evaluation is inside.
+  # Outside the scan only setup (the initial noise scale; PixArt's and SANA's caption path, two
+  # matmuls for each of the prompt's and the negative prompt's captions): every model evaluation
+  # is inside.
   outside = [e.primitive.name for e in jaxpr.eqns if e is not loops[0]]
-  assert "dot_general" not in outside and "scan" not in outside, outside
+  assert outside.count("dot_general") == (4 if name in CAPTION_PATH else 0) and "scan" not in outside, outside
   # The program does not grow with the step count: the steps are iterations, not copies.
   more, _ = loop_program(name, steps=2 * STEPS)
   assert (len(primitives(jax.make_jaxpr(more)(*inputs).jaxpr))
