@@ -104,8 +104,10 @@ def make_sampling(model: str, preset: str, batch: int, steps: int, guidance: flo
   if getattr(module.config, "additional_conditions", False):
     cond.update(resolution=np.full((batch, 2), size * downsample * 1.0, np.float32),
                 aspect_ratio=np.ones((batch, 1), np.float32))
+  # On the device once: host weights would be copied to it at every timed call.
   return Sampling(run_diffusers, (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out),
-                  module, lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c), params,
+                  module, lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c),
+                  jax.device_put(params),
                   jnp.asarray(np.transpose(noise, (0, 2, 3, 1))),
                   jax.tree_util.tree_map(jnp.asarray, cond))
 

@@ -187,14 +187,16 @@ def edit_block(edit: BlockEdit | None, i: int, before: jax.Array, after: jax.Arr
   """Block i's (B, N, D) image-token output under `edit`, given its input `before` and its own
   output `after`.
 
-  Fusion boundaries around the edit, with or without one, so that an edit that selects nothing
-  keeps the plain forward's arithmetic where the compiler honours them. XLA's CPU backend drops
-  them before fusing: there it may fuse the selects with the residual update and round it
-  differently (measured: bit for bit on PixArt, within 1e-6 on FLUX; tests/localizers_test.py).
+  Fusion boundaries around the edit, so that an edit that selects nothing keeps the arithmetic of
+  the block's own output where the compiler honours them. Without an edit none: a barrier at every
+  block keeps XLA from fusing across blocks in plain sampling too (issue 42), so an empty edit and
+  no edit may round differently on a GPU. XLA's CPU backend drops barriers before fusing anyway:
+  there it may fuse the selects with the residual update and round it differently (measured: bit
+  for bit on PixArt, within 1e-6 on FLUX; tests/localizers_test.py).
   """
-  after = jax.lax.optimization_barrier(after)
   if edit is None:
     return after
+  after = jax.lax.optimization_barrier(after)
   edited = jnp.where(edit.bypass[i], before, after)
   edited = jnp.where(edit.patch[i], jnp.take(edited, edit.source, axis=0), edited)
   if edit.rows is not None:

@@ -355,7 +355,7 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
 
   masks = block_mask(plan, pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
-  call = lambda index: sweep(pipe.params, noise, concept, neutral, *pipe.split_rows(
+  call = lambda index: sweep(pipe.weights(), noise, concept, neutral, *pipe.split_rows(
       (masks[index], reverse[index], None if windows is None else windows[index])))
   return np.stack([pipe.decode(lat) for lat in in_chunks(call, len(plan), chunk, pipe.device_count)])
 

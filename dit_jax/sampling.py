@@ -36,6 +36,8 @@ def denoise(predict: Predict, scheduler, params, noise: jax.Array, cond: dict):
   """
   timesteps = jnp.asarray(scheduler.timesteps)
   x = (noise * scheduler.init_noise_sigma).astype(noise.dtype)
+  if hasattr(predict, "hoist"):   # what every step would compute alike, computed once here
+    predict, cond = predict.hoist(params, cond)
   window = cond.get("step_window")
   cond = {k: v for k, v in cond.items() if k != "step_window"}
 
@@ -85,11 +87,14 @@ def classifier_free_guidance(model_call: Callable, guidance_scale: float):
   return predict
 
 
-def cross_attention_predict(module, guidance_scale: float) -> Predict:
+def cross_attention_predict(module, guidance_scale: float, caption_embedded: bool = False) -> Predict:
   """PixArt and SANA: CFG over a cross-attention DiT; learned-sigma channels dropped after guidance.
 
   The model gets the timestep times the config's timestep_scale (SANA) and, for PixArt models that
-  use them, the resolution and aspect-ratio micro-conditions.
+  use them, the resolution and aspect-ratio micro-conditions. predict.hoist(params, cond) gives the
+  predictor of captions already embedded (caption_embedded) and cond with its captions (the
+  prompt's, the negative prompt's, a TextSwap's) embedded: denoise embeds them once, before the
+  loop, instead of at every step.
   """
   cfg = module.config
   if getattr(cfg, "guidance_embeds", False):
@@ -103,8 +108,23 @@ def cross_attention_predict(module, guidance_scale: float) -> Predict:
     timestep = jnp.full((b,), t, jnp.float32) * getattr(cfg, "timestep_scale", 1.0)
     out = module.apply({"params": params}, x, timestep, text["caption"], text.get("caption_mask"),
                        text_swap=text.get("text_swap"), concept=text.get("concept"),
-                       block_edit=text.get("block_edit"), **extra)
+                       block_edit=text.get("block_edit"), caption_embedded=caption_embedded, **extra)
     drop_sigma = lambda o: o[..., :cfg.in_channels] if cfg.output_channels == 2 * cfg.in_channels else o
     return (drop_sigma(out[0]), out[1]) if isinstance(out, tuple) else drop_sigma(out)
 
-  return classifier_free_guidance(model_call, guidance_scale)
+  predict = classifier_free_guidance(model_call, guidance_scale)
+  if not caption_embedded and getattr(module, "embeds_captions", False):
+    predict.hoist = lambda params, cond: (cross_attention_predict(module, guidance_scale, True),
+                                          embed_captions(module, params, cond))
+  return predict
+
+
+def embed_captions(module, params, cond: dict) -> dict:
+  """cond with every caption in it (the prompt's, the negative prompt's, a TextSwap's) through the
+  model's caption path (module.embed_caption)."""
+  embed = lambda c: module.embed_caption(params, c)
+  cond = {k: embed(v) if k in ("caption", "uncond_caption") else v for k, v in cond.items()}
+  swap = cond.get("text_swap")
+  if isinstance(swap, TextSwap):
+    cond["text_swap"] = swap._replace(caption=embed(swap.caption))
+  return cond

@@ -28,7 +28,6 @@ Where we differ from diffusers, on purpose:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -139,7 +138,10 @@ def training_alphas_cumprod(config: dict) -> np.ndarray:
 
 class MultistepState(NamedTuple):
   data_predictions: jax.Array  # (solver_order, *sample.shape) float32, the newest last
-  num_predictions: jax.Array   # int32: how many of them are real (diffusers' lower_order_nums)
+
+
+# Columns of DPMSolverMultistep.coefficients, one row per step (see solver_coefficients).
+_COEFFICIENTS = ("sample", "newest", "d1_0", "d1_1", "first", "third", "r_ratio", "r_sum")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -148,7 +150,11 @@ class DPMSolverMultistep(Scheduler):
 
   Per noise level k (num_steps + 1 of them, the last one the end of sampling) the tables hold
   diffusers' float32 alpha_t, sigma_t and lambda = log(alpha_t / sigma_t). Step i goes from level i
-  to level i + 1 with the order min(max_order[i], predictions so far + 1).
+  to level i + 1 with the order min(max_order[i], i + 1): the history holds the i predictions of
+  the steps before (diffusers' lower_order_nums), so the order is a function of i alone. Each
+  step's coefficients are one row of a NumPy table built here: every step is the same arithmetic,
+  with no conditional in the loop (on a GPU, XLA runs a conditional by copying its branch index to
+  the host at every step).
   """
   sigmas: np.ndarray     # (num_steps + 1,) float32, diffusers' scheduler.sigmas
   alpha_t: np.ndarray
@@ -158,19 +164,25 @@ class DPMSolverMultistep(Scheduler):
   solver_order: int
   solver_type: str       # "midpoint" or "heun" (order 2 only)
   prediction_type: str
+  # (num_steps, len(_COEFFICIENTS)) float32, from the tables above (dataclasses.replace rebuilds it).
+  coefficients: np.ndarray = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    object.__setattr__(self, "coefficients", solver_coefficients(
+        self.lambdas, self.alpha_t, self.sigma_t, self.orders, self.solver_type))
+
+  @property
+  def orders(self) -> np.ndarray:
+    """(num_steps,) the order of each step: at most i + 1, as step i has i predictions before it."""
+    return np.minimum(self.max_order, np.arange(1, len(self.max_order) + 1)).astype(np.int32)
 
   def init_state(self, sample):
-    shape = (self.solver_order, *sample.shape)
-    return MultistepState(jnp.zeros(shape, jnp.float32), jnp.zeros((), jnp.int32))
+    return MultistepState(jnp.zeros((self.solver_order, *sample.shape), jnp.float32))
 
   def _update(self, state, i, model_output, sample):
     newest = self._data_prediction(i, model_output, sample)
     history = jnp.concatenate([state.data_predictions[1:], newest[None]])
-    order = jnp.minimum(jnp.asarray(self.max_order)[i], state.num_predictions + 1)
-    updates = [functools.partial(self._solver_update, k) for k in range(1, self.solver_order + 1)]
-    prev_sample = jax.lax.switch(order - 1, updates, i, history, sample)
-    count = jnp.minimum(state.num_predictions + 1, self.solver_order)
-    return prev_sample, MultistepState(history, count)
+    return self._solver_update(_table(self.coefficients)[i], history, sample), MultistepState(history)
 
   def _data_prediction(self, i, model_output, sample):
     """x0 from the model output at level i (diffusers' convert_model_output)."""
@@ -183,28 +195,52 @@ class DPMSolverMultistep(Scheduler):
       return sample - sigma * model_output
     return model_output  # "sample"
 
-  def _solver_update(self, order: int, i, history, sample):
-    """Level i -> i + 1 with the last `order` data predictions; diffusers' expressions and order of
-    operations, so float32 rounds alike."""
-    lam, alpha, sigma = _table(self.lambdas), _table(self.alpha_t), _table(self.sigma_t)
-    h = lam[i + 1] - lam[i]
-    alpha_next = alpha[i + 1]
-    exp_minus_1 = jnp.exp(-h) - 1.0  # not expm1: diffusers rounds it this way
-    x = (sigma[i + 1] / sigma[i]) * sample - (alpha_next * exp_minus_1) * history[-1]
-    if order == 1:  # DDIM-like; at a final sigma of 0 (h = inf) this is exactly x0
+  def _solver_update(self, c, history, sample):
+    """Level i -> i + 1 with the step's coefficients `c`: diffusers' expressions and order of
+    operations at every order, so float32 rounds alike. A lower-order step has zeros where the
+    higher orders' terms are, which add exactly nothing (the history is finite)."""
+    x = c[0] * sample - c[1] * history[-1]
+    if self.solver_order == 1:
       return x
+    d1_0 = c[2] * (history[-1] - history[-2])
+    if self.solver_order == 2:
+      return x + c[4] * d1_0
+    diff = d1_0 - c[3] * (history[-2] - history[-3])
+    return x + c[4] * (d1_0 + c[6] * diff) - c[5] * (c[7] * diff)
+
+
+def solver_coefficients(lambdas, alpha_t, sigma_t, orders, solver_type: str) -> np.ndarray:
+  """Per step i, in float32 as diffusers rounds them (multistep_dpm_solver_{first,second,third}_
+  order_update), the factors of prev = sample_c * sample - newest_c * D0 + first * d1 - third * d2
+  with d1_0 = d1_0_c * (D0 - D1), d1_1 = d1_1_c * (D1 - D2), diff = d1_0 - d1_1,
+  d1 = d1_0 + r_ratio * diff, d2 = r_sum * diff (D0 the newest data prediction): zero where the
+  step's order has no such term. Column names: _COEFFICIENTS."""
+  lam, alpha, sigma = (np.asarray(a, np.float32) for a in (lambdas, alpha_t, sigma_t))
+  table = np.zeros((len(orders), len(_COEFFICIENTS)), np.float32)
+  for i, order in enumerate(orders):
+    with np.errstate(over="ignore"):   # h = inf on a last step to sigma 0: exp(-h) - 1 = -1
+      h = lam[i + 1] - lam[i]
+      exp_minus_1 = np.exp(-h) - np.float32(1)  # not expm1: diffusers rounds it this way
+    row = table[i]
+    row[0], row[1] = sigma[i + 1] / sigma[i], alpha[i + 1] * exp_minus_1
+    if order == 1:   # DDIM-like; at a final sigma of 0 (h = inf) this is exactly x0
+      continue
     r0 = (lam[i] - lam[i - 1]) / h
-    d1_0 = (1.0 / r0) * (history[-1] - history[-2])
-    if order == 2 and self.solver_type == "midpoint":
-      return x - 0.5 * (alpha_next * exp_minus_1) * d1_0
-    first_order_term = alpha_next * (exp_minus_1 / h + 1.0)
+    row[2] = np.float32(1) / r0
+    if order == 2 and solver_type == "midpoint":
+      row[4] = -(np.float32(0.5) * row[1])
+      continue
+    row[4] = alpha[i + 1] * (exp_minus_1 / h + np.float32(1))
     if order == 2:  # heun
-      return x + first_order_term * d1_0
+      continue
     r1 = (lam[i - 1] - lam[i - 2]) / h
-    d1_1 = (1.0 / r1) * (history[-2] - history[-3])
-    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-    d2 = (1.0 / (r0 + r1)) * (d1_0 - d1_1)
-    return x + first_order_term * d1 - (alpha_next * ((exp_minus_1 + h) / h**2 - 0.5)) * d2
+    row[3], row[6], row[7] = np.float32(1) / r1, r0 / (r0 + r1), np.float32(1) / (r0 + r1)
+    row[5] = alpha[i + 1] * ((exp_minus_1 + h) / h ** 2 - np.float32(0.5))
+  if not np.isfinite(table).all():
+    raise ValueError(f"DPM-Solver coefficients are not finite at steps "
+                     f"{np.flatnonzero(~np.isfinite(table).all(axis=1)).tolist()}: a step of order "
+                     "2 or 3 ends at sigma 0 (lower_order_final / final_sigmas_type)")
+  return table
 
 
 _DPM_DEFAULTS = dict(

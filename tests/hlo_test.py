@@ -1,5 +1,6 @@
 """What XLA gets in bfloat16 mode, read off the lowered StableHLO (issue 27): no float32 matmul
-where diffusers computes in bf16, no host round-trip in the denoising loop, and the loop one scan.
+where diffusers computes in bf16, no host round-trip in the denoising loop (no host callback, no
+conditional: issue 42), and the loop one scan.
 
 Tiny models of every family (config.dtype "bfloat16": bf16 weights and compute, float32 inputs as
 the pipeline feeds them) are lowered for "cuda" (cuDNN attention) and "tpu" (XLA attention) from
@@ -18,7 +19,7 @@ import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
 from dit_jax import families, layers, localization, sampling, schedulers
-from dit_jax.interventions import ConceptProbe
+from dit_jax.interventions import BlockEdit, ConceptProbe
 
 SD = jax.ShapeDtypeStruct
 BF16 = jnp.bfloat16
@@ -64,6 +65,9 @@ F32_AS_IN_DIFFUSERS = {
 MATMULS = re.compile(r"stablehlo\.(dot_general|convolution)|custom_call @__cudnn\$fmha")
 # Ops that leave the device: host callbacks are custom calls, infeed/outfeed/send/recv their own ops.
 HOST = re.compile(r"custom_call @\S*callback|stablehlo\.(infeed|outfeed|send|recv)\b")
+# Conditionals: XLA's GPU runtime copies a conditional's branch index to the host to pick the
+# branch, at every step of the loop it sits in.
+CONDITIONAL = re.compile(r"stablehlo\.(case|if)\b")
 
 
 def abstract(tree, dtype=jnp.float32):
@@ -212,6 +216,50 @@ def test_the_denoising_loop_never_leaves_the_device(name, program):
   assert not HOST.search(text), HOST.search(text).group(0)
   assert "has_side_effect = true" not in text     # no custom call the compiler must keep in order
   assert text.count("stablehlo.while") == 1       # the scan over the steps, nothing unrolled
+  # No conditional (e.g. the solver order of a step): each step the same ops.
+  assert [line.strip()[:120] for line in text.splitlines() if CONDITIONAL.search(line)] == []
+
+
+def in_loop(text: str) -> set[int]:
+  """Numbers of the lines a while loop runs at every iteration: its regions (the lines nested
+  below the while op), and the functions called from them, transitively."""
+  lines = text.splitlines()
+  functions, owner = {}, None
+  for n, line in enumerate(lines):
+    found = re.match(r"\s*func\.func (?:public |private )?@([^(\s]+)\(", line)
+    owner = found.group(1) if found else owner
+    functions.setdefault(owner, []).append(n)
+  inside, depth = set(), None
+  for n, line in enumerate(lines):
+    indent = len(line) - len(line.lstrip())
+    if depth is None:
+      depth = indent if "stablehlo.while" in line else None
+    elif indent == depth and line.lstrip().startswith("}") and not line.lstrip().startswith("} do"):
+      depth = None      # the while op's closing brace
+    else:
+      inside.add(n)
+  todo = list(inside)
+  while todo:
+    for callee in re.findall(r"call @([^(\s]+)\(", lines[todo.pop()]):
+      new = set(functions.get(callee, [])) - inside
+      inside |= new
+      todo += new
+  return inside
+
+
+CAPTION_PATH = ("pixart", "sana")   # families whose captions go through layers of their own
+
+
+@pytest.mark.parametrize("name", CAPTION_PATH)
+def test_the_caption_path_runs_once_before_the_loop(name):
+  """The caption projection depends on the prompt alone: computed before the loop, not at every
+  step (issue 42). Its first matmul is the one that reads text-encoder states."""
+  text = stablehlo(*loop_program(name), "cpu")
+  width = TINY[name]["caption_channels"]
+  projections = [n for n, line in enumerate(text.splitlines()) if "stablehlo.dot_general" in line
+                 and f"x{TEXT_LEN}x{width}x" in line.rsplit(" : (", 1)[1]]
+  assert projections and in_loop(text)
+  assert [text.splitlines()[n].strip()[:160] for n in projections if n in in_loop(text)] == []
 
 
 def primitives(jaxpr) -> list[str]:
@@ -233,10 +281,34 @@ def test_the_denoising_loop_is_one_scan(name):
   jaxpr = jax.make_jaxpr(fn)(*inputs).jaxpr
   loops = [e for e in jaxpr.eqns if e.primitive.name in ("scan", "while")]
   assert len(loops) == 1 and loops[0].params["length"] == STEPS, [e.primitive.name for e in jaxpr.eqns]
-  # Outside the scan only setup (the initial noise scale): every model evaluation is inside.
+  # Outside the scan only setup (the initial noise scale; PixArt's and SANA's caption path, two
+  # matmuls for each of the prompt's and the negative prompt's captions): every model evaluation
+  # is inside.
   outside = [e.primitive.name for e in jaxpr.eqns if e is not loops[0]]
-  assert "dot_general" not in outside and "scan" not in outside, outside
+  assert outside.count("dot_general") == (4 if name in CAPTION_PATH else 0) and "scan" not in outside, outside
   # The program does not grow with the step count: the steps are iterations, not copies.
   more, _ = loop_program(name, steps=2 * STEPS)
   assert (len(primitives(jax.make_jaxpr(more)(*inputs).jaxpr))
           == len(primitives(jaxpr)))
+
+
+def edited_forward_program(name: str):
+  """The forward under a BlockEdit of every block that selects nothing (abstract masks)."""
+  module, params = bf16_model(name)
+  inputs = abstract(families.get(name).example_inputs(module.config))
+  blocks, rows = module.config.num_blocks, inputs[0].shape[0]
+  edit = BlockEdit(SD((blocks,), jnp.bool_), SD((blocks,), jnp.bool_), SD((rows,), jnp.int32))
+  return lambda p, e, *a: module.apply({"params": p}, *a, block_edit=e), (params, edit, *inputs)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_block_outputs_have_fusion_barriers_only_under_an_edit(name):
+  """Barriers around a block's edit keep an edit that selects nothing from changing how XLA fuses
+  (and rounds); without an edit they would only stop fusion across blocks (issue 42). FLUX's and
+  SD3's text inputs keep theirs: plain sampling and an empty text swap agree bit for bit
+  (tests/flux_test.py::test_text_residual_swap)."""
+  count = lambda program: stablehlo(*program, "cpu").count("stablehlo.optimization_barrier")
+  plain = count(forward_program(name))
+  assert count(edited_forward_program(name)) - plain == 2 * bf16_model(name)[0].config.num_blocks
+  if name in ("pixart", "sana"):    # no text barriers either: none at all in plain sampling
+    assert plain == count(loop_program(name)) == 0

@@ -132,6 +132,37 @@ def test_use_transformer_swaps_weights_and_refuses_another_architecture(pixart_f
     pipe.use_transformer(str(bigger))
 
 
+def host_leaves(params) -> list[str]:
+  """Paths of the leaves that are not device arrays (a host array a jitted call would copy)."""
+  import jax
+  return [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+          if not isinstance(x, jax.Array) or not x.devices()]
+
+
+def test_compiled_programs_get_weights_already_on_the_device(pixart_folder):
+  """Every call of the pipeline's jitted programs (denoise, the intervention sweep) is given the
+  weights as device arrays: host ones would be copied from host memory at every call."""
+  from dit_jax import localization
+  folder, _ = pixart_folder
+  pipe = Text2Image("pixart", str(folder), num_steps=2, max_sequence_length=12)
+  given, program = [], pipe.program
+
+  def recording(key, build):
+    compiled = program(key, build)
+    return lambda params, *args: given.append((key[0], params)) or compiled(params, *args)
+
+  pipe.program = recording
+  pipe.latents(PROMPTS[:1], [0], 16, 16)
+  pipe.latents(PROMPTS[:1], [1], 16, 16)
+  plan = [localization.Intervention("single", 1, (0,))]
+  localization.run_interventions(pipe, PROMPTS[:1], ["a cat in the snow"], [0], (16, 16), plan)
+  assert [name for name, _ in given] == ["denoise", "denoise", "sweep"]
+  for name, params in given:
+    assert host_leaves(params) == [], f"{name} got host weights: {host_leaves(params)[:3]}"
+  # Placed once: every call gets the same device buffers, not a fresh copy.
+  assert len({id(params) for _, params in given}) == 1
+
+
 def run_generate(folder, out, tmp_path, seeds):
   import subprocess
   import sys

@@ -80,7 +80,7 @@ def run_block_edits(pipe, prompts: Sequence[str], seeds: Sequence[int], size: tu
     source = np.concatenate([np.arange(n) + n, np.arange(n) + n])   # the other run: its own rows
   # Every edit reads the same noise and text; the edits are the rows a mesh splits.
   noise, cond, source = pipe.shared((noise, cond, np.asarray(source, np.int32)))
-  call = lambda index: sweep(pipe.params, noise, cond, *pipe.split_rows((bypass[index], patch[index])),
+  call = lambda index: sweep(pipe.weights(), noise, cond, *pipe.split_rows((bypass[index], patch[index])),
                              source)
   # Rows beyond n are the restoring run's: only the edited run's images are decoded.
   return np.stack([pipe.decode(lat[:n])

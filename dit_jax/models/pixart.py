@@ -134,7 +134,8 @@ class PixArtTransformer(nn.Module):
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, resolution=None,
                aspect_ratio=None, text_swap: TextSwap | None = None,
-               concept: ConceptProbe | None = None, block_edit: BlockEdit | None = None):
+               concept: ConceptProbe | None = None, block_edit: BlockEdit | None = None,
+               caption_embedded: bool = False):
     cfg, dtype = self.config, self.dtype
     concept = probe_weights(concept, caption.shape[1])
     check_block_edit(block_edit, cfg.num_blocks)
@@ -147,7 +148,7 @@ class PixArtTransformer(nn.Module):
                                       name="adaln_single")(timestep, resolution, aspect_ratio)
 
     project = lambda c: c.astype(dtype)
-    if cfg.caption_channels is not None:
+    if cfg.caption_channels is not None and not caption_embedded:
       project = layers.TextProjection(cfg.inner_dim, dtype, name="caption_projection")
     embed = lambda c, mask: (project(c), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
@@ -164,3 +165,15 @@ class PixArtTransformer(nn.Module):
     x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)
     out = layers.unpatchify(x, h, w, p, cfg.output_channels)
     return out if concept is None else (out, jnp.stack(block_scores, axis=1))
+
+  @property
+  def embeds_captions(self) -> bool:
+    """Whether captions go through layers of their own (embed_caption) before the blocks."""
+    return self.config.caption_channels is not None
+
+  @nn.nowrap   # unwrapped: the projection it builds must not attach to this (unbound) module
+  def embed_caption(self, params, caption):
+    """The caption path alone (what caption_embedded=True takes instead of the text-encoder
+    states), so a sampling loop computes it once, not at every step."""
+    project = layers.TextProjection(self.config.inner_dim, self.dtype)
+    return project.apply({"params": params["caption_projection"]}, caption)

@@ -202,7 +202,7 @@ class SanaTransformer(nn.Module):
   @nn.compact
   def __call__(self, latents, timestep, caption, caption_mask=None, guidance=None,
                text_swap: TextSwap | None = None, concept: ConceptProbe | None = None,
-               block_edit: BlockEdit | None = None):
+               block_edit: BlockEdit | None = None, caption_embedded: bool = False):
     cfg, dtype = self.config, self.dtype
     concept = probe_weights(concept, caption.shape[1])
     check_block_edit(block_edit, cfg.num_blocks)
@@ -223,7 +223,7 @@ class SanaTransformer(nn.Module):
     # One projection and norm for both captions, so a swapped caption is embedded the same way.
     project = layers.TextProjection(dim, dtype, name="caption_projection")
     caption_norm = layers.RMSNorm(1e-5, dtype=dtype, name="caption_norm")
-    embed = lambda c, mask: (caption_norm(project(c)), layers.key_mask(mask))
+    embed = lambda c, mask: (c if caption_embedded else caption_norm(project(c)), layers.key_mask(mask))
     own, swapped, block_mask = cross_attention_inputs(embed, caption, caption_mask, text_swap)
 
     # The patch grid (argument 5, counting self) is static: it shapes the Mix-FFN's convolution.
@@ -239,3 +239,13 @@ class SanaTransformer(nn.Module):
     x = layers.adaln_output(self, x, t_emb, p * p * cfg.output_channels, dtype)
     out = layers.unpatchify(x, h, w, p, cfg.output_channels)
     return out if concept is None else (out, jnp.stack(block_scores, axis=1))
+
+  embeds_captions = True   # captions go through embed_caption's layers before the blocks
+
+  @nn.nowrap   # unwrapped: the layers it builds must not attach to this (unbound) module
+  def embed_caption(self, params, caption):
+    """The caption path alone (projection, then RMSNorm): what caption_embedded=True takes instead
+    of the text-encoder states, so a sampling loop computes it once, not at every step."""
+    projected = layers.TextProjection(self.config.inner_dim, self.dtype).apply(
+        {"params": params["caption_projection"]}, caption)
+    return layers.RMSNorm(1e-5, dtype=self.dtype).apply({"params": params["caption_norm"]}, projected)

@@ -126,7 +126,7 @@ class Denoiser:
       raise ValueError(f"t must be in 0..{len(self.alphas_cumprod) - 1}, got {t}")
     cond = jax.tree_util.tree_map(jnp.asarray,
                                   self.pipe.conditioning(list(captions), render.SIZE, render.SIZE))
-    out = self._program(denoiser, t)(self.pipe.params, self.noised(x0, t, seeds), cond)
+    out = self._program(denoiser, t)(self.pipe.weights(), self.noised(x0, t, seeds), cond)
     return np.asarray(out, np.float32)
 
 
