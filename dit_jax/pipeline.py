@@ -62,7 +62,7 @@ class Text2Image:
     self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
     self.dtype = dtype
     self.module, self.params = loaded or loading.load(transformer or folder, family, dtype)
-    self._own_params = self.params
+    self._own_params = self._host_params = self.params
     self.encoder = PromptEncoder(family, folder, cache_dir=cache_dir, device=device,
                                  max_sequence_length=max_sequence_length)
     self.scheduler_config = read_scheduler_config(folder)
@@ -101,6 +101,13 @@ class Text2Image:
       if own:
         self._own_params = self.params
     return self.params
+
+  def release_weights(self) -> None:
+    """Back to the host weights it was given, the device copy dropped: a trainer's pipeline after
+    it has sampled class images, so that the copy does not sit beside the trainer's own frozen
+    weights on the device for the whole run (the next program places them again)."""
+    if self.params is self._own_params:
+      self.params = self._own_params = self._host_params
 
   @property
   def device_count(self) -> int:

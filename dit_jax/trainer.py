@@ -236,6 +236,8 @@ def train(config, workdir: str) -> None:
   folder = config.get("checkpoint") or config.get("pipeline_folder")
   ctx = Context(config, family, folder, workdir, module, params, dtype)
   data = data_lib.get_source(config.data)(ctx, objective)      # bad data fails before any output
+  if "pipe" in vars(ctx):     # a data source sampled with it (class images): free its device weights
+    ctx.pipe.release_weights()
   noising = Noising.from_scheduler_config(read_scheduler_config(folder),
                                           config.get("weighting_scheme", "none"))
 

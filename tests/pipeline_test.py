@@ -1,4 +1,5 @@
 """Sampling in JAX vs diffusers' own pipelines, from the same noise, on tiny random components."""
+import jax
 import numpy as np
 import pytest
 import torch
@@ -161,6 +162,10 @@ def test_compiled_programs_get_weights_already_on_the_device(pixart_folder):
     assert host_leaves(params) == [], f"{name} got host weights: {host_leaves(params)[:3]}"
   # Placed once: every call gets the same device buffers, not a fresh copy.
   assert len({id(params) for _, params in given}) == 1
+  # A trainer's pipeline gives its device copy back once it has sampled (class images).
+  pipe.release_weights()
+  assert host_leaves(pipe.params) and not any(
+      isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(pipe.params))
 
 
 def run_generate(folder, out, tmp_path, seeds):
