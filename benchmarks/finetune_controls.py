@@ -56,8 +56,8 @@ SEEDS = (0, 1, 2)
 K = 4
 CRITERION = "success + preservation at the last step"
 PRESETS = {
-    "full": dict(steps=300, measured=(100, 200, 300), num=32, grid=GRID, seeds=SEEDS),
-    "tiny": dict(steps=2, measured=(1, 2), num=4, grid=(1e-3,), seeds=(0,)),
+    "full": dict(steps=300, measured=(100, 200, 300), num=32, grid=GRID, seeds=SEEDS, sample_steps=20),
+    "tiny": dict(steps=2, measured=(1, 2), num=4, grid=(1e-3,), seeds=(0,), sample_steps=4),
 }
 
 
@@ -168,7 +168,7 @@ class Runner:
   @property
   def gen(self) -> Generator:
     if self._gen is None:
-      self._gen = Generator(str(ASSETS), num=self.preset["num"])
+      self._gen = Generator(str(ASSETS), num=self.preset["num"], steps=self.preset["sample_steps"])
     return self._gen
 
   def path(self, name: str) -> str:

@@ -85,9 +85,9 @@ METHODS = {"confined": "", "blocks": "", "mlp": "ff"}     # method -> config.blo
 LOOK_FLOOR = 0.25
 PRESETS = {   # tiny: checks the harness in a minute on a CPU, measures nothing
     "full": dict(steps=600, mlp_steps=1500, learning_rate=1e-3, prompts=16, look_images=32,
-                 causal_prompts=16, causal_seeds=2, random_draws=10, chunk=4),
+                 causal_prompts=16, causal_seeds=2, random_draws=10, chunk=4, sample_steps=20),
     "tiny": dict(steps=2, mlp_steps=2, learning_rate=1e-3, prompts=2, look_images=4,
-                 causal_prompts=2, causal_seeds=1, random_draws=2, chunk=4),
+                 causal_prompts=2, causal_seeds=1, random_draws=2, chunk=4, sample_steps=4),
 }
 # Ranking sources besides the localizers: the blocks whose weights changed most, and chance.
 WEIGHT_CHANGE, RANDOM = "weight change (baseline)", "random ranking (baseline)"
@@ -382,7 +382,7 @@ def main(argv=None):
     print(f"{len(plantings) - len(todo)} of {len(plantings)} plantings already measured in {args.units}")
     if todo:
       from dit_jax.shapes.finetune_eval import Generator
-      gen = Generator(str(ASSETS), num=preset["look_images"])
+      gen = Generator(str(ASSETS), num=preset["look_images"], steps=preset["sample_steps"])
       base = {}
       for i, p in enumerate(todo):
         print(f"[planted] {i + 1}/{len(todo)}: {p.label} ({p.method}, blocks {list(p.blocks)}, {p.name})",
