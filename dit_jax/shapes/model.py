@@ -44,13 +44,18 @@ def write_pipeline_index(folder: str, **scheduler) -> None:
   _write_if_changed(os.path.join(folder, "model_index.json"), index)
 
 
-# What a pipeline folder of the Shapes model takes from the shipped one besides its transformer.
-SHIPPED_PARTS = ("text_encoder", "tokenizer", "judge")
+# What a pipeline folder of the Shapes model takes from the shipped one besides its transformer;
+# the text encoder last: a folder that has one is complete (or the user's own).
+SHIPPED_PARTS = ("judge", "tokenizer", "text_encoder")
 
 
 def copy_shipped_parts(folder: str) -> None:
-  """The shipped text encoder, tokenizer and judge copied into `folder` where it lacks them: a
-  training run's own pipeline folder, so that nothing it writes lands in the shipped one."""
+  """The shipped judge, tokenizer and text encoder copied into a new pipeline folder: a training
+  run's own, so that nothing it writes lands in the shipped one. A folder that already has a text
+  encoder is left as it is: adding to it would change its fingerprint, and a resumed run trained
+  from it would be refused as another run's."""
+  if os.path.exists(os.path.join(folder, "text_encoder")):
+    return
   for part in SHIPPED_PARTS:
     if not os.path.exists(os.path.join(folder, part)):
       shutil.copytree(ASSETS / part, os.path.join(folder, part))
