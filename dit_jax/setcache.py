@@ -8,6 +8,10 @@ its text), the judge, and the set itself. Those inputs name the cache file
 other K, another localizer, the reverse experiment or a placebo reuses every set already judged,
 and a change of any input reads another file: a stale entry is never reused.
 
+The key holds no version of this code: after a change that moves the sampler's or a model's
+numbers (not only its speed), start a new folder (config.set_cache), as the stored results'
+regeneration would.
+
 Each set's line is appended and flushed as soon as it is judged, so a run stopped by Ctrl-C keeps
 every finished set and the rerun starts from there; a line cut short by a kill is skipped. The
 images of the sets a report shows (original, top-K, bottom-K, reverse) are kept beside the lines
