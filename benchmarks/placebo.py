@@ -27,18 +27,12 @@ from scipy import stats as scipy_stats
 
 from benchmarks.timing import write_result
 from dit_jax import exact
+from dit_jax.stats import clopper_pearson
 from dit_jax.files import read_json
 
 RESULT = os.path.join("benchmarks", "results", "placebo.json")
 FLAGS = ("removable", "localized")
 LEVELS = (0.01, 0.05, 0.1, 0.25, 0.5)
-
-
-def clopper_pearson(hits: int, n: int) -> list[float]:
-  """The exact 95% interval of a binomial proportion."""
-  low = 0.0 if hits == 0 else float(scipy_stats.beta.ppf(0.025, hits, n - hits + 1))
-  high = 1.0 if hits == n else float(scipy_stats.beta.ppf(0.975, hits + 1, n - hits))
-  return [low, high]
 
 
 def rows_of(name: str) -> list[dict]:
@@ -61,11 +55,10 @@ def rates(found: dict) -> dict:
 
 
 def measure(rows: list[dict], placebos: int, effect: float, resamples: int) -> dict:
-  placebo = exact.simulate(rows, placebos, seed=0)
+  placebo = exact.simulate(rows, placebos, seed=0, p_values=True)
   planted = exact.simulate(rows, placebos, effect=effect, seed=1)
-  p_values = np.asarray(placebo.pop("p_values"))
-  randomised = np.asarray(placebo.pop("randomised_p_values"))
-  planted.pop("p_values"), planted.pop("randomised_p_values")
+  p_values = np.asarray(placebo["p_values"])
+  randomised = np.asarray(placebo["randomised_p_values"])
   histogram, edges = np.histogram(randomised, bins=20, range=(0, 1))
   return {
       "placebos": placebos, "cells_per_run": placebo["cells_per_run"],

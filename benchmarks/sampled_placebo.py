@@ -14,20 +14,13 @@ import argparse
 import os
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from benchmarks.timing import write_result
+from dit_jax.stats import clopper_pearson
 from dit_jax import analysis, verdict
 
 RESULT = os.path.join("benchmarks", "results", "placebo_sampled.json")
 FLAGS = ("localized", "removable", "sufficient")
-
-
-def clopper_pearson(hits: int, n: int) -> list[float]:
-  """The exact 95% interval of a binomial proportion."""
-  low = 0.0 if hits == 0 else float(scipy_stats.beta.ppf(0.025, hits, n - hits + 1))
-  high = 1.0 if hits == n else float(scipy_stats.beta.ppf(0.975, hits + 1, n - hits))
-  return [low, high]
 
 
 def rates(per_run: list[dict]) -> dict:

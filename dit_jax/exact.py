@@ -33,6 +33,8 @@ NumPy only.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -66,7 +68,6 @@ def is_exact(num_blocks: int, k: int, limit: int) -> bool:
 
 def all_sets(num_blocks: int, k: int) -> list[tuple[int, ...]]:
   """Every K-block set, in lexicographic order (a set's index is its draw number)."""
-  import itertools
   return list(itertools.combinations(range(num_blocks), k))
 
 
@@ -222,19 +223,18 @@ def pooled_test(cells: Sequence[ConceptAtK]) -> dict:
           float(np.sqrt(np.mean([c.monte_carlo_se() ** 2 for c in cells if not c.exact])))}
 
 
-_CDF: dict[tuple[int, ...], np.ndarray] = {}
-
-
 def rank_sum_cdf(sizes: Sequence[int]) -> np.ndarray:
-  """cdf[j] = P(U_1 + ... + U_c <= j + c), cached per multiset of sizes: the
-  placebo and power simulations ask for the same few thousands of times."""
-  key = tuple(sorted(int(n) for n in sizes))
-  if key not in _CDF:
-    pmf = np.ones(1)
-    for n in key:
-      pmf = np.convolve(pmf, np.full(n, 1.0 / n))
-    _CDF[key] = np.minimum(np.cumsum(pmf), 1.0)
-  return _CDF[key]
+  """cdf[j] = P(U_1 + ... + U_c <= j + c), per multiset of sizes."""
+  return _rank_sum_cdf(tuple(sorted(int(n) for n in sizes)))
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_sum_cdf(sizes: tuple[int, ...]) -> np.ndarray:
+  """Cached: the placebo and power simulations ask for the same few thousands of times."""
+  pmf = np.ones(1)
+  for n in sizes:
+    pmf = np.convolve(pmf, np.full(n, 1.0 / n))
+  return np.minimum(np.cumsum(pmf), 1.0)
 
 
 def rank_sum_p(ranks: Sequence[int], sizes: Sequence[int]) -> float:
@@ -408,12 +408,20 @@ def _set_specific(cell: ConceptAtK) -> np.ndarray:
   return upper < SPECIFICITY_MARGIN
 
 
-def simulate(rows: Sequence[dict], runs: int, effect: float = 0.0, seed: int = 0) -> dict:
+def present_cells(rows: Sequence[dict]) -> list[ConceptAtK]:
+  """The cells of the concepts whose presence floor holds: the ones the hierarchy tests."""
+  present = floors(rows)
+  return [c for c in concept_cells(rows) if present.get(c.concept, {}).get("holds")]
+
+
+def simulate(rows: Sequence[dict], runs: int, effect: float = 0.0, seed: int = 0,
+             p_values: bool = False) -> dict:
   """What the hierarchy says when every present concept's top-K is a uniformly random K-set:
   effect 0 is a placebo (every "yes" is false); a positive effect plants one (every "yes" is
-  found): the set's drop becomes the mean set's plus `effect`, the other sets as they are. Re-ranks the run's swept sets; computes no
-  image. Returns per-run and per-cell rates of removable and localized, and the placebo p-values."""
-  cells = [c for c in concept_cells(rows) if floors(rows).get(c.concept, {}).get("holds")]
+  found): the set's drop becomes the mean set's plus `effect`, the other sets as they are.
+  Re-ranks the run's swept sets; computes no image. Returns per-run and per-cell counts of
+  removable and localized; with p_values, every cell's p and its tie-randomised twin too."""
+  cells = present_cells(rows)
   if not cells:
     return {"runs": 0}
   rng = np.random.default_rng(seed)
@@ -438,24 +446,26 @@ def simulate(rows: Sequence[dict], runs: int, effect: float = 0.0, seed: int = 0
     # placebo, for a goodness-of-fit check of the null (the verdict uses the careful rank).
     randomised[i] = (beyond + extra + rng.uniform(size=runs) * (ahead - beyond + 1)) / sizes[i]
   counts = {"removable": [], "localized": []}
-  p_values = []
+  found = []
   for run in range(runs):
     levels = hierarchy(keys, [int(r) for r in ranks[:, run]], sizes)
     removable = [levels["concept"][(c.concept, c.k)][2] for c in cells]
     localized = [r and bool(specific[i][picks[i, run]]) for i, r in enumerate(removable)]
     counts["removable"].append(sum(removable))
     counts["localized"].append(sum(localized))
-    p_values += [levels["concept"][(c.concept, c.k)][0] for c in cells]
-  return {"runs": runs, "effect": effect, "cells_per_run": len(cells),
-          **{flag: {"runs_with_any": int(np.sum(np.asarray(v) > 0)),
-                    "positive_cells": int(np.sum(v))} for flag, v in counts.items()},
-          "p_values": p_values, "randomised_p_values": randomised.T.ravel().tolist()}
+    found += [levels["concept"][(c.concept, c.k)][0] for c in cells]
+  result = {"runs": runs, "effect": effect, "cells_per_run": len(cells),
+            **{flag: {"runs_with_any": int(np.sum(np.asarray(v) > 0)),
+                      "positive_cells": int(np.sum(v))} for flag, v in counts.items()}}
+  if p_values:
+    result.update(p_values=found, randomised_p_values=randomised.T.ravel().tolist())
+  return result
 
 
 def power_of_ranking(rows: Sequence[dict], resamples: int = 200) -> dict | None:
   """The rate of "yes" under the run's own ranking when its images are resampled (concepts'
   prompts and seeds, hierarchical bootstrap): how often the same answer comes back."""
-  cells = [c for c in concept_cells(rows) if floors(rows).get(c.concept, {}).get("holds")]
+  cells = present_cells(rows)
   if not cells:
     return None
   keys = [(c.concept, c.category, c.k) for c in cells]

@@ -83,6 +83,9 @@ class SetCache:
         np.save(f, images)
     files.write_atomically(self.image_path(set_key), write)
 
+  def has_images(self, set_key: str) -> bool:
+    return os.path.exists(self.image_path(set_key))
+
   def images_of(self, set_key: str) -> np.ndarray | None:
     path = self.image_path(set_key)
     return np.load(path) if os.path.exists(path) else None

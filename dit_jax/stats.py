@@ -6,6 +6,7 @@ numbers come from scipy.stats; this module only chooses the test and fixes its s
 
     bootstrap_interval(values)                  95% interval of the mean over units
     wilson(hits, n)                             95% Wilson interval of a proportion
+    clopper_pearson(hits, n)                    its exact 95% interval (placebo rates)
     presence_interval(values)                   the bootstrap's, at least as wide as Wilson's
     paired_permutation_p(differences)           one-sided sign-flip test of mean(differences) > 0
     draw_level_p(top_drop, draw_drops)          (1 + #{draws with drop >= top's}) / (R + 1)
@@ -66,6 +67,13 @@ def wilson(hits: float, n: int, z: float = 1.959964) -> list[float] | None:
   p = hits / n
   centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
   return [float((centre - half) / (1 + z * z / n)), float((centre + half) / (1 + z * z / n))]
+
+
+def clopper_pearson(hits: int, n: int) -> list[float]:
+  """The exact 95% interval of a binomial proportion."""
+  low = 0.0 if hits == 0 else float(stats.beta.ppf(0.025, hits, n - hits + 1))
+  high = 1.0 if hits == n else float(stats.beta.ppf(0.975, hits + 1, n - hits))
+  return [low, high]
 
 
 def presence_interval(values: Sequence[float]) -> tuple[float, float] | None:

@@ -101,7 +101,7 @@ def test_thousands_of_placebos_hold_the_rate_and_planted_effects_are_found():
   more often small than uniform ones; the same config finds a planted effect."""
   carriers = {f"c{i}": (f"cat{i % 3}", (i % BLOCKS,)) for i in range(6)}
   rows = run_rows(carriers, ks=(1, 2), effect=0.5)
-  placebo = exact.simulate(rows, 10_000)
+  placebo = exact.simulate(rows, 10_000, p_values=True)
   hits = placebo["removable"]["runs_with_any"]
   assert scipy_stats.beta.ppf(0.975, hits + 1, 10_000 - hits) < 0.05
   p_values = np.asarray(placebo["p_values"])
@@ -139,7 +139,7 @@ def test_the_default_config_sweeps_every_set_at_k_1_and_2():
   assert 1 in ks
   plan = localization.plan_interventions(
       np.arange(BLOCKS), ks, config.random_draws, reverse_draws=config.reverse_draws,
-      exact_limit=localize_job.exact_limit(config))
+      exact_limit=config.get("exact_limit"))
   for k in ks:
     sets = {i.blocks for i in plan if i.kind == "random" and i.k == k}
     assert sets == set(itertools.combinations(range(BLOCKS), k))

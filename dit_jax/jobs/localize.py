@@ -66,14 +66,14 @@ def exact_answer(rows, out: str, power_effect: float) -> list[str]:
     rate = placebo["removable"]["runs_with_any"] / placebo["runs"]
     lines.append(f"This config under a placebo (top-K a random set, {placebo['runs']} re-ranked runs): "
                  f"{rate:.3f} of runs say any 'removable'.")
-    found["placebo"] = {k: v for k, v in placebo.items() if k != "p_values"}
+    found["placebo"] = placebo
   if placebo["runs"] and power_effect > 0:
     planted = exact.simulate(rows, PLACEBO_RUNS, effect=power_effect, seed=1)
     cells = planted["removable"]["positive_cells"] / (planted["runs"] * planted["cells_per_run"])
     runs = planted["removable"]["runs_with_any"] / planted["runs"]
     lines.append(f"Power for a planted effect of {power_effect:+.2f} (top-K minus the mean set) in "
                  f"every present concept: {runs:.2f} of runs find one, {cells:.2f} of cells are found.")
-    found["power"] = {k: v for k, v in planted.items() if k != "p_values"}
+    found["power"] = planted
   write_json(os.path.join(out, "verdict.json"), found)
   return fixed_width(lines)
 
@@ -144,7 +144,7 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
       ranking, grid(config, num_blocks), config.random_draws, config.seed, config.single_blocks,
       reverse=True, concept=pairs[0].concept, random_overlap=config.random_overlap,
       reverse_draws=config.reverse_draws, depth_draws=config.depth_draws,
-      exact_limit=exact_limit(config))
+      exact_limit=config.get("exact_limit"))
   windows = localization.time_windows(config.time_windows, config.num_steps)
   plan += localization.plan_windows(ranking, grid(config, num_blocks), windows, config.single_blocks)
   size = (config.height, config.width)
@@ -161,7 +161,7 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
   rows, shown = [], {}
   for tag, part, options in runs:
     cache = setcache.SetCache(set_cache_folder(config, out_dir),
-                              cache_inputs(pipe, config, judge, pairs, withheld, options))
+                              cache_inputs(config, judge, pairs, withheld, options))
     judged = judge_sets(pipe, config, judge, pairs, expanded, withheld, part, cache, memo, options)
     for intervention in part:
       found = judged[set_key(intervention)]
@@ -175,7 +175,7 @@ def intervene_concept(pipe, config, judge, pairs, ranking, num_blocks, out_dir,
           seeds=len(config.seeds), chance=judge.chance(pairs[0].category),
           context=found["context"]).to_dict()
           | ({"null": intervention.null} if intervention.null else {}))
-      if not tag and intervention.kind != "single" and intervention.draw < 1 and not intervention.null:
+      if not tag and is_shown(intervention):
         shown[intervention.name] = cache.images_of(set_key(intervention))
   shown = {name: images for name, images in shown.items() if images is not None}
   report.image_grid(shown, os.path.join(out_dir, "grids", f"{slug(pairs[0].concept)}.png"),
@@ -194,11 +194,17 @@ def set_key(intervention) -> str:
                      None if window is None else [window.start, window.end]])
 
 
+def is_shown(intervention) -> bool:
+  """Whether the concept's image grid has a row for it (a single block, a drawn set after the first,
+  or a set of the exact sweep has none)."""
+  return intervention.kind != "single" and intervention.draw < 1 and not intervention.null
+
+
 def set_cache_folder(config, out_dir: str) -> str:
   return config.get("set_cache") or os.path.join(out_dir, "set_cache")
 
 
-def cache_inputs(pipe, config, judge, pairs, withheld, options: dict) -> dict:
+def cache_inputs(config, judge, pairs, withheld, options: dict) -> dict:
   """Everything but the set that decides a set's judged result (dit_jax/setcache.py)."""
   return {"weights": weights_by_content(config.checkpoint),
           "model": config.model, "dtype": config.dtype, "num_steps": config.num_steps,
@@ -209,13 +215,21 @@ def cache_inputs(pipe, config, judge, pairs, withheld, options: dict) -> dict:
           "judge": judge.describe(), "options": sorted(options.items())}
 
 
-@functools.lru_cache(maxsize=4)
 def weights_by_content(folder: str) -> str:
   """The weights' fingerprint by content where the folder is small (the same in every clone, as
   the shipped Shapes model's stored results need), else provenance's (the transformer by content,
-  the other parts by size and time: hashing a 9 GB text encoder per run would cost minutes)."""
-  size = sum(os.path.getsize(os.path.join(root, f)) for root, _, names in os.walk(folder) for f in names)
-  return provenance.weights_fingerprint(folder, content=size < 2**31)
+  the other parts by size and time: hashing a 9 GB text encoder per run would cost minutes).
+  Hashed once per state of the folder: every concept asks, and a folder rewritten in the same
+  process (a notebook that trains, then localizes) is hashed again."""
+  paths = [os.path.join(root, f) for root, _, names in os.walk(folder) for f in names]
+  state = tuple(sorted((path, info.st_size, info.st_mtime_ns)
+                       for path, info in zip(paths, map(os.stat, paths))))
+  return _fingerprint(folder, state)
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(folder: str, state: tuple) -> str:
+  return provenance.weights_fingerprint(folder, content=sum(size for _, size, _ in state) < 2**31)
 
 
 def judge_sets(pipe, config, judge, pairs, expanded, withheld, plan, cache, memo, options) -> dict:
@@ -223,9 +237,9 @@ def judge_sets(pipe, config, judge, pairs, expanded, withheld, plan, cache, memo
   distinct intervention of `plan`: from the cache where it has them, else sampled in batches of
   SETS_PER_BATCH and cached as each batch is judged. The images of the sets a grid shows are kept."""
   distinct = list({set_key(i): i for i in plan}.values())
-  shown = {set_key(i) for i in plan if i.kind != "single" and i.draw < 1 and not i.null}
+  shown = {set_key(i) for i in plan if is_shown(i)}
   missing = [i for i in distinct if cache.get(set_key(i)) is None
-             or (set_key(i) in shown and cache.images_of(set_key(i)) is None)]
+             or (set_key(i) in shown and not cache.has_images(set_key(i)))]
   for start in tqdm(range(0, len(missing), SETS_PER_BATCH), desc=f"sets of {pairs[0].concept}",
                     leave=False, disable=not missing):
     part = missing[start:start + SETS_PER_BATCH]
@@ -241,12 +255,6 @@ def judge_sets(pipe, config, judge, pairs, expanded, withheld, plan, cache, memo
                       "context": [] if context is None else [float(x) for x in context],
                       "other": other_categories(judge, imgs, expanded)})
   return {set_key(i): cache.get(set_key(i)) for i in distinct}
-
-
-def exact_limit(config) -> int | None:
-  """The plan's exact_limit (dit_jax/exact.py): None for a config made before the exact verdict
-  (no exact_limit key), which draws its null with replacement as it always did."""
-  return config.get("exact_limit") if "exact_limit" in config else None
 
 
 def calibrate(judge, rows: list[dict]) -> None:
@@ -445,8 +453,8 @@ def sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, s
           "and --config.merge_only=True")
     return rows
   calibrate(judge, rows)
-  auto = write_reports(rows, knowledge_set.categories, config.presence_target, out,
-                       config.get("power_effect", 0.0))
+  answer = exact_answer(rows, out, config.get("power_effect", 0.0))
+  auto = write_reports(rows, knowledge_set.categories, config.presence_target, out, answer)
   for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
     report.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)),
                     labels)
@@ -462,18 +470,10 @@ def sweep_and_report(pipe, config, knowledge_set, judge, out, share, concepts, s
     print(timing)
   print(auto_k_table(auto, config.presence_target))
   page = report_html.write(out)     # after run.json has the time: the page shows it
-  answer = read_answer(out)
   if answer:
     print("\n".join(answer))
   print(f"results in {out} ({seconds:.0f}s); open {page}")
   return rows
-
-
-def read_answer(out: str) -> list[str]:
-  """The answer lines at the top of summary.txt (exact_answer), for the console's last lines."""
-  with open(os.path.join(out, "summary.txt")) as f:
-    text = f.read()
-  return text.split("\n\n", 1)[0].splitlines() if text.startswith("Answer") else []
 
 
 def earlier_seconds(out: str, config) -> float:
@@ -605,13 +605,12 @@ def write_agreement(every: dict, scores: dict, k: int, out: str) -> dict:
   return table
 
 
-def write_reports(rows, categories, target: float, out: str, power_effect: float = 0.0) -> dict:
-  """Rows, K curves, the exact verdict and its answer in words (verdict.json), the summary and the
-  automatic K per category (analysis.AUTO_K_RULE)."""
+def write_reports(rows, categories, target: float, out: str, answer: list[str] = ()) -> dict:
+  """Rows, K curves, the summary (the answer in words first: exact_answer) and the automatic K per
+  category (analysis.AUTO_K_RULE)."""
   report.write_rows(rows, out)
   for category in categories:
     report.k_curve(rows, category, os.path.join(out, "curves", f"{slug(category)}.png"))
-  answer = exact_answer(rows, out, power_effect)
   entries = report.write_summary(rows, out, answer)
   auto = {c: gate_on_presence(analysis.read_k(rows, c, target), *presence_floor(entries, rows, c))
           for c in categories}
