@@ -12,7 +12,7 @@ memory nor honours rematerialisation, so on a CPU the temporaries are upper boun
 tpu:<generation> compiles it for one TPU chip through libtpu's deviceless topologies (no TPU needed,
 libtpu installed, best in its own environment): an accelerator compiler's plan on any machine.
 
-The step is the trainer's own (dit_jax/trainer.py): the family's predictor on a training batch, the
+The step is the trainer's own (dit_jax/train/trainer.py): the family's predictor on a training batch, the
 forward process of the family's scheduler (PixArt DDPM epsilon, FLUX flow matching with its guidance
 input), gradients w.r.t. the selected blocks or their LoRA factors only, AdamW state for those.
 bf16 weights and compute, float32 master weights for what trains (as the trainer keeps them).
@@ -33,8 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dit_jax import families, loading, lora, objectives, training
-from dit_jax.noising import Noising
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.train import lora, objectives, loop
+from dit_jax.diffusion.noising import Noising
 
 # model -> preset -> (diffusers transformer config, latent NHWC shape, text length, scheduler config)
 CASES = {
@@ -101,24 +103,24 @@ def place(tree, device):
 
 def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, remat: bool,
          device=None) -> dict:
-  from dit_jax import finetune
+  from dit_jax import blocks as blocks_lib
   config_dict, latent, text_len = CASES[model][preset]
   fam = families.get(model)
   config = fam.config_cls.from_diffusers(config_dict)
   module = fam.module_cls(config=config, dtype=dtype)
   params = place(abstract(loading.param_shapes(fam, config), dtype), device)
-  chosen = finetune.select_blocks(blocks, config.num_blocks, labels=config.block_labels)
+  chosen = blocks_lib.select_blocks(blocks, config.num_blocks, labels=config.block_labels)
   if rank:
     frozen = traverse_util.flatten_dict(params)
     every = chosen if chosen is not None else list(range(config.num_blocks))
-    trainable = jax.eval_shape(lambda: lora.init(frozen, training.block_selector(every, config), rank,
+    trainable = jax.eval_shape(lambda: lora.init(frozen, loop.block_selector(every, config), rank,
                                                  targets=fam.lora_targets))
     combine = lora.combiner(rank, float(rank))
   else:
-    trainable, frozen = training.split_params(params, training.block_selector(chosen, config))
-    trainable, combine = abstract(trainable, jnp.float32), training.merge_params
-  optimizer = training.make_optimizer(1e-4, 0, 1000)
-  state = place(training.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,
+    trainable, frozen = loop.split_params(params, loop.block_selector(chosen, config))
+    trainable, combine = abstract(trainable, jnp.float32), loop.merge_params
+  optimizer = loop.make_optimizer(1e-4, 0, 1000)
+  state = place(loop.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,
                                     jax.eval_shape(optimizer.init, trainable), None,
                                     jax.ShapeDtypeStruct((2,), jnp.uint32)), device)
   guidance = 3.5 if fam.guidance == "distilled" else 1.0
@@ -131,7 +133,7 @@ def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, rem
   else:
     cond["pooled"] = jax.ShapeDtypeStruct((batch, config.pooled_projection_dim), dtype)
   data = place({"x0": jax.ShapeDtypeStruct((batch, *latent), jnp.float32), "cond": cond}, device)
-  step = training.make_train_step(loss_fn, optimizer, frozen, combine=combine)
+  step = loop.make_train_step(loss_fn, optimizer, frozen, combine=combine)
   began = time.perf_counter()
   memory = step.memory(state, data)
   nbytes = lambda tree: int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize
@@ -219,14 +221,14 @@ def main(argv=None):
   result = {"model": args.model, "preset": args.preset, "batch": batch, "dtype": args.dtype,
             "remat": args.remat, "backend": backend, "rows": rows}
   if args.model == "pixart":
-    # "peak" (training.TrainStep.memory: arguments + temporaries + unaliased outputs, everything
+    # "peak" (loop.TrainStep.memory: arguments + temporaries + unaliased outputs, everything
     # the step's buffers take at once) is the figure the targets are read on.
     result["localized_over_full"] = rows[0]["xla_plan_bytes"]["peak"] / rows[1]["xla_plan_bytes"]["peak"]
     print(f"localized / full (XLA peak): {result['localized_over_full']:.2f} (target <= 0.5)")
   else:
     print("FLUX 6-block plans: " + ", ".join(f"{r['variant']} {r['xla_plan_bytes']['peak'] / 1e9:.1f} GB"
                                               for r in rows) + " (target < 80 GB)")
-  out = args.out or os.path.join("benchmarks", "results",
+  out = args.out or os.path.join("results",
                                  f"memory_plan_{args.model}_{args.preset}_{backend}"
                                  f"{'_remat' if args.remat else ''}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

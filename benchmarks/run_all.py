@@ -1,4 +1,4 @@
-"""Every GPU benchmark in one call: one JSON per benchmark in benchmarks/results/, one table at the end.
+"""Every GPU benchmark in one call: one JSON per benchmark in results/, one table at the end.
 
     python benchmarks/run_all.py                   # full presets, bf16: sized for 10 minutes on one H100/H200
     python benchmarks/run_all.py --preset tiny     # the same harnesses at CPU size, end to end (tested)
@@ -16,7 +16,7 @@ table; exits non-zero if a job failed.
 
     python benchmarks/run_all.py --recompute-flops   # no GPU needed: rewrites the stored results
 
-adds the analytic FLOP counts (dit_jax/flops.py: TFLOP/s, MFU against the device's peak) to the
+adds the analytic FLOP counts (benchmarks/flops.py: TFLOP/s, MFU against the device's peak) to the
 stored forward and generate results from their stored times, and each run_all row's summary as
 result_recomputed (nothing measured is changed), then prints the README's "Benchmarks" tables.
 """
@@ -63,7 +63,7 @@ def _speedup(result: dict, reference: str) -> float:
 
 def throughput(entry: dict) -> list[str]:
   """Analytic TFLOP/s and MFU of a timed entry, where its result has them. XLA's cost-analysis
-  "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (dit_jax/flops.py)."""
+  "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (benchmarks/flops.py)."""
   if "analytic_tflops" not in entry:
     return []
   mfu = [] if entry["mfu"] is None else [f"MFU {timing.percent(entry['mfu'])}"]
@@ -202,7 +202,7 @@ def run_all(preset: str, results: str, budget_s: float, only: set[str] | None) -
 # ---------------------------------------------------------------------------------------------
 # Stored results: analytic FLOPs added after the run, and the README's tables.
 
-RECOMPUTED = ("analytic FLOPs (dit_jax/flops.py) added after the run from its stored times by "
+RECOMPUTED = ("analytic FLOPs (benchmarks/flops.py) added after the run from its stored times by "
               "python benchmarks/run_all.py --recompute-flops; the measured times are unchanged. gflop "
               "and tflops, where present, are XLA's cost analysis as the run wrote them: on a GPU it "
               "misses the cuBLAS/cuDNN custom calls")
@@ -280,7 +280,7 @@ def readme_tables(results: str, preset: str = "full", tag: str = "gpu") -> str:
       counted[job] = result
   recomputed = any("flops_recomputed" in r for r in counted.values())
   caption = (f"Throughput on {', '.join(sorted({device_text(r) for r in counted.values()}))}: FLOPs "
-             "counted analytically (dit_jax/flops.py), TFLOP/s and MFU from the median times"
+             "counted analytically (benchmarks/flops.py), TFLOP/s and MFU from the median times"
              + (", recomputed from the stored times after the run" if recomputed else "") + ".")
   if any(job.module == "generate" for job in counted):
     caption += " A generate call is the whole denoising loop: per step, one forward of 2 x batch rows (CFG)."
@@ -306,7 +306,7 @@ def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
   return (
       f"**Latest GPU run** ({run['date']}, one {run['device']}, jax {pixart['jax']}, torch "
       f"{pixart['torch']}; `python benchmarks/run_all.py`, {run['seconds']:.0f} s; bf16, full presets; "
-      f"`benchmarks/results/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
+      f"`results/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
       + "), each against diffusers in the same run on the same "
       "weights and inputs, one run each, as it came out; TFLOP/s and MFU are analytic (below). Against "
       f"the speed issue's targets (#27): FLUX.1-dev's forward is {flux_x:.2f}x diffusers eager (target >= "
@@ -349,7 +349,7 @@ def keep_earlier_results(rows: list[dict], earlier: dict | None) -> list[dict]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
-  parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+  parser.add_argument("--results", default=os.path.join(REPO, "results"))
   parser.add_argument("--budget-minutes", type=float, default=10.0)
   parser.add_argument("--only", default=None, help="comma list of job names: " +
                       ", ".join(j.name for j in JOBS))

@@ -67,7 +67,7 @@ def test_memory_plan_names_an_unknown_compile_target():
 # ---------------------------------------------------------------------------------------------
 # Issue 28, part 3: analytic FLOPs, TFLOP/s and MFU in the stored results and the README.
 
-RESULTS = os.path.join(REPO, "benchmarks", "results")
+RESULTS = os.path.join(REPO, "results")
 # What benchmarks/run_all.py --recompute-flops adds; everything else is what the run wrote.
 ADDED = {"analytic_gflop", "peak_tflops", "flops_recomputed", "analytic_tflops", "mfu", "result_recomputed"}
 

@@ -14,10 +14,11 @@ import torch
 from diffusers import FluxTransformer2DModel
 from safetensors.torch import save_file
 
-from dit_jax.interventions import TextResidualSwap
+from dit_jax.models.interventions import TextResidualSwap
 from dit_jax import families
 from dit_jax.families.flux import latent_image_ids
-from dit_jax import checkpoints as common, loading
+from ports import checkpoints as common
+from dit_jax.pipeline import loading
 from dit_jax.families import flux
 from tests.testutil import rel_error
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import SanaTransformer2DModel
 
-from dit_jax.interventions import TextSwap
+from dit_jax.models.interventions import TextSwap
 from dit_jax.models.sana import SanaConfig
-from dit_jax import loading
+from dit_jax.pipeline import loading
 from dit_jax.families import sana as sana_port
 from tests.testutil import nchw_to_nhwc, rel_error
 

@@ -14,7 +14,7 @@ the top-K blocks of the character category's concept in `--scores`, then generat
                    that do not name the concept.
 
 Also reports trainable parameters, gradient + Adam state bytes, the step's peak memory (XLA's
-memory plan) and step time. Writes table.json, table.md and finetune.png to --out.
+memory plan) and step time. Writes table.json, table.md and blocks.png to --out.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import os
 
 import numpy as np
 
-from dit_jax import finetune
-from dit_jax.shapes.plugin import ShapesJudge
-from dit_jax.pipeline import Text2Image
+from dit_jax import blocks as blocks_lib
+from dit_jax.shapes.judge import ShapesJudge
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import ASSETS, tasks, world
 
@@ -121,7 +121,7 @@ def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tup
     if learning_rate:
       extra["learning_rate"] = learning_rate
     neighbours = [n for n in world.CONCEPTS[category] if n != concept]
-    local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, source, k)))
+    local_blocks = ",".join(map(str, blocks_lib.top_blocks_from_scores(scores, source, k)))
     gen.use(None)
     rows.append({"objective": objective, "concept": concept, "variant": "base model",
                  "concept_accuracy": measure(),
@@ -184,7 +184,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
   parser.add_argument("--scores", default="runs/localize_shapes/scores.json",
                       help="a localize.py run's scores.json: which blocks hold what")
-  parser.add_argument("--out", default="runs/finetune_eval", help="table.json, table.md, finetune.png")
+  parser.add_argument("--out", default="runs/finetune_eval", help="table.json, table.md, blocks.png")
   parser.add_argument("--k", type=int, default=4, help="blocks the localized runs train (top-K)")
   parser.add_argument("--steps", type=int, default=300, help="training steps of every run")
   parser.add_argument("--num", type=int, default=64, help="images per measurement")
