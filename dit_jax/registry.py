@@ -17,6 +17,9 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 
+_REQUIRED = object()
+
+
 class Registry(MutableMapping):
   """name -> object, where a "module:attribute" string stands for the object it names."""
 
@@ -34,8 +37,11 @@ class Registry(MutableMapping):
     self._entries[name] = obj
     return obj
 
-  def get(self, name: str) -> Any:
-    """The object registered as `name`; an unknown name is a ValueError listing the known ones."""
+  def get(self, name: str, default: Any = _REQUIRED) -> Any:
+    """The object registered as `name`; an unknown name is a ValueError listing the known ones
+    (or `default`, where one is given, as a Mapping's get returns it)."""
+    if name not in self._entries and default is not _REQUIRED:
+      return default
     if name not in self._entries:
       raise ValueError(f"unknown {self.kind} {name!r}; choose from {self.names()}"
                        + (f" {self.hint}" if self.hint else ""))

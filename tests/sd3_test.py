@@ -20,6 +20,7 @@ from dit_jax.pipeline import loading
 from dit_jax.diffusion.concepts import ConceptNotFound
 from dit_jax.models.interventions import ConceptProbe
 from dit_jax.families import sd3
+from ports import sd3 as sd3_original
 from tests.testutil import nchw_to_nhwc, rel_error
 
 torch.set_grad_enabled(False)
@@ -146,7 +147,7 @@ def test_original_single_file(layout, tmp_path):
   # The lazy diffusers-keyed view equals the diffusers state dict, key for key.
   # Without qk norm (SD3 2B) no tensor tells the head width; the published models' is 64.
   overrides = {"sample_size": 16, **({} if model.config.qk_norm else {"attention_head_dim": 8})}
-  config, lazy = sd3.from_original(checkpoints.read_state_dict(path), overrides)
+  config, lazy = sd3_original.from_original(checkpoints.read_state_dict(path), overrides)
   assert sorted(lazy) == sorted(state)
   for key in state:
     np.testing.assert_array_equal(lazy[key], state[key].numpy(), err_msg=key)
@@ -170,7 +171,7 @@ def test_original_fused_tensors_are_read_once():
       reads.append(key)
       return super().__getitem__(key)
 
-  config, lazy = sd3.from_original(Recording(original), {})
+  config, lazy = sd3_original.from_original(Recording(original), {})
   reads.clear()
   loading.from_state_dict(families.get("sd3"), config, lazy)
   assert sorted(reads) == sorted(original)   # every original tensor read exactly once
@@ -444,11 +445,11 @@ def test_options_and_errors(sd3_pipe):
   with pytest.raises(ValueError, match="flux_swap is FLUX's option"):
     sweep.intervention_sweep("sd3", None, flux_swap="residual")
   with pytest.raises(checkpoints.CheckpointError, match="pass attention_head_dim"):
-    sd3.from_original(to_original_layout(tiny_torch_model("sd3").state_dict(), 3), {})
+    sd3_original.from_original(to_original_layout(tiny_torch_model("sd3").state_dict(), 3), {})
   original = to_original_layout(tiny_torch_model().state_dict(), 3)
   original["model.diffusion_model.joint_blocks.0.x_block.attn.lora_up.weight"] = torch.zeros(2, 2)
   with pytest.raises(checkpoints.CheckpointError, match=r"joint_blocks\.0\.x_block\.attn\.lora_up"):
-    sd3.from_original(original, {})
+    sd3_original.from_original(original, {})
   with pytest.raises(FileNotFoundError, match="stable-diffusion-3.5"):
     loading.load("/nowhere", "sd3")
   with pytest.raises(ValueError, match="pos_embed_max_size=8"):
