@@ -24,7 +24,8 @@ from dit_jax.files import read_json, write_text
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 ASSETS = os.path.join(ROOT, "dit_jax", "shapes", "assets")
-DOCUMENTS = (os.path.join(ROOT, "README.md"), os.path.join(ASSETS, "MODEL_CARD.md"))
+DOCUMENTS = (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "results.md"),
+             os.path.join(ASSETS, "MODEL_CARD.md"))
 BAR_MEAN, BAR_CATEGORY = 0.80, 0.60  # the project's bar for the Shapes model on held-out captions
 REGION = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
                     re.S)

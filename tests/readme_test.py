@@ -35,3 +35,17 @@ def test_a_changed_result_makes_the_text_stale(monkeypatch):
 def test_an_unknown_region_is_an_error(tmp_path):
   with pytest.raises(KeyError, match="no generator"):
     readme.render("<!-- generated:nothing -->\nold\n<!-- /generated:nothing -->")
+
+
+def test_the_readme_is_a_guide_with_the_two_commands_on_its_first_screen():
+  """Issue 40, item 6: README.md is a guide of about 250 lines (results live in docs/results.md),
+  and its first screen holds the install-and-run command and the test command."""
+  with open(readme.DOCUMENTS[0]) as f:
+    lines = f.read().splitlines()
+  assert len(lines) <= 260, len(lines)
+  first_screen = "\n".join(lines[:30])
+  assert "python localize.py --config configs/shapes.py" in first_screen
+  assert "python -m pytest -q -n auto --dist loadfile" in first_screen
+  # Every generated region but the shipped model's quality lives on the results page.
+  text = "\n".join(lines)
+  assert [m["name"] for m in readme.REGION.finditer(text)] == ["model-quality"]
