@@ -158,9 +158,15 @@ def _peak(row: dict) -> int:
   return row["xla_plan_bytes"]["peak"]
 
 
+# What the plans are held against: localized PixArt at most half of full fine-tuning's peak (with
+# --remat), FLUX.1-dev's 6-block step under one 80 GB accelerator.
+PIXART_TARGET, FLUX_TARGET_BYTES = 0.5, 80e9
+
+
 def readme_table(results: str) -> str:
-  """The README's memory table and its figures, from the stored TPU v5p plans (and the CPU
-  backend's totals beside them)."""
+  """The results page's memory table and its figures, from the stored TPU v5p plans (and the CPU
+  backend's totals beside them). Every comparison word (met, less than half, most, above) is
+  computed from the plans."""
   load = lambda name: json.load(open(os.path.join(results, f"memory_plan_{name}.json")))
   pixart, pixart_remat = load("pixart_full_tpu_v5p"), load("pixart_full_tpu_v5p_remat")
   flux = load("flux_full_tpu_v5p_remat")
@@ -183,11 +189,32 @@ def readme_table(results: str) -> str:
   frozen = (five["weights_bytes"] - 4 * five["trainable_parameters"]) / 2
   minutes = [r["compile_seconds"] / 60 for plan in (pixart, pixart_remat, flux) for r in plan["rows"]]
   flux_plans = " and ".join(f"{_peak(r) / 1e9:.1f} GB ({r['variant']})" for r in flux["rows"])
+  ratio = pixart_remat["localized_over_full"]
+  met = lambda ok: "met" if ok else "not met"
+  flux_under = all(_peak(r) < FLUX_TARGET_BYTES for r in flux["rows"])
+  # Temporaries (the activations kept for the backward pass among them) as a share of each plan.
+  share = lambda plan: [r["xla_plan_bytes"]["temporaries"] / _peak(r) for r in plan["rows"]]
+  plain_share, remat_share = share(pixart), share(pixart_remat)
+  most = lambda shares: ("most" if min(shares) > 0.5 else "less than half" if max(shares) < 0.5
+                         else "some")
+  percents = lambda shares: " and ".join(f"{100 * x:.0f} %" for x in shares)
+  tpu = [r for plan in (pixart_remat, flux) for r in plan["rows"]]
+  over = [c["xla_plan_bytes"]["total"] / _peak(t) for c, t in
+          zip([r for plan in cpu for r in plan["rows"]], tpu)]
+  flux_plain = os.path.exists(os.path.join(results, "memory_plan_flux_full_tpu_v5p.json"))
   return ("\n".join(lines) + "\n\n"
-          f"Localized PixArt fine-tuning plans {pixart_remat['localized_over_full']:.2f}x the memory "
-          f"of full fine-tuning with `--config.remat=True` ({pixart['localized_over_full']:.2f}x "
-          f"without); FLUX.1-dev's 6-block step plans {flux_plans}. XLA's CPU backend "
-          f"(`memory_plan_*_cpu_remat.json`) totals {', '.join(totals)} for the same four steps. "
+          f"Localized PixArt fine-tuning plans {ratio:.2f}x the memory of full fine-tuning with "
+          f"`--config.remat=True` ({pixart['localized_over_full']:.2f}x without): "
+          f"{'less than half' if ratio < 0.5 else 'half or more'} (target <= {PIXART_TARGET}: "
+          f"{met(ratio <= PIXART_TARGET)}). FLUX.1-dev's 6-block step plans {flux_plans}: "
+          f"{'each' if flux_under else 'not each'} under {FLUX_TARGET_BYTES / 1e9:.0f} GB (target < "
+          f"{FLUX_TARGET_BYTES / 1e9:.0f} GB: {met(flux_under)})" + ("" if flux_plain else "; its plans without remat were not compiled")
+          + f". In PixArt's plans the temporaries (the activations kept for the backward pass among "
+          f"them) are {most(plain_share)} of the peak without remat ({percents(plain_share)}: 5 blocks, "
+          f"all) and {most(remat_share)} with it ({percents(remat_share)}). XLA's CPU backend "
+          f"(`memory_plan_*_cpu_remat.json`) totals {', '.join(totals)} for the same four steps, "
+          f"{'each above' if min(over) > 1 else 'not all above'} the TPU plan with remat "
+          f"({min(over):.0f}x to {max(over):.0f}x). "
           f"The weights column for PixArt's 5 blocks: 2 B x {frozen / 1e6:.0f} M frozen + 4 B x "
           f"{five['trainable_parameters'] / 1e6:.0f} M trained = {five['weights_bytes'] / 1e9:.2f} GB "
           f"({_gib(five['weights_bytes'])}). Each TPU plan compiled in {min(minutes):.0f} to "

@@ -293,20 +293,34 @@ TARGETS = {"flux_forward_vs_eager": 1.2, "pixart_forward_vs_compile": 1.15,
 
 
 def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
-  """The README's paragraph on the stored run_all run: where it ran and each headline ratio
-  against its target (TARGETS), from the jobs' JSONs."""
+  """The results page's paragraph on the stored run_all run: where it ran and each headline ratio
+  against its target (TARGETS, and the targets a job's JSON carries), "met" or "not met" computed
+  from the figures; what ran is read from the JSONs too (a torch.compile baseline, the variants of
+  a fine-tuning step)."""
   run = read(os.path.join(results, f"run_all_{preset}_{tag}.json"))
   jobs = {j.name: j for j in JOBS}
   got = lambda name: read(job_result(results, jobs[name], preset, tag))
   flux, pixart, sana = got("forward_flux"), got("forward_pixart"), got("forward_sana")
   pixart_gen, sana_gen, step = got("generate_pixart"), got("generate_sana"), got("finetune_pixart")
+  sweep, scoring, flux_step = got("sweep_pixart"), got("scoring_overhead_shapes"), got("finetune_flux")
   met = lambda ok: "met" if ok else "not met"
   flux_x, pixart_x = _speedup(flux, "diffusers_eager"), _speedup(pixart, "diffusers_compile")
   sana_gen_x, peak = _speedup(sana_gen, "diffusers"), step["ratios"]["xla_peak_bytes"]
+  sana_compiled = "diffusers_compile" in sana_gen or "diffusers_compile" in sana
+  localized = next(r for r in step["rows"] if r["variant"] == "localized")
+  full = next((r for r in step["rows"] if r["variant"] == "full"), {})
+  measured = (localized["measured_peak_bytes"] / full["measured_peak_bytes"]
+              if localized.get("measured_peak_bytes") and full.get("measured_peak_bytes") else None)
+  temporaries = localized["xla_plan_bytes"]["temporaries"] / localized["xla_plan_bytes"]["peak"]
+  step_targets = "; ".join(
+      f"{key.replace('_', ' ')} {step['ratios'][key]:.2f}x (target <= {target}x: "
+      f"{met(step['ratios'][key] <= target)})" for key, target in step.get("targets", {}).items())
+  flux_variants = [r["variant"] for r in flux_step["rows"]]
+  shown = os.path.relpath(results, REPO)
   return (
       f"**Latest GPU run** ({run['date']}, one {run['device']}, jax {pixart['jax']}, torch "
       f"{pixart['torch']}; `python benchmarks/run_all.py`, {run['seconds']:.0f} s; bf16, full presets; "
-      f"`results/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
+      f"`{shown}/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
       + "), each against diffusers in the same run on the same "
       "weights and inputs, one run each, as it came out; TFLOP/s and MFU are analytic (below). Against "
       f"the speed issue's targets (#27): FLUX.1-dev's forward is {flux_x:.2f}x diffusers eager (target >= "
@@ -315,16 +329,22 @@ def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
       f"{met(pixart_x >= TARGETS['pixart_forward_vs_compile'])}) and its 20-step generation "
       f"{_speedup(pixart_gen, 'diffusers'):.2f}x diffusers eager; SANA's forward is "
       f"{_speedup(sana, 'diffusers_eager'):.2f}x eager, its 20-step generation {sana_gen_x:.2f}x "
-      f"diffusers eager (no `torch.compile` baseline ran for SANA; against eager the target is "
-      f"{met(sana_gen_x >= TARGETS['sana_generate_vs_diffusers'])}; Flax's fastest of its "
+      f"diffusers eager (target >= {TARGETS['sana_generate_vs_diffusers']}x"
+      + ("" if sana_compiled else "; no `torch.compile` baseline ran for SANA, and against eager it is")
+      + f" {met(sana_gen_x >= TARGETS['sana_generate_vs_diffusers'])}; Flax's fastest of its "
       f"{sana_gen['flax']['iters']} timed loops took {sana_gen['flax']['min_ms']:,.0f} ms, their median "
       f"{sana_gen['flax']['median_ms']:,.0f} ms; the first GPU run, 2026-11-29, is in git history at "
-      f"commit 0e5ca89); the localized PixArt step's measured peak memory is {peak:.2f}x full (target "
+      f"commit 0e5ca89); the localized PixArt step's peak memory is {peak:.2f}x full in XLA's plan"
+      + (f", {measured:.2f}x measured" if measured else "") + " (target "
       f"<= {TARGETS['localized_peak_over_full']}x: {met(peak <= TARGETS['localized_peak_over_full'])}; "
-      f"gradient + optimizer state is {step['ratios']['grad_and_optimizer_bytes']:.2f}x, what remains "
-      "is mostly the activations kept for the backward pass, which runs through every block from the "
-      "first trained one to the output). The FLUX step is localized only: a full FLUX.1-dev fine-tune "
-      "with Adam does not fit in one GPU's memory.\n")
+      f"gradient + optimizer state is {step['ratios']['grad_and_optimizer_bytes']:.2f}x; XLA's plan of the "
+      f"localized step puts {100 * temporaries:.0f} % of its peak in temporaries, the activations kept "
+      "for the backward pass among them, which runs through every block from the first trained one to "
+      f"the output){'; its own targets: ' + step_targets if step_targets else ''}. The PixArt sweep is "
+      f"{sweep['speedup']:.2f}x diffusers (target >= {sweep['target']}x: {met(sweep['speedup'] >= sweep['target'])}); "
+      f"concept scoring adds {100 * scoring['overhead']:+.1f} % to plain sampling (target <= "
+      f"+{100 * scoring['target']:.0f} %: {met(scoring['overhead'] <= scoring['target'])}). The FLUX step "
+      f"ran {', '.join(flux_variants)} only (benchmarks/finetune_step.py runs no full FLUX.1-dev variant).\n")
 
 
 def keep_earlier_results(rows: list[dict], earlier: dict | None) -> list[dict]:

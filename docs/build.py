@@ -1,13 +1,19 @@
-"""The figures README.md and the Shapes model card quote from runs, generated from stored results.
+"""The figures README.md, docs/results.md and the Shapes model card quote from runs, generated
+from stored results.
 
     python -m docs.build            # rewrite every generated region from its JSON
     python -m docs.build --check    # exit 1 naming each region whose text is stale
 
-A region is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`; REGIONS
-maps NAME to the function that writes it from a JSON in results/ (or the model's own
-generation_eval.json). A number about a run belongs in such a region, never in hand-written prose:
-tests/readme_test.py fails when a region differs from what its JSON gives, so a rerun that changes
-a result changes the words with it.
+A region is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`, in any of
+DOCUMENTS; REGIONS maps NAME to the function that writes it from a JSON in results/ (or
+the model's own generation_eval.json). A number about a run belongs in such a region, never in
+hand-written prose: tests/readme_test.py fails when a region differs from what its JSON gives, so a
+rerun that changes a result changes the words with it.
+
+The words too: a region says a conclusion ("higher", "met", "localized", "less than half") only as
+the outcome of a rule applied to the data (an interval that excludes 0, a measured value on the
+target's side, a verdict flag), never as fixed text with numbers slotted in; a changed result
+flips the word (tests/readme_test.py changes stored results and checks that it does).
 """
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ from dit_jax.files import read_json, write_text
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
 ASSETS = os.path.join(ROOT, "dit_jax", "shapes", "assets")
-DOCUMENTS = (os.path.join(ROOT, "README.md"), os.path.join(ASSETS, "MODEL_CARD.md"))
+DOCUMENTS = (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "results.md"),
+             os.path.join(ASSETS, "MODEL_CARD.md"))
+SHOWN = os.path.relpath(RESULTS, ROOT)   # how the documents name the results folder
 BAR_MEAN, BAR_CATEGORY = 0.80, 0.60  # the project's bar for the Shapes model on held-out captions
 REGION = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
                     re.S)
@@ -50,6 +58,11 @@ def _pct(x: float) -> str:
 
 def _interval(values) -> str:
   return f"[{values[0]:+.2f}, {values[1]:+.2f}]"
+
+
+def _met(value: float, target: float, at_most: bool = False) -> str:
+  """'met' where the measured value lies on the target's side (>= target, or <= with at_most)."""
+  return "met" if (value <= target if at_most else value >= target) else "not met"
 
 
 # ------------------------------------------------------------------------------ localization
@@ -98,17 +111,29 @@ def shapes_findings() -> str:
              + " localized" if localized else "no category is localized") + ".")
   reverse = [e["tests"]["sufficiency"] for e in full["summary"] if e["tests"]["sufficiency"]]
   if reverse:
-    floor = 1 / (reverse[0]["draws"] + 1)
-    at_floor = sum(r["p"] <= floor + 1e-12 for r in reverse)
-    least = min(e["p_sufficiency_adjusted"] for e in full["summary"] if e["p_sufficiency_adjusted"])
-    lines.append(f"\nThe reverse test had {reverse[0]['draws']} random K-sets per concept and K, so its "
-                 f"p cannot go below 1/{reverse[0]['draws'] + 1} = {floor:.3f}; {at_floor} of "
-                 f"{len(reverse)} cells reached that floor, and Benjamini-Hochberg over the "
-                 f"{len(reverse)} tests leaves the smallest adjusted p at {least:.3f}: "
-                 + ("no category is shown sufficient here, which is a limit of the draws as much as a "
-                    "finding." if not any(e.get("sufficient") for e in full["summary"]) else
-                    "see the table for where it holds."))
+    lines.append("\n" + _reverse_reading(full["summary"], reverse))
   return head + "\n\n" + "\n".join(lines)
+
+
+def _reverse_reading(summary: list[dict], reverse: list[dict]) -> str:
+  """What the reverse test's draws allow and what it found: its p floor 1/(R + 1) against the
+  verdict's level, what Benjamini-Hochberg makes of one cell alone at that floor, the cells at the
+  floor, the smallest adjusted p against the level, and the categories the verdict calls
+  sufficient."""
+  from dit_jax.verdict.sets import ALPHA
+  draws, tests = reverse[0]["draws"], len(reverse)
+  floor = 1 / (draws + 1)
+  at_floor = sum(r["p"] <= floor + 1e-12 for r in reverse)
+  least = min(e["p_sufficiency_adjusted"] for e in summary if e["p_sufficiency_adjusted"])
+  sufficient = _verdicts_at(summary, "sufficient")
+  found = (", ".join(f"{c} at K = {' and '.join(map(str, ks))}" for c, ks in sufficient.items())
+           + " shown sufficient" if sufficient else "no category is shown sufficient")
+  below = lambda p: "below" if p < ALPHA else "not below"
+  return (f"The reverse test had {draws} random K-sets per concept and K, so its p cannot go below "
+          f"1/{draws + 1} = {floor:.3f} ({below(floor)} the level {ALPHA:g}; one cell alone at that "
+          f"floor is adjusted to {min(1.0, floor * tests):.3f} by Benjamini-Hochberg over the {tests} "
+          f"tests, {below(floor * tests)} {ALPHA:g}). {at_floor} of {tests} cells reached that floor, "
+          f"and the smallest adjusted p is {least:.3f} ({below(least)} {ALPHA:g}): {found}.")
 
 
 def shapes_auto_k() -> str:
@@ -128,7 +153,7 @@ def shapes_agreement() -> str:
   cells = [f"{pair}: tau {v['kendall_tau']:+.2f}, overlap {v['top_k_overlap']:.2f}"
            for pair, v in overall.items()]
   return (f"The localizers' agreement on this model, from the earlier run with every localizer (20 "
-          f"draws, the same weights; `results/localize_shapes_full_20draws.json`; K = "
+          f"draws, the same weights; `{SHOWN}/localize_shapes_full_20draws.json`; K = "
           f"{old['agreement']['k']}, over its {len(old['concepts'])} concepts; Kendall tau and top-K "
           "overlap): " + "; ".join(cells) + ".")
 
@@ -136,13 +161,45 @@ def shapes_agreement() -> str:
 def default_run() -> str:
   run = result("localize_shapes.json")
   return (f"On this project's 2-core CPU it took {run['seconds']:.0f} s at a load average of "
-          f"{run['load_average'][0]:.1f} (`results/localize_shapes.json`). Its answer, "
+          f"{run['load_average'][0]:.1f} (`{SHOWN}/localize_shapes.json`). Its answer, "
           "as the run prints it:\n\n" + "\n".join(f"- {line}" for line in run["answer"]))
 
 
 def placebo() -> str:
   from studies import placebo as placebo_benchmark
   return placebo_benchmark.table(result("placebo.json"))
+
+
+def placebo_reading() -> str:
+  """What the placebo table decides, per run and flag: whether the false-positive rate of runs
+  lies below the verdict's level (its whole 95 % Clopper-Pearson interval under it), whether the
+  tie-randomised p-values' uniformity is rejected at that level, and how often the run's own answer
+  comes back (in any cell) under the run's own ranking when its prompts and seeds are resampled."""
+  from dit_jax.verdict.sets import ALPHA
+  found = result("placebo.json")
+  out = []
+  for name, run in found.items():
+    if not isinstance(run, dict) or "false_positives" not in run:
+      continue
+    said = []
+    for flag, f in run["false_positives"].items():
+      low, high = f["run_rate_interval"]
+      word = ("below" if high < ALPHA else "above" if low > ALPHA else "not shown below")
+      said.append(f"{flag}: {f['run_rate']:.4f} of runs with any yes, {word} {ALPHA:g} "
+                  f"(95 % CP [{low:.4f}, {high:.4f}])")
+    ks = run["ks_uniform_p"]
+    own = run.get("own_answer_replicates")
+    power = run["power"]
+    out.append(f"**{name}**: false-positive rate " + "; ".join(said) + f". Power at a planted effect "
+               f"of {power['effect']:.2f}: " + "; ".join(f"{flag} {p['run_rate']:.3f} of runs, "
+                                                        f"{p['cell_rate']:.3f} of cells"
+                                                        for flag, p in power.items() if flag != "effect")
+               + ". Uniformity of the "
+               f"tie-randomised placebo p-values: KS p = {ks:.2f}, "
+               + ("not rejected" if ks >= ALPHA else "rejected") + f" at {ALPHA:g}."
+               + (f" Under the run's own ranking, {own['resamples']} resamples of its prompts and "
+                  f"seeds give a yes in some cell in {own['runs_with_any']} of them." if own else ""))
+  return "\n\n".join(out)
 
 
 def planted() -> str:
@@ -161,6 +218,14 @@ def planted() -> str:
                  f"{'yes' if r['counted'] else 'no'} | {r['top_blocks']} | {withheld} | "
                  f"{'-' if r['causal_holds'] is None else 'holds' if r['causal_holds'] else 'fails'} |")
   steps = {r["method"]: r.get("steps") for r in found["sets"]}
+  # The causal check (planted_knowledge.py): withholding the name from the planted blocks drops
+  # the look by at least MIN_TOP_DROP and by at least twice what withholding it elsewhere does.
+  from dit_jax.verdict.summary import MIN_TOP_DROP
+  failed = [r["label"] for r in found["sets"] if r["counted"] and r["causal_holds"] is False]
+  lines += ["", "Plantings that took where withholding the name from the planted blocks does not "
+            f"remove the look (a drop under {MIN_TOP_DROP}, or under twice the drop with it withheld "
+            "from as many other blocks: the causal check fails): "
+            + (", ".join(failed) if failed else "none") + "."]
   return ("\n".join(lines) + "\n\n" + f"Training steps per method: "
           + ", ".join(f"{m} {s}" for m, s in steps.items()) + f" (lr {found['learning_rate']:g}). "
           + "precision@|set| over the plantings that took (95 % bootstrap interval over plantings, "
@@ -183,11 +248,11 @@ def finetune_controls() -> str:
 def shapes_cpu() -> str:
   """The CPU benchmark's sentence: the shipped model, ours vs diffusers in the same run."""
   run = result("shapes_cpu.json")
-  return (f"Stored run (`results/shapes_cpu.json`, {run['device']}): generation "
-          f"{run['ratios']['generation']:.2f}x diffusers (target {run['targets']['generation']}x), the sweep "
-          f"{run['ratios']['sweep']:.2f}x (target {run['targets']['sweep']}x) with {run['chunk']} "
-          f"interventions per call; its final latents at a relative distance of "
-          f"{run['final_latent_rel_error']:.1e} from diffusers'.")
+  said = lambda key: (f"{run['ratios'][key]:.2f}x diffusers (target >= {run['targets'][key]}x: "
+                      f"{_met(run['ratios'][key], run['targets'][key])})")
+  return (f"Stored run (`{SHOWN}/shapes_cpu.json`, {run['device']}): generation {said('generation')}, "
+          f"the sweep {said('sweep')} with {run['chunk']} interventions per call; its final latents at a "
+          f"relative distance of {run['final_latent_rel_error']:.1e} from diffusers'.")
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -195,10 +260,12 @@ def model_quality() -> str:
   final = result("shapes_continue.json")["final"]
   held, other = final["heldout"], final["heldout_seed7"]
   text = lambda a: ", ".join(f"{c} {_pct(v)}" for c, v in a.items())
+  met = lambda e: "met" if _meets_bar(e) else "not met"
   return (f"on {max(held['images_per_category'].values())} held-out captions the judge finds "
           f"{text(held['accuracy'])} of the time (mean {_pct(held['mean'])}; a second set of "
-          f"held-out captions gives mean {_pct(other['mean'])}; the project's bar is a mean of "
-          f"{_pct(BAR_MEAN)} with every category at {_pct(BAR_CATEGORY)})")
+          f"held-out captions gives mean {_pct(other['mean'])}; the project's bar, a mean of "
+          f"{_pct(BAR_MEAN)} with every category at {_pct(BAR_CATEGORY)}, is {met(held)} on the first "
+          f"set and {met(other)} on the second)")
 
 
 def _benchmark(name: str):
@@ -277,7 +344,11 @@ def quality_verdict() -> str:
 
 def model_limits() -> str:
   """What limited the 12,500-step model (issue #16): its diagnosis runs, the trainer's step costs
-  and the held-out curve of training on, one bullet each."""
+  and the held-out curve of training on, one bullet each. Each bullet's words are a rule on the
+  figures it prints: "underfit" where the categories below the bar on held-out captions are below
+  it on training captions too ("overfit" where they reach it there); the sampler or the batch
+  "helps" only where a setting lifts a category to the bar or buys throughput; training on
+  "reaches the bar" where the last point of the curve does."""
   found = result("shapes_continue.json")
   diagnosis, cost, curve = (found["diagnosis_of_the_12500_step_model"], found["step_time_seconds"],
                             found["curve_heldout"])
@@ -285,22 +356,44 @@ def model_limits() -> str:
   low = [c for c, v in held["accuracy"].items() if v < BAR_CATEGORY]
   values = lambda a: _and(f"{c} {a[c]:.2f}" for c in low)
   change = lambda run: _and(f"{c} {run['accuracy'][c] - held['accuracy'][c]:+.2f}" for c in low)
+  lifted = lambda run: [c for c in low if run["accuracy"][c] >= BAR_CATEGORY]
   base, large, wide = cost["width 96, batch 32"], cost["width 96, batch 128"], cost["width 128, batch 32"]
+  train = diagnosis["train split"]["accuracy"]
+  below_on_train = [c for c in low if train[c] < BAR_CATEGORY]
+  fit = ("underfit, not overfit: on training captions its "
+         f"{values(train)} were below the bar ({BAR_CATEGORY:.2f}) as on held-out ones" if below_on_train == low
+         else "overfit in part: on training captions " + _and(f"{c} {train[c]:.2f}" for c in low
+                                                               if c not in below_on_train)
+         + f" reached the bar ({BAR_CATEGORY:.2f}) that held-out ones did not")
+  sampler = {"guidance 8": diagnosis["guidance 8"], "50 sampler steps": diagnosis["50 steps"]}
+  helped = [f"{name} lifts {_and(lifted(run))} to the bar" for name, run in sampler.items() if lifted(run)]
+  sampler_said = ("The sampler: " + "; ".join(helped) if helped else
+                  f"Not the sampler: no setting lifts {_and(low)} to the bar")
+  gain = (128 / 32) / (large / base)   # images per second at batch 128 over batch 32
   return "\n".join([
-      "- It was underfit, not overfit: on training captions its "
-      f"{values(diagnosis['train split']['accuracy'])} were below the bar as on held-out ones "
-      f"({values(held['accuracy'])}).",
-      f"- Not the sampler: guidance 8 gives mean {diagnosis['guidance 8']['mean']:.2f} against "
-      f"{held['mean']:.2f}; 50 sampler steps give mean {diagnosis['50 steps']['mean']:.2f} "
-      f"({change(diagnosis['50 steps'])}).",
-      f"- Not the batch: on this CPU a step of batch 128 costs {large / base:.2f}x a step of batch 32 "
-      f"({large:.2f} s against {base:.3f} s; {cost['measured']}), so a larger batch buys no "
-      f"throughput; width 128 costs {wide / base:.1f}x per step ({wide:.2f} s).",
+      f"- It was {fit} ({values(held['accuracy'])}).",
+      f"- {sampler_said}: guidance 8 gives mean {diagnosis['guidance 8']['mean']:.2f} against {held['mean']:.2f}; 50 "
+      f"sampler steps give mean {diagnosis['50 steps']['mean']:.2f} ({change(diagnosis['50 steps'])}).",
+      f"- {'Not the batch' if gain <= 1 else 'The batch'}: on this CPU a step of batch 128 costs "
+      f"{large / base:.2f}x a step of batch 32 ({large:.2f} s against {base:.3f} s; {cost['measured']}), "
+      f"so a larger batch buys {'no' if gain <= 1 else f'{gain:.2f}x the'} throughput; width 128 costs "
+      f"{wide / base:.1f}x per step ({wide:.2f} s).",
       "- Training on with the learning rate back up: "
       + "; ".join(f"{c} " + " -> ".join(f"{p['accuracy'][c]:.2f}" for p in curve) for c in low)
       + f" from the {curve[0]['total_steps']:,}-step model over "
       + _and(format(p["continued_steps"], ",") for p in curve[1:])
-      + " more steps: the first runs had stopped far from convergence."])
+      + f" more steps: {_reached(curve, low)}."])
+
+
+def _reached(curve: list[dict], low: list[str]) -> str:
+  """Whether training on brought the categories below the bar to it: where the last point of the
+  held-out curve is at the bar, the first runs had stopped short of what the recipe reaches."""
+  last = curve[-1]["accuracy"]
+  up = [c for c in low if last[c] >= BAR_CATEGORY]
+  if up == low:
+    return f"{_and(low)} reach the bar ({BAR_CATEGORY:.2f}): the first runs had stopped short of it"
+  return (f"{_and(up) if up else 'none of them'} reach{'es' * (len(up) == 1)} the bar "
+          f"({BAR_CATEGORY:.2f}); {_and(c for c in low if c not in up)} stay{'s' * (len(low) - len(up) == 1)} below")
 
 
 def judge_accuracy() -> str:
@@ -352,8 +445,8 @@ def judge_check_reading() -> str:
   lossless = [c for c in stay if clean["accuracy"][c] == 1]
   at = lambda c: _and(format(r["accuracy"][c], ".3f") for r in later)
   within = f"within {gap} image{'s' * (gap != 1)}"
-  return (f"At t = {first['t']} (the model retouches every pixel, rmse {first['rmse']:.3f}, but keeps "
-          f"the scene) the judge's misses in each category are {within} of its misses on the clean "
+  return (f"At t = {first['t']} (the model retouches every pixel, rmse {first['rmse']:.3f}) the "
+          f"judge's misses in each category are {within} of its misses on the clean "
           "renders: "
           + _and(f"{misses(first, c)} {c} miss{'es' * (misses(first, c) != 1)} in {first['images'][c]} "
                  f"({count(misses(clean, c))} on the renders)" for c in missed)
@@ -369,7 +462,7 @@ def judge_check_reading() -> str:
 REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
-    "shapes-findings": shapes_findings, "placebo": placebo, "shapes-agreement": shapes_agreement,
+    "shapes-findings": shapes_findings, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,

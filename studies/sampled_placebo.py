@@ -1,4 +1,4 @@
-"""The sampled verdict's placebo (dit_jax/sets.py: top-K ranked among independent random K-sets
+"""The sampled verdict's placebo (dit_jax/verdict/sets.py: top-K ranked among independent random K-sets
 drawn with replacement, as runs before the exact verdict made them), on simulated runs.
 
     python -m studies.sampled_placebo --simulated 400

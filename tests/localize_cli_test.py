@@ -147,7 +147,7 @@ def test_a_k_beyond_the_model_stops_training_before_any_work(tmp_path):
 def test_configs_sweep_a_k_grid_with_many_random_draws():
   """Issue 19, items 2 and 6, and issue 25: at least 200 independent random K-sets per concept
   and K for real models (the verdict's null) and as many reverse ones, a K grid everywhere; the
-  5-minute CPU default runs fewer images and draws (README, "The Shapes world")."""
+  5-minute CPU default runs fewer images and draws (docs/results.md, "The default run")."""
   from configs import pixart, shapes_full
   real = pixart.get_config()
   assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws >= 200
@@ -163,11 +163,12 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
 
 
 def test_readme_shapes_table_is_the_stored_full_run():
-  """Issue 19, item 8: the README's Shapes table is the fuller run's, as it came out."""
+  """Issue 19, item 8: the results page's Shapes table (docs/results.md, moved there from the
+  README) is the fuller run's, as it came out."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with open(os.path.join(repo, "results", "localize_shapes_full.json")) as f:
     result = json.load(f)
-  with open(os.path.join(repo, "README.md")) as f:
+  with open(os.path.join(repo, "docs", "results.md")) as f:
     readme = f.read()
   from dit_jax.report import tables
   # The table with intervals and p-values (issue 20), recomputed by the stored summary's code.

@@ -1,4 +1,4 @@
-"""figures.html: self-contained, and it renders in a real headless browser without errors."""
+"""report.html: self-contained, and it renders in a real headless browser without errors."""
 import base64
 import io
 import os
@@ -144,7 +144,7 @@ def test_the_browser_check_catches_a_broken_image(tmp_path):
 def test_a_localize_run_writes_a_report_that_renders(tmp_path):
   from tests.localize_cli_test import run_localize
   run_localize(tmp_path / "out", num_steps=2, categories=("shape",), random_draws=2)
-  path = tmp_path / "out" / "figures.html"
+  path = tmp_path / "out" / "report.html"
   page = open_page(str(path), tmp_path)
   assert problems(page) == [] and page["overflow"] == []
   # heatmap, one K curve, one grid (at least): every picture the run drew is on the page.

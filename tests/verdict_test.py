@@ -1,4 +1,4 @@
-"""The set-level verdict (dit_jax/sets.py, issue 25): its false-positive rate under a placebo,
+"""The set-level verdict (dit_jax/verdict/sets.py, issue 25): its false-positive rate under a placebo,
 its power where blocks do carry the concept, and the pieces it is built from."""
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ reverse, optionally every single block) judged for the concept's presence and fo
 categories; (3) reports: scores.json/csv, heatmap.png, per-category K curves, image grids,
 interventions.csv and a summary with intervals and p-values (docs/design.md, "Statistics"); block x
 timestep maps (maps/), and with config.time_windows the same interventions limited to windows of
-sampling steps; figures.html, one page with all of it. config.withhold says what the selected blocks
+sampling steps; report.html, one page with all of it. config.withhold says what the selected blocks
 read instead of the concept (dit_jax/localize/withhold.py). Each concept's results are written as soon as
 they exist, and a rerun skips what is already on disk.
 
@@ -290,7 +290,7 @@ INTERVENTION_ONLY = ("ks", "random_draws", "exact_limit", "placebo", "random_ove
                      "score_variant", "withhold", "time_windows")
 OUTPUTS = {"scores": ("scores", "scores.json", "scores.csv", "heatmap.png"),
            "interventions": ("interventions", "interventions.jsonl", "interventions.csv", "grids",
-                             "curves", "summary.txt", "summary.json", "auto_k.json", "maps", "figures.html")}
+                             "curves", "summary.txt", "summary.json", "auto_k.json", "maps", "report.html")}
 
 
 def score_stage(name: str) -> str:

@@ -139,7 +139,7 @@ def _verdict_legend(entries: Sequence[dict]) -> list[str]:
   measures = {(e.get("tests") or {}).get("measure") for e in entries} - {None}
   draws = sorted({((e.get("tests") or {}).get("removal") or {}).get("draws") for e in entries} - {None})
   return [
-      f"presence counted as {' and '.join(sorted(measures)) or '-'} per image (dit_jax/sets.py);"
+      f"presence counted as {' and '.join(sorted(measures)) or '-'} per image (dit_jax/verdict/sets.py);"
       f" {'/'.join(map(str, draws)) or 'no'} random K-sets per concept and K.",
       "drop: top-K's drop (mean over concepts of the mean over units); beats: the share of random",
       "K-sets it removes more than; p set: (1 + #{sets >= top}) / (R + 1), never below 1 / (R + 1);",
@@ -170,7 +170,7 @@ def _controls_legend(entries: Sequence[dict]) -> list[str]:
       "rev random: the same in random-K blocks; neutral: the neutral prompt in every block."]
 
 
-VERDICT_COLUMNS = (   # (header, render): the set-level verdict (dit_jax/sets.py)
+VERDICT_COLUMNS = (   # (header, render): the set-level verdict (dit_jax/verdict/sets.py)
     ("K", _plain("k", "{}")), ("drop", _test("removal", "statistic", "{:+.2f}")),
     ("beats", _test("removal", "beats", "{:.0%}")), ("p set", _test("removal", "p", "{:.3f}")),
     ("p adj", _p_value("p_removal_adjusted")), ("top-null", _test_interval("removal", "excess")),

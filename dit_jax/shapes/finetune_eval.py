@@ -14,7 +14,7 @@ the top-K blocks of the character category's concept in `--scores`, then generat
                    that do not name the concept.
 
 Also reports trainable parameters, gradient + Adam state bytes, the step's peak memory (XLA's
-memory plan) and step time. Writes table.json, table.md and blocks.png to --out.
+memory plan) and step time. Writes table.json, table.md and finetune.png to --out.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
   parser.add_argument("--scores", default="runs/localize_shapes/scores.json",
                       help="a localize.py run's scores.json: which blocks hold what")
-  parser.add_argument("--out", default="runs/finetune_eval", help="table.json, table.md, blocks.png")
+  parser.add_argument("--out", default="runs/finetune_eval", help="table.json, table.md, finetune.png")
   parser.add_argument("--k", type=int, default=4, help="blocks the localized runs train (top-K)")
   parser.add_argument("--steps", type=int, default=300, help="training steps of every run")
   parser.add_argument("--num", type=int, default=64, help="images per measurement")

@@ -91,7 +91,7 @@ def summarize(rows: Sequence[dict], by: str = "category") -> list[dict]:
   the paired difference of drops, p_<control> the paired sign-flip permutation test over units and
   p_<control>_draws the draw-level p; <control> is "random" (random-K) or "depth" (depth-matched
   random-K); these unit-level tests are secondary. other_drop: the other categories' accuracy drop
-  under top-K (None without data). tests: dit_jax/sets.py's set-level tests (removal,
+  under top-K (None without data). tests: dit_jax/verdict/sets.py's set-level tests (removal,
   sufficiency, presence floor, specificity); removable, sufficient, localized and the adjusted
   p-values: sets.decide over every entry (sets.RULE). top_over_random is information only.
   The reverse experiment (the concept only in the selected blocks) comes with its controls: the
