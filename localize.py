@@ -1,4 +1,4 @@
-"""Localization and causal validation of knowledge in DiT blocks (dit_jax.jobs.localize.run).
+"""Localization and causal validation of knowledge in DiT blocks (dit_jax.localize.job.run).
 
     python localize.py --config configs/shapes.py                 # the shipped Shapes model, CPU
     python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512
@@ -10,8 +10,8 @@ up the compute time of every run that made the results.
 from absl import flags, logging
 from ml_collections import config_flags
 
-from dit_jax import entry
-from dit_jax.jobs import localize
+from dit_jax import cli
+from dit_jax.localize import job as localize
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=True)
 
@@ -24,4 +24,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  entry.run_cli(main)
+  cli.run_cli(main)

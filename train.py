@@ -1,4 +1,4 @@
-"""Training: pretraining of the Shapes model, and localized fine-tuning (dit_jax.jobs.train.run).
+"""Training: pretraining of the Shapes model, and localized fine-tuning (dit_jax.train.job.run).
 
     python train.py --config configs/shapes_pretrain.py
     python train.py --config configs/shapes_personalize.py --config.blocks=2,5,9
@@ -12,8 +12,8 @@ a non-finite loss stops the run with a message and leaves the last good checkpoi
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dit_jax import entry
-from dit_jax.jobs import train
+from dit_jax import cli
+from dit_jax.train import job as train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<job>.py", lock_config=True)
 _EXPORT = flags.DEFINE_string(
@@ -36,4 +36,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  entry.run_cli(main)
+  cli.run_cli(main)

@@ -5,10 +5,10 @@
     python benchmarks/finetune_step.py --model pixart --preset tiny   # CPU check of the harness
 
 Random weights, random latents and text states, and the project's own training step
-(training.make_train_step): gradients are taken only w.r.t. the selected blocks and AdamW keeps state
+(loop.make_train_step): gradients are taken only w.r.t. the selected blocks and AdamW keeps state
 only for them. Each variant runs in its own process, so its peak device memory is its own. Reported
 per variant: trainable parameters; gradient + optimizer-state bytes (what localization saves); XLA's
-memory plan of the step (training.TrainStep.memory); the measured peak device memory (GPU); the
+memory plan of the step (loop.TrainStep.memory); the measured peak device memory (GPU); the
 median step time. The objective is the DDPM epsilon loss for both families: FLUX itself is trained
 with flow matching, but the cost is the network's, which is the same.
 
@@ -34,9 +34,9 @@ import numpy as np
 
 from benchmarks import timing
 from dit_jax import families
-from dit_jax import training
+from dit_jax.train import loop
 from dit_jax.families.flux import latent_image_ids
-from dit_jax import loading
+from dit_jax.pipeline import loading
 
 # model -> preset -> diffusers config, latent grid (tokens per side after patching x patch), text length
 CONFIGS = {
@@ -117,13 +117,13 @@ def run_variant(model: str, preset: str, variant: str, blocks: str, batch: int, 
                 steps: int) -> dict:
   module, params, data, apply = make_case(model, preset, batch, jnp.dtype(dtype))
   chosen = None if variant == "full" else [int(b) for b in blocks.split(",")]
-  trainable, frozen = training.split_params(params, training.block_selector(chosen, module.config))
+  trainable, frozen = loop.split_params(params, loop.block_selector(chosen, module.config))
   del params
-  optimizer = training.make_optimizer(1e-5, 1, 1000)
-  state = training.init_state(trainable, optimizer, seed=0, ema=False)
+  optimizer = loop.make_optimizer(1e-5, 1, 1000)
+  state = loop.init_state(trainable, optimizer, seed=0, ema=False)
   alphas = jnp.cumprod(1.0 - jnp.linspace(1e-4, 0.02, 1000))      # DDPM's linear betas
-  loss_fn = lambda p, b, key, aux: training.diffusion_loss(apply, p, b, key, alphas)
-  step = training.make_train_step(loss_fn, optimizer, frozen)
+  loss_fn = lambda p, b, key, aux: loop.diffusion_loss(apply, p, b, key, alphas)
+  step = loop.make_train_step(loss_fn, optimizer, frozen)
   began = time.perf_counter()
   plan = step.memory(state, data)
   nbytes = lambda tree: int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree)))

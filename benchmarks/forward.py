@@ -6,11 +6,11 @@
 Models (full presets, docs/design.md, "Speed"): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
 1024px, batch 2), flux (FLUX.1-dev 1024px: 4096 image + 512 text tokens, guidance embeds, batch 1).
 
-The Flax weights are converted from the diffusers model being timed (through dit_jax/checkpoints.py), the inputs
+The Flax weights are converted from the diffusers model being timed (through ports/checkpoints.py), the inputs
 are the same arrays, and the two outputs are compared. Writes JSON and prints a table with each
 implementation's time, model TFLOP/s and MFU, and the speed ratios.
 
-FLOPs are counted analytically (dit_jax/flops.py: analytic_gflop, and per implementation
+FLOPs are counted analytically (benchmarks/flops.py: analytic_gflop, and per implementation
 analytic_tflops and mfu against the device's peak dense bf16 TFLOP/s; mfu is null for a device or
 dtype without a known peak). gflop and tflops are XLA's cost analysis of the Flax forward, kept for
 comparison: on a GPU it does not count the cuBLAS/cuDNN custom calls that do the matmuls and the
@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from dit_jax import families, flops
-from dit_jax import checkpoints as common, loading
+from dit_jax import families
+from benchmarks import flops
+from ports import checkpoints as common
+from dit_jax.pipeline import loading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,7 @@ SIZES = {"pixart": pixart_size, "sana": sana_size, "flux": flux_size}
 
 
 def preset_flops(model: str, preset: str, batch: int) -> int:
-  """Analytic FLOPs of one forward of `model` at `preset` (dit_jax/flops.py)."""
+  """Analytic FLOPs of one forward of `model` at `preset` (benchmarks/flops.py)."""
   size = SIZES[model](preset)
   config = families.get(model).config_cls.from_diffusers(size.config)   # with the defaults filled in
   image_tokens = (size.grid // config.patch_size) ** 2
@@ -220,7 +222,7 @@ def main(argv=None):
   parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                       help="time torch.compile too (auto: on GPU only; it is slow to build on a CPU)")
   parser.add_argument("--iters", type=int, default=20)
-  parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+  parser.add_argument("--out", default=None, help="JSON path (default results/...)")
   args = parser.parse_args(argv)
 
   cuda = torch.cuda.is_available()

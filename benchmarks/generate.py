@@ -7,7 +7,7 @@
 Both sides get the same prompt embeddings, the same noise and the same scheduler config, and stop at
 the final latents (text encoding and VAE decoding run once per prompt in PyTorch on both sides, so they
 are left out). Reports seconds per batch, images/s, model TFLOP/s and MFU (analytic FLOPs of the
-loop's forward passes, dit_jax/flops.py: steps x one forward of the CFG batch; the scheduler's
+loop's forward passes, benchmarks/flops.py: steps x one forward of the CFG batch; the scheduler's
 elementwise work is not counted) and the ratio; writes JSON.
 """
 from __future__ import annotations
@@ -29,8 +29,9 @@ import torch
 from benchmarks import timing
 from benchmarks.forward import pixart_case, preset_flops, sana_case
 from dit_jax import families
-from dit_jax import sampling, schedulers
-from dit_jax import checkpoints as common, loading
+from dit_jax.diffusion import denoise, schedulers
+from ports import checkpoints as common
+from dit_jax.pipeline import loading
 
 # SANA's published scheduler: DPM-Solver++ on rectified-flow sigmas, shifted.
 SANA_SCHEDULER = dict(algorithm_type="dpmsolver++", solver_order=2, prediction_type="flow_prediction",
@@ -106,7 +107,7 @@ def make_sampling(model: str, preset: str, batch: int, steps: int, guidance: flo
                 aspect_ratio=np.ones((batch, 1), np.float32))
   # On the device once: host weights would be copied to it at every timed call.
   return Sampling(run_diffusers, (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out),
-                  module, lambda p, x, c: sampling.denoise(predict, jax_scheduler, p, x, c),
+                  module, lambda p, x, c: denoise.denoise(predict, jax_scheduler, p, x, c),
                   jax.device_put(params),
                   jnp.asarray(np.transpose(noise, (0, 2, 3, 1))),
                   jax.tree_util.tree_map(jnp.asarray, cond))

@@ -1,4 +1,4 @@
-"""Every GPU benchmark in one call: one JSON per benchmark in benchmarks/results/, one table at the end.
+"""Every GPU benchmark in one call: one JSON per benchmark in results/, one table at the end.
 
     python benchmarks/run_all.py                   # full presets, bf16: sized for 10 minutes on one H100/H200
     python benchmarks/run_all.py --preset tiny     # the same harnesses at CPU size, end to end (tested)
@@ -16,7 +16,7 @@ table; exits non-zero if a job failed.
 
     python benchmarks/run_all.py --recompute-flops   # no GPU needed: rewrites the stored results
 
-adds the analytic FLOP counts (dit_jax/flops.py: TFLOP/s, MFU against the device's peak) to the
+adds the analytic FLOP counts (benchmarks/flops.py: TFLOP/s, MFU against the device's peak) to the
 stored forward and generate results from their stored times, and each run_all row's summary as
 result_recomputed (nothing measured is changed), then prints the README's "Benchmarks" tables.
 """
@@ -63,7 +63,7 @@ def _speedup(result: dict, reference: str) -> float:
 
 def throughput(entry: dict) -> list[str]:
   """Analytic TFLOP/s and MFU of a timed entry, where its result has them. XLA's cost-analysis
-  "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (dit_jax/flops.py)."""
+  "tflops" is not shown: on a GPU it misses the cuBLAS/cuDNN calls (benchmarks/flops.py)."""
   if "analytic_tflops" not in entry:
     return []
   mfu = [] if entry["mfu"] is None else [f"MFU {timing.percent(entry['mfu'])}"]
@@ -202,7 +202,7 @@ def run_all(preset: str, results: str, budget_s: float, only: set[str] | None) -
 # ---------------------------------------------------------------------------------------------
 # Stored results: analytic FLOPs added after the run, and the README's tables.
 
-RECOMPUTED = ("analytic FLOPs (dit_jax/flops.py) added after the run from its stored times by "
+RECOMPUTED = ("analytic FLOPs (benchmarks/flops.py) added after the run from its stored times by "
               "python benchmarks/run_all.py --recompute-flops; the measured times are unchanged. gflop "
               "and tflops, where present, are XLA's cost analysis as the run wrote them: on a GPU it "
               "misses the cuBLAS/cuDNN custom calls")
@@ -280,7 +280,7 @@ def readme_tables(results: str, preset: str = "full", tag: str = "gpu") -> str:
       counted[job] = result
   recomputed = any("flops_recomputed" in r for r in counted.values())
   caption = (f"Throughput on {', '.join(sorted({device_text(r) for r in counted.values()}))}: FLOPs "
-             "counted analytically (dit_jax/flops.py), TFLOP/s and MFU from the median times"
+             "counted analytically (benchmarks/flops.py), TFLOP/s and MFU from the median times"
              + (", recomputed from the stored times after the run" if recomputed else "") + ".")
   if any(job.module == "generate" for job in counted):
     caption += " A generate call is the whole denoising loop: per step, one forward of 2 x batch rows (CFG)."
@@ -293,20 +293,34 @@ TARGETS = {"flux_forward_vs_eager": 1.2, "pixart_forward_vs_compile": 1.15,
 
 
 def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
-  """The README's paragraph on the stored run_all run: where it ran and each headline ratio
-  against its target (TARGETS), from the jobs' JSONs."""
+  """The results page's paragraph on the stored run_all run: where it ran and each headline ratio
+  against its target (TARGETS, and the targets a job's JSON carries), "met" or "not met" computed
+  from the figures; what ran is read from the JSONs too (a torch.compile baseline, the variants of
+  a fine-tuning step)."""
   run = read(os.path.join(results, f"run_all_{preset}_{tag}.json"))
   jobs = {j.name: j for j in JOBS}
   got = lambda name: read(job_result(results, jobs[name], preset, tag))
   flux, pixart, sana = got("forward_flux"), got("forward_pixart"), got("forward_sana")
   pixart_gen, sana_gen, step = got("generate_pixart"), got("generate_sana"), got("finetune_pixart")
+  sweep, scoring, flux_step = got("sweep_pixart"), got("scoring_overhead_shapes"), got("finetune_flux")
   met = lambda ok: "met" if ok else "not met"
   flux_x, pixart_x = _speedup(flux, "diffusers_eager"), _speedup(pixart, "diffusers_compile")
   sana_gen_x, peak = _speedup(sana_gen, "diffusers"), step["ratios"]["xla_peak_bytes"]
+  sana_compiled = "diffusers_compile" in sana_gen or "diffusers_compile" in sana
+  localized = next(r for r in step["rows"] if r["variant"] == "localized")
+  full = next((r for r in step["rows"] if r["variant"] == "full"), {})
+  measured = (localized["measured_peak_bytes"] / full["measured_peak_bytes"]
+              if localized.get("measured_peak_bytes") and full.get("measured_peak_bytes") else None)
+  temporaries = localized["xla_plan_bytes"]["temporaries"] / localized["xla_plan_bytes"]["peak"]
+  step_targets = "; ".join(
+      f"{key.replace('_', ' ')} {step['ratios'][key]:.2f}x (target <= {target}x: "
+      f"{met(step['ratios'][key] <= target)})" for key, target in step.get("targets", {}).items())
+  flux_variants = [r["variant"] for r in flux_step["rows"]]
+  shown = os.path.relpath(results, REPO)
   return (
       f"**Latest GPU run** ({run['date']}, one {run['device']}, jax {pixart['jax']}, torch "
       f"{pixart['torch']}; `python benchmarks/run_all.py`, {run['seconds']:.0f} s; bf16, full presets; "
-      f"`benchmarks/results/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
+      f"`{shown}/*_{preset}_{tag}.json`" + (f"; {run['note']}" if run.get("note") else "")
       + "), each against diffusers in the same run on the same "
       "weights and inputs, one run each, as it came out; TFLOP/s and MFU are analytic (below). Against "
       f"the speed issue's targets (#27): FLUX.1-dev's forward is {flux_x:.2f}x diffusers eager (target >= "
@@ -315,16 +329,22 @@ def readme_summary(results: str, preset: str = "full", tag: str = "gpu") -> str:
       f"{met(pixart_x >= TARGETS['pixart_forward_vs_compile'])}) and its 20-step generation "
       f"{_speedup(pixart_gen, 'diffusers'):.2f}x diffusers eager; SANA's forward is "
       f"{_speedup(sana, 'diffusers_eager'):.2f}x eager, its 20-step generation {sana_gen_x:.2f}x "
-      f"diffusers eager (no `torch.compile` baseline ran for SANA; against eager the target is "
-      f"{met(sana_gen_x >= TARGETS['sana_generate_vs_diffusers'])}; Flax's fastest of its "
+      f"diffusers eager (target >= {TARGETS['sana_generate_vs_diffusers']}x"
+      + ("" if sana_compiled else "; no `torch.compile` baseline ran for SANA, and against eager it is")
+      + f" {met(sana_gen_x >= TARGETS['sana_generate_vs_diffusers'])}; Flax's fastest of its "
       f"{sana_gen['flax']['iters']} timed loops took {sana_gen['flax']['min_ms']:,.0f} ms, their median "
       f"{sana_gen['flax']['median_ms']:,.0f} ms; the first GPU run, 2026-11-29, is in git history at "
-      f"commit 0e5ca89); the localized PixArt step's measured peak memory is {peak:.2f}x full (target "
+      f"commit 0e5ca89); the localized PixArt step's peak memory is {peak:.2f}x full in XLA's plan"
+      + (f", {measured:.2f}x measured" if measured else "") + " (target "
       f"<= {TARGETS['localized_peak_over_full']}x: {met(peak <= TARGETS['localized_peak_over_full'])}; "
-      f"gradient + optimizer state is {step['ratios']['grad_and_optimizer_bytes']:.2f}x, what remains "
-      "is mostly the activations kept for the backward pass, which runs through every block from the "
-      "first trained one to the output). The FLUX step is localized only: a full FLUX.1-dev fine-tune "
-      "with Adam does not fit in one GPU's memory.\n")
+      f"gradient + optimizer state is {step['ratios']['grad_and_optimizer_bytes']:.2f}x; XLA's plan of the "
+      f"localized step puts {100 * temporaries:.0f} % of its peak in temporaries, the activations kept "
+      "for the backward pass among them, which runs through every block from the first trained one to "
+      f"the output){'; its own targets: ' + step_targets if step_targets else ''}. The PixArt sweep is "
+      f"{sweep['speedup']:.2f}x diffusers (target >= {sweep['target']}x: {met(sweep['speedup'] >= sweep['target'])}); "
+      f"concept scoring adds {100 * scoring['overhead']:+.1f} % to plain sampling (target <= "
+      f"+{100 * scoring['target']:.0f} %: {met(scoring['overhead'] <= scoring['target'])}). The FLUX step "
+      f"ran {', '.join(flux_variants)} only (benchmarks/finetune_step.py runs no full FLUX.1-dev variant).\n")
 
 
 def keep_earlier_results(rows: list[dict], earlier: dict | None) -> list[dict]:
@@ -349,7 +369,7 @@ def keep_earlier_results(rows: list[dict], earlier: dict | None) -> list[dict]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
-  parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+  parser.add_argument("--results", default=os.path.join(REPO, "results"))
   parser.add_argument("--budget-minutes", type=float, default=10.0)
   parser.add_argument("--only", default=None, help="comma list of job names: " +
                       ", ".join(j.name for j in JOBS))

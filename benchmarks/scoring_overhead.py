@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import timing
-from dit_jax.interventions import ConceptProbe
-from dit_jax.pipeline import Text2Image
+from dit_jax.models.interventions import ConceptProbe
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import ASSETS
 
 
@@ -31,7 +31,7 @@ def main(argv=None):
   parser.add_argument("--concept", default="zork")
   parser.add_argument("--max-sequence-length", type=int, default=32)
   parser.add_argument("--iters", type=int, default=5)
-  parser.add_argument("--out", default="benchmarks/results/scoring_overhead.json")
+  parser.add_argument("--out", default="results/scoring_overhead.json")
   args = parser.parse_args(argv)
 
   pipe = Text2Image(args.family, args.folder, num_steps=args.steps,

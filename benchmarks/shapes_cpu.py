@@ -5,7 +5,7 @@
 
 Generation: our jitted denoising loop (Text2Image.denoise) vs diffusers' PixArtAlphaPipeline on the
 same folder, the same prompt embeddings and the same noise, to the final latents (the model works on
-pixels: there is no VAE). Sweep: localization.run_interventions with one intervention per block
+pixels: there is no VAE). Sweep: sweep_lib.run_interventions with one intervention per block
 (the neutral prompt in block b only), every row of the batch, vs one plain diffusers generation per
 block (what a user without batched interventions would run; a hooked intervention costs at least as
 much). The sweep is timed warm: a localization run compiles it once and reuses it for every concept
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from benchmarks import timing
-from dit_jax import localization, sampling
-from dit_jax.pipeline import Text2Image
+from dit_jax.diffusion import denoise
+from dit_jax.localize import sweep as sweep_lib
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import ASSETS
 
 PROMPT, NEUTRAL = "a red circle on the left in the sky, dotted style", "a shape on the left in the sky, dotted style"
@@ -72,7 +73,7 @@ def main(argv=None):
                     max_sequence_length=32)
   seeds = list(range(args.batch))
   cond = pipe.conditioning([PROMPT] * args.batch, *SIZE)
-  noise = np.asarray(sampling.noise_for_seeds(seeds, pipe.latent_shape(*SIZE)))
+  noise = np.asarray(denoise.noise_for_seeds(seeds, pipe.latent_shape(*SIZE)))
   jax_cond = jax.tree_util.tree_map(jnp.asarray, cond)
   ours = lambda: pipe.denoise(jnp.asarray(noise), jax_cond)
   theirs = diffusers_generation(folder, args.steps, args.guidance, cond, noise)
@@ -83,8 +84,8 @@ def main(argv=None):
                 "flax": timing.time_call(ours, jax.block_until_ready, warmup=1, iters=args.iters)}
 
   blocks = pipe.module.config.num_blocks
-  plan = [localization.Intervention("single", 1, (b,)) for b in range(blocks)]
-  sweep = lambda: localization.run_interventions(pipe, [PROMPT], [NEUTRAL], seeds, SIZE, plan,
+  plan = [sweep_lib.Intervention("single", 1, (b,)) for b in range(blocks)]
+  sweep = lambda: sweep_lib.run_interventions(pipe, [PROMPT], [NEUTRAL], seeds, SIZE, plan,
                                                  chunk=args.chunk)
   start = time.perf_counter()
   sweep()

@@ -3,7 +3,7 @@
     python benchmarks/sweep.py                  # PixArt-XL-2 512px: 28 interventions, 20 steps, CFG, bf16, GPU
     python benchmarks/sweep.py --preset tiny    # CPU check of the harness
 
-Ours: `localization.intervention_sweep` over the 28 one-block masks (the neutral prompt in block b
+Ours: `sweep_lib.intervention_sweep` over the 28 one-block masks (the neutral prompt in block b
 only), vmapped and jitted: one call makes 28 images. Diffusers: its pipeline run 28 times, each a
 plain sampling of one image (what a user without batched interventions would do; a hooked
 intervention costs at least as much). Same random weights, prompt embeddings, noise and scheduler.
@@ -29,7 +29,7 @@ import torch
 
 from benchmarks import timing
 from benchmarks.generate import make_sampling, nhwc_numpy
-from dit_jax import localization
+from dit_jax.localize import sweep as sweep_lib
 
 
 def main(argv=None):
@@ -59,7 +59,7 @@ def main(argv=None):
   neutral = {**concept, "caption": jnp.asarray(
       np.random.default_rng(7).standard_normal(concept["caption"].shape), concept["caption"].dtype)}
   began = time.perf_counter()
-  sweep = jax.jit(localization.intervention_sweep("pixart", run.loop)).lower(
+  sweep = jax.jit(sweep_lib.intervention_sweep("pixart", run.loop)).lower(
       run.params, run.noise, concept, neutral, masks, reverse).compile()
   compile_seconds = time.perf_counter() - began
   call = lambda: sweep(run.params, run.noise, concept, neutral, masks, reverse)

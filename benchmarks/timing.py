@@ -8,7 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from dit_jax import flops as counts
+from benchmarks import flops as counts
 
 
 def time_call(fn: Callable[[], object], sync: Callable[[object], object], warmup: int = 3,
@@ -36,7 +36,7 @@ def device_name() -> str:
 
 def add_flops(result: dict, flops: float) -> dict:
   """Throughput of a result whose every timed call (an entry with median_ms) does `flops` FLOPs
-  (dit_jax/flops.py's analytic count): analytic_gflop and peak_tflops (the device's dense bf16
+  (benchmarks/flops.py's analytic count): analytic_gflop and peak_tflops (the device's dense bf16
   peak; None for an unknown device or another dtype) on the result, analytic_tflops and mfu (None
   without a peak) on each timed entry. Reads the result's "device" and "dtype"; returns it."""
   device, dtype = result["device"], result["dtype"]
@@ -87,6 +87,6 @@ def speed_rows(result: dict, images: int, per: str) -> list[dict]:
 
 
 def result_path(stem: str, gpu: bool) -> str:
-  """benchmarks/results/<stem>_<gpu|cpu>.json"""
+  """results/<stem>_<gpu|cpu>.json"""
   return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                       f"{stem}_{'gpu' if gpu else 'cpu'}.json")

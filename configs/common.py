@@ -29,7 +29,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.concepts_per_category = 2
   config.prompts_per_concept = 8
   config.prompt_seed = 0                   # which prompts a set that draws them uses (a replicate)
-  config.localizer = "attention"           # dit_jax/localizers/: the one that ranks blocks for the sweep
+  config.localizer = "attention"           # dit_jax/localize/localizers/: the one that ranks blocks for the sweep
   config.localizers = ("attention",)       # every localizer that scores (attention, causal, bypass,
                                            # patching); agreement.json compares them
   # Which attention score ranks the blocks (results.VARIANTS): "with_wo" (W_O without its bias),
@@ -39,16 +39,16 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   # K = 6 by default (--disable_k_dominant_blocks, localization_and_intervention/
   # localize_knowledge_and_intervene.py and _flux.py, github ArmanZarei/DiT-Knowledge-Localization).
   config.ks = (0.1, 0.3, 0.5)
-  # The verdict ranks top-K among independent random K-sets (dit_jax/verdict.py): its p-value
+  # The verdict ranks top-K among independent random K-sets (dit_jax/verdict/sets.py): its p-value
   # cannot go below 1 / (draws + 1), and Benjamini-Hochberg over a run's tests asks for more.
   config.random_draws = 200                # random-K sets per concept and K, drawn per concept
   config.random_overlap = True             # may a random-K set share blocks with the top-K (False: no)
   # Where C(blocks, K) <= exact_limit every K-block set is swept and p is top-K's exact rank among
-  # them (dit_jax/exact.py); above it random_draws different sets are sampled. K = 1 is always swept.
+  # them (dit_jax/verdict/exact.py); above it random_draws different sets are sampled. K = 1 is always swept.
   config.exact_limit = 500
   # The summary states the power to find a planted effect this size (top-K removing this much more
   # than the mean K-set): the median localized effect of the Shapes full table
-  # (benchmarks/results/localize_shapes_full.json; tests/exact_test.py checks it).
+  # (results/localize_shapes_full.json; tests/exact_test.py checks it).
   config.power_effect = 0.47
   config.reverse_draws = 200               # reverse runs in the first random-K sets (the reverse's control)
   config.placebo = False                   # True: a random ranking per concept replaces the localizer's
@@ -64,7 +64,7 @@ def base_config(model: str, height: int, width: int, num_steps: int, guidance_sc
   config.judge_args = ml_collections.ConfigDict({"folder": ""})   # a local CLIP folder
   config.presence_target = 0.5            # automatic K: the smallest swept K below it (analysis.AUTO_K_RULE)
   config.out_dir = f"runs/localize_{model}"
-  config.set_cache = ""                    # judged sets (dit_jax/setcache.py); "": <out_dir>/set_cache
+  config.set_cache = ""                    # judged sets (dit_jax/localize/setcache.py); "": <out_dir>/set_cache
   config.fresh = False                     # True: recompute results in out_dir made from other inputs
 
   # Devices and hosts (README, "What runs where"). A process splits each sweep's interventions and

@@ -1,6 +1,6 @@
 """FLUX.1-dev / FLUX.1-schnell (sampling; the localization sweep swaps the attention's text input).
 
-    python -m dit_jax.generate --config configs/flux.py --config.checkpoint=/path/to/FLUX.1-dev \
+    python generate.py --config configs/flux.py --config.checkpoint=/path/to/FLUX.1-dev \
         --config.prompt="a dog in the snow"
 
 For schnell: --config.num_steps=4 --config.guidance_scale=0. Localization follows the paper's code

@@ -6,7 +6,7 @@
 
 See README ("Fine-tuning real models") for the memory to expect.
 """
-from dit_jax.jobs.defaults import dreambooth, train_config
+from dit_jax.train.defaults import dreambooth, train_config
 
 
 def get_config():

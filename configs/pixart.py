@@ -2,10 +2,10 @@
 
     python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512 \
         --config.judge_args.folder=/path/to/clip-vit-base-patch32
-    python -m dit_jax.generate --config configs/pixart.py --config.checkpoint=... --config.prompt="a dog"
+    python generate.py --config configs/pixart.py --config.checkpoint=... --config.prompt="a dog"
 
 `checkpoint` is a diffusers pipeline folder (transformer/, text_encoder/, tokenizer/, vae/,
-scheduler/). An original PixArt .pth converts first: python -m dit_jax.convert --model pixart ...
+scheduler/). An original PixArt .pth converts first: python convert.py --model pixart ...
 """
 from configs.common import base_config
 

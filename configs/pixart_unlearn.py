@@ -3,7 +3,7 @@
     python train.py --config configs/pixart_unlearn.py --config.checkpoint=/path/to/pipeline \
         --config.concept="vincent van gogh" --config.blocks=runs/localize_pixart/scores.json --config.k=4
 """
-from dit_jax.jobs.defaults import train_config, unlearn
+from dit_jax.train.defaults import train_config, unlearn
 
 
 def get_config():

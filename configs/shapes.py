@@ -4,7 +4,7 @@
 
 One concept per Shapes category, 4 prompts each, one seed, 20 sampling steps. K = 1 and 2 of 12
 blocks, and at each K every K-block set is swept (12 + 66 sets): top-K's p is its exact rank among
-all of them (dit_jax/exact.py), pooled over concepts in a primary test, then per category and
+all of them (dit_jax/verdict/exact.py), pooled over concepts in a primary test, then per category and
 concept. Plus the original, the neutral prompt and top-K's reverse; sized to finish in under 5
 minutes on 2 CPU cores. With one concept per category and 12 blocks, one concept's p at K = 1
 cannot go below 1/12: the pooled primary test and K = 2 (p down to 1/66) are where this run can

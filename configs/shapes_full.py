@@ -4,12 +4,12 @@
     python localize.py --config configs/shapes_full.py:2          # replicate 2: other noise, other prompts
 
 As configs/shapes.py (4 prompts and one seed per concept, every K-set swept: the exact verdict of
-dit_jax/exact.py), but two concepts per category (12 concepts; a category's two concepts pooled,
+dit_jax/verdict/exact.py), but two concepts per category (12 concepts; a category's two concepts pooled,
 so one-block sets can decide per category: p down to 1/144) and K = 1, 2 and 4 (12 + 66 + 495
 sets per concept). Replicate 2 draws another noise seed and other prompts (prompt_seed 2: train
 prompts from seed 2, eval prompts from seed 3; replicate 1 uses 0 and 1). No random sets in
 reverse ("sufficient" untested; top-K's reverse is reported). Each judged set is cached as soon
-as it is judged (<out_dir>/set_cache, dit_jax/setcache.py): a stopped run resumes set by set.
+as it is judged (<out_dir>/set_cache, dit_jax/localize/setcache.py): a stopped run resumes set by set.
 """
 from configs import shapes
 

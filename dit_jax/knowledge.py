@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pathlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+
+from dit_jax import registry
 
 SPLITS = ("train", "eval")
 PAPER_CATEGORIES = ("style", "place", "celebrity", "copyright", "animal", "safety")
@@ -31,14 +33,13 @@ class PromptPair:
 
 # name -> fn() -> KnowledgeSet. Other sets register themselves (the Shapes world's in
 # dit_jax/shapes/plugin.py); a folder in the paper's LocK layout is named "lock:/path/to/LocK".
-KNOWLEDGE_SETS: dict[str, Callable[[], "KnowledgeSet"]] = {}
+KNOWLEDGE_SETS = registry.Registry("knowledge set")
 
 
 def register_knowledge(name: str):
   """Decorator: make fn() -> KnowledgeSet available as load_knowledge(name)."""
   def register(fn):
-    KNOWLEDGE_SETS[name] = fn
-    return fn
+    return KNOWLEDGE_SETS.register(name, fn)
   return register
 
 

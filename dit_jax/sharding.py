@@ -18,7 +18,7 @@ array with jax.make_array_from_process_local_data(batch_sharding(mesh), local_ba
 Localization uses the same mesh on one host's devices (local_mesh): weights placed by shard_params
 (replicated, or split over "fsdp"), the rows of a sweep (interventions) or of a scoring batch split
 by shard_batch, what every row shares replicated; the jitted programs follow their inputs'
-shardings. Hosts split the concepts instead (dit_jax/jobs/localize.py), so no program spans hosts.
+shardings. Hosts split the concepts instead (dit_jax/localize/job.py), so no program spans hosts.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dit_jax.training import TrainState
 
 AXES = ("data", "fsdp")
 
@@ -68,14 +67,6 @@ def shard_params(tree, mesh: Mesh):
   fsdp = mesh.shape["fsdp"]
   return jax.tree_util.tree_map(
       lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), fsdp))), tree)
-
-
-def shard_state(state: TrainState, mesh: Mesh) -> TrainState:
-  replicated = NamedSharding(mesh, P())
-  return TrainState(jax.device_put(state.step, replicated), shard_params(state.trainable, mesh),
-                    shard_params(state.opt_state, mesh),
-                    None if state.ema is None else shard_params(state.ema, mesh),
-                    jax.device_put(state.key, replicated))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

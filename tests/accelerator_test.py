@@ -19,10 +19,14 @@ import numpy as np
 import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
-from dit_jax import layers, localization, sampling, schedulers, training
-from dit_jax import families, loading
+from dit_jax.models import layers
+from dit_jax.diffusion import denoise, schedulers
+from dit_jax.train import loop
+from dit_jax.localize import sweep as sweep_lib
+from dit_jax import families
+from dit_jax.pipeline import loading
 from dit_jax.families import flux as flux_family
-from dit_jax.interventions import ConceptProbe
+from dit_jax.models.interventions import ConceptProbe
 
 # What a CPU jaxlib lacks is the cuDNN library, and jax reads only its version number at trace time.
 CUDNN_VERSION = 91000
@@ -218,8 +222,8 @@ def test_the_cudnn_branch_gives_the_cpu_result_in_a_vmapped_sweep(monkeypatch):
   scheduler = schedulers.from_diffusers({"_class_name": "DPMSolverMultistepScheduler"}, 2)
   predict = families.get("pixart").predictor(module, 4.5)
   # A fresh function per run: jit would otherwise reuse the first run's trace.
-  sweep = lambda: jax.jit(localization.intervention_sweep(
-      "pixart", lambda p, x, c: sampling.denoise(predict, scheduler, p, x, c)))
+  sweep = lambda: jax.jit(sweep_lib.intervention_sweep(
+      "pixart", lambda p, x, c: denoise.denoise(predict, scheduler, p, x, c)))
   rng = np.random.default_rng(0)
   text = lambda: {"caption": rng.standard_normal((2, 7, 12)).astype(np.float32),
                   "caption_mask": np.array([[1] * 7, [1] * 4 + [0] * 3], np.float32)}
@@ -341,7 +345,7 @@ def sampling_program(name, module, params):
     if name == "pixart":
       cond.update(resolution=SD((b, 2), jnp.float32), aspect_ratio=SD((b, 1), jnp.float32))
   predict = families.get(name).predictor(module, 4.5 if name != "flux" else 3.5)
-  loop = lambda p, noise, c: sampling.denoise(predict, scheduler, p, noise, c)
+  loop = lambda p, noise, c: denoise.denoise(predict, scheduler, p, noise, c)
   return loop, (params, SD((b, *spec["latent"]), jnp.float32), cond)
 
 
@@ -349,7 +353,7 @@ def sweep_program(name, module, params):
   """(sweep, inputs): localization's intervention sweep over 2 block selections."""
   loop, (params, noise, cond) = sampling_program(name, module, params)
   blocks = module.config.num_blocks
-  sweep = localization.intervention_sweep(name, loop)
+  sweep = sweep_lib.intervention_sweep(name, loop)
   return sweep, (params, noise, cond, cond, SD((2, blocks), jnp.bool_), SD((2,), jnp.bool_))
 
 
@@ -365,9 +369,9 @@ def test_sampling_loop_and_sweep_lower(cudnn_library, name, platform):
 
 def train_program(name: str, module, params):
   """(step, inputs): the jitted training step of make_train_step, the last block trainable."""
-  trainable, frozen = training.split_params(params, training.block_selector([1], module.config))
-  optimizer = training.make_optimizer(1e-5, 1, 100)
-  state = jax.eval_shape(lambda t: training.init_state(t, optimizer, 0, ema=True), trainable)
+  trainable, frozen = loop.split_params(params, loop.block_selector([1], module.config))
+  optimizer = loop.make_optimizer(1e-5, 1, 100)
+  state = jax.eval_shape(lambda t: loop.init_state(t, optimizer, 0, ema=True), trainable)
   inputs = forward_inputs(name)
   if name == "flux":     # the image enters as packed tokens, timesteps in [0, 1]
     b, tokens, channels = inputs[0].shape
@@ -380,8 +384,8 @@ def train_program(name: str, module, params):
     batch = {"images": inputs[0], "text": inputs[2:]}
     apply = lambda p, x, t, batch: module.apply({"params": p}, x, t, *batch["text"])
   alphas = jnp.linspace(0.999, 0.01, 1000)
-  loss = lambda p, batch, key, aux: training.diffusion_loss(apply, p, batch, key, alphas)
-  step = training.make_train_step(loss, optimizer, frozen, ema_decay=0.999)
+  loss = lambda p, batch, key, aux: loop.diffusion_loss(apply, p, batch, key, alphas)
+  step = loop.make_train_step(loss, optimizer, frozen, ema_decay=0.999)
   return step._compiled, (state, frozen, None, batch)
 
 

@@ -67,7 +67,7 @@ def test_memory_plan_names_an_unknown_compile_target():
 # ---------------------------------------------------------------------------------------------
 # Issue 28, part 3: analytic FLOPs, TFLOP/s and MFU in the stored results and the README.
 
-RESULTS = os.path.join(REPO, "benchmarks", "results")
+RESULTS = os.path.join(REPO, "results")
 # What benchmarks/run_all.py --recompute-flops adds; everything else is what the run wrote.
 ADDED = {"analytic_gflop", "peak_tflops", "flops_recomputed", "analytic_tflops", "mfu", "result_recomputed"}
 
@@ -103,11 +103,12 @@ def test_stored_gpu_results_are_their_runs_plus_the_recomputed_flops(tmp_path):
 
 
 def test_readme_benchmark_tables_are_the_stored_gpu_run():
-  """The README's tables are run_all's rendering of the stored JSONs, analytic TFLOP/s and MFU
-  marked as recomputed; the run's wrong TFLOP/s and the stale claim are gone."""
+  """The results page's tables (docs/results.md, moved there from the README) are run_all's
+  rendering of the stored JSONs, analytic TFLOP/s and MFU marked as recomputed; the run's wrong
+  TFLOP/s and the stale claim are gone."""
   from benchmarks import run_all
   tables = run_all.readme_tables(RESULTS)
-  with open(os.path.join(REPO, "README.md")) as f:
+  with open(os.path.join(REPO, "docs", "results.md")) as f:
     readme = f.read()
   assert tables in readme
   assert "recomputed from the stored times" in tables and "MFU 57.2 %" in tables   # FLUX's forward

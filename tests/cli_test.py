@@ -1,5 +1,5 @@
 """Issue 38 (a newcomer's first hour): what the entry points (localize.py, train.py,
-python -m dit_jax.generate) say when the input is wrong, and what they offer."""
+python generate.py) say when the input is wrong, and what they offer."""
 import json
 import os
 import shutil
@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from configs import shapes as shapes_config
-from dit_jax import entry
+from dit_jax.pipeline import checks
+from dit_jax import cli as cli_lib
 from dit_jax.shapes import ASSETS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,7 @@ def test_a_finetuning_workdir_as_checkpoint_names_config_transformer(tmp_path):
   config = shapes_config.get_config()
   config.checkpoint = str(workdir)
   with pytest.raises(SystemExit) as stop:
-    entry.require_pipeline(config)
+    checks.require_pipeline(config)
   assert (f"--config.checkpoint={ASSETS} --config.transformer={workdir}/transformer"
           in str(stop.value))
 
@@ -44,7 +45,7 @@ def test_a_finetuning_workdir_as_checkpoint_names_config_transformer(tmp_path):
 def test_generate_from_a_finetuning_workdir(tmp_path):
   workdir = finetune_workdir(tmp_path / "run")
   out = tmp_path / "images"
-  common = ("-m", "dit_jax.generate", "--config", "configs/shapes.py", "--config.prompt=a red circle",
+  common = ("generate.py", "--config", "configs/shapes.py", "--config.prompt=a red circle",
             "--config.num_steps=2", f"--config.generate_dir={out}")
   code, said = cli(*common, f"--config.checkpoint={workdir}")
   assert code != 0 and "Traceback" not in said and "--config.transformer=" in said
@@ -76,7 +77,7 @@ def test_a_missing_checkpoint_on_a_shapes_run_names_the_shipped_model(tmp_path):
 
 def test_every_unreadable_image_is_named_at_once(tmp_path):
   """One per run, before: fix one, rerun, meet the next."""
-  from dit_jax import data
+  from dit_jax.train import data
   for name in ("a.png", "b.jpg", "c.png"):
     (tmp_path / name).write_bytes(b"not an image")
   with pytest.raises(data.DataError, match="3 of 3 images cannot be read") as error:
@@ -91,13 +92,13 @@ def test_a_user_error_in_main_is_a_message_and_a_bug_keeps_its_traceback(monkeyp
   def bad_input(argv):
     raise ValueError("config.ks=(1.5,): give whole counts")
   with pytest.raises(SystemExit) as stop:
-    entry.run_cli(bad_input)
+    cli_lib.run_cli(bad_input)
   assert str(stop.value).startswith("localize.py: config.ks=(1.5,): give whole counts\n")
 
   def bug(argv):
     raise ZeroDivisionError("a bug")
   with pytest.raises(ZeroDivisionError):
-    entry.run_cli(bug)
+    cli_lib.run_cli(bug)
 
 
 # ------------------------------------------------------------------ item 9: install and help

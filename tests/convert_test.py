@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from dit_jax import convert
+import convert
 from tests.pixart_test import CONFIGS, tiny_torch_model
 
 

@@ -1,4 +1,4 @@
-"""The exact verdict (dit_jax/exact.py) on constructed runs whose truth is known: every K-set swept,
+"""The exact verdict (dit_jax/verdict/exact.py) on constructed runs whose truth is known: every K-set swept,
 p the exact rank, a pooled rank-sum test with an exact null, a hierarchy that can say yes where a
 block carries the concept and holds its false-positive rate under thousands of placebos, and a
 specificity test that fails on a generic bottleneck. References are brute force (itertools), never
@@ -13,8 +13,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from configs import shapes
-from dit_jax import exact, localization, verdict
-from dit_jax.jobs import localize as localize_job
+from dit_jax.verdict import exact, sets
+from dit_jax.localize import sweep
+from dit_jax.localize import job as localize_job
 from tests.pixart_test import REPO
 
 BLOCKS = 12
@@ -137,7 +138,7 @@ def test_the_default_config_sweeps_every_set_at_k_1_and_2():
   config = shapes.get_config()
   ks = localize_job.grid(config, BLOCKS)
   assert 1 in ks
-  plan = localization.plan_interventions(
+  plan = sweep.plan_interventions(
       np.arange(BLOCKS), ks, config.random_draws, reverse_draws=config.reverse_draws,
       exact_limit=config.get("exact_limit"))
   for k in ks:
@@ -147,13 +148,13 @@ def test_the_default_config_sweeps_every_set_at_k_1_and_2():
 
 
 def test_above_the_limit_sets_are_sampled_without_replacement():
-  plan = localization.plan_interventions(np.arange(BLOCKS), [5], 300, exact_limit=500)
+  plan = sweep.plan_interventions(np.arange(BLOCKS), [5], 300, exact_limit=500)
   drawn = [i.blocks for i in plan if i.kind == "random"]
   assert len(drawn) == len(set(drawn)) == 300 and {i.null for i in plan if i.kind == "random"} == {"sampled"}
 
 
 def test_the_power_effect_is_the_full_tables_median_localized_effect():
-  with open(os.path.join(REPO, "benchmarks", "results", "localize_shapes_full.json")) as f:
+  with open(os.path.join(REPO, "results", "localize_shapes_full.json")) as f:
     stored = json.load(f)
   effects = [e["tests"]["removal"]["excess"] for e in stored["summary"] if e.get("localized")]
   assert shapes.get_config().power_effect == pytest.approx(np.median(effects), abs=0.005)
@@ -164,15 +165,15 @@ def test_a_run_without_a_null_key_is_left_to_the_sampled_verdict():
   for r in rows:
     r.pop("null", None)
   assert exact.decide(rows) is None
-  assert verdict.ALPHA == exact.ALPHA
+  assert sets.ALPHA == exact.ALPHA
 
 
 def test_a_run_of_one_image_per_concept_is_summarized():
   """prompts_per_concept=1 and one seed: no unit-level test has two units to compare, so those are
   left out (they crashed the summary after the whole sweep had run) and the exact ranks remain."""
-  from dit_jax import analysis
+  from dit_jax.verdict import summary
   rows = run_rows({"a": ("shape", (3,))}, ks=(1,), units=1)
   for r in rows:
     r.update(presence=float(np.mean(r["scores"])), other={})
-  (entry,) = analysis.summarize(rows)
+  (entry,) = summary.summarize(rows)
   assert entry["p_random"] is None and entry["p_set"] == pytest.approx(1 / 12)

@@ -1,11 +1,11 @@
-"""benchmarks/finetune_controls.py: localized fine-tuning against full, random-K and bottom-K."""
+"""studies/finetune_controls.py: localized fine-tuning against full, random-K and bottom-K."""
 import json
 
 import numpy as np
 import pytest
 
-from benchmarks import finetune_controls as fc
-from benchmarks import paired
+from studies import finetune_controls as fc
+from studies import paired
 
 
 def scores_file(tmp_path):
@@ -110,7 +110,7 @@ def test_harness_at_its_tiny_preset_measures_curves_and_resumes(tmp_path, monkey
 
 
 def test_variant_rows_print_n_instead_of_an_interval_below_six_runs():
-  """A bootstrap interval over 2-5 runs undercovers (benchmarks/paired.py): the per-variant table
+  """A bootstrap interval over 2-5 runs undercovers (studies/paired.py): the per-variant table
   prints the mean and n there, as the paired table does, and an interval from six runs on."""
   rates = {"ablation": {"localized": 3e-4, "full": 3e-4}}
   units = [unit("localized", c, s, 0.5 + 0.1 * s, 0.9) for c in ("a", "b") for s in (0, 1)]

@@ -7,30 +7,30 @@ import jax
 import numpy as np
 import pytest
 
-from dit_jax import finetune
-from dit_jax.noising import Noising
-from dit_jax.objectives import personalization, unlearning
+from dit_jax import blocks
+from dit_jax.diffusion.noising import Noising
+from dit_jax.train.objectives import personalization, unlearning
 from dit_jax.models.pixart import PixArtTransformer
 from tests.pixart_test import REPO
 from tests.training_test import CONFIG, setup
 
 
 def test_select_blocks(tmp_path):
-  assert finetune.select_blocks("all", 12) is None
-  assert finetune.select_blocks("9, 2,5", 12) == [2, 5, 9]
+  assert blocks.select_blocks("all", 12) is None
+  assert blocks.select_blocks("9, 2,5", 12) == [2, 5, 9]
   scores = tmp_path / "scores.json"
   scores.write_text(json.dumps({"zork": {"category": "character", "with_wo": [0, 5, 1, 9, 3],
                                          "without_wo": [9, 0, 0, 0, 0]}}))
-  assert finetune.select_blocks(str(scores), 5, concept="zork", k=2) == [1, 3]
-  assert finetune.select_blocks(str(scores), 5, concept="zork", k=1, variant="without_wo") == [0]
+  assert blocks.select_blocks(str(scores), 5, concept="zork", k=2) == [1, 3]
+  assert blocks.select_blocks(str(scores), 5, concept="zork", k=1, variant="without_wo") == [0]
   with pytest.raises(ValueError, match="not a non-empty subset of 0..11"):
-    finetune.select_blocks("3,12", 12)
+    blocks.select_blocks("3,12", 12)
   with pytest.raises(ValueError, match="use 'all'"):
-    finetune.select_blocks("top", 12)
+    blocks.select_blocks("top", 12)
   with pytest.raises(KeyError, match="no scores for 'blip'"):
-    finetune.select_blocks(str(scores), 5, concept="blip", k=2)
+    blocks.select_blocks(str(scores), 5, concept="blip", k=2)
   with pytest.raises(FileNotFoundError, match="run localize.py first"):
-    finetune.select_blocks(str(tmp_path / "missing.json"), 5, concept="zork", k=2)
+    blocks.select_blocks(str(tmp_path / "missing.json"), 5, concept="zork", k=2)
 
 
 def _objective_setup():

@@ -1,4 +1,4 @@
-"""dit_jax/flops.py: the analytic FLOP count against a hand count, the traced Flax forward, torch's
+"""benchmarks/flops.py: the analytic FLOP count against a hand count, the traced Flax forward, torch's
 FLOP counter on the diffusers models, and XLA's cost analysis; the peak table and MFU."""
 import dataclasses
 import math
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 import torch
 
-from dit_jax import families, flops
+from dit_jax import families
+from benchmarks import flops
 
 F32 = jnp.float32
 

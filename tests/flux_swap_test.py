@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax.interventions import ConceptProbe, TextAttentionSwap, TextResidualSwap
+from dit_jax.models.interventions import ConceptProbe, TextAttentionSwap, TextResidualSwap
 from dit_jax.families.flux import latent_image_ids
-from dit_jax import families, loading
+from dit_jax import families
+from dit_jax.pipeline import loading
 from tests.flux_test import tiny_torch_model
 from tests.testutil import rel_error
 

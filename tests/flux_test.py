@@ -14,11 +14,13 @@ import torch
 from diffusers import FluxTransformer2DModel
 from safetensors.torch import save_file
 
-from dit_jax.interventions import TextResidualSwap
+from dit_jax.models.interventions import TextResidualSwap
 from dit_jax import families
 from dit_jax.families.flux import latent_image_ids
-from dit_jax import checkpoints as common, loading
+from ports import checkpoints as common
+from dit_jax.pipeline import loading
 from dit_jax.families import flux
+from ports import flux as flux_original
 from tests.testutil import rel_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +154,7 @@ def test_original_single_file(prefix, tmp_path):
   save_file(to_original_layout(state, prefix), path)
 
   # The lazy diffusers-keyed view equals the diffusers state dict, key for key.
-  config, lazy = flux.from_original(common.read_state_dict(path), {"axes_dims_rope": ROPE})
+  config, lazy = flux_original.from_original(common.read_state_dict(path), {"axes_dims_rope": ROPE})
   assert sorted(lazy) == sorted(state)
   for key in state:
     np.testing.assert_array_equal(lazy[key], state[key].numpy(), err_msg=key)
@@ -176,7 +178,7 @@ def test_original_fused_tensors_are_read_once(tmp_path):
       reads.append(key)
       return super().__getitem__(key)
 
-  config, lazy = flux.from_original(Recording(original), {"axes_dims_rope": ROPE})
+  config, lazy = flux_original.from_original(Recording(original), {"axes_dims_rope": ROPE})
   reads.clear()
   loading.from_state_dict(families.get("flux"), config, lazy)
   assert sorted(reads) == sorted(original)   # every original tensor read exactly once
@@ -262,9 +264,9 @@ def test_errors_name_the_problem(tmp_path):
   original = to_original_layout(model.state_dict())
   original["double_blocks.0.img_attn.lora_up.weight"] = torch.zeros(2, 2)
   with pytest.raises(common.CheckpointError, match=r"double_blocks\.0\.img_attn\.lora_up\.weight"):
-    flux.from_original(original, {"axes_dims_rope": ROPE})
+    flux_original.from_original(original, {"axes_dims_rope": ROPE})
   with pytest.raises(common.CheckpointError, match="axes_dims_rope"):
-    flux.from_original(original, {})
+    flux_original.from_original(original, {})
 
   module, params = loading.from_state_dict(fam, config, state)
   inputs = random_inputs(model)

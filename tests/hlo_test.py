@@ -18,8 +18,11 @@ import jax.numpy as jnp
 import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
-from dit_jax import families, layers, localization, sampling, schedulers
-from dit_jax.interventions import BlockEdit, ConceptProbe
+from dit_jax import families
+from dit_jax.models import layers
+from dit_jax.diffusion import denoise, schedulers
+from dit_jax.localize import sweep
+from dit_jax.models.interventions import BlockEdit, ConceptProbe
 
 SD = jax.ShapeDtypeStruct
 BF16 = jnp.bfloat16
@@ -107,14 +110,14 @@ def text_cond(name: str, config) -> dict:
 
 
 def loop_of(name: str, steps: int = STEPS):
-  """Text2Image.loop's program: sampling.denoise of the family's guided prediction."""
+  """Text2Image.loop's program: denoise.denoise of the family's guided prediction."""
   module, _ = bf16_model(name)
   fam = families.get(name)
   config = SCHEDULERS[name]
   scheduler = schedulers.from_diffusers(config, steps,
                                         **fam.schedule_kwargs(config, steps, LATENT[name]))
   predict = fam.predictor(module, 3.5 if name == "flux" else 4.5)
-  return lambda p, noise, cond: sampling.denoise(predict, scheduler, p, noise, cond)
+  return lambda p, noise, cond: denoise.denoise(predict, scheduler, p, noise, cond)
 
 
 def loop_program(name: str, steps: int = STEPS):
@@ -126,7 +129,7 @@ def loop_program(name: str, steps: int = STEPS):
 def sweep_program(name: str):
   loop, (params, noise, cond) = loop_program(name)
   blocks = bf16_model(name)[0].config.num_blocks
-  return (localization.intervention_sweep(name, loop),
+  return (sweep.intervention_sweep(name, loop),
           (params, noise, cond, cond, SD((2, blocks), jnp.bool_), SD((2,), jnp.bool_)))
 
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from configs import pixart as pixart_config
-from dit_jax import entry, hub, judges, loading, provenance
-from dit_jax.jobs import defaults
-from dit_jax.jobs import localize as localize_job
-from dit_jax.jobs import train as train_job
+from dit_jax.pipeline import hub, loading, checks
+from dit_jax.localize import judges
+from dit_jax import provenance
+from dit_jax.train import defaults
+from dit_jax.localize import job as localize_job
+from dit_jax.train import job as train_job
 from tests.judges_test import clip_folder  # noqa: F401  (the tiny CLIP folder fixture)
 
 PIXART = "PixArt-alpha/PixArt-XL-2-512x512"
@@ -88,9 +90,9 @@ def pixart(checkpoint, **overrides):
 
 def test_a_hub_id_resolves_offline_to_its_cached_snapshot(cached, pipeline_folder):
   config = pixart(PIXART)
-  entry.require_checkpoint(config)
+  checks.require_checkpoint(config)
   assert config.checkpoint == str(cached / MAIN)
-  entry.require_checkpoint(config)                       # once resolved it stays (a local path)
+  checks.require_checkpoint(config)                       # once resolved it stays (a local path)
   assert config.checkpoint == str(cached / MAIN)
   _, params = loading.load(config.checkpoint, "pixart")   # the loaders read the symlinks
   _, expected = loading.load(str(pipeline_folder), "pixart")
@@ -102,26 +104,26 @@ def test_hf_hub_cache_names_the_cache_too(hub_dir, pipeline_folder, tmp_path, mo
   build_cache(other, PIXART, {MAIN: pipeline_folder}, {"main": MAIN})
   monkeypatch.setenv("HF_HUB_CACHE", str(other))        # wins over HF_HOME, as in huggingface_hub
   config = pixart(PIXART)
-  entry.require_checkpoint(config)
+  checks.require_checkpoint(config)
   repo = other / "models--PixArt-alpha--PixArt-XL-2-512x512"
   assert config.checkpoint == str(repo / "snapshots" / MAIN)
 
 
 def test_revision_resolves_from_its_ref(cached):
   config = pixart(PIXART, revision="v2")
-  entry.require_checkpoint(config)
+  checks.require_checkpoint(config)
   assert config.checkpoint == str(cached / V2)
-  entry.require_checkpoint(config)   # again (the trainer does): a snapshot folder keeps its revision
+  checks.require_checkpoint(config)   # again (the trainer does): a snapshot folder keeps its revision
   assert config.checkpoint == str(cached / V2)
   by_commit = pixart(PIXART, revision=MAIN)
-  entry.require_checkpoint(by_commit)
+  checks.require_checkpoint(by_commit)
   assert by_commit.checkpoint == str(cached / MAIN)
 
 
 def test_an_id_missing_offline_names_the_id_the_cache_and_the_fix(hub_dir):
   config = pixart("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
   with pytest.raises(SystemExit) as error:
-    entry.require_checkpoint(config)
+    checks.require_checkpoint(config)
   message = str(error.value)
   assert "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS" in message and str(hub_dir) in message
   assert "HF_HUB_OFFLINE" in message and "hf download" in message
@@ -129,7 +131,7 @@ def test_an_id_missing_offline_names_the_id_the_cache_and_the_fix(hub_dir):
 
 def test_an_unknown_revision_offline_is_named(cached):
   with pytest.raises(SystemExit, match=r"PixArt-XL-2-512x512 \(revision v3\) is not a local path"):
-    entry.require_checkpoint(pixart(PIXART, revision="v3"))
+    checks.require_checkpoint(pixart(PIXART, revision="v3"))
 
 
 def test_a_snapshot_without_a_component_the_job_reads_is_refused(hub_dir, pipeline_folder,
@@ -139,7 +141,7 @@ def test_a_snapshot_without_a_component_the_job_reads_is_refused(hub_dir, pipeli
   build_cache(hub_dir, PIXART, {MAIN: partial}, {"main": MAIN})
   with pytest.raises(SystemExit, match=r"lacks vae/.*hf download PixArt-alpha/PixArt-XL-2-512x512 "
                                        r"--include 'vae/\*'"):
-    entry.require_checkpoint(pixart(PIXART))
+    checks.require_checkpoint(pixart(PIXART))
 
 
 def test_a_local_path_always_wins(cached, pipeline_folder, tmp_path, monkeypatch):
@@ -148,11 +150,11 @@ def test_a_local_path_always_wins(cached, pipeline_folder, tmp_path, monkeypatch
   local.symlink_to(pipeline_folder)
   monkeypatch.chdir(tmp_path)
   config = pixart(PIXART)
-  entry.require_checkpoint(config)
+  checks.require_checkpoint(config)
   assert config.checkpoint == PIXART
   with pytest.raises(SystemExit, match="revision='v2' picks a version of a Hub id, but "
                                        "PixArt-alpha/PixArt-XL-2-512x512 is a local path"):
-    entry.require_checkpoint(pixart(PIXART, revision="v2"))
+    checks.require_checkpoint(pixart(PIXART, revision="v2"))
 
 
 class Reached(Exception):
@@ -260,7 +262,7 @@ def test_online_only_the_selected_files_are_fetched(cached, monkeypatch):
   fetch = lambda repo_id, **kwargs: calls.append((repo_id, kwargs)) or str(cached / MAIN)
   monkeypatch.setattr(huggingface_hub, "snapshot_download", fetch)   # stands in for the download
   config = pixart(PIXART, revision="v2")
-  entry.require_checkpoint(config)
+  checks.require_checkpoint(config)
   repo_id, kwargs = calls[0]
   assert (repo_id, kwargs["revision"], config.checkpoint) == (PIXART, "v2", str(cached / MAIN))
   assert "flux1-dev.safetensors" not in kwargs["allow_patterns"]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dit_jax import files
-from dit_jax.latents import to_uint8
+from dit_jax.diffusion.latents import to_uint8
 from dit_jax.shapes import ASSETS, judge_check, render, world
-from dit_jax.shapes.plugin import ShapesJudge
+from dit_jax.shapes.judge import ShapesJudge
 
 SECTION = "## Judge accuracy on the model's own images"
 
@@ -23,7 +23,7 @@ def _card_table() -> str:
 
 
 def test_model_card_table_is_the_stored_result():
-  """The card's table is markdown_table of benchmarks/results/shapes_judge_check.json, and that
+  """The card's table is markdown_table of results/shapes_judge_check.json, and that
   record is of the weights and judge shipped in assets/."""
   result = json.loads(judge_check.RESULT.read_text())
   assert _card_table() == judge_check.markdown_table(result)
@@ -39,8 +39,9 @@ def test_model_card_table_is_the_stored_result():
 
 
 def test_start_at_slices_the_schedule_at_t():
-  from dit_jax import pipeline, schedulers
-  config = pipeline.read_scheduler_config(str(ASSETS))
+  from dit_jax.pipeline import text2image
+  from dit_jax.diffusion import schedulers
+  config = text2image.read_scheduler_config(str(ASSETS))
   schedule = schedulers.from_diffusers(config, judge_check.STEPS)
   tail = judge_check.start_at(schedule, 300)
   assert tail.timesteps[0] == 300 and tail.timesteps[-1] == schedule.timesteps[-1]
@@ -52,9 +53,9 @@ def test_start_at_slices_the_schedule_at_t():
 
 
 def test_forward_noise_is_the_ddpm_forward_process():
-  from dit_jax import sampling
+  from dit_jax.diffusion import denoise
   x0 = render.render_batch(world.scenes(0, 3, "heldout"))
-  eps = np.asarray(sampling.noise_for_seeds([4, 5, 6], x0.shape[1:]))
+  eps = np.asarray(denoise.noise_for_seeds([4, 5, 6], x0.shape[1:]))
   x_t = np.asarray(judge_check.forward_noise(x0, 0.64, [4, 5, 6]))
   np.testing.assert_allclose(x_t, 0.8 * x0 + 0.6 * eps, atol=1e-5)
   np.testing.assert_allclose(np.asarray(judge_check.forward_noise(x0, 1.0, [4, 5, 6])), x0)

@@ -5,9 +5,11 @@ import itertools
 import numpy as np
 import pytest
 
-from dit_jax import judges, knowledge
+from dit_jax import knowledge
+
+from dit_jax.localize import judges
 from dit_jax.knowledge import PromptPair
-from dit_jax.shapes import plugin, render, world
+from dit_jax.shapes import judge as judge_module, plugin, render, world
 
 
 def to_uint8(images):
@@ -20,12 +22,12 @@ def test_named_concepts_inverts_captions():
     for r in range(3):
       for neutral in itertools.combinations(sorted(present), r):
         expected = {c: k for c, k in present.items() if c not in neutral}
-        assert plugin.named_concepts(world.caption(scene, neutral)) == expected, (scene, neutral)
-  assert plugin.named_concepts("an orange shape in a place") == {"colour": "orange"}
+        assert judge_module.named_concepts(world.caption(scene, neutral)) == expected, (scene, neutral)
+  assert judge_module.named_concepts("an orange shape in a place") == {"colour": "orange"}
   with pytest.raises(ValueError, match="not a Shapes caption.*unknown shape 'dog'"):
-    plugin.named_concepts("a red dog on the left in the sky")
+    judge_module.named_concepts("a red dog on the left in the sky")
   with pytest.raises(ValueError, match="no place"):
-    plugin.named_concepts("a red star on the left")
+    judge_module.named_concepts("a red star on the left")
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +210,7 @@ def test_clip_threshold_is_calibrated_on_neutral_prompt_images(clip_judge):
 
 def test_a_run_judges_against_the_whole_category(clip_folder):
   from configs import pixart
-  from dit_jax.jobs import localize
+  from dit_jax.localize import job as localize
   config = pixart.get_config()
   config.update(dict(concepts_per_category=2, categories=("animal",)))
   config.judge_args.folder = str(clip_folder)

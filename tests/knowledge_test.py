@@ -182,7 +182,7 @@ def test_shapes_set_says_plainly_where_the_world_has_too_few_captions():
   # A named character's caption is its name, a position and a place: 5 x 4 = 20 distinct captions
   # (its held-out place left out), so 16 train + 16 eval prompts cannot all be distinct.
   from configs import shapes as shapes_config
-  from dit_jax.jobs import localize
+  from dit_jax.localize import job as localize
   config = shapes_config.get_config()
   config.update(dict(prompts_per_concept=16, concepts_per_category=0))
   with pytest.raises(ValueError, match=r"'shapes' has 10 train prompts for 'zork'.*=16"):
@@ -199,7 +199,7 @@ def test_asking_for_more_prompts_than_a_set_has_is_an_error(builtin):
     builtin.subset(prompts_per_concept=16)
   # A set that makes prompts on demand (the Shapes world's) is asked for them by the job.
   from configs import shapes as shapes_config
-  from dit_jax.jobs import localize
+  from dit_jax.localize import job as localize
   config = shapes_config.get_config()
   config.update(dict(prompts_per_concept=12, categories=("shape",)))
   assert len(localize.load_knowledge(config).pairs("circle", "eval")) == 12

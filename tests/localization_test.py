@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from dit_jax import localization
-from dit_jax.concepts import ConceptNotFound
-from dit_jax.pipeline import Text2Image
+from dit_jax.localize import sweep
+from dit_jax import blocks
+from dit_jax.diffusion.concepts import ConceptNotFound
+from dit_jax.pipeline.text2image import Text2Image
 from tests.pipeline_test import flux_folder, pixart_folder  # noqa: F401  (fixtures)
 
 PROMPTS = ["a dog in the snow", "a red car in the style of van gogh"]
@@ -29,44 +30,44 @@ def flux_pipe(flux_folder):  # noqa: F811
 
 @pytest.mark.slow
 def test_scores_shape_and_aggregation(pipe):
-  scores = localization.concept_scores(pipe, PROMPTS, CONCEPTS, seeds=[0, 1], size=SIZE, batch_size=3)
+  scores = sweep.concept_scores(pipe, PROMPTS, CONCEPTS, seeds=[0, 1], size=SIZE, batch_size=3)
   assert scores.shape == (4, 3, pipe.module.config.num_layers, 3)   # prompts x seeds, steps, blocks, variants
   assert np.all(scores >= 0) and np.all(scores.sum(axis=(1, 2)) > 0)
   # Batching does not change a row: prompt 1 / seed 0 alone gives the same scores.
-  alone = localization.concept_scores(pipe, PROMPTS[1:], CONCEPTS[1:], seeds=[0], size=SIZE)
+  alone = sweep.concept_scores(pipe, PROMPTS[1:], CONCEPTS[1:], seeds=[0], size=SIZE)
   np.testing.assert_allclose(alone[0], scores[2], rtol=1e-5, atol=1e-7)
-  ranking = localization.rank_blocks(scores.mean(axis=(0, 1))[:, 0])
+  ranking = blocks.rank_blocks(scores.mean(axis=(0, 1))[:, 0])
   assert sorted(ranking.tolist()) == list(range(pipe.module.config.num_layers))
 
 
 def test_absent_concept_is_a_clear_error(pipe):
   with pytest.raises(ConceptNotFound, match=r"'cat'.*'a dog in the snow'"):
-    localization.concept_scores(pipe, PROMPTS[:1], ["cat"], seeds=[0], size=SIZE)
+    sweep.concept_scores(pipe, PROMPTS[:1], ["cat"], seeds=[0], size=SIZE)
 
 
 def test_plan_and_k():
   ranking = np.array([2, 0, 1])
-  plan = localization.plan_interventions(ranking, ks=[1, 2], random_draws=2, single_blocks=True)
+  plan = sweep.plan_interventions(ranking, ks=[1, 2], random_draws=2, single_blocks=True)
   names = [i.name for i in plan]
   assert names[0] == "original" and "top-1" in names and "bottom-2" in names and "block 2" in names
   top2 = next(i for i in plan if i.kind == "top" and i.k == 2)
   assert top2.blocks == (0, 2)
   assert next(i for i in plan if i.kind == "reverse" and i.k == 2).blocks == (0, 2)
-  assert localization.resolve_k(0.3, 28) == 8 and localization.resolve_k(5, 28) == 5
+  assert blocks.resolve_k(0.3, 28) == 8 and blocks.resolve_k(5, 28) == 5
   with pytest.raises(ValueError):
-    localization.resolve_k(40, 28)
+    blocks.resolve_k(40, 28)
 
 
 @pytest.mark.slow
 def test_sweep_matches_plain_sampling(pipe):
   n = pipe.module.config.num_layers
   every = tuple(range(n))
-  plan = [localization.Intervention("none", 0, ()),
-          localization.Intervention("top", n, every),                  # neutral text everywhere
-          localization.Intervention("reverse", 0, (), reverse=True),   # neutral prompt, no concept
-          localization.Intervention("reverse", n, every, reverse=True),  # concept everywhere again
-          localization.Intervention("top", 1, (1,))]
-  images = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=2)
+  plan = [sweep.Intervention("none", 0, ()),
+          sweep.Intervention("top", n, every),                  # neutral text everywhere
+          sweep.Intervention("reverse", 0, (), reverse=True),   # neutral prompt, no concept
+          sweep.Intervention("reverse", n, every, reverse=True),  # concept everywhere again
+          sweep.Intervention("top", 1, (1,))]
+  images = sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=2)
   assert images.shape == (5, 2, 16, 16, 3) and images.dtype == np.uint8
   plain = pipe(PROMPTS, [0, 0], *SIZE)
   neutral = pipe(NEUTRAL, [0, 0], *SIZE)
@@ -81,11 +82,11 @@ def test_sweep_matches_plain_sampling(pipe):
 def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_pipe):
   pipe = flux_pipe
   n = pipe.module.config.num_blocks
-  plan = [localization.Intervention("none", 0, ()),
-          localization.Intervention("reverse", 0, (), reverse=True),   # the neutral prompt alone
-          localization.Intervention("top", 1, (0,))]
+  plan = [sweep.Intervention("none", 0, ()),
+          sweep.Intervention("reverse", 0, (), reverse=True),   # the neutral prompt alone
+          sweep.Intervention("top", 1, (0,))]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
-  images = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
+  images = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
   close = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max() <= 1
   assert close(images[0], pipe(prompts, [0], *SIZE)) and close(images[1], pipe(neutral, [0], *SIZE))
   assert not close(images[2], images[0])
@@ -97,43 +98,43 @@ def test_flux_sweep_runs_both_trajectories_in_one_batch(flux_pipe):
 def test_flux_pooled_swap_of_every_block_is_the_neutral_prompt(flux_pipe):
   pipe = flux_pipe
   every = tuple(range(pipe.module.config.num_blocks))
-  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", len(every), every)]
+  plan = [sweep.Intervention("none", 0, ()), sweep.Intervention("top", len(every), every)]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
-  swapped = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, swap_pooled=True)
+  swapped = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, swap_pooled=True)
   close = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max() <= 1
   # K=0 keeps the concept's pooled vector; all blocks + pooled leaves nothing of the concept.
   assert close(swapped[0], pipe(prompts, [0], *SIZE))
   assert close(swapped[1], pipe(neutral, [0], *SIZE))
-  kept = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan[1:])
+  kept = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan[1:])
   assert not close(kept[0], swapped[1])        # without the option the pooled vector stays
 
 
 def test_pooled_swap_is_a_joint_attention_option(pipe):
   with pytest.raises(ValueError, match="swap_pooled is FLUX and SD3's option"):
-    localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE,
-                                   [localization.Intervention("none", 0, ())], swap_pooled=True)
+    sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE,
+                                   [sweep.Intervention("none", 0, ())], swap_pooled=True)
 
 
 @pytest.mark.slow   # compiles a vmapped FLUX loop twice
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
 def test_flux_residual_swap_is_chosen_explicitly_and_differs(flux_pipe):
   pipe = flux_pipe
-  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,))]
+  plan = [sweep.Intervention("none", 0, ()), sweep.Intervention("top", 1, (0,))]
   prompts, neutral = ["a dog in the snow"], ["a cat in the snow"]
-  default = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
-  attention = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="attention")
-  residual = localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="residual")
+  default = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan)
+  attention = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="attention")
+  residual = sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, flux_swap="residual")
   np.testing.assert_array_equal(default, attention)          # the paper's swap is the default
   np.testing.assert_array_equal(residual[0], attention[0])   # K=0 is plain sampling either way
   assert np.abs(residual[1].astype(int) - attention[1].astype(int)).max() > 1
 
 
 def test_flux_swap_names_are_checked(pipe):
-  none = [localization.Intervention("none", 0, ())]
+  none = [sweep.Intervention("none", 0, ())]
   with pytest.raises(ValueError, match="flux_swap is FLUX's option"):
-    localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, none, flux_swap="residual")
+    sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, none, flux_swap="residual")
   with pytest.raises(ValueError, match=r"flux_swap='stream'.*\['attention', 'residual'\]"):
-    localization.intervention_sweep("flux", None, flux_swap="stream")
+    sweep.intervention_sweep("flux", None, flux_swap="stream")
 
 
 def test_the_sweep_compiles_once_per_run_not_once_per_concept(pixart_folder):  # noqa: F811
@@ -146,9 +147,9 @@ def test_the_sweep_compiles_once_per_run_not_once_per_concept(pixart_folder):  #
     return lambda *args: (traces.append(shape), loop(*args))[1]   # runs once per trace
 
   pipe.loop = counting_loop
-  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,))]
+  plan = [sweep.Intervention("none", 0, ()), sweep.Intervention("top", 1, (0,))]
   for prompts, neutral in [(PROMPTS, NEUTRAL), (PROMPTS[::-1], NEUTRAL[::-1])]:   # two concepts
-    localization.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, chunk=2)
+    sweep.run_interventions(pipe, prompts, neutral, [0], SIZE, plan, chunk=2)
   assert len(traces) == 1
 
 
@@ -162,7 +163,7 @@ def test_random_draws_are_per_concept_reproducible_and_independent():
   and uniform; the old "balanced" scheme took consecutive sets from one permutation, which made
   every second pair of sets disjoint (complements at K = n / 2) and the draws dependent."""
   ranking = np.arange(12)
-  plan = lambda concept, seed=0, **kw: localization.plan_interventions(
+  plan = lambda concept, seed=0, **kw: sweep.plan_interventions(
       ranking, [6], random_draws=400, seed=seed, concept=concept, **kw)
   circle, red = random_sets(plan("circle")), random_sets(plan("red"))
   assert len(circle) == 400 and circle == random_sets(plan("circle"))  # reproducible
@@ -177,11 +178,11 @@ def test_random_draws_are_per_concept_reproducible_and_independent():
 
 
 def test_the_placebo_ranking_is_a_random_permutation_per_concept():
-  first = localization.placebo_ranking(12, 0, "circle")
+  first = sweep.placebo_ranking(12, 0, "circle")
   assert sorted(first.tolist()) == list(range(12))
-  assert first.tolist() == localization.placebo_ranking(12, 0, "circle").tolist()
-  assert first.tolist() != localization.placebo_ranking(12, 0, "red").tolist()
-  assert first.tolist() != localization.placebo_ranking(12, 1, "circle").tolist()
+  assert first.tolist() == sweep.placebo_ranking(12, 0, "circle").tolist()
+  assert first.tolist() != sweep.placebo_ranking(12, 0, "red").tolist()
+  assert first.tolist() != sweep.placebo_ranking(12, 1, "circle").tolist()
 
 
 def test_an_intervention_asked_for_twice_is_sampled_once(pipe):
@@ -190,19 +191,19 @@ def test_an_intervention_asked_for_twice_is_sampled_once(pipe):
   calls = []
   program = pipe.program
   pipe.program = lambda key, build: (lambda *a: (calls.append(a[4].shape[0]), program(key, build)(*a))[1])
-  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (0,)),
-          localization.Intervention("random", 1, (0,), draw=3)]
-  images = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4)
+  plan = [sweep.Intervention("none", 0, ()), sweep.Intervention("top", 1, (0,)),
+          sweep.Intervention("random", 1, (0,), draw=3)]
+  images = sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4)
   pipe.program = program
   assert len(images) == 3 and sum(calls) == 2
   np.testing.assert_array_equal(images[1], images[2])
-  alone = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[1:2], chunk=4)
+  alone = sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[1:2], chunk=4)
   np.testing.assert_array_equal(images[2], alone[0])
   # A memo carries them over calls: the second call samples only the set it has not seen.
   memo, calls[:] = {}, []
   pipe.program = lambda key, build: (lambda *a: (calls.append(a[4].shape[0]), program(key, build)(*a))[1])
-  localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[:2], chunk=4, memo=memo)
-  again = localization.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4, memo=memo)
+  sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan[:2], chunk=4, memo=memo)
+  again = sweep.run_interventions(pipe, PROMPTS, NEUTRAL, [0], SIZE, plan, chunk=4, memo=memo)
   pipe.program = program
   assert calls == [2] and len(memo) == 2
   np.testing.assert_array_equal(again, images)
@@ -210,20 +211,20 @@ def test_an_intervention_asked_for_twice_is_sampled_once(pipe):
 
 def test_random_draws_can_exclude_the_top_k():
   ranking = np.array([5, 3, 11, 0, 1, 2, 4, 6, 7, 8, 9, 10])
-  plan = localization.plan_interventions(ranking, [3, 4], random_draws=10, concept="x",
+  plan = sweep.plan_interventions(ranking, [3, 4], random_draws=10, concept="x",
                                          random_overlap=False)
   for k in (3, 4):
     top = set(ranking[:k].tolist())
     draws = [i for i in plan if i.kind == "random" and i.k == k]
     assert len(draws) == 10 and all(len(i.blocks) == k and not set(i.blocks) & top for i in draws)
   with pytest.raises(ValueError, match="outside the top-7"):
-    localization.plan_interventions(ranking, [7], random_draws=2, concept="x", random_overlap=False)
+    sweep.plan_interventions(ranking, [7], random_draws=2, concept="x", random_overlap=False)
 
 
 # ------------------------------------------------------------------ reverse controls (issue 19, item 5)
 def test_reverse_has_random_k_draws_and_the_neutral_baseline():
   ranking = np.arange(12)
-  plan = localization.plan_interventions(ranking, [2, 4], random_draws=6, reverse_draws=3,
+  plan = sweep.plan_interventions(ranking, [2, 4], random_draws=6, reverse_draws=3,
                                          concept="circle")
   neutral = [i for i in plan if i.kind == "neutral"]
   assert len(neutral) == 1 and neutral[0].blocks == () and neutral[0].reverse   # neutral everywhere
@@ -234,4 +235,4 @@ def test_reverse_has_random_k_draws_and_the_neutral_baseline():
     assert [i.blocks for i in backward] == forward[:3] and all(i.reverse for i in backward)
     assert [i.draw for i in backward] == [0, 1, 2]
   with pytest.raises(ValueError, match="reverse_draws=7.*first of the 6"):
-    localization.plan_interventions(ranking, [2], random_draws=6, reverse_draws=7)
+    sweep.plan_interventions(ranking, [2], random_draws=6, reverse_draws=7)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from configs import shapes as shapes_config
-from dit_jax import loading
-from dit_jax.jobs import localize
+from dit_jax.pipeline import loading
+from dit_jax.localize import job as localize
 from dit_jax.shapes import ASSETS
 from tests.testutil import rel_error
 
@@ -147,7 +147,7 @@ def test_a_k_beyond_the_model_stops_training_before_any_work(tmp_path):
 def test_configs_sweep_a_k_grid_with_many_random_draws():
   """Issue 19, items 2 and 6, and issue 25: at least 200 independent random K-sets per concept
   and K for real models (the verdict's null) and as many reverse ones, a K grid everywhere; the
-  5-minute CPU default runs fewer images and draws (README, "The Shapes world")."""
+  5-minute CPU default runs fewer images and draws (docs/results.md, "The default run")."""
   from configs import pixart, shapes_full
   real = pixart.get_config()
   assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws >= 200
@@ -163,15 +163,16 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
 
 
 def test_readme_shapes_table_is_the_stored_full_run():
-  """Issue 19, item 8: the README's Shapes table is the fuller run's, as it came out."""
+  """Issue 19, item 8: the results page's Shapes table (docs/results.md, moved there from the
+  README) is the fuller run's, as it came out."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  with open(os.path.join(repo, "benchmarks", "results", "localize_shapes_full.json")) as f:
+  with open(os.path.join(repo, "results", "localize_shapes_full.json")) as f:
     result = json.load(f)
-  with open(os.path.join(repo, "README.md")) as f:
+  with open(os.path.join(repo, "docs", "results.md")) as f:
     readme = f.read()
-  from dit_jax import report
+  from dit_jax.report import tables
   # The table with intervals and p-values (issue 20), recomputed by the stored summary's code.
-  assert report.markdown_statistics(result["summary"]) in readme
+  assert tables.markdown_statistics(result["summary"]) in readme
   assert result["random_draws"] >= 200 and len(result["concepts"]) >= 12   # issue 25
   assert result["placebo"] is False
   assert result["command"] in readme
@@ -205,7 +206,7 @@ def test_careless_localize_input_stops_with_a_message_before_any_work(tmp_path):
 def test_score_only_builds_no_judge(tmp_path, monkeypatch):
   """Issue 38, item 3: the ranking alone needs no judge (on a real model: no CLIP weights); only a
   localizer that judges images asks for one."""
-  from dit_jax import judges
+  from dit_jax.localize import judges
 
   def no_judge(*args, **kwargs):
     raise AssertionError("score_only built a judge")
@@ -249,8 +250,8 @@ def test_ks_are_whole_counts_or_fractions(tmp_path):
   """Issue 38, item 8: K = 1.5 silently swept K = 1."""
   with pytest.raises(ValueError, match=r"K=1.5 is neither a count of blocks .* nor a fraction"):
     run_localize(tmp_path, ks=(1.5,))
-  from dit_jax import entry
-  entry.check_k_values((0, 0.3, 2, 4.0))      # the original, a fraction, counts
+  from dit_jax import cli
+  cli.check_k_values((0, 0.3, 2, 4.0))      # the original, a fraction, counts
 
 
 def test_automatic_k_only_for_a_concept_that_was_present(tmp_path, capsys):
@@ -275,7 +276,7 @@ def test_a_second_run_into_a_busy_out_dir_is_refused_and_a_dead_ones_lock_taken_
   import socket
   import subprocess
   import sys
-  from dit_jax import entry
+  from dit_jax import cli
   lock = tmp_path / ".localize.lock"
   alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
@@ -288,6 +289,6 @@ def test_a_second_run_into_a_busy_out_dir_is_refused_and_a_dead_ones_lock_taken_
     alive.kill()
     alive.wait()
   # The pid is dead now: its lock is stale, taken over, and released at the end.
-  with entry.out_dir_lock(str(tmp_path), ".localize.lock") as path:
+  with cli.out_dir_lock(str(tmp_path), ".localize.lock") as path:
     assert json.loads(open(path).read())["pid"] == os.getpid()
   assert not lock.exists()

@@ -7,7 +7,7 @@ import ml_collections
 import pytest
 
 from dit_jax import sharding
-from dit_jax.jobs import localize
+from dit_jax.localize import job as localize
 from tests.localize_cli_test import run_localize
 
 # Three concepts of two categories: a two-way split gives shares of two and one.

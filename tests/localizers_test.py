@@ -12,10 +12,12 @@ import pytest
 import scipy.stats
 import torch
 
-from dit_jax import agreement, families, loading, localizers
-from dit_jax.interventions import BlockEdit
+from dit_jax.localize import agreement, localizers
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.models.interventions import BlockEdit
 from dit_jax.knowledge import PromptPair
-from dit_jax.results import ScoreRecord
+from dit_jax.localize.records import ScoreRecord
 from tests import flux_test, pixart_test
 from tests.testutil import nchw_to_nhwc, rel_error
 
@@ -214,8 +216,8 @@ def test_kendall_tau_and_top_k_overlap():
 
 # ------------------------------------------------------------------ localizers, planted by construction
 
-from dit_jax import judges  # noqa: E402
-from dit_jax.pipeline import Text2Image  # noqa: E402
+from dit_jax.localize import judges  # noqa: E402
+from dit_jax.pipeline.text2image import Text2Image  # noqa: E402
 from tests.pipeline_test import pixart_folder  # noqa: E402,F401  (fixture)
 
 PAIRS = [PromptPair("a dog in the snow", "a cat in the snow", "dog", "animal"),
@@ -275,7 +277,7 @@ def test_localizer_ranks_the_planted_block_first(planted, name):
 
 
 def localization_rank(scores):
-  from dit_jax.localization import rank_blocks
+  from dit_jax.blocks import rank_blocks
   return rank_blocks(scores)
 
 

@@ -1,7 +1,7 @@
-"""benchmarks/paired.py: the words a benchmark may say about a paired difference."""
+"""studies/paired.py: the words a benchmark may say about a paired difference."""
 import pytest
 
-from benchmarks import paired
+from studies import paired
 
 
 def test_words_follow_the_interval_and_wait_for_enough_pairs():

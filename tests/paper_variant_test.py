@@ -24,10 +24,14 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax import families, finetune, loading, localizers, report
-from dit_jax.interventions import ConceptProbe
-from dit_jax.localizers import common
-from dit_jax.results import VARIANTS, ScoreRecord, variant_index
+from dit_jax import families, blocks
+from dit_jax.pipeline import loading
+from dit_jax.localize import localizers
+from dit_jax.report import figures
+from dit_jax.models.interventions import ConceptProbe
+from dit_jax.localize.localizers import common
+from dit_jax.models.variants import VARIANTS, variant_index
+from dit_jax.localize.records import ScoreRecord
 from tests.testutil import nchw_to_nhwc, rel_error
 
 TOKENS = [1, 2]   # the concept's token positions in every row
@@ -274,12 +278,12 @@ def test_records_without_paper_still_read_and_refuse_it_clearly(tmp_path):
   assert set(localizers.named_scores("attention", OLD)) == {"attention:with_wo", "attention:without_wo"}
   path = tmp_path / "scores.json"
   path.write_text(json.dumps({"a dog": OLD}))
-  assert finetune.top_blocks_from_scores(str(path), "a dog", 1, "without_wo") == [2]
+  assert blocks.top_blocks_from_scores(str(path), "a dog", 1, "without_wo") == [2]
   with pytest.raises(ValueError, match="no 'paper' scores"):
-    finetune.top_blocks_from_scores(str(path), "a dog", 1, "paper")
+    blocks.top_blocks_from_scores(str(path), "a dog", 1, "paper")
   with pytest.raises(ValueError, match="no 'paper' scores"):
-    report.heatmap({"a dog": OLD}, str(tmp_path / "heat.png"), variant="paper")
-  report.write_scores({"a dog": OLD}, str(tmp_path))
+    figures.heatmap({"a dog": OLD}, str(tmp_path / "heat.png"), variant="paper")
+  figures.write_scores({"a dog": OLD}, str(tmp_path))
   header, first = (tmp_path / "scores.csv").read_text().splitlines()[:2]
   assert header.split(",")[4:] == [*VARIANTS, *(f"rank_{v}" for v in VARIANTS)]
   assert first.split(",")[4:] == ["1.0", "0.5", "", "3", "2", ""]
@@ -291,8 +295,8 @@ def test_records_with_paper_rank_by_it(tmp_path):
   assert localizers.named_scores("attention", new)["attention:paper"] == new["paper"]
   path = tmp_path / "scores.json"
   path.write_text(json.dumps({"a dog": new}))
-  assert finetune.top_blocks_from_scores(str(path), "a dog", 1, "paper") == [0]
-  report.heatmap({"a dog": new}, str(tmp_path / "heat.png"), variant="paper", k=1)
+  assert blocks.top_blocks_from_scores(str(path), "a dog", 1, "paper") == [0]
+  figures.heatmap({"a dog": new}, str(tmp_path / "heat.png"), variant="paper", k=1)
   assert (tmp_path / "heat.png").stat().st_size > 0
 
 

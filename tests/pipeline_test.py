@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax import sampling
+from dit_jax import families
+from dit_jax.diffusion import denoise
 from dit_jax.families import flux as flux_family
-from dit_jax.pipeline import Text2Image
+from dit_jax.pipeline.text2image import Text2Image
 from tests.pixart_test import REPO, tiny_torch_model
 from tests.testutil import nchw_to_nhwc, rel_error, save_word_tokenizer
 
@@ -81,9 +82,9 @@ def test_pixart_pipeline_latents_match_diffusers(pixart_folder, steps, guidance)
 
 
 def test_prompt_cache_and_concept_positions(pixart_folder, tmp_path):
-  from dit_jax.text import PromptEncoder
+  from dit_jax.diffusion.text import PromptEncoder
   folder, pipe = pixart_folder
-  first = PromptEncoder("pixart", str(folder), cache_dir=str(tmp_path), max_sequence_length=12)
+  first = PromptEncoder(families.get("pixart"), str(folder), cache_dir=str(tmp_path), max_sequence_length=12)
   encoded = first(PROMPTS)
   with torch.no_grad():
     expected, mask, _, _ = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=False,
@@ -91,7 +92,7 @@ def test_prompt_cache_and_concept_positions(pixart_folder, tmp_path):
   np.testing.assert_array_equal(encoded["caption"], expected.numpy())
   np.testing.assert_array_equal(encoded["caption_mask"], mask.numpy())
   # A second encoder over the same folder answers from the cache without loading the text encoder.
-  second = PromptEncoder("pixart", str(folder), cache_dir=str(tmp_path), max_sequence_length=12)
+  second = PromptEncoder(families.get("pixart"), str(folder), cache_dir=str(tmp_path), max_sequence_length=12)
   np.testing.assert_array_equal(second(PROMPTS[::-1])["caption"], encoded["caption"][::-1])
   assert second._pipeline is None
   concept = second.concept_mask(PROMPTS, ["dog", "van gogh"])
@@ -102,13 +103,13 @@ def test_prompt_cache_and_concept_positions(pixart_folder, tmp_path):
 
 def test_missing_component_is_named(pixart_folder, tmp_path):
   import shutil
-  from dit_jax.text import PromptEncoder
+  from dit_jax.diffusion.text import PromptEncoder
   folder, _ = pixart_folder
   broken = tmp_path / "broken"
   shutil.copytree(folder, broken)
   shutil.rmtree(broken / "text_encoder")
   with pytest.raises(FileNotFoundError, match=r"no text_encoder/ folder"):
-    PromptEncoder("pixart", str(broken))
+    PromptEncoder(families.get("pixart"), str(broken))
 
 
 @pytest.mark.slow
@@ -143,7 +144,7 @@ def host_leaves(params) -> list[str]:
 def test_compiled_programs_get_weights_already_on_the_device(pixart_folder):
   """Every call of the pipeline's jitted programs (denoise, the intervention sweep) is given the
   weights as device arrays: host ones would be copied from host memory at every call."""
-  from dit_jax import localization
+  from dit_jax.localize import sweep
   folder, _ = pixart_folder
   pipe = Text2Image("pixart", str(folder), num_steps=2, max_sequence_length=12)
   given, program = [], pipe.program
@@ -155,8 +156,8 @@ def test_compiled_programs_get_weights_already_on_the_device(pixart_folder):
   pipe.program = recording
   pipe.latents(PROMPTS[:1], [0], 16, 16)
   pipe.latents(PROMPTS[:1], [1], 16, 16)
-  plan = [localization.Intervention("single", 1, (0,))]
-  localization.run_interventions(pipe, PROMPTS[:1], ["a cat in the snow"], [0], (16, 16), plan)
+  plan = [sweep.Intervention("single", 1, (0,))]
+  sweep.run_interventions(pipe, PROMPTS[:1], ["a cat in the snow"], [0], (16, 16), plan)
   assert [name for name, _ in given] == ["denoise", "denoise", "sweep"]
   for name, params in given:
     assert host_leaves(params) == [], f"{name} got host weights: {host_leaves(params)[:3]}"
@@ -172,7 +173,7 @@ def run_generate(folder, out, tmp_path, seeds):
   import subprocess
   import sys
   return subprocess.run(
-      [sys.executable, "-m", "dit_jax.generate", "--config", "configs/pixart.py",
+      [sys.executable, "generate.py", "--config", "configs/pixart.py",
        f"--config.checkpoint={folder}", "--config.prompt=a dog in the snow", "--config.dtype=float32",
        "--config.num_steps=2", "--config.height=16", "--config.width=16", f"--config.seeds={seeds}",
        f"--config.generate_dir={out}", f"--config.cache_dir={tmp_path / 'cache'}"],
@@ -277,11 +278,11 @@ def test_flux_pipeline_latents_match_diffusers(flux_folder):
 @pytest.mark.slow   # ~14 s: compiles the loop twice
 @pytest.mark.parametrize("flux_folder", ["dev"], indirect=True)
 def test_flux_cond_carries_swap_and_concept(flux_folder):
-  from dit_jax.interventions import ConceptProbe, TextAttentionSwap
+  from dit_jax.models.interventions import ConceptProbe, TextAttentionSwap
   folder, _ = flux_folder
   ours = Text2Image("flux", str(folder), num_steps=2, max_sequence_length=12)
   prompts = ["a dog in the snow", "a cat in the snow"]   # row 1: the neutral prompt of row 0
-  noise = np.repeat(np.asarray(sampling.noise_for_seeds([0], ours.latent_shape(16, 16))), 2, axis=0)
+  noise = np.repeat(np.asarray(denoise.noise_for_seeds([0], ours.latent_shape(16, 16))), 2, axis=0)
   cond = ours.conditioning(prompts, 16, 16)
   plain = ours.latents(prompts, [0, 0], 16, 16, noise=noise)
   concept = ours.encoder.concept_mask(prompts, ["dog", "cat"])
@@ -348,9 +349,9 @@ def test_sana_pipeline_latents_match_diffusers(sana_folder, steps, guidance):
 def test_sana_concept_positions_after_instruction(sana_folder):
   """The concept mask marks the concept's tokens among those the pipeline keeps: the instruction
   prefix, then the first token and the last max_sequence_length - 1 (select_index)."""
-  from dit_jax.text import PromptEncoder
+  from dit_jax.diffusion.text import PromptEncoder
   folder, _ = sana_folder
-  encoder = PromptEncoder("sana", str(folder), max_sequence_length=12)
+  encoder = PromptEncoder(families.get("sana"), str(folder), max_sequence_length=12)
   fed = []
   encoder.pipeline.text_encoder.register_forward_pre_hook(lambda m, args: fed.append(args[0]))
   encoded = encoder(PROMPTS)

@@ -12,8 +12,9 @@ import torch
 from diffusers import PixArtTransformer2DModel
 
 from dit_jax import families
-from dit_jax.interventions import TextSwap
-from dit_jax import checkpoints as common, loading
+from dit_jax.models.interventions import TextSwap
+from ports import checkpoints as common
+from dit_jax.pipeline import loading
 from tests.testutil import nchw_to_nhwc, rel_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +120,7 @@ def write_original_checkpoint(model, path):
 
 
 def run_convert(*args):
-  result = subprocess.run([sys.executable, "-m", "dit_jax.convert", *args], cwd=REPO,
+  result = subprocess.run([sys.executable, "convert.py", *args], cwd=REPO,
                           capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   return result

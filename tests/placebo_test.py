@@ -1,4 +1,4 @@
-"""benchmarks/placebo.py: the exact verdict's placebo rate and power, re-ranked on a run's swept
+"""studies/placebo.py: the exact verdict's placebo rate and power, re-ranked on a run's swept
 sets, and the README's table from its stored result; the weights' content fingerprint the set
 cache keys on."""
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import placebo
+from studies import placebo
 from dit_jax import provenance
 from tests.exact_test import run_rows
 
@@ -28,9 +28,9 @@ def test_placebo_rates_power_and_uniform_p_values_on_a_run(tmp_path, monkeypatch
 
 
 def test_the_readme_table_is_the_stored_result():
-  from benchmarks import readme
+  from docs import build
   stored = placebo.read_json(placebo.RESULT)
-  assert readme.placebo() == placebo.table(stored)
+  assert build.placebo() == placebo.table(stored)
   for found in stored.values():
     assert found["placebos"] >= 10_000
     assert found["false_positives"]["removable"]["run_rate_interval"][1] <= 0.05
@@ -56,7 +56,7 @@ def test_the_models_content_fingerprint_is_the_same_in_any_clone(tmp_path):
 
 @pytest.mark.parametrize("seed", [0])
 def test_the_sampled_verdicts_simulation_is_still_available(seed):
-  from benchmarks import sampled_placebo
+  from studies import sampled_placebo
   rows = sampled_placebo.simulate_run(np.random.default_rng(seed), categories=2, ks=(2,), draws=20,
                                       reverse_draws=0)
   assert len(sampled_placebo.verdict_entries(rows)) == 2

@@ -1,4 +1,4 @@
-"""The planted-knowledge benchmark (benchmarks/planted_knowledge.py) and the confinement it plants
+"""The planted-knowledge benchmark (studies/planted_knowledge.py) and the confinement it plants
 with (trainer.confine_text): knowledge put where we say it is, and scored against that."""
 import json
 
@@ -8,7 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dit_jax import families, loading, trainer
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.train import trainer
 from dit_jax.shapes import ASSETS
 
 
@@ -72,7 +74,7 @@ def test_confinement_is_refused_where_it_cannot_apply(shapes_model):
 
 
 def test_weight_change_ranks_the_block_that_changed(shapes_model):
-  from benchmarks import planted_knowledge as pk
+  from studies import planted_knowledge as pk
   _, params = shapes_model
   tuned = dict(params)
   tuned["transformer_blocks.7"] = jax.tree_util.tree_map(lambda x: x * 1.1, params["transformer_blocks.7"])
@@ -93,7 +95,7 @@ def planted_row(label, look, found, causal, method="confined", planted=(1, 5, 9)
 
 
 def test_summary_counts_plantings_that_took_with_intervals_and_baselines():
-  from benchmarks import planted_knowledge as pk
+  from studies import planted_knowledge as pk
   holds = {"original": 0.8, "planted": 0.1, "random": [0.7, 0.8, 0.75]}
   fails = {"original": 0.8, "planted": 0.6, "random": [0.5, 0.6]}
   uniform = np.linspace(0, 1, 12)     # the last blocks changed most
@@ -121,7 +123,7 @@ def test_summary_counts_plantings_that_took_with_intervals_and_baselines():
 
 
 def test_claims_follow_paired_intervals_against_both_baselines():
-  from benchmarks import planted_knowledge as pk
+  from studies import planted_knowledge as pk
   holds = {"original": 0.8, "planted": 0.1, "random": [0.7]}
   plantings = [(1, 5, 9), (2, 6, 10), (3,), (0, 4, 7), (4, 5), (8,), (6, 7, 8)]
   rows = []
@@ -151,7 +153,7 @@ def test_claims_follow_paired_intervals_against_both_baselines():
 
 @pytest.mark.slow   # fine-tunes the Shapes model for 2 steps and runs every localizer on 2 prompts
 def test_harness_at_its_tiny_preset_writes_a_unit_and_resumes(tmp_path, monkeypatch):
-  from benchmarks import planted_knowledge as pk
+  from studies import planted_knowledge as pk
   args = ["--preset", "tiny", "--only", "single-4", "--out", str(tmp_path / "runs"),
           "--units", str(tmp_path / "units"), "--result", str(tmp_path / "planted.json")]
   pk.main(args)

@@ -16,9 +16,10 @@ import torch
 from flax import traverse_util
 from safetensors.torch import load_file
 
-from dit_jax import data as data_lib, loading, trainer, training
-from dit_jax.jobs import train as train_job
-from dit_jax.jobs.defaults import train_config
+from dit_jax.train import data as data_lib, trainer, loop
+from dit_jax.pipeline import loading
+from dit_jax.train import job as train_job
+from dit_jax.train.defaults import train_config
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 FAMILIES = ("pixart", "sana", "flux", "sd3")
@@ -111,8 +112,8 @@ def write_run_checkpoint(family: str, folder, workdir, update: float) -> None:
   selected = lambda name: name.startswith(tuple(p.rstrip(".") + "/" for p in BLOCKS[family][1]))
   masters = {k: jnp.asarray(np.asarray(v, np.float32) + np.float32(update))
              for k, v in traverse_util.flatten_dict(params).items() if selected("/".join(k))}
-  state = training.init_state(masters, training.make_optimizer(1e-4, 0, 10), 0, ema=False)
-  training.Checkpoints(str(workdir / "checkpoints")).save(state._replace(step=jnp.ones((), jnp.int32)))
+  state = loop.init_state(masters, loop.make_optimizer(1e-4, 0, 10), 0, ema=False)
+  loop.Checkpoints(str(workdir / "checkpoints")).save(state._replace(step=jnp.ones((), jnp.int32)))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dit_jax import files, report_html
+from dit_jax import files
+from dit_jax.report import page as page_lib
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # .ci/run installs the browser and sets this, so CI can never skip the browser tests.
@@ -107,7 +108,7 @@ def fake_run(folder) -> str:
   files.write_text(folder / "summary.txt", "shape 2 ...\n")
   for i, name in enumerate(("heatmap.png", "curves/shape.png", "grids/circle.png")):
     (folder / name).write_bytes(png_bytes(i))
-  return report_html.write(str(folder))
+  return page_lib.write(str(folder))
 
 
 def test_the_page_is_self_contained_and_shows_intervals_and_p_values(tmp_path):
@@ -153,13 +154,13 @@ def test_a_localize_run_writes_a_report_that_renders(tmp_path):
 def full_run(folder) -> str:
   """A run folder as a real run writes it: every summary column with its interval, the verdict's
   tests, agreement.json as localize.write_agreement writes it (16-digit floats), a long
-  checkpoint path, a K curve drawn by report.k_curve, and a summary whose first paragraph is the
+  checkpoint path, a K curve drawn by figures.k_curve, and a summary whose first paragraph is the
   answer."""
   from tests.report_test import make_rows
-  from dit_jax import report
+  from dit_jax.report import figures
   os.makedirs(folder)
-  entry = {key: 0.123456789012345 for _, key in report_html.COLUMNS}
-  entry.update({key + "_interval": [-0.0123456789, 0.4567890123] for _, key in report_html.COLUMNS
+  entry = {key: 0.123456789012345 for _, key in page_lib.COLUMNS}
+  entry.update({key + "_interval": [-0.0123456789, 0.4567890123] for _, key in page_lib.COLUMNS
                 if "drop" in key or "minus" in key or key == "original"})   # as summarize gives
   entry.update(category="character", k=4, units=12, removable=True, sufficient=False, localized=True,
                tests={"floor": {"holds": True}, "specificity": {"holds": False}})
@@ -174,8 +175,8 @@ def full_run(folder) -> str:
                                          "num_blocks": 12, "ks": [2, 4], "judge": {"name": "shapes"},
                                          "seconds": 233.71234, "load_average": [1.23456, 1.0, 0.9]})
   files.write_text(folder / "summary.txt", "texture is localized at K = 4.\n\nVerdict: ...\n")
-  report.k_curve(make_rows(), "style", str(folder / "curves" / "style.png"))
-  return report_html.write(str(folder))
+  figures.k_curve(make_rows(), "style", str(folder / "curves" / "style.png"))
+  return page_lib.write(str(folder))
 
 
 @needs_browser
@@ -199,14 +200,14 @@ def test_every_number_on_the_page_is_rounded_and_no_raw_dict_is_printed(tmp_path
 def test_the_answer_heads_the_page(tmp_path):
   page = open_page(full_run(tmp_path / "run"), tmp_path)
   assert page["answer"] == "texture is localized at K = 4."
-  assert report_html.answer(str(tmp_path / "run")) == "texture is localized at K = 4."
+  assert page_lib.answer(str(tmp_path / "run")) == "texture is localized at K = 4."
 
 
 def test_k_curve_legends_are_legible(tmp_path, monkeypatch):
   from tests.report_test import make_rows
-  from dit_jax import report
+  from dit_jax.report import figures
   drawn = []
-  monkeypatch.setattr(report, "_save_figure", lambda fig, path: drawn.append(fig))
-  report.k_curve(make_rows(), "style", str(tmp_path / "curve.png"))
+  monkeypatch.setattr(figures, "_save_figure", lambda fig, path: drawn.append(fig))
+  figures.k_curve(make_rows(), "style", str(tmp_path / "curve.png"))
   legend = drawn[0].axes[0].get_legend()
   assert min(t.get_fontsize() for t in legend.get_texts()) >= 10

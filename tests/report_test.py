@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dit_jax import analysis, report
+from dit_jax.verdict import summary
+from dit_jax.report import tables, figures
 
 NUM_BLOCKS = 12
 
@@ -70,7 +71,7 @@ def open_png(path):
 
 def test_scores_round_trip(tmp_path):
   scores = make_scores()
-  report.write_scores(scores, str(tmp_path / "out"))
+  figures.write_scores(scores, str(tmp_path / "out"))
   with open(tmp_path / "out" / "scores.json") as f:
     assert json.load(f) == scores
   table = read_csv(tmp_path / "out" / "scores.csv")
@@ -89,12 +90,12 @@ def test_scores_round_trip(tmp_path):
 
 
 def test_block_ranks_ties_keep_block_order():
-  np.testing.assert_array_equal(analysis.block_ranks([0.5, 2.0, 0.5, 1.0]), [3, 1, 4, 2])
+  np.testing.assert_array_equal(summary.block_ranks([0.5, 2.0, 0.5, 1.0]), [3, 1, 4, 2])
 
 
 def test_rows_round_trip(tmp_path):
   rows = make_rows()
-  report.write_rows(rows, str(tmp_path))
+  figures.write_rows(rows, str(tmp_path))
   with open(tmp_path / "interventions.jsonl") as f:
     assert [json.loads(line) for line in f] == rows
   table = read_csv(tmp_path / "interventions.csv")
@@ -110,7 +111,7 @@ def test_rows_round_trip(tmp_path):
 
 
 def test_summary_numbers_by_hand(tmp_path):
-  entries = report.write_summary(make_rows(), str(tmp_path))
+  entries = tables.write_summary(make_rows(), str(tmp_path))
   by_key = {(e["category"], e["k"]): e for e in entries}
   assert sorted(by_key) == [("animal", 2), ("style", 2), ("style", 4)]
   style = by_key["style", 2]
@@ -122,7 +123,7 @@ def test_summary_numbers_by_hand(tmp_path):
   assert style["reverse_presence"] == pytest.approx(0.5)
   assert style["other_drop"] == pytest.approx(0.05)                # (0.1 + 0.0) / 2
   assert style["top_over_random"] == pytest.approx(5.0)
-  # No neutral-prompt rows: no presence floor to test, so no verdict (dit_jax/verdict.py).
+  # No neutral-prompt rows: no presence floor to test, so no verdict (dit_jax/verdict/sets.py).
   assert style["localized"] is None and style["tests"]["removal"] is None
   assert by_key["style", 4]["top_drop"] == pytest.approx(0.7)
   assert by_key["style", 4]["bottom_drop"] is None
@@ -131,9 +132,9 @@ def test_summary_numbers_by_hand(tmp_path):
   with open(tmp_path / "summary.json") as f:
     assert json.load(f) == entries
   text = (tmp_path / "summary.txt").read_text()
-  assert text.strip() == report.summary_table(make_rows()).strip()
+  assert text.strip() == tables.summary_table(make_rows()).strip()
   lines = text.splitlines()
-  starts = [lines.index(title) for title, _, _ in report.SUMMARY_TABLES] + [len(lines)]
+  starts = [lines.index(title) for title, _, _ in tables.SUMMARY_TABLES] + [len(lines)]
   verdicts, drops, tests, controls = [{line.split()[0] + line.split()[1]: line
                                        for line in lines[a + 3:b]
                                        if line.split()[:1] in (["style"], ["animal"])}
@@ -148,17 +149,17 @@ def test_summary_numbers_by_hand(tmp_path):
 def test_top_over_random_is_information_only():
   rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 3, 0.5),
           row("x", "c", "random", 3, 0.35, draw=0), row("x", "c", "random", 3, 0.55, draw=1)]
-  (entry,) = analysis.summarize(rows)
+  (entry,) = summary.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.4) and entry["random_drop"] == pytest.approx(0.45)
   set_presence(rows[2], 0.75)                            # random drop now (0.15 + 0.35) / 2 = 0.25
-  entry = analysis.summarize(rows)[0]
+  entry = summary.summarize(rows)[0]
   assert entry["top_over_random"] == pytest.approx(1.6)
   # Random-K that does not lower presence at all: the ratio is undefined, the table says inf.
   set_presence(rows[2], 0.95)
   set_presence(rows[3], 0.95)
-  assert analysis.summarize(rows)[0]["top_over_random"] is None
-  assert " inf " in report.summary_table(rows)
-  assert analysis.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
+  assert summary.summarize(rows)[0]["top_over_random"] is None
+  assert " inf " in tables.summary_table(rows)
+  assert summary.summarize(rows[:2])[0]["localized"] is None              # no random-K: no verdict
 
 
 def set_presence(r, presence):
@@ -166,37 +167,37 @@ def set_presence(r, presence):
 
 
 def test_summary_by_concept():
-  entries = analysis.summarize(make_rows(), by="concept")
+  entries = summary.summarize(make_rows(), by="concept")
   monet = {e["k"]: e for e in entries if e["concept"] == "monet"}
   assert monet[2]["top_drop"] == pytest.approx(0.4) and monet[2]["random_drop"] == pytest.approx(0.05)
 
 
 def test_auto_k():
   rows = make_rows()
-  assert analysis.auto_k(rows, "style", 0.35) == 2       # mean top-2 presence 0.3
-  assert analysis.auto_k(rows, "style", 0.2) == 4        # 0.3 at K=2 is not below, 0.1 at K=4 is
-  assert analysis.auto_k(rows, "style", 0.05) is None
-  assert analysis.auto_k(rows, "a dog", 0.5) == 2        # a concept, not a category
-  assert analysis.auto_k(rows, "a dog", 0.95) == 2       # K=0 (no intervention) never counts
+  assert summary.auto_k(rows, "style", 0.35) == 2       # mean top-2 presence 0.3
+  assert summary.auto_k(rows, "style", 0.2) == 4        # 0.3 at K=2 is not below, 0.1 at K=4 is
+  assert summary.auto_k(rows, "style", 0.05) is None
+  assert summary.auto_k(rows, "a dog", 0.5) == 2        # a concept, not a category
+  assert summary.auto_k(rows, "a dog", 0.95) == 2       # K=0 (no intervention) never counts
   with pytest.raises(KeyError):
-    analysis.auto_k(rows, "nothing", 0.5)
+    summary.auto_k(rows, "nothing", 0.5)
 
 
 def test_heatmap_png(tmp_path):
   scores = make_scores()
   path = tmp_path / "plots" / "heatmap.png"
   labels = [f"D{i}" for i in range(4)] + [f"S{i}" for i in range(NUM_BLOCKS - 4)]
-  report.heatmap(scores, str(path), variant="without_wo", block_labels=labels, k=3)
+  figures.heatmap(scores, str(path), variant="without_wo", block_labels=labels, k=3)
   width, height = open_png(path)
   assert 400 < width < 3000 and 200 < height < 2000 and width > height
   with pytest.raises(ValueError):
-    report.heatmap(scores, str(path), variant="nope")
+    figures.heatmap(scores, str(path), variant="nope")
 
 
 def test_k_curve_png(tmp_path):
   for name in ("style", "van gogh"):
     path = tmp_path / f"{name}.png"
-    report.k_curve(make_rows(), name, str(path))
+    figures.k_curve(make_rows(), name, str(path))
     width, height = open_png(path)
     assert 400 < width < 2000 and 300 < height < 1500
 
@@ -206,17 +207,17 @@ def test_image_grid_png(tmp_path):
   names = ["original", "top-2", "random-2 #0", "random-2 #1", "bottom-2", "reverse-2"]
   images = {n: rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for n in names}
   path = tmp_path / "grid.png"
-  report.image_grid(images, str(path), column_labels=["a dog in the snow", "a dog", "a very long prompt"])
+  figures.image_grid(images, str(path), column_labels=["a dog in the snow", "a dog", "a very long prompt"])
   width, height = open_png(path)
   assert width > 3 * 128 and height > 6 * 128
   # Without labels the grid is exactly the tiles (4x nearest) and the gaps; pixels are repeated.
-  report.image_grid(images, str(path), labels=False)
+  figures.image_grid(images, str(path), labels=False)
   with Image.open(path) as image:
     grid = np.asarray(image.convert("RGB"))
   assert grid.shape == (6 * 132 + 4, 3 * 132 + 4, 3)
   np.testing.assert_array_equal(grid[4:8, 4:8], np.broadcast_to(images["original"][0, 0, 0], (4, 4, 3)))
   with pytest.raises(ValueError):
-    report.image_grid({"a": np.zeros((2, 8, 8, 3), np.float32)}, str(path))
+    figures.image_grid({"a": np.zeros((2, 8, 8, 3), np.float32)}, str(path))
 
 
 def test_no_verdict_without_knowledge_and_no_credit_for_noise():
@@ -228,7 +229,7 @@ def test_no_verdict_without_knowledge_and_no_credit_for_noise():
     for r in made:
       r["context"] = [1.0] * len(SPREAD)
     return made
-  verdict = lambda r: analysis.summarize(r)[0]["localized"]
+  verdict = lambda r: summary.summarize(r)[0]["localized"]
   assert verdict(rows(0.9, 0.1, 0.8)) is True
   assert verdict(rows(0.1, 0.0, 0.1)) is None            # the model never showed the concept
   assert verdict(rows(0.9, 0.88, 0.9)) is False          # top-K no more than many random sets
@@ -241,14 +242,14 @@ def test_summary_reports_the_reverse_controls():
       row("van gogh", "style", "reverse_random", 2, 0.3, draw=0),
       row("van gogh", "style", "reverse_random", 2, 0.2, draw=1),
       row("monet", "style", "reverse_random", 2, 0.1, draw=0)]
-  style = {e["k"]: e for e in analysis.summarize(rows) if e["category"] == "style"}
+  style = {e["k"]: e for e in summary.summarize(rows) if e["category"] == "style"}
   assert style[2]["reverse_presence"] == pytest.approx(0.5)            # (0.6 + 0.4) / 2
   assert style[2]["reverse_random_presence"] == pytest.approx(0.175)   # (0.25 + 0.1) / 2 per concept
   assert style[2]["reverse_random_draws"] == 2
   assert style[2]["neutral_presence"] == pytest.approx(0.15)           # the same at every K
   assert style[4]["neutral_presence"] == pytest.approx(0.15)
   assert style[4]["reverse_random_presence"] is None
-  table = report.summary_table(rows)
+  table = tables.summary_table(rows)
   controls = table.split("Other controls\n")[1].splitlines()[0]
   assert "neutral" in controls and "rev random" in controls
   assert "0.175" in table and "0.150" in table
@@ -258,11 +259,11 @@ def test_auto_k_reads_the_curve_with_its_rule_stated():
   """Issue 19, item 6: K read off a grid, the swept K and the interpolated crossing both given."""
   rows = [row("x", "c", "none", 0, 0.9), row("x", "c", "top", 2, 0.6), row("x", "c", "top", 4, 0.2),
           row("x", "c", "top", 6, 0.1)]
-  read = analysis.read_k(rows, "c", 0.5)
+  read = summary.read_k(rows, "c", 0.5)
   assert read["k"] == 4 and read["swept"] == [0, 2, 4, 6]
   assert read["k_crossing"] == pytest.approx(2.5)     # 0.6 -> 0.2 between K=2 and K=4 crosses 0.5
-  assert analysis.read_k(rows, "c", 0.05) == {**analysis.read_k(rows, "c", 0.05), "k": None,
+  assert summary.read_k(rows, "c", 0.05) == {**summary.read_k(rows, "c", 0.05), "k": None,
                                                  "k_crossing": None}
-  assert analysis.read_k(rows, "c", 0.95)["k_crossing"] == 0.0   # already below at K=0
-  assert "smallest swept K" in analysis.AUTO_K_RULE
-  assert analysis.AUTO_K_RULE.splitlines()[0] in report.summary_table(rows)
+  assert summary.read_k(rows, "c", 0.95)["k_crossing"] == 0.0   # already below at K=0
+  assert "smallest swept K" in summary.AUTO_K_RULE
+  assert summary.AUTO_K_RULE.splitlines()[0] in tables.summary_table(rows)

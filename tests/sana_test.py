@@ -8,10 +8,10 @@ import pytest
 import torch
 from diffusers import SanaTransformer2DModel
 
-from dit_jax.interventions import TextSwap
+from dit_jax.models.interventions import TextSwap
 from dit_jax.models.sana import SanaConfig
-from dit_jax import loading
-from dit_jax.families import sana as sana_port
+from dit_jax.pipeline import loading
+from ports import sana as sana_original
 from tests.testutil import nchw_to_nhwc, rel_error
 
 TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
@@ -210,7 +210,7 @@ def test_original_config_of_a_published_size():
             "y_embedder.y_proj.fc1.weight": (hidden, 2304),
             **{f"blocks.{i}.mlp.inverted_conv.conv.weight": (5760, hidden, 1, 1) for i in range(layers)}}
   state = {k: np.broadcast_to(np.float32(0), shape) for k, shape in shapes.items()}
-  config, _ = sana_port.from_original(state, {"sample_size": 32})
+  config, _ = sana_original.from_original(state, {"sample_size": 32})
   assert config == dict(
       in_channels=32, out_channels=32, num_attention_heads=36, attention_head_dim=32,
       num_layers=layers, num_cross_attention_heads=16, cross_attention_head_dim=72,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import diffusers
 
-from dit_jax import schedulers
+from dit_jax.diffusion import schedulers
 from dit_jax.shapes.model import SCHEDULER_CONFIG as SHAPES_SCHEDULER
 from tests.testutil import rel_error
 

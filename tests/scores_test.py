@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax import loading
-from dit_jax.interventions import ConceptProbe
-from dit_jax.results import variant_index
+from dit_jax.pipeline import loading
+from dit_jax.models.interventions import ConceptProbe
+from dit_jax.models.variants import variant_index
 from tests.pixart_test import CONFIGS, flax_forward, random_inputs, tiny_torch_model, torch_forward
 from tests.testutil import nchw_to_nhwc, rel_error
 

@@ -13,10 +13,14 @@ import torch
 from diffusers import SD3Transformer2DModel
 from safetensors.torch import save_file
 
-from dit_jax import checkpoints, convert, families, loading
-from dit_jax.concepts import ConceptNotFound
-from dit_jax.interventions import ConceptProbe
+from ports import checkpoints
+import convert
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.diffusion.concepts import ConceptNotFound
+from dit_jax.models.interventions import ConceptProbe
 from dit_jax.families import sd3
+from ports import sd3 as sd3_original
 from tests.testutil import nchw_to_nhwc, rel_error
 
 torch.set_grad_enabled(False)
@@ -143,7 +147,7 @@ def test_original_single_file(layout, tmp_path):
   # The lazy diffusers-keyed view equals the diffusers state dict, key for key.
   # Without qk norm (SD3 2B) no tensor tells the head width; the published models' is 64.
   overrides = {"sample_size": 16, **({} if model.config.qk_norm else {"attention_head_dim": 8})}
-  config, lazy = sd3.from_original(checkpoints.read_state_dict(path), overrides)
+  config, lazy = sd3_original.from_original(checkpoints.read_state_dict(path), overrides)
   assert sorted(lazy) == sorted(state)
   for key in state:
     np.testing.assert_array_equal(lazy[key], state[key].numpy(), err_msg=key)
@@ -167,7 +171,7 @@ def test_original_fused_tensors_are_read_once():
       reads.append(key)
       return super().__getitem__(key)
 
-  config, lazy = sd3.from_original(Recording(original), {})
+  config, lazy = sd3_original.from_original(Recording(original), {})
   reads.clear()
   loading.from_state_dict(families.get("sd3"), config, lazy)
   assert sorted(reads) == sorted(original)   # every original tensor read exactly once
@@ -289,7 +293,7 @@ def paper_reference(model, main, other, blocks):
 
 @pytest.mark.slow   # ~10-25 s: a 4-block model, diffusers run twice per selection
 def test_attention_swap_matches_the_papers_processors():
-  from dit_jax.interventions import TextAttentionSwap
+  from dit_jax.models.interventions import TextAttentionSwap
   model = tiny_torch_model("sd3.5-medium", num_layers=4)
   state = {k: v.numpy() for k, v in model.state_dict().items()}
   module, params = loading.from_state_dict(families.get("sd3"), dict(model.config), state)
@@ -355,7 +359,7 @@ def sd3_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd3_pipe(sd3_folder):
-  from dit_jax.pipeline import Text2Image
+  from dit_jax.pipeline.text2image import Text2Image
   folder, _ = sd3_folder
   return Text2Image("sd3", str(folder), num_steps=3, guidance_scale=5.0, max_sequence_length=12)
 
@@ -404,17 +408,18 @@ def test_sweep_nothing_swapped_is_plain_sampling_and_every_block_is_the_neutral_
   input gives exactly the neutral prompt's sample only with the neutral pooled vector too
   (swap_pooled): the pooled CLIP vectors modulate every block's image stream, so with the concept's
   kept the image stream still differs."""
-  from dit_jax import localization, sampling
+  from dit_jax.diffusion import denoise
+  from dit_jax.localize import sweep
   height, width = SIZE
   shape = sd3_pipe.latent_shape(height, width)
-  noise = jnp.asarray(sampling.noise_for_seeds([0, 1], shape))
+  noise = jnp.asarray(denoise.noise_for_seeds([0, 1], shape))
   cond = lambda prompts: jax.tree_util.tree_map(jnp.asarray, sd3_pipe.conditioning(prompts, height, width))
   plain = lambda prompts: np.asarray(sd3_pipe.denoise(noise, cond(prompts)))
   concept, neutral = plain(PROMPTS), plain(NEUTRAL)
   n = sd3_pipe.module.config.num_blocks
   masks = jnp.asarray([[False] * n, [False] * n, [True] * n])
   reverse = jnp.asarray([False, True, False])
-  run = lambda **options: np.asarray(jax.jit(localization.intervention_sweep(
+  run = lambda **options: np.asarray(jax.jit(sweep.intervention_sweep(
       "sd3", sd3_pipe.loop(shape), **options))(sd3_pipe.params, noise, cond(PROMPTS), cond(NEUTRAL),
                                                masks, reverse))
   kept, swapped = run(), run(swap_pooled=True)
@@ -429,22 +434,22 @@ def test_sweep_nothing_swapped_is_plain_sampling_and_every_block_is_the_neutral_
 
 
 def test_scores_through_the_pipeline(sd3_pipe):
-  from dit_jax import localization
-  scores = localization.concept_scores(sd3_pipe, PROMPTS, ["dog", "van gogh"], seeds=[0], size=SIZE)
+  from dit_jax.localize import sweep
+  scores = sweep.concept_scores(sd3_pipe, PROMPTS, ["dog", "van gogh"], seeds=[0], size=SIZE)
   assert scores.shape == (2, 3, sd3_pipe.module.config.num_blocks, 3)   # rows, steps, blocks, VARIANTS
   assert np.all(scores > 0)
 
 
 def test_options_and_errors(sd3_pipe):
-  from dit_jax import localization
+  from dit_jax.localize import sweep
   with pytest.raises(ValueError, match="flux_swap is FLUX's option"):
-    localization.intervention_sweep("sd3", None, flux_swap="residual")
+    sweep.intervention_sweep("sd3", None, flux_swap="residual")
   with pytest.raises(checkpoints.CheckpointError, match="pass attention_head_dim"):
-    sd3.from_original(to_original_layout(tiny_torch_model("sd3").state_dict(), 3), {})
+    sd3_original.from_original(to_original_layout(tiny_torch_model("sd3").state_dict(), 3), {})
   original = to_original_layout(tiny_torch_model().state_dict(), 3)
   original["model.diffusion_model.joint_blocks.0.x_block.attn.lora_up.weight"] = torch.zeros(2, 2)
   with pytest.raises(checkpoints.CheckpointError, match=r"joint_blocks\.0\.x_block\.attn\.lora_up"):
-    sd3.from_original(original, {})
+    sd3_original.from_original(original, {})
   with pytest.raises(FileNotFoundError, match="stable-diffusion-3.5"):
     loading.load("/nowhere", "sd3")
   with pytest.raises(ValueError, match="pos_embed_max_size=8"):

@@ -1,4 +1,4 @@
-"""The judged-set cache (dit_jax/setcache.py): keyed by every input that decides a set's images,
+"""The judged-set cache (dit_jax/localize/setcache.py): keyed by every input that decides a set's images,
 resumed set by set after a Ctrl-C, reused by another K grid, never reused across other inputs."""
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from configs import shapes as shapes_config
-from dit_jax import localization, setcache
-from dit_jax.jobs import localize
+from dit_jax.localize import setcache, sweep
+from dit_jax.localize import job as localize
 
 
 def test_entries_are_keyed_by_their_inputs_and_a_torn_line_is_skipped(tmp_path):
@@ -35,14 +35,14 @@ def tiny(out_dir, **overrides):
 @pytest.mark.slow
 def test_a_stopped_sweep_resumes_set_by_set_and_another_k_reuses_the_sets(tmp_path, monkeypatch):
   sampled = []
-  real = localization.run_interventions
+  real = sweep.run_interventions
 
   def counting(pipe, prompts, neutral, seeds, size, plan, *args, **kwargs):
     if len(sampled) == 1 and stop:
       raise KeyboardInterrupt                   # Ctrl-C after the first batch of sets
     sampled.append(len(plan))
     return real(pipe, prompts, neutral, seeds, size, plan, *args, **kwargs)
-  monkeypatch.setattr(localization, "run_interventions", counting)
+  monkeypatch.setattr(sweep, "run_interventions", counting)
   monkeypatch.setattr(localize, "SETS_PER_BATCH", 4)
   stop = True
   with pytest.raises(SystemExit):

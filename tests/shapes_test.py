@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dit_jax.concepts import char_span, concept_token_mask
+from dit_jax.diffusion.concepts import char_span, concept_token_mask
 from dit_jax.shapes import classifier as judge_lib
 from dit_jax.shapes import render, text, world
 

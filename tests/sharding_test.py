@@ -12,16 +12,17 @@ from tests.pixart_test import REPO
 def train_on(mesh_fsdp: int | None, steps: int = 3):
   """Losses and final params of a few steps of the tiny setup, on one device or on a mesh."""
   import jax
-  from dit_jax import sharding, training
+  from dit_jax.train import loop
+  from dit_jax import sharding
   from tests.training_test import setup
   batch, _, trainable, frozen, loss_fn, optimizer = setup([1, 2])
   batch = {k: np.concatenate([v, v]) for k, v in batch.items()}      # 8 rows: one per device
-  state = training.init_state(trainable, optimizer, seed=0, ema=True)
+  state = loop.init_state(trainable, optimizer, seed=0, ema=True)
   if mesh_fsdp is not None:
     mesh = sharding.make_mesh(fsdp=mesh_fsdp)
-    state, frozen = sharding.shard_state(state, mesh), sharding.shard_params(frozen, mesh)
+    state, frozen = loop.shard_state(state, mesh), sharding.shard_params(frozen, mesh)
     batch = sharding.shard_batch(batch, mesh)
-  step = training.make_train_step(loss_fn, optimizer, frozen, ema_decay=0.9)
+  step = loop.make_train_step(loss_fn, optimizer, frozen, ema_decay=0.9)
   losses = []
   for _ in range(steps):
     state, loss = step(state, batch)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from dit_jax import analysis, localization, report, stats, verdict
+from dit_jax.verdict import summary, stats, sets
+from dit_jax.localize import sweep
+from dit_jax.report import tables
 
 
 # ------------------------------------------------------------------ bootstrap intervals
@@ -79,14 +81,14 @@ def test_compare_pairs_units_and_averages_draws():
 
 # ------------------------------------------------------------------ depth-matched control
 def per_third(blocks, num_blocks):
-  return [len(set(blocks) & set(third.tolist())) for third in localization.depth_thirds(num_blocks)]
+  return [len(set(blocks) & set(third.tolist())) for third in sweep.depth_thirds(num_blocks)]
 
 
 def test_depth_thirds():
-  assert [t.tolist() for t in localization.depth_thirds(12)] == [[0, 1, 2, 3], [4, 5, 6, 7],
+  assert [t.tolist() for t in sweep.depth_thirds(12)] == [[0, 1, 2, 3], [4, 5, 6, 7],
                                                                  [8, 9, 10, 11]]
-  assert [len(t) for t in localization.depth_thirds(28)] == [10, 9, 9]      # PixArt
-  assert [len(t) for t in localization.depth_thirds(57)] == [19, 19, 19]    # FLUX 19 + 38
+  assert [len(t) for t in sweep.depth_thirds(28)] == [10, 9, 9]      # PixArt
+  assert [len(t) for t in sweep.depth_thirds(57)] == [19, 19, 19]    # FLUX 19 + 38
 
 
 @pytest.mark.parametrize("num_blocks,ranking_seed,k", [(12, 0, 2), (12, 1, 4), (12, 2, 6), (28, 3, 8),
@@ -94,7 +96,7 @@ def test_depth_thirds():
 def test_depth_matched_draws_have_the_top_k_profile_and_are_reproducible(num_blocks, ranking_seed, k):
   ranking = np.random.default_rng(ranking_seed).permutation(num_blocks)
   top = ranking[:k].tolist()
-  plan = lambda concept, depth_draws=8, **kw: localization.plan_interventions(
+  plan = lambda concept, depth_draws=8, **kw: sweep.plan_interventions(
       ranking, [k], random_draws=5, concept=concept, depth_draws=depth_draws, **kw)
   draws = random_sets(plan("circle"), "depth_random")
   assert len(draws) == 8 and draws == random_sets(plan("circle"), "depth_random")
@@ -112,15 +114,15 @@ def random_sets(plan, kind="random"):
 
 def test_depth_matched_draws_avoid_the_top_k_where_a_third_has_room():
   ranking = np.array([0, 1, 5, 9, 2, 3, 4, 6, 7, 8, 10, 11])    # top-4: two early, one middle, one late
-  sets, overlap = localization.draw_depth_matched_sets(ranking, 4, 6, [0, 1])
+  sets, overlap = sweep.draw_depth_matched_sets(ranking, 4, 6, [0, 1])
   assert not overlap and all(not set(s) & {0, 1, 5, 9} for s in sets)
   assert all(set(s) & {0, 1, 2, 3} == {2, 3} for s in sets)    # the only two other early blocks
   # Top-6 holds all four early blocks: that third cannot avoid them, and says so.
-  sets, overlap = localization.draw_depth_matched_sets(ranking, 6, 6, [0, 1])
+  sets, overlap = sweep.draw_depth_matched_sets(ranking, 6, 6, [0, 1])
   assert overlap and all({0, 1, 2, 3} <= set(s) and not set(s) & {5, 9} for s in sets)
   with pytest.raises(ValueError, match="depth_draws=-1"):
-    localization.plan_interventions(ranking, [2], random_draws=2, depth_draws=-1)
-  name = [i.name for i in localization.plan_interventions(ranking, [2], 2, depth_draws=2)
+    sweep.plan_interventions(ranking, [2], random_draws=2, depth_draws=-1)
+  name = [i.name for i in sweep.plan_interventions(ranking, [2], 2, depth_draws=2)
           if i.kind == "depth_random"]
   assert name == ["depth-random-2 #0", "depth-random-2 #1"]
 
@@ -145,7 +147,7 @@ def test_verdict_says_no_when_top_k_is_within_the_random_noise_despite_a_2x_rati
   """The key test: top-K removes the concept from half of the images (mean drop 0.3, three times
   random-K's 0.1), so the old rule (top >= 2x random, >= 0.05) said "localized"; on the units the
   effect is three images out of six, which a sign-flip test cannot tell from chance (p = 8/64)."""
-  (entry,) = analysis.summarize(verdict_rows([0.3, 0.9, 0.3, 0.9, 0.3, 0.9]))
+  (entry,) = summary.summarize(verdict_rows([0.3, 0.9, 0.3, 0.9, 0.3, 0.9]))
   assert entry["top_drop"] == pytest.approx(0.3) and entry["random_drop"] == pytest.approx(0.1)
   assert entry["top_over_random"] == pytest.approx(3.0)              # the old rule's "yes"
   assert entry["p_random"] == pytest.approx(8 / 64)
@@ -154,7 +156,7 @@ def test_verdict_says_no_when_top_k_is_within_the_random_noise_despite_a_2x_rati
   assert entry["localized"] is False
   # The same mean drop on every image: the unit-level test (now secondary) is significant, but
   # top-K beats 6 random sets, which cannot make it unusual among K-sets (p set = 1/7): issue 25.
-  (entry,) = analysis.summarize(verdict_rows([0.6, 0.62, 0.58, 0.6, 0.61, 0.59]))
+  (entry,) = summary.summarize(verdict_rows([0.6, 0.62, 0.58, 0.6, 0.61, 0.59]))
   assert entry["p_random"] == pytest.approx(1 / 64) and entry["top_minus_random_interval"][0] > 0
   assert entry["tests"]["removal"]["p"] == pytest.approx(1 / 7)
   assert entry["tests"]["removal"]["beats"] == 1.0 and entry["tests"]["floor"]["holds"]
@@ -166,7 +168,7 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   rows = verdict_rows([0.5, 0.6, 0.4, 0.7, 0.5, 0.6])
   rows += [unit_row("depth_random", 2, [0.85, 0.8, 0.9, 0.7, 0.85, 0.8], draw=d, blocks=(1, 4))
            for d in range(3)]
-  (entry,) = report.write_summary(rows, str(tmp_path))
+  (entry,) = tables.write_summary(rows, str(tmp_path))
   assert entry["units"] == 6 and entry["depth_draws"] == 3 and entry["depth_overlap"] is True
   assert entry["depth_drop"] == pytest.approx(0.9 - np.mean([0.85, 0.8, 0.9, 0.7, 0.85, 0.8]))
   assert entry["random_drop_interval"] is None                  # no spread: no interval
@@ -183,15 +185,15 @@ def test_summary_entries_carry_intervals_and_both_p_values(tmp_path):
   text = (tmp_path / "summary.txt").read_text()
   assert f"{entry['top_drop']:+.2f} [{entry['top_drop_interval'][0]:+.2f}, " in text
   assert "p draws" in text and "permutation test over units" in text
-  assert verdict.RULE.splitlines()[0] in text
-  assert "| p set | p adj |" in report.markdown_statistics([entry])
+  assert sets.RULE.splitlines()[0] in text
+  assert "| p set | p adj |" in tables.markdown_statistics([entry])
 
 
 def test_no_verdict_without_per_image_scores():
   rows = verdict_rows([0.6] * 6)
   for r in rows:
     del r["scores"]                       # rows of a run from before per-image scores were kept
-  (entry,) = analysis.summarize(rows)
+  (entry,) = summary.summarize(rows)
   assert entry["top_drop"] == pytest.approx(0.3) and entry["top_drop_interval"] is None
   assert entry["p_random"] is None and entry["localized"] is None
 

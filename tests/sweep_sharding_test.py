@@ -36,7 +36,7 @@ def test_eight_devices_match_one():
 
 
 def test_every_device_gets_as_many_rows_per_call():
-  from dit_jax.localization import in_chunks
+  from dit_jax.localize.sweep import in_chunks
   sizes = []
   call = lambda index: (sizes.append(len(index)), np.asarray(index, np.float32)[:, None])[1]
   out = in_chunks(call, 10, 1, devices=8)          # 1 per device: two calls of 8, the last padded
@@ -48,23 +48,23 @@ def test_every_device_gets_as_many_rows_per_call():
 
 def plan(num_blocks: int):
   """Top-, bottom- and random-K, the reverse, and windowed interventions (a step window each)."""
-  from dit_jax import localization
+  from dit_jax.localize import sweep as sweep_lib
   ranking = np.arange(num_blocks)
-  windows = localization.time_windows(["0:1"], 2)
-  return (localization.plan_interventions(ranking, [2], random_draws=2, reverse_draws=1)
-          + localization.plan_windows(ranking, [2], windows))
+  windows = sweep_lib.time_windows(["0:1"], 2)
+  return (sweep_lib.plan_interventions(ranking, [2], random_draws=2, reverse_draws=1)
+          + sweep_lib.plan_windows(ranking, [2], windows))
 
 
 def results(pipe, chunk: int, batch_size: int, parts=("sweep", "block_edits", "scores")) -> dict:
-  from dit_jax import localization
-  from dit_jax.localizers import common
+  from dit_jax.localize import sweep as sweep_lib
+  from dit_jax.localize.localizers import common
   bypass = common.single_block_masks(pipe.module.config.num_blocks)[:5]
   run = {
-      "sweep": lambda: localization.run_interventions(
+      "sweep": lambda: sweep_lib.run_interventions(
           pipe, PROMPTS, NEUTRAL, SEEDS, SIZE, plan(pipe.module.config.num_blocks), chunk),
       "block_edits": lambda: common.run_block_edits(pipe, PROMPTS[:1], SEEDS, SIZE, bypass,
                                                     np.zeros_like(bypass), chunk),
-      "scores": lambda: localization.concept_scores(pipe, PROMPTS, CONCEPTS, SEEDS, SIZE, batch_size)}
+      "scores": lambda: sweep_lib.concept_scores(pipe, PROMPTS, CONCEPTS, SEEDS, SIZE, batch_size)}
   return {part: run[part]() for part in parts}
 
 
@@ -99,7 +99,7 @@ def record_arguments(pipe):
 def main():
   import jax
   from dit_jax import sharding
-  from dit_jax.pipeline import Text2Image
+  from dit_jax.pipeline.text2image import Text2Image
   from dit_jax.shapes import ASSETS
   assert jax.device_count() == 8, jax.devices()
   load = lambda: Text2Image("pixart", str(ASSETS), num_steps=2, guidance_scale=4.5,

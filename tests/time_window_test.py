@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax import localization, report
-from dit_jax.interventions import ConceptProbe, TextAttentionSwap, TextSwap, during_steps
-from dit_jax.localization import Intervention, TimeWindow
-from dit_jax.pipeline import Text2Image
-from dit_jax.results import InterventionRow
+from dit_jax.localize import sweep as sweep_lib
+from dit_jax.report import figures, tables
+from dit_jax.models.interventions import ConceptProbe, TextAttentionSwap, TextSwap, during_steps
+from dit_jax.localize.sweep import Intervention, TimeWindow
+from dit_jax.pipeline.text2image import Text2Image
+from dit_jax.localize.records import InterventionRow
 from tests.localize_cli_test import run_localize
 from tests.pipeline_test import flux_folder, pixart_folder  # noqa: F401  (fixtures)
 from tests.testutil import nchw_to_nhwc, rel_error
@@ -22,30 +23,30 @@ NEUTRAL = ["a person in the snow", "a red car"]
 
 
 def test_windows_are_thirds_of_the_schedule_or_step_ranges():
-  assert localization.time_windows(("early", "middle", "late"), 20) == [
+  assert sweep_lib.time_windows(("early", "middle", "late"), 20) == [
       TimeWindow("early", 0, 7), TimeWindow("middle", 7, 14), TimeWindow("late", 14, 20)]
-  assert localization.time_windows(("late", "2:5"), 6) == [TimeWindow("late", 4, 6),
+  assert sweep_lib.time_windows(("late", "2:5"), 6) == [TimeWindow("late", 4, 6),
                                                            TimeWindow("2:5", 2, 5)]
   for bad, message in [("dawn", "'dawn': use"), ("5:3", "'5:3'"), ("0:21", "end <= 20")]:
     with pytest.raises(ValueError, match=message):
-      localization.time_windows((bad,), 20)
+      sweep_lib.time_windows((bad,), 20)
   with pytest.raises(ValueError, match="twice"):
-    localization.time_windows(("early", "early"), 20)
+    sweep_lib.time_windows(("early", "early"), 20)
   with pytest.raises(ValueError, match="no late third"):
-    localization.time_windows(("late",), 2)
+    sweep_lib.time_windows(("late",), 2)
 
 
 def test_plan_windows_and_their_step_arrays():
   ranking = np.array([2, 0, 1, 3])
   early, late = TimeWindow("early", 0, 2), TimeWindow("late", 4, 6)
-  plan = localization.plan_windows(ranking, [1, 2], [early, late], single_blocks=True)
+  plan = sweep_lib.plan_windows(ranking, [1, 2], [early, late], single_blocks=True)
   assert [i.name for i in plan[:3]] == ["top-1 @early", "top-2 @early", "all blocks @early"]
   assert plan[1].blocks == (0, 2) and plan[2].blocks == (0, 1, 2, 3)
   assert [i.blocks for i in plan if i.kind == "single" and i.window == late] == [(0,), (1,), (2,), (3,)]
-  assert len(localization.plan_windows(ranking, [1], [early])) == 2     # no single blocks unasked
+  assert len(sweep_lib.plan_windows(ranking, [1], [early])) == 2     # no single blocks unasked
   # Without a window no intervention carries one; a plan with one gives every entry a range.
-  assert localization.step_windows([Intervention("none", 0, ())]) is None
-  steps = localization.step_windows([Intervention("none", 0, ()), plan[0]])
+  assert sweep_lib.step_windows([Intervention("none", 0, ())]) is None
+  steps = sweep_lib.step_windows([Intervention("none", 0, ()), plan[0]])
   assert steps.dtype == np.int32 and steps[0, 0] == 0 and steps[0, 1] >= 2 ** 31 - 1
   np.testing.assert_array_equal(steps[1], [0, 2])
 
@@ -68,7 +69,7 @@ def test_during_steps_limits_every_intervention_to_its_window():
 def test_swap_pooled_cannot_be_windowed():
   plan = [Intervention("top", 1, (0,), window=TimeWindow("early", 0, 2))]
   with pytest.raises(ValueError, match="swap_pooled with a time window"):
-    localization.run_interventions(None, ["a"], ["b"], [0], (16, 16), plan, swap_pooled=True)
+    sweep_lib.run_interventions(None, ["a"], ["b"], [0], (16, 16), plan, swap_pooled=True)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def sweep_inputs(pixart_folder):  # noqa: F811
   noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
   to_jax = lambda cond: jax.tree_util.tree_map(jnp.asarray, cond)
   shape = pipe.latent_shape(16, 16)
-  sweep = jax.jit(localization.intervention_sweep("pixart", pipe.loop(shape)))
+  sweep = jax.jit(sweep_lib.intervention_sweep("pixart", pipe.loop(shape)))
   run = lambda masks, reverse, windows=None: np.asarray(sweep(
       pipe.params, jnp.asarray(nchw_to_nhwc(noise.numpy())), to_jax(pipe.conditioning(PROMPTS, 16, 16)),
       to_jax(pipe.conditioning(NEUTRAL, 16, 16)), jnp.asarray(masks), jnp.asarray(reverse),
@@ -108,7 +109,7 @@ def test_first_third_matches_diffusers_with_a_hook_swapping_only_those_steps(swe
   neutral prompt's projected caption and key mask, in the conditional half of the CFG batch, on
   the first third of the steps only (forward hooks; no dit_jax code)."""
   pipe, torch_pipe, noise, run = sweep_inputs
-  blocks, (window,) = (1, 2), localization.time_windows(("early",), 6)
+  blocks, (window,) = (1, 2), sweep_lib.time_windows(("early",), 6)
   assert (window.start, window.end) == (0, 2)
   transformer = torch_pipe.transformer
   with torch.no_grad():
@@ -167,14 +168,14 @@ def windowed_rows():
 def test_time_table_and_maps_by_hand(tmp_path):
   windows = [TimeWindow("early", 0, 2), TimeWindow("late", 4, 6)]
   rows = windowed_rows()
-  table = report.time_table(rows, windows)
+  table = tables.time_table(rows, windows)
   cells = [line.split() for line in table.splitlines()[4:]]
   lines = {(c[1] if c[0] == "shape" else c[0]): c for c in cells}
   assert lines["early"][-2:] == ["+0.600", "+0.800"]     # top-2 and every block, early steps only
   assert lines["late"][-2:] == ["+0.000", "+0.100"]
   assert lines["all"][-2:] == ["+0.500", "+0.700"]       # every step: top-2, and the neutral row
   entry = {"category": "shape", "per_step_with_wo": np.arange(18.0).reshape(6, 3).tolist()}
-  report.time_map("circle", entry, rows, windows, str(tmp_path / "circle"))
+  figures.time_map("circle", entry, rows, windows, str(tmp_path / "circle"))
   saved = json.loads((tmp_path / "circle.json").read_text())
   causal = saved["causal"]
   assert [w["name"] for w in causal["windows"]] == ["early", "late"]
@@ -183,7 +184,7 @@ def test_time_table_and_maps_by_hand(tmp_path):
   assert saved["per_step_with_wo"][5] == [15.0, 16.0, 17.0]
   assert (tmp_path / "circle.png").stat().st_size > 1000
   # Without windowed single-block rows there is no causal map, only attention.
-  report.time_map("circle", entry, rows[:3], [], str(tmp_path / "plain"))
+  figures.time_map("circle", entry, rows[:3], [], str(tmp_path / "plain"))
   assert json.loads((tmp_path / "plain.json").read_text())["causal"] is None
 
 
@@ -227,7 +228,7 @@ def test_flux_windows_use_the_same_rule(flux_folder):  # noqa: F811
   swap = lambda window=None: Intervention("top", 1, (0,), window=window)
   plan = [Intervention("none", 0, ()), swap(), swap(TimeWindow("every", 0, 2)),
           swap(TimeWindow("never", 0, 0)), swap(TimeWindow("first", 0, 1))]
-  images = localization.run_interventions(pipe, ["a dog in the snow"], ["a cat in the snow"], [0],
+  images = sweep_lib.run_interventions(pipe, ["a dog in the snow"], ["a cat in the snow"], [0],
                                           (16, 16), plan, chunk=5).astype(int)
   np.testing.assert_array_equal(images[2], images[1])
   np.testing.assert_array_equal(images[3], images[0])

@@ -13,8 +13,10 @@ import pytest
 import torch
 from flax import traverse_util
 
-from dit_jax import families, loading, lora, training
-from dit_jax.jobs import train as train_job
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.train import lora, loop
+from dit_jax.train import job as train_job
 from tests import pipeline_test as pt
 from tests.pixart_test import REPO
 from tests.testutil import nchw_to_nhwc, rel_error
@@ -149,8 +151,8 @@ def assert_outside_blocks_identical(family, workdir, base, exported, selected_pr
 
 
 def selected_prefixes(module, blocks):
-  from dit_jax import finetune
-  chosen = finetune.select_blocks(blocks, module.config.num_blocks, labels=module.config.block_labels)
+  from dit_jax import blocks as blocks_lib
+  chosen = blocks_lib.select_blocks(blocks, module.config.num_blocks, labels=module.config.block_labels)
   return tuple(module.config.block_names[b] for b in chosen)
 
 
@@ -193,7 +195,7 @@ def check_run(family, folder, workdir, config):
   trainable, _ = trained_params(workdir, base)
   frozen = traverse_util.flatten_dict(base)
   combine = (lora.combiner(config.lora_rank, config.lora_rank) if config.lora_rank
-             else training.merge_params)
+             else loop.merge_params)
   ours_fn, theirs_fn = forward_case(family, diffusers_transformer(family, workdir / "transformer"))
   ours = ours_fn(module, combine(trainable, frozen))
   err = rel_error(ours, theirs_fn(diffusers_transformer(family, workdir / "transformer")))
@@ -239,18 +241,18 @@ def test_kill_and_resume_is_bit_identical(pipeline, tmp_path, monkeypatch):
   train_job.run(make(straight), str(straight))
 
   interrupted = tmp_path / "interrupted"
-  save = training.Checkpoints.save
+  save = loop.Checkpoints.save
 
   def killed_after_step_2(self, state):
     save(self, state)
     if int(state.step) == 2:
       raise KeyboardInterrupt("killed")
-  monkeypatch.setattr(training.Checkpoints, "save", killed_after_step_2)
+  monkeypatch.setattr(loop.Checkpoints, "save", killed_after_step_2)
   with pytest.raises(SystemExit) as stopped:   # Ctrl-C: the loop saves, says how to resume, exits 130
     train_job.run(make(interrupted), str(interrupted))
   assert stopped.value.code == 130
   assert not (interrupted / "transformer").exists()
-  monkeypatch.setattr(training.Checkpoints, "save", save)
+  monkeypatch.setattr(loop.Checkpoints, "save", save)
   train_job.run(make(interrupted), str(interrupted))
 
   a, b = final_state(straight), final_state(interrupted)
@@ -336,10 +338,10 @@ def test_bad_input_is_refused_before_any_output(pipeline, case, tmp_path):
 
 
 def test_flux_blocks_by_label_index_or_scores(tmp_path):
-  from dit_jax import finetune
+  from dit_jax import blocks as blocks_lib
   from dit_jax.models.flux import FluxConfig
   config = FluxConfig(num_layers=3, num_single_layers=4)
-  select = lambda spec, **kw: finetune.select_blocks(spec, config.num_blocks, labels=config.block_labels, **kw)
+  select = lambda spec, **kw: blocks_lib.select_blocks(spec, config.num_blocks, labels=config.block_labels, **kw)
   assert select("D2,S0") == [2, 3] == select("2,3") == select("d2, s0")
   assert select("all") is None
   scores = tmp_path / "scores.json"

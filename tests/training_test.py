@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dit_jax import training
+from dit_jax.train import loop
 from dit_jax.models.pixart import PixArtConfig, PixArtTransformer
 from tests.pixart_test import REPO
 
@@ -26,18 +26,18 @@ def setup(blocks):
            "caption_mask": np.ones((4, 5), np.float32)}
   params = module.init(jax.random.key(0), batch["images"], jnp.zeros((4,)), batch["caption"],
                        batch["caption_mask"])["params"]
-  trainable, frozen = training.split_params(params, training.block_selector(blocks))
+  trainable, frozen = loop.split_params(params, loop.block_selector(blocks))
   apply = lambda p, x, t, b: module.apply({"params": p}, x, t, b["caption"], b["caption_mask"])
   alphas = jnp.linspace(0.999, 0.01, 100)
-  loss_fn = lambda p, b, key, aux: training.diffusion_loss(apply, p, b, key, alphas)
-  optimizer = training.make_optimizer(1e-3, 1, 20)
+  loss_fn = lambda p, b, key, aux: loop.diffusion_loss(apply, p, b, key, alphas)
+  optimizer = loop.make_optimizer(1e-3, 1, 20)
   return batch, params, trainable, frozen, loss_fn, optimizer
 
 
 def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them():
   from dit_jax.models.flux import FluxConfig
   config = FluxConfig(num_layers=2, num_single_layers=3)
-  chosen = training.block_selector([1, 2, 4], config)
+  chosen = loop.block_selector([1, 2, 4], config)
   assert chosen("transformer_blocks.1/attn/to_q/kernel")
   assert chosen("single_transformer_blocks.0/proj_mlp/kernel")
   assert chosen("single_transformer_blocks.2/proj_out/bias")
@@ -45,7 +45,7 @@ def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them(
   assert not chosen("single_transformer_blocks.1/proj_out/bias")
   assert not chosen("transformer_blocks.2/attn/to_q/kernel")     # there are only 2 double blocks
   with pytest.raises(ValueError, match=r"blocks \[5\] do not exist: the model has 5"):
-    training.block_selector([0, 5], config)
+    loop.block_selector([0, 5], config)
 
 
 @pytest.mark.slow
@@ -53,18 +53,18 @@ def test_only_selected_blocks_train_and_hold_optimizer_state():
   batch, params, trainable, frozen, loss_fn, optimizer = setup([1, 3])
   params = jax.tree_util.tree_map(np.array, params)   # the step donates the trainable buffers
   assert trainable and all(k[0] in ("transformer_blocks.1", "transformer_blocks.3") for k in trainable)
-  state = training.init_state(trainable, optimizer, seed=0, ema=False)
+  state = loop.init_state(trainable, optimizer, seed=0, ema=False)
   count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
   # Adam keeps two moments per trainable parameter and nothing for frozen ones.
   assert count(state.opt_state) - 1 <= 2 * count(trainable) + 2
   assert count(trainable) < count(params) / 2
-  step = training.make_train_step(loss_fn, optimizer, frozen)
+  step = loop.make_train_step(loss_fn, optimizer, frozen)
   losses = []
   for _ in range(15):
     state, loss = step(state, batch)
     losses.append(float(loss))
   assert np.mean(losses[-5:]) < np.mean(losses[:5])
-  final = training.merge_params(state.trainable, frozen)
+  final = loop.merge_params(state.trainable, frozen)
   flat_before, flat_after = (jax.tree_util.tree_leaves_with_path(t) for t in (params, final))
   for (path, before), (_, after) in zip(flat_before, flat_after):
     block = str(path[0].key)
@@ -77,8 +77,8 @@ def test_memory_plan_of_a_localized_step_is_smaller_by_the_frozen_optimizer_stat
   plans = {}
   for name, blocks in (("full", None), ("one block", [2])):
     batch, params, trainable, frozen, loss_fn, optimizer = setup(blocks)
-    state = training.init_state(trainable, optimizer, seed=0, ema=False)
-    plans[name] = training.make_train_step(loss_fn, optimizer, frozen).memory(state, batch)
+    state = loop.init_state(trainable, optimizer, seed=0, ema=False)
+    plans[name] = loop.make_train_step(loss_fn, optimizer, frozen).memory(state, batch)
   count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
   frozen_bytes = 4 * count(frozen)     # of the one-block run: what full training also trains
   # Same weights and batch as arguments; full training adds two float32 Adam moments per parameter.
@@ -93,20 +93,20 @@ def test_memory_plan_of_a_localized_step_is_smaller_by_the_frozen_optimizer_stat
 @pytest.mark.slow
 def test_resume_gives_the_same_parameters(tmp_path):
   batch, _, trainable, frozen, loss_fn, optimizer = setup(None)
-  step = training.make_train_step(loss_fn, optimizer, frozen, ema_decay=0.9)
-  fresh = lambda: training.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=True)
+  step = loop.make_train_step(loss_fn, optimizer, frozen, ema_decay=0.9)
+  fresh = lambda: loop.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=True)
 
   straight = fresh()
   for _ in range(6):
     straight, _ = step(straight, batch)
 
   interrupted = fresh()
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
   for _ in range(3):
     interrupted, _ = step(interrupted, batch)
   checkpoints.save(interrupted)
   del interrupted                                   # the run is killed here
-  resumed = training.Checkpoints(str(tmp_path / "ckpt")).restore_latest(fresh())
+  resumed = loop.Checkpoints(str(tmp_path / "ckpt")).restore_latest(fresh())
   assert int(resumed.step) == 3
   for _ in range(3):
     resumed, _ = step(resumed, batch)
@@ -136,18 +136,18 @@ def test_pretrain_cli_runs_resumes_and_exports(tmp_path):
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   batch, _, trainable, frozen, loss_fn, optimizer = setup([0])
-  step = training.make_train_step(loss_fn, optimizer, frozen)
-  state = training.init_state(trainable, optimizer, seed=0, ema=False)
+  step = loop.make_train_step(loss_fn, optimizer, frozen)
+  state = loop.init_state(trainable, optimizer, seed=0, ema=False)
   poisoned = {**batch, "images": np.full_like(batch["images"], np.nan)}
   draw = lambda i: poisoned if i == 4 else batch                    # the 5th step goes bad
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
-  with pytest.raises(training.NonFiniteLoss, match=r"loss became nan at step 5.*step 4"):
-    training.fit(step, state, draw, steps=10, workdir=str(tmp_path), checkpoints=checkpoints,
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
+  with pytest.raises(loop.NonFiniteLoss, match=r"loss became nan at step 5.*step 4"):
+    loop.fit(step, state, draw, steps=10, workdir=str(tmp_path), checkpoints=checkpoints,
                  log_every=1, checkpoint_every=2)
   assert checkpoints.latest_step() == 4
-  restored = checkpoints.restore_latest(training.init_state(trainable, optimizer, 0, ema=False))
+  restored = checkpoints.restore_latest(loop.init_state(trainable, optimizer, 0, ema=False))
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(restored.trainable))
-  records = training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()
+  records = loop.MetricsLog(str(tmp_path / "metrics.jsonl")).records()
   assert [r["step"] for r in records] == [1, 2, 3, 4]
 
 
@@ -155,18 +155,18 @@ def test_block_selector_can_take_parts_of_blocks():
   """Issue 19, item 7: planting through the feed-forward only (weights the score does not read)."""
   from dit_jax.models.pixart import PixArtConfig
   config = PixArtConfig(num_layers=3)
-  chosen = training.block_selector([1], config, parts=("ff",))
+  chosen = loop.block_selector([1], config, parts=("ff",))
   assert chosen("transformer_blocks.1/ff/net.0.proj/kernel")
   assert not chosen("transformer_blocks.1/attn2/to_k/kernel")
   assert not chosen("transformer_blocks.0/ff/net.0.proj/kernel")
-  assert training.block_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")
+  assert loop.block_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")
 
 
 def test_min_snr_weighting_by_hand():
   """Min-SNR-5 (Hang et al. 2023): min(SNR, 5) / SNR for epsilon, min(SNR, 5) / (SNR + 1) for v."""
   import jax
   import numpy as np
-  from dit_jax.noising import Noising
+  from dit_jax.diffusion.noising import Noising
   alphas = np.array([0.2, 0.5, 0.9, 0.99], np.float32)       # SNR 0.25, 1, 9, 99
   for target, expected in (("epsilon", [1, 1, 5 / 9, 5 / 99]),
                            ("v_prediction", [0.25 / 1.25, 0.5, 0.5, 5 / 100])):
@@ -208,7 +208,7 @@ def test_a_run_continued_from_a_folder_resumes_and_exports_any_checkpoint(tmp_pa
   own export, bit for bit."""
   import shutil
   from safetensors.numpy import load_file
-  from dit_jax.jobs import train as train_job
+  from dit_jax.train import job as train_job
   from dit_jax.shapes import ASSETS
   from dit_jax.shapes.tasks import continue_config, pretrain_config
 
@@ -226,7 +226,7 @@ def test_a_run_continued_from_a_folder_resumes_and_exports_any_checkpoint(tmp_pa
   train_job.run(config, config.workdir)
   config.steps = 4                                   # resumed with a stretched schedule
   train_job.run(config, config.workdir)
-  records = training.MetricsLog(str(tmp_path / "run" / "metrics.jsonl")).records()
+  records = loop.MetricsLog(str(tmp_path / "run" / "metrics.jsonl")).records()
   assert [r["step"] for r in records] == [1, 2, 3, 4]
 
   weights = lambda d: load_file(str(d / "diffusion_pytorch_model.safetensors"))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dit_jax import training
+from dit_jax.train import loop
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,19 @@ def tiny():
   backbone would be most of the time."""
   trainable = {("w",): jnp.zeros((4,))}
   loss_fn = lambda p, batch, key, aux: jnp.mean((p["w"] * batch["x"] - 1.0) ** 2)
-  optimizer = training.make_optimizer(1e-2, 1, 10)
-  step = training.make_train_step(loss_fn, optimizer, frozen={})
+  optimizer = loop.make_optimizer(1e-2, 1, 10)
+  step = loop.make_train_step(loss_fn, optimizer, frozen={})
   # The step donates its state: every run starts from its own copy.
-  fresh = lambda: training.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=False)
+  fresh = lambda: loop.init_state(jax.tree_util.tree_map(jnp.copy, trainable), optimizer, 0, ema=False)
   batch = {"x": np.ones((4,), np.float32)}
   return step, fresh, batch, {"x": np.full((4,), np.nan, np.float32)}
 
 
 def run(tiny, tmp_path, draw, steps, log_every=10, checkpoint_every=3, state=None):
   step, fresh, _, _ = tiny
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
   state = state if state is not None else fresh()
-  return training.fit(step, state, draw, steps=steps, workdir=str(tmp_path), checkpoints=checkpoints,
+  return loop.fit(step, state, draw, steps=steps, workdir=str(tmp_path), checkpoints=checkpoints,
                       log_every=log_every, checkpoint_every=checkpoint_every), checkpoints
 
 
@@ -37,7 +37,7 @@ def all_finite(state) -> bool:
 
 
 def steps_logged(tmp_path) -> list[int]:
-  return [r["step"] for r in training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
+  return [r["step"] for r in loop.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,9 +47,9 @@ def steps_logged(tmp_path) -> list[int]:
 def test_non_finite_state_between_logged_steps_is_never_saved(tiny, tmp_path):
   _, _, batch, poisoned = tiny
   draw = lambda i: poisoned if i == 4 else batch      # step 5 poisons the weights; loss not logged
-  with pytest.raises(training.NonFiniteLoss, match=r"last good checkpoint \(step 3\)"):
+  with pytest.raises(loop.NonFiniteLoss, match=r"last good checkpoint \(step 3\)"):
     run(tiny, tmp_path, draw, steps=10)
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
   assert checkpoints.latest_step() == 3
   _, fresh, _, _ = tiny
   assert all_finite(checkpoints.restore_latest(fresh()))
@@ -57,10 +57,10 @@ def test_non_finite_state_between_logged_steps_is_never_saved(tiny, tmp_path):
 
 def test_non_finite_before_the_first_checkpoint_says_there_is_none(tiny, tmp_path):
   _, _, _, poisoned = tiny
-  with pytest.raises(training.NonFiniteLoss, match="no checkpoint has been saved yet") as error:
+  with pytest.raises(loop.NonFiniteLoss, match="no checkpoint has been saved yet") as error:
     run(tiny, tmp_path, lambda i: poisoned, steps=10)
   assert "None" not in str(error.value)
-  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
+  assert loop.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
 
 
 def test_a_non_finite_checkpoint_on_disk_is_refused_on_restore(tiny, tmp_path):
@@ -68,20 +68,20 @@ def test_a_non_finite_checkpoint_on_disk_is_refused_on_restore(tiny, tmp_path):
   _, fresh, _, _ = tiny
   state = fresh()
   state = state._replace(trainable={k: jnp.full_like(v, jnp.nan) for k, v in state.trainable.items()})
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
   # Written as an older version did, without the check.
-  checkpoints.manager.save(0, args=ocp.args.StandardSave(training._as_tree(state)))
+  checkpoints.manager.save(0, args=ocp.args.StandardSave(loop._as_tree(state)))
   checkpoints.manager.wait_until_finished()
-  with pytest.raises(training.NonFiniteLoss, match=r"step 0 .*not finite"):
+  with pytest.raises(loop.NonFiniteLoss, match=r"step 0 .*not finite"):
     checkpoints.restore_latest(fresh())
-  with pytest.raises(training.NonFiniteLoss, match="not finite"):
+  with pytest.raises(loop.NonFiniteLoss, match="not finite"):
     checkpoints.save(state)
 
 
 @pytest.mark.parametrize("learning_rate", [float("nan"), 0.0, -1e-4, float("inf")])
 def test_nan_or_non_positive_learning_rate_is_a_config_error(learning_rate):
   with pytest.raises(ValueError, match=r"learning_rate=.*positive"):
-    training.make_optimizer(learning_rate, 1, 10)
+    loop.make_optimizer(learning_rate, 1, 10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, tmp_path, capsys
   except KeyboardInterrupt:
     pytest.fail("KeyboardInterrupt escaped fit")
   assert stop.value.code not in (0, None)
-  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() == 4
+  assert loop.Checkpoints(str(tmp_path / "ckpt")).latest_step() == 4
   out = capsys.readouterr().out
   assert "interrupted; saved a checkpoint at step 4" in out and "resume" in out and str(tmp_path) in out
 
@@ -117,7 +117,7 @@ def test_ctrl_c_after_the_state_went_non_finite_saves_nothing(tiny, tmp_path, ca
 
   with pytest.raises(SystemExit):
     run(tiny, tmp_path, draw, steps=10)
-  assert training.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
+  assert loop.Checkpoints(str(tmp_path / "ckpt")).latest_step() is None
   out = capsys.readouterr().out
   assert "not finite" in out and "no checkpoint has been saved yet" in out
 
@@ -134,11 +134,11 @@ def test_resumed_run_rewrites_later_steps_and_continues_the_clock(tiny, tmp_path
   with pytest.raises(RuntimeError):
     run(tiny, tmp_path, crashing, steps=6, log_every=1)
   assert steps_logged(tmp_path) == [1, 2, 3, 4]               # checkpoint at 3: step 4 is redone
-  checkpoints = training.Checkpoints(str(tmp_path / "ckpt"))
+  checkpoints = loop.Checkpoints(str(tmp_path / "ckpt"))
   resumed = checkpoints.restore_latest(fresh())
   run(tiny, tmp_path, lambda i: batch, steps=6, log_every=1, state=resumed)
   assert steps_logged(tmp_path) == [1, 2, 3, 4, 5, 6]
-  seconds = [r["seconds"] for r in training.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
+  seconds = [r["seconds"] for r in loop.MetricsLog(str(tmp_path / "metrics.jsonl")).records()]
   assert seconds == sorted(seconds) and seconds[3] >= 0.9
 
 
@@ -168,7 +168,7 @@ def test_truncated_or_empty_safetensors_names_the_file(tmp_path, keep):
   import json
   import torch
   from safetensors.torch import save_file
-  from dit_jax import checkpoints as common
+  from ports import checkpoints as common
   folder = tmp_path / "transformer"
   folder.mkdir()
   (folder / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
@@ -197,10 +197,10 @@ def shapes_config(**overrides):
 
 @pytest.mark.parametrize("name", ["seeds", "ks"])
 def test_localize_config_with_no_seeds_or_ks_is_refused(name):
-  from dit_jax import entry
-  entry.validate_localize_config(shapes_config())
+  from dit_jax.localize import job
+  job.validate_localize_config(shapes_config())
   with pytest.raises(ValueError, match=rf"config\.{name} is empty"):
-    entry.validate_localize_config(shapes_config(**{name: ()}))
+    job.validate_localize_config(shapes_config(**{name: ()}))
 
 
 @pytest.mark.parametrize("key, flag", [("random_draws", "removable"), ("reverse_draws", "sufficient")])
@@ -208,13 +208,13 @@ def test_too_few_random_sets_to_decide_are_warned(key, flag):
   """With R sets the set-level p is at least 1 / (R + 1): 19 can never give p < 0.05, 20 can; 0
   reverse sets is the default's deliberate "untested", no warning."""
   import warnings
-  from dit_jax import entry
+  from dit_jax.localize import job
   with pytest.warns(UserWarning, match=rf"config\.{key}=19: .* 1/20 = 0\.050, so no cell can be '{flag}'"):
-    entry.validate_localize_config(shapes_config(**{"reverse_draws": 0, key: 19}))
+    job.validate_localize_config(shapes_config(**{"reverse_draws": 0, key: 19}))
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    entry.validate_localize_config(shapes_config(**{key: 20}))
-    entry.validate_localize_config(shapes_config())
+    job.validate_localize_config(shapes_config(**{key: 20}))
+    job.validate_localize_config(shapes_config())
 
 
 def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):
@@ -351,7 +351,7 @@ def test_the_weights_fingerprint_ignores_documentation_beside_the_weights(tmp_pa
 def test_train_with_no_steps_stops_before_exporting_the_input_as_trained(tmp_path, steps):
   """Issue 28, item 4: `train.py ... --config.steps=-5` trained nothing and exported the input
   weights as the run's result; now it stops, naming the key, before any work."""
-  from dit_jax.jobs import train as train_job
+  from dit_jax.train import job as train_job
   from dit_jax.shapes import tasks
   config = tasks.unlearn_config()
   config.steps = steps

@@ -1,21 +1,21 @@
-"""The set-level verdict (dit_jax/verdict.py, issue 25): its false-positive rate under a placebo,
+"""The set-level verdict (dit_jax/verdict/sets.py, issue 25): its false-positive rate under a placebo,
 its power where blocks do carry the concept, and the pieces it is built from."""
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks import sampled_placebo
-from dit_jax import analysis, stats, verdict
+from studies import sampled_placebo
+from dit_jax.verdict import summary, stats, sets
 
 
 def test_set_level_p_counts_ties_against_top_k():
-  assert verdict.set_level_p(0.5, [0.1, 0.2, 0.3]) == pytest.approx(1 / 4)
-  assert verdict.set_level_p(0.5, [0.1, 0.5, 0.7]) == pytest.approx(3 / 4)
+  assert sets.set_level_p(0.5, [0.1, 0.2, 0.3]) == pytest.approx(1 / 4)
+  assert sets.set_level_p(0.5, [0.1, 0.5, 0.7]) == pytest.approx(3 / 4)
 
 
 def test_benjamini_hochberg_matches_scipy():
   p = [0.01, 0.04, 0.03, None, 0.2, 0.001]
-  adjusted = verdict.benjamini_hochberg(p)
+  adjusted = sets.benjamini_hochberg(p)
   reference = scipy_stats.false_discovery_control([x for x in p if x is not None], method="bh")
   assert adjusted[3] is None
   np.testing.assert_allclose([a for a in adjusted if a is not None], reference)
@@ -23,7 +23,7 @@ def test_benjamini_hochberg_matches_scipy():
 
 def test_hierarchical_bootstrap_resamples_concepts_then_prompts_then_seeds():
   sizes = [(3, 2), (2, 2)]                     # concept 0: 3 prompts x 2 seeds; concept 1: 2 x 2
-  weights = verdict.hierarchical_weights(sizes, resamples=500)
+  weights = sets.hierarchical_weights(sizes, resamples=500)
   np.testing.assert_allclose(weights.sum(axis=1), 1.0)
   # A resample holds whole concepts: each concept's mass is a multiple of 1/2 (two slots).
   mass = np.stack([weights[:, :6].sum(1), weights[:, 6:].sum(1)], 1)
@@ -70,12 +70,12 @@ def old_rule(entry: dict) -> bool:
 def test_the_old_rule_says_localized_on_a_placebo_where_the_new_one_does_not():
   """With one dominant block a random top-K that contains it beats the mean random set on every
   image, so the old rule said yes; among K-block sets it is not unusual (every set holding that
-  block does as well), and the verdict says no. Through analysis.summarize, as a run reports."""
+  block does as well), and the verdict says no. Through summary.summarize, as a run reports."""
   rng = np.random.default_rng(11)
   old, new = [], []
   for _ in range(4):
     rows = sampled_placebo.simulate_run(rng, ks=(2, 4), draws=40, reverse_draws=10)
-    entries = analysis.summarize(rows)
+    entries = summary.summarize(rows)
     old += [old_rule(e) for e in entries]
     new += [e["localized"] is True or e["removable"] is True for e in entries]
   assert sum(old) >= 0.15 * len(old), sum(old)     # the review measured 31-33 %

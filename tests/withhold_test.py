@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from dit_jax import localization, withhold
+from dit_jax.localize import withhold, sweep
 from dit_jax.knowledge import KnowledgeSet, PromptPair
-from dit_jax.pipeline import Text2Image
+from dit_jax.pipeline.text2image import Text2Image
 from tests.pipeline_test import pixart_folder  # noqa: F401  (fixture)
 
 SIZE = (16, 16)
@@ -115,20 +115,20 @@ def test_neutral_is_todays_sweep_and_a_conditioning_dict_is_the_same_path(pipe):
   pairs = [pair("a dog in the snow", "a person in the snow", "dog"),
            pair("a red car in the style of van gogh", "a red car", "van gogh")]
   prompts = [p.prompt for p in pairs]
-  plan = [localization.Intervention("none", 0, ()), localization.Intervention("top", 1, (1,)),
-          localization.Intervention("neutral", 0, (), reverse=True),
-          localization.Intervention("reverse", 1, (1,), reverse=True)]
-  today = localization.run_interventions(pipe, prompts, [p.neutral for p in pairs], [0, 1], SIZE, plan)
+  plan = [sweep.Intervention("none", 0, ()), sweep.Intervention("top", 1, (1,)),
+          sweep.Intervention("neutral", 0, (), reverse=True),
+          sweep.Intervention("reverse", 1, (1,), reverse=True)]
+  today = sweep.run_interventions(pipe, prompts, [p.neutral for p in pairs], [0, 1], SIZE, plan)
   neutral = withhold.replacement(pipe, pairs, "neutral", KNOWLEDGE, SIZE)
   np.testing.assert_array_equal(
-      localization.run_interventions(pipe, prompts, neutral, [0, 1], SIZE, plan), today)
+      sweep.run_interventions(pipe, prompts, neutral, [0, 1], SIZE, plan), today)
   # "mean" hands run_interventions a conditioning dict (one row per prompt): given the neutral
   # prompts' own conditioning, that path draws the very same images.
   as_dict = pipe.conditioning([p.neutral for p in pairs], *SIZE)
   np.testing.assert_array_equal(
-      localization.run_interventions(pipe, prompts, as_dict, [0, 1], SIZE, plan), today)
+      sweep.run_interventions(pipe, prompts, as_dict, [0, 1], SIZE, plan), today)
   # Another operator is another image: the empty prompt in block 1 is not the neutral prompt.
-  empty = localization.run_interventions(pipe, prompts, withhold.replacement(
+  empty = sweep.run_interventions(pipe, prompts, withhold.replacement(
       pipe, pairs, "empty", KNOWLEDGE, SIZE), [0, 1], SIZE, plan)
   np.testing.assert_array_equal(empty[0], today[0])             # the original is untouched
   assert not np.array_equal(empty[2], today[2])
@@ -136,4 +136,4 @@ def test_neutral_is_todays_sweep_and_a_conditioning_dict_is_the_same_path(pipe):
 
 def test_a_mismatched_conditioning_dict_is_named():
   with pytest.raises(ValueError, match="2 prompts but 3 neutral prompts"):
-    localization.run_interventions(None, ["a", "b"], {"caption": np.zeros((3, 4, 5))}, [0], SIZE, [])
+    sweep.run_interventions(None, ["a", "b"], {"caption": np.zeros((3, 4, 5))}, [0], SIZE, [])

@@ -19,12 +19,12 @@ import numpy as np
 from dit_jax import registry
 
 # name -> "module:FAMILY". The one line a new backbone adds.
-REGISTRY = {
+REGISTRY = registry.Registry("model family", {
     "pixart": "dit_jax.families.pixart:FAMILY",
     "sana": "dit_jax.families.sana:FAMILY",
     "flux": "dit_jax.families.flux:FAMILY",
     "sd3": "dit_jax.families.sd3:FAMILY",
-}
+})
 
 
 # The attention projections, as diffusers' LoRA scripts target them (module-path suffixes).
@@ -40,7 +40,7 @@ class Family:
   """What a backbone family adds to the shared mechanisms (conversion, sampling, localization)."""
   name: str
   title: str                          # how messages name it ("PixArt", "FLUX")
-  # The network and its conversion (dit_jax.checkpoints is the one rule; these fill it in).
+  # The network and its conversion (ports.checkpoints is the one rule; these fill it in).
   config_cls: type                    # from_diffusers(dict) -> config; config.to_diffusers() -> dict
   module_cls: type                    # Flax module: module_cls(config=..., dtype=...)
   diffusers_class: str                # class name written to config.json
@@ -72,7 +72,7 @@ class Family:
   intervene: Callable = None
   intervention_options: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   ignore_key: Callable[[str], bool] = lambda key: False   # diffusers keys that are not parameters
-  # Training (dit_jax/trainer.py). The objective comes from the scheduler config (dit_jax.noising);
+  # Training (dit_jax/train/trainer.py). The objective comes from the scheduler config (dit_jax.diffusion.noising);
   # the backbone is called through `predictor` without classifier-free guidance, a "distilled"
   # family with its guidance input set (FLUX-dev: the DreamBooth script's guidance_scale); ESD's
   # unconditional is the negative-prompt encoding for "cfg" families, the empty prompt otherwise.
@@ -81,14 +81,14 @@ class Family:
 
 
 def names() -> list[str]:
-  return sorted(REGISTRY)
+  return REGISTRY.names()
 
 
 def get(name: str) -> Family:
   """The family record; an unknown name lists the known ones."""
-  return registry.lookup(REGISTRY, name, "model family")
+  return REGISTRY.get(name)
 
 
 def register(name: str, module: str) -> None:
   """Add a family from outside the package: `module` defines FAMILY."""
-  REGISTRY[name] = f"{module}:FAMILY"
+  REGISTRY.register(name, f"{module}:FAMILY")

@@ -34,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dit_jax import layers
+from dit_jax.models import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap, TextResidualSwap,
-                                   check_block_edit, edit_block, probe_weights)
+from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap,
+                                          TextResidualSwap, check_block_edit, edit_block,
+                                          probe_weights)
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
@@ -192,7 +193,7 @@ class SingleStreamBlock(nn.Module):
     x = x + gate * proj_out(jnp.concatenate([attn, mlp], axis=-1))
     # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP). No
     # bias: proj_out's is shared with the MLP, and the attention has no to_out of its own, so the
-    # paper's code applies no W_O here (its "paper" score is the one without W_O; results.VARIANTS).
+    # paper's code applies no W_O here (its "paper" score is the one without W_O; variants.VARIANTS).
     scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]],
                                               None)
     return x[:, text_len:], x[:, :text_len], scores
@@ -214,7 +215,7 @@ class FluxTransformer(nn.Module):
     concept: optional (B, S) 0/1 weights on a concept's T5 tokens. When given, the call returns
       (output, scores) with scores (B, num_layers + num_single_layers, 3): each double then single
       block's joint-attention contribution of those tokens to the image tokens, one per
-      results.VARIANTS (layers.concept_scores).
+      variants.VARIANTS (layers.concept_scores).
     block_edit: optional BlockEdit of the image tokens' output of every double and single block
       (bypass, activation patching); the text stream is never edited.
   Returns (B, N, patch_size**2 * out_channels).

@@ -14,10 +14,10 @@ from typing import Any
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dit_jax import layers
+from dit_jax.models import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
-                                   cross_attention_inputs, edit_block, probe_weights, select)
+from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
+                                          cross_attention_inputs, edit_block, probe_weights, select)
 
 Dtype = Any
 
@@ -123,7 +123,7 @@ class PixArtTransformer(nn.Module):
     block_edit: optional BlockEdit of the blocks' outputs (bypass, activation patching).
     concept: optional (B, S) 0/1 weights on the caption tokens of a concept. When given, the call
       returns (output, scores) with scores (B, num_layers, 3): each block's cross-attention
-      contribution of those tokens, one per results.VARIANTS (layers.concept_scores).
+      contribution of those tokens, one per variants.VARIANTS (layers.concept_scores).
   remat: recompute each block's activations in the backward pass (jax.checkpoint per block),
     trading compute for the memory of a training step; the parameters are the same.
   """

@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dit_jax import layers
+from dit_jax.models import layers
 from dit_jax.models.base import DiffusersConfig
-from dit_jax.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
-                                   cross_attention_inputs, edit_block, probe_weights, select)
+from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextSwap, check_block_edit,
+                                          cross_attention_inputs, edit_block, probe_weights, select)
 # SANA's timestep embedding without guidance is PixArt's AdaLN-single (no size conditions).
 from dit_jax.models.pixart import AdaLayerNormSingle
 

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dit_jax import layers
-from dit_jax.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap, check_block_edit,
-                                   edit_block, probe_weights)
+from dit_jax.models import layers
+from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextAttentionSwap,
+                                          check_block_edit, edit_block, probe_weights)
 from dit_jax.models.base import DiffusersConfig
 # The same AdaLN helpers (LayerNorm eps 1e-6, SiLU -> Linear modulation) and swap boundary as FLUX's.
 from dit_jax.models.flux import NORM_EPS, attention_text_input, gated_mlp_update, modulate, modulation
@@ -72,7 +72,7 @@ class SD3Attention(nn.Module):
   (add_*_proj, norm_added_*, to_add_out unless context_pre_only) and joins after the image tokens;
   returns (image, text or None, scores or None). Without, image self-attention (attn2); returns the
   image output. `concept` ((B, S) weights over the text tokens) adds the concept's contribution to
-  the image tokens, one score per results.VARIANTS (layers.concept_scores).
+  the image tokens, one score per variants.VARIANTS (layers.concept_scores).
   """
   heads: int
   head_dim: int
@@ -163,7 +163,7 @@ class SD3Transformer(nn.Module):
       patching); the text stream is never edited.
     concept: optional ConceptProbe, (B, S) weights on a concept's text tokens. When given, the call returns
       (output, scores) with scores (B, num_layers, 3): each block's joint-attention contribution of
-      those tokens to the image tokens, one per results.VARIANTS (layers.concept_scores).
+      those tokens to the image tokens, one per variants.VARIANTS (layers.concept_scores).
   Returns (B, H, W, out_channels).
   """
   config: SD3Config

@@ -3,7 +3,7 @@
 Images are rendered once (and cached as .npy); each pretraining draw re-captions its scenes with
 per-attribute neutral dropout, so every neutral phrase is in distribution. Captions are encoded by
 the same PromptEncoder the sampler uses (the diffusers pipeline's own encode_prompt), memoised in
-memory. Batches are the generic trainer's trees ({"x0", "cond", "prior", "anchor"}, dit_jax/data.py);
+memory. Batches are the generic trainer's trees ({"x0", "cond", "prior", "anchor"}, dit_jax/train/data.py);
 the model works on pixels, so x0 is the image itself.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax.data import Batches
+from dit_jax import families
+from dit_jax.train.data import Batches
 from dit_jax.shapes import render, world
-from dit_jax.text import PromptEncoder
+from dit_jax.diffusion.text import PromptEncoder
 
 
 def rendered_scenes(seed: int, n: int, cache_dir: str | None):
@@ -36,7 +37,7 @@ class CaptionEncoder:
   """Captions -> (caption states, mask) through the sampler's own PromptEncoder, memoised."""
 
   def __init__(self, pipeline_folder: str, max_sequence_length: int):
-    self.encoder = PromptEncoder("pixart", pipeline_folder, max_sequence_length=max_sequence_length)
+    self.encoder = PromptEncoder(families.get("pixart"), pipeline_folder, max_sequence_length=max_sequence_length)
     self._encoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
   def __call__(self, captions: list[str]):

@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 from dit_jax import files
-from dit_jax.shapes.plugin import ShapesJudge
-from dit_jax.pipeline import Text2Image
+from dit_jax.shapes.judge import ShapesJudge
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import render, world
 from dit_jax.shapes import ASSETS

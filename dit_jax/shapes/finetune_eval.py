@@ -24,9 +24,9 @@ import os
 
 import numpy as np
 
-from dit_jax import finetune
-from dit_jax.shapes.plugin import ShapesJudge
-from dit_jax.pipeline import Text2Image
+from dit_jax import blocks as blocks_lib
+from dit_jax.shapes.judge import ShapesJudge
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import ASSETS, tasks, world
 
@@ -121,7 +121,7 @@ def evaluate(out: str, scores: str, k: int, steps: int, num: int, objectives=tup
     if learning_rate:
       extra["learning_rate"] = learning_rate
     neighbours = [n for n in world.CONCEPTS[category] if n != concept]
-    local_blocks = ",".join(map(str, finetune.top_blocks_from_scores(scores, source, k)))
+    local_blocks = ",".join(map(str, blocks_lib.top_blocks_from_scores(scores, source, k)))
     gen.use(None)
     rows.append({"objective": objective, "concept": concept, "variant": "base model",
                  "concept_accuracy": measure(),

@@ -23,7 +23,7 @@ the model changing the scene as well as the judge misreading it: the rows bound 
 accuracy on model-style images from below, and `rmse` (pixels in [-1, 1]) says how far the
 denoised images moved from the renders.
 
-Writes benchmarks/results/shapes_judge_check.json (with the transformer's and judge's sha256);
+Writes results/shapes_judge_check.json (with the transformer's and judge's sha256);
 `markdown_table(result)` is the table in assets/MODEL_CARD.md, "Judge accuracy on the model's own
 images".
 """
@@ -40,15 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax import files, sampling, schedulers
-from dit_jax.latents import to_uint8
-from dit_jax.pipeline import Text2Image
+from dit_jax import files
+from dit_jax.diffusion import denoise, schedulers
+from dit_jax.diffusion.latents import to_uint8
+from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import ASSETS, render, world
 from dit_jax.shapes import model as shapes_model
-from dit_jax.shapes.plugin import ShapesJudge
-from dit_jax.stats import wilson
+from dit_jax.shapes.judge import ShapesJudge
+from dit_jax.verdict.stats import wilson
 
-RESULT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "shapes_judge_check.json"
+RESULT = pathlib.Path(__file__).resolve().parents[2] / "results" / "shapes_judge_check.json"
 DENOISERS = ("sampler", "one_step")
 STEPS, GUIDANCE = 20, 4.5      # the model card's sampling protocol (evaluate.py)
 
@@ -72,10 +73,10 @@ def start_at(scheduler: schedulers.DPMSolverMultistep, t: int) -> schedulers.DPM
 
 def forward_noise(x0: np.ndarray, alpha_bar: float, seeds: Sequence[int]) -> jax.Array:
   """The DDPM forward process at one level: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps of
-  image i from seeds[i] (sampling.noise_for_seeds, as evaluate.py's noise)."""
+  image i from seeds[i] (denoise.noise_for_seeds, as evaluate.py's noise)."""
   if len(seeds) != len(x0):
     raise ValueError(f"one seed per image: {len(x0)} images, {len(seeds)} seeds")
-  eps = sampling.noise_for_seeds(seeds, x0.shape[1:])
+  eps = denoise.noise_for_seeds(seeds, x0.shape[1:])
   return np.sqrt(alpha_bar) * jnp.asarray(x0, jnp.float32) + np.sqrt(1.0 - alpha_bar) * eps
 
 
@@ -107,7 +108,7 @@ class Denoiser:
       tail = start_at(self.schedule, t)
       # The sampler's level for t is the forward process's: alpha_t^2 = abar_t.
       np.testing.assert_allclose(tail.alpha_t[0] ** 2, self.alphas_cumprod[t], rtol=1e-5)
-      fn = lambda params, x, cond: sampling.denoise(self.predict, tail, params, x, cond)
+      fn = lambda params, x, cond: denoise.denoise(self.predict, tail, params, x, cond)
     elif denoiser == "one_step":
       abar = float(self.alphas_cumprod[t])
       fn = lambda params, x, cond: (np.sqrt(abar) * x - np.sqrt(1.0 - abar)

@@ -7,7 +7,7 @@ scored by the judge's per-category accuracy on held-out captions (the model card
 
 Each variant trains from scratch with the same seed in runs/recipe/<variant>_<steps> (a pipeline
 folder of its own: the shipped assets are never touched), resumes when rerun, and appends its row
-to benchmarks/results/shapes_recipe.json. Minutes are training wall-clock on the machine it ran on.
+to results/shapes_recipe.json. Minutes are training wall-clock on the machine it ran on.
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import os
 import time
 
 from dit_jax import files
-from dit_jax.training import MetricsLog
-from dit_jax.jobs import train as train_job
+from dit_jax.train.loop import MetricsLog
+from dit_jax.train import job as train_job
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes import evaluate as shapes_evaluate
 from dit_jax.shapes.tasks import pretrain_config
 
-RESULTS = "benchmarks/results/shapes_recipe.json"
+RESULTS = "results/shapes_recipe.json"
 
 # name -> (what changes, config overrides). One change per row against "baseline".
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""The Shapes model's training, as configs of the one generic trainer (dit_jax/trainer.py, task
+"""The Shapes model's training, as configs of the one generic trainer (dit_jax/train/trainer.py, task
 "train"): the Shapes model is a PixArt pipeline folder like any other, and this plugin only adds its
 data sources (config.data), registered like a user's would be.
 
@@ -13,9 +13,9 @@ import os
 
 import ml_collections
 
-from dit_jax import data
-from dit_jax.jobs import train as train_job
-from dit_jax.jobs.defaults import train_config
+from dit_jax.train import data
+from dit_jax.train import job as train_job
+from dit_jax.train.defaults import train_config
 from dit_jax.shapes import ASSETS
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes.data import (CaptionEncoder, ShapesBatches, personalization_batches,

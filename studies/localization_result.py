@@ -1,0 +1,73 @@
+"""Store a finished localization run's summary as a result file, and print it as the README's table.
+
+    python localize.py --config configs/shapes_full.py
+    python -m studies.localization_result runs/localize_shapes_full \
+        --command "python localize.py --config configs/shapes_full.py"
+
+Reads the run's run.json (config, judge, run time, load average), its interventions.jsonl (the
+summary is recomputed from the rows, so it is the code's, not a copy) and auto_k.json; writes
+results/localize_<name>.json (with the localizers' agreement) and prints the README's
+table (tables.markdown_statistics: drops with 95% intervals, p-values, the verdict). A run with the
+exact verdict (dit_jax/verdict/exact.py) also stores its hierarchy and answer, and its rows in
+results/localize_<name>_rows.json.gz, from which studies/placebo.py re-ranks its
+placebos.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+
+from benchmarks.timing import write_result
+from dit_jax.verdict import summary, exact
+from dit_jax.report import tables
+from dit_jax.files import read_json
+
+
+def result_of(run_dir: str, command: str) -> dict:
+  run = read_json(os.path.join(run_dir, "run.json"))
+  rows = rows_of(run_dir)
+  config = run["config"]
+  found = exact.decide(rows)
+  return {"command": command, "seconds": run["seconds"], "load_average": run["load_average"],
+          "ks": run["ks"], "prompts_per_concept": config["prompts_per_concept"],
+          "seeds": config["seeds"], "random_draws": config["random_draws"],
+          "reverse_draws": config["reverse_draws"], "random_overlap": config["random_overlap"],
+          "depth_draws": config.get("depth_draws", 0),
+          "concepts": sorted({r["concept"] for r in rows}),
+          "localizers": config.get("localizers", ["attention"]),
+          "judge": run["judge"]["name"], "placebo": config.get("placebo", False),
+          "summary": summary.summarize(rows),
+          "summary_by_concept": summary.summarize(rows, by="concept"),
+          "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),
+          "agreement": (read_json(os.path.join(run_dir, "agreement.json"))
+                        if os.path.exists(os.path.join(run_dir, "agreement.json")) else None),
+          **({} if found is None else {"exact": {k: v for k, v in found.items() if k != "floors"},
+                                       "answer": exact.answer(found)})}
+
+
+def rows_of(run_dir: str) -> list[dict]:
+  with open(os.path.join(run_dir, "interventions.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("run_dir")
+  parser.add_argument("--command", required=True, help="the command that made the run")
+  parser.add_argument("--result", default=None, help="default: results/localize_<name>.json")
+  args = parser.parse_args(argv)
+  name = os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
+  result = result_of(args.run_dir, args.command)
+  write_result(args.result or os.path.join("results", f"localize_{name}.json"), result)
+  if "exact" in result:
+    path = os.path.join("results", f"localize_{name}_rows.json.gz")
+    with gzip.GzipFile(path, "wb", mtime=0) as f:   # mtime 0: the same rows give the same bytes
+      f.write(json.dumps(rows_of(args.run_dir)).encode())
+  print(tables.markdown_statistics(result["summary"]))
+  print(tables.markdown_statistics(result["summary_by_concept"], by="concept"))
+
+
+if __name__ == "__main__":
+  main()
