@@ -1,10 +1,11 @@
 """Text-to-image generation, writing PNGs.
 
     python generate.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-1024-MS \
-        --config.prompt="a dog in the snow" --config.seeds="(0, 1, 2)"
+        --config.generate.prompt="a dog in the snow" --config.sample.seeds="(0, 1, 2)"
 
-Prompts come from --config.prompt (one) or --config.prompts_file (one a line); every prompt is drawn
-once per seed. Images land in --config.generate_dir as <prompt index>_<seed>.png, with prompts.json
+Prompts come from --config.generate.prompt (one) or --config.generate.prompts_file (one a line);
+every prompt is drawn once per seed (--config.sample.seeds). Images land in
+--config.generate.out_dir as <prompt index>_<seed>.png, with prompts.json
 ({"prompts", "seeds", "images"}). A rerun into the same folder first removes the images the earlier
 run listed there, and nothing else, so the folder never mixes two runs.
 """
@@ -25,14 +26,15 @@ from dit_jax.pipeline.text2image import Text2Image
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=False)
 
 
-def read_prompts(config) -> list[str]:
-  if config.get("prompts_file"):
-    with open(config.prompts_file) as f:
+def read_prompts(generate) -> list[str]:
+  """The prompts config.generate names: its prompts_file's lines, or its one prompt."""
+  if generate.prompts_file:
+    with open(generate.prompts_file) as f:
       prompts = [line.strip() for line in f if line.strip()]
   else:
-    prompts = [config.get("prompt", "")] if config.get("prompt") else []
+    prompts = [generate.prompt] if generate.prompt else []
   if not prompts:
-    raise SystemExit("no prompt: pass --config.prompt=\"...\" or --config.prompts_file=FILE")
+    raise SystemExit("no prompt: pass --config.generate.prompt=\"...\" or --config.generate.prompts_file=FILE")
   return prompts
 
 
@@ -74,17 +76,18 @@ def main(argv):
   checks.validate_generate_config(config)
   checks.require_checkpoint(config)
   checks.require_pipeline(config)
-  prompts = read_prompts(config)
-  pipe = Text2Image(config.model, config.checkpoint, num_steps=config.num_steps,
-                    guidance_scale=config.guidance_scale, dtype=checks.DTYPES[config.dtype],
-                    transformer=config.transformer or None, cache_dir=config.cache_dir,
+  prompts = read_prompts(config.generate)
+  sample, generate = config.sample, config.generate
+  pipe = Text2Image(config.model, config.checkpoint, num_steps=sample.num_steps,
+                    guidance_scale=sample.guidance_scale, dtype=checks.DTYPES[config.dtype],
+                    transformer=generate.transformer or None, cache_dir=generate.cache_dir,
                     max_sequence_length=config.max_sequence_length or None)
-  jobs = [(i, p, s) for i, p in enumerate(prompts) for s in config.seeds]
-  out = config.generate_dir
-  start_folder(out, prompts, list(config.seeds), [image_name(i, s) for i, _, s in jobs])
-  for start in tqdm(range(0, len(jobs), config.batch_size), desc="generating", unit="batch"):
-    batch = jobs[start:start + config.batch_size]
-    images = pipe([p for _, p, _ in batch], [s for _, _, s in batch], config.height, config.width)
+  jobs = [(i, p, s) for i, p in enumerate(prompts) for s in sample.seeds]
+  out = generate.out_dir
+  start_folder(out, prompts, list(sample.seeds), [image_name(i, s) for i, _, s in jobs])
+  for start in tqdm(range(0, len(jobs), generate.batch_size), desc="generating", unit="batch"):
+    batch = jobs[start:start + generate.batch_size]
+    images = pipe([p for _, p, _ in batch], [s for _, _, s in batch], sample.height, sample.width)
     for (i, _, seed), image in zip(batch, images):
       Image.fromarray(image).save(os.path.join(out, image_name(i, seed)))
   print(f"wrote {len(jobs)} image{'' if len(jobs) == 1 else 's'} to {out}")

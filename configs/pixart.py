@@ -1,8 +1,8 @@
 """PixArt-alpha / PixArt-Sigma.
 
     python localize.py --config configs/pixart.py --config.checkpoint=/path/to/PixArt-XL-2-512x512 \
-        --config.judge_args.folder=/path/to/clip-vit-base-patch32
-    python generate.py --config configs/pixart.py --config.checkpoint=... --config.prompt="a dog"
+        --config.judge.args.folder=/path/to/clip-vit-base-patch32
+    python generate.py --config configs/pixart.py --config.checkpoint=... --config.generate.prompt="a dog"
 
 `checkpoint` is a diffusers pipeline folder (transformer/, text_encoder/, tokenizer/, vae/,
 scheduler/). An original PixArt .pth converts first: python convert.py --model pixart ...

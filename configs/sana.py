@@ -1,7 +1,7 @@
 """SANA (600M / 1600M).
 
     python localize.py --config configs/sana.py --config.checkpoint=/path/to/Sana_1600M_1024px_diffusers \
-        --config.judge_args.folder=/path/to/clip-vit-base-patch32
+        --config.judge.args.folder=/path/to/clip-vit-base-patch32
 """
 from configs.common import base_config
 

@@ -18,12 +18,12 @@ def get_config(replicate: str = "1"):
   if replicate not in ("1", "2"):
     raise ValueError(f"configs/shapes_full.py:{replicate}: replicates are 1 and 2")
   config = shapes.get_config()
-  config.concepts_per_category = 2
-  config.ks = (1, 2, 4)
-  config.depth_draws = 0
-  config.reverse_draws = 0
+  config.knowledge.concepts_per_category = 2
+  config.sweep.ks = (1, 2, 4)
+  config.sweep.depth_draws = 0
+  config.sweep.reverse_draws = 0
   config.out_dir = "runs/localize_shapes_full" + ("" if replicate == "1" else "_r2")
   if replicate == "2":
-    config.seeds = (1,)
-    config.prompt_seed = 2
+    config.sample.seeds = (1,)
+    config.knowledge.prompt_seed = 2
   return config

@@ -24,20 +24,28 @@ def import_plugins(config) -> None:
 
 
 # What to pass instead, per config field.
-EXAMPLES = {"seeds": "(0,)", "ks": "(4,)"}
+EXAMPLES = {"sample.seeds": "(0,)", "sweep.ks": "(4,)"}
+
+
+def value_at(config, key: str):
+  """config's value at the dotted `key` ("sweep.ks")."""
+  for part in key.split("."):
+    config = config[part]
+  return config
 
 
 def require_nonempty(config, *names: str) -> None:
+  """Each dotted key of `names` holds at least one value."""
   for name in names:
-    if not tuple(config[name]):
+    if not tuple(value_at(config, name)):
       raise ValueError(f"config.{name} is empty: give at least one, e.g. "
                        f"--config.{name}=\"{EXAMPLES.get(name, '(...)')}\"")
 
 
 def require_positive(config, *names: str) -> None:
   for name in names:
-    if config[name] < 1:
-      raise ValueError(f"config.{name}={config[name]}: it counts, so give at least 1")
+    if value_at(config, name) < 1:
+      raise ValueError(f"config.{name}={value_at(config, name)}: it counts, so give at least 1")
 
 
 def make_out_dir(path: str) -> str:
@@ -112,9 +120,9 @@ def check_k_values(ks) -> None:
   (0, 1): 1.5 would have swept K = 1 without a word."""
   for k in ks:
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not (k == int(k) or 0 < k < 1):
-      raise ValueError(f"config.ks={tuple(ks)}: K={k!r} is neither a count of blocks (a whole number "
-                       "such as 4) nor a fraction of them in (0, 1) such as 0.3; e.g. "
-                       "--config.ks=\"(2, 4)\" or --config.ks=\"(0.1, 0.3)\"")
+      raise ValueError(f"config.sweep.ks={tuple(ks)}: K={k!r} is neither a count of blocks (a whole "
+                       "number such as 4) nor a fraction of them in (0, 1) such as 0.3; e.g. "
+                       "--config.sweep.ks=\"(2, 4)\" or --config.sweep.ks=\"(0.1, 0.3)\"")
 
 
 # What a user's input raises (a config value, a path, a data folder): reported as a message. Any
@@ -136,6 +144,7 @@ def run_cli(main) -> None:
   if "--help" in sys.argv or "-h" in sys.argv:
     print(config_help(sys.modules["__main__"].__doc__ or "", config_path(sys.argv)))
     raise SystemExit(0)
+  refuse_moved_keys(sys.argv)
   started = []
 
   def main_started(argv):
@@ -174,7 +183,76 @@ def user_message(error: BaseException, command_line: bool) -> str:
 KEY_SOURCES = ("configs/common.py", "dit_jax/train/defaults.py")
 
 
-KEY_COMMENT = re.compile(r"^\s*config\.(\w+)\s*=[^#\n]*(?:#\s*(.*))?$")
+KEY_COMMENT = re.compile(r"^\s*config\.([\w.]+)\s*=[^#\n]*(?:#\s*(.*))?$")
+
+
+# Where each key of the flat localize/generate config (before the stages had subtrees,
+# configs/common.py) lives now. A command line or a script that names one is told the new key
+# rather than having it ignored; training configs, which kept their flat keys, are not affected.
+MOVED = {
+    **{k: f"sample.{k}" for k in ("num_steps", "guidance_scale", "height", "width", "seeds")},
+    "knowledge": "knowledge.set",
+    **{k: f"knowledge.{k}" for k in ("categories", "concepts", "concepts_per_category",
+                                     "prompts_per_concept", "prompt_seed")},
+    "localizers": "score.localizers", "batch_size": "score.batch_size",
+    **{k: f"sweep.{k}" for k in ("localizer", "score_variant", "ks", "random_draws", "random_overlap",
+                                 "exact_limit", "reverse_draws", "depth_draws", "single_blocks",
+                                 "withhold", "time_windows", "pooled_swap", "residual_swap", "seed")},
+    "judge": "judge.name", "judge_args": "judge.args",
+    "power_effect": "verdict.power_effect", "presence_target": "verdict.presence_target",
+    **{k: f"hosts.{k}" for k in ("num_devices", "fsdp", "intervention_chunk", "distributed",
+                                 "process_count", "process_index", "merge_only")},
+    **{k: f"generate.{k}" for k in ("prompt", "prompts_file", "transformer", "cache_dir")},
+    "generate_dir": "generate.out_dir",
+}
+REMOVED = {"placebo": "a placebo re-ranks a run's stored sets instead: python -m studies.placebo"}
+
+
+def moved_key(key: str) -> str | None:
+  """What to say about the flat key `key` (possibly dotted below it, "judge_args.folder"), or None
+  when it never moved."""
+  head, _, rest = key.partition(".")
+  if head in REMOVED:
+    return f"config.{head} is gone: {REMOVED[head]}"
+  if head not in MOVED:
+    return None
+  new = MOVED[head] + (f".{rest}" if rest else "")
+  note = " (generate.py: config.generate.batch_size)" if head == "batch_size" else ""
+  return f"config.{key} moved to config.{new}{note}"
+
+
+def has_leaf(config, key: str) -> bool:
+  """Whether the dotted `key` names a value of `config` (not a subtree)."""
+  node = config
+  for part in key.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False
+    node = node[part]
+  return not hasattr(node, "keys")
+
+
+def refuse_moved_keys(argv) -> None:
+  """An old flat --config.KEY= that the loaded config no longer has stops the command line with the
+  new key's name (absl would say only "no such key", or fail to parse a value for a subtree)."""
+  path = config_path(argv)
+  keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  said = [moved_key(k) for k in keys if moved_key(k)]
+  if not path or not said:
+    return
+  config = load_config(path)
+  said = [moved_key(k) for k in keys if moved_key(k) and not has_leaf(config, k)]
+  if said:
+    script = os.path.basename(argv[0])
+    raise SystemExit(f"{script}: bad command line: " + "; ".join(said) + f"\nThe config's keys: "
+                     f"python {script} --config {path} --help")
+
+
+def stray_moved_keys(config) -> None:
+  """The same for a config built in Python (a script or a test): an old key set on an unlocked
+  ConfigDict is a new top-level key that no stage reads, so it would be ignored without a word."""
+  said = [moved_key(k) for k in config.keys() if moved_key(k) and not hasattr(config[k], "keys")]
+  if said:
+    raise ValueError("; ".join(said))
 
 
 def config_path(argv) -> str | None:
@@ -186,29 +264,45 @@ def config_path(argv) -> str | None:
   return None
 
 
+def load_config(spec: str):
+  """The config a --config FILE[:ARG] names, as ml_collections' flag loads it."""
+  from ml_collections import config_flags
+  path, *args = spec.split(":", 1)
+  return config_flags.config_flags._LoadConfigModule("config", path).get_config(*args)
+
+
+def leaves(config, prefix: str = ""):
+  """(dotted key, value) of every value of a nested config, sorted within each subtree."""
+  for key in sorted(config.keys()):
+    value = config[key]
+    if hasattr(value, "keys") and len(value.keys()):
+      yield from leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
 def config_help(doc: str, path: str | None) -> str:
   """--help: the entry point's usage, then every key of the config (its value and the comment
   that explains it where the config files have one), or where the keys are documented."""
-  text = doc.strip() + "\n\nFlags: --config FILE (required), --config.KEY=VALUE (any key below), --debug " \
-      "(tracebacks); absl's own flags: --helpfull.\n"
+  text = doc.strip() + "\n\nFlags: --config FILE (required), --config.KEY=VALUE (any key below, " \
+      "e.g. --config.sweep.ks), --debug (tracebacks); absl's own flags: --helpfull.\n"
   if not path:
     return text + ("\nThe config keys are set and explained in configs/common.py (shared), "
                    "dit_jax/train/defaults.py (training) and configs/<model or job>.py; "
                    "`--config configs/shapes.py --help` lists a config's keys.")
-  from ml_collections import config_flags
-  config = config_flags.config_flags._LoadConfigModule("config", path).get_config()
-  comments = key_comments([path, *KEY_SOURCES])
+  config = load_config(path)
+  comments = key_comments([path.split(":", 1)[0], *KEY_SOURCES])
   lines = [f"\nconfig keys of {path}:"]
-  for key in sorted(config.keys()):
-    value = repr(config[key].to_dict() if hasattr(config[key], "to_dict") else config[key])
+  for key, value in leaves(config):
+    value = repr(value.to_dict() if hasattr(value, "to_dict") else value)
     value = value if len(value) <= 40 else value[:37] + "..."
     lines.append(f"  {key} = {value}" + (f"    # {comments[key]}" if comments.get(key) else ""))
   return text + "\n".join(lines)
 
 
 def key_comments(paths) -> dict[str, str]:
-  """key -> the comment on the line that sets config.<key>, or the comment lines just above it;
-  the first file that explains a key wins."""
+  """dotted key -> the comment on the line that sets config.<key>, or the comment lines just above
+  it; the first file that explains a key wins."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   found: dict[str, str] = {}
   for path in paths:

@@ -44,3 +44,19 @@ def sha256(path: str | pathlib.Path) -> str:
     for block in iter(lambda: f.read(1 << 24), b""):
       digest.update(block)
   return digest.hexdigest()
+
+
+_MISSING = object()
+
+
+def recorded_value(config: dict, key: str, default=_MISSING):
+  """A value of a run's recorded config (run.json) by its leaf name ("seeds"), in either layout:
+  flat (runs before the config had stages) or nested by stage ({"sample": {"seeds": ...}})."""
+  if key in config and not isinstance(config[key], dict):
+    return config[key]
+  for subtree in config.values():
+    if isinstance(subtree, dict) and key in subtree:
+      return subtree[key]
+  if default is _MISSING:
+    raise KeyError(f"the recorded config has no {key!r}")
+  return default

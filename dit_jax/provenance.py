@@ -1,7 +1,7 @@
 """What a stored result was computed from, so a rerun resumes only results of the same inputs.
 
-A run's workdir records, per stage, the inputs that decide it: the config values it reads and a
-fingerprint of the weights. A rerun whose inputs differ is refused with the differences named, or,
+A run's workdir records, per stage, the inputs that decide it: the config values it reads (a
+localization stage's config subtree; dit_jax/localize/inputs.py) and a fingerprint of the weights. A rerun whose inputs differ is refused with the differences named, or,
 with `fresh`, the stages whose inputs changed are cleared and recomputed.
 """
 from __future__ import annotations
@@ -55,11 +55,30 @@ def _files(path: str) -> list[str]:
 
 def stage_inputs(config: Mapping, keys: Sequence[str], **extra) -> dict:
   """The values of `keys` in the config (JSON-comparable), plus `extra` (e.g. the weights)."""
-  as_json = lambda v: json.loads(json.dumps(v.to_dict() if hasattr(v, "to_dict") else v, default=list))
   return {**{k: as_json(config[k]) for k in keys}, **extra}
 
 
+def as_json(value):
+  """A config value (a subtree as nested dicts, tuples as lists) as the record stores it."""
+  return json.loads(json.dumps(value.to_dict() if hasattr(value, "to_dict") else value, default=list))
+
+
+def flat(record: Mapping, prefix: str = "") -> dict:
+  """A nested record as {"sweep.ks": ...}: a change is named by its dotted key."""
+  out = {}
+  for key, value in record.items():
+    if isinstance(value, Mapping) and value:
+      out.update(flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def differences(old: Mapping, new: Mapping) -> list[str]:
+  old, new = flat(old), flat(new)
+  if not set(old) & set(new):   # no key in common: recorded in another layout
+    return ["recorded by an earlier version of dit_jax, whose record cannot be compared with this "
+            "one (its config had no stages)"]
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
           if old.get(k) != new.get(k)]
 

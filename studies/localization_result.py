@@ -17,27 +17,28 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import functools
 import os
 
 from benchmarks.timing import write_result
 from dit_jax.verdict import summary, exact
 from dit_jax.report import tables
-from dit_jax.files import read_json
+from dit_jax.files import read_json, recorded_value
 
 
 def result_of(run_dir: str, command: str) -> dict:
   run = read_json(os.path.join(run_dir, "run.json"))
   rows = rows_of(run_dir)
-  config = run["config"]
+  value = functools.partial(recorded_value, run["config"])   # flat or nested by stage
   found = exact.decide(rows)
   return {"command": command, "seconds": run["seconds"], "load_average": run["load_average"],
-          "ks": run["ks"], "prompts_per_concept": config["prompts_per_concept"],
-          "seeds": config["seeds"], "random_draws": config["random_draws"],
-          "reverse_draws": config["reverse_draws"], "random_overlap": config["random_overlap"],
-          "depth_draws": config.get("depth_draws", 0),
+          "ks": run["ks"], "prompts_per_concept": value("prompts_per_concept"),
+          "seeds": value("seeds"), "random_draws": value("random_draws"),
+          "reverse_draws": value("reverse_draws"), "random_overlap": value("random_overlap"),
+          "depth_draws": value("depth_draws", 0),
           "concepts": sorted({r["concept"] for r in rows}),
-          "localizers": config.get("localizers", ["attention"]),
-          "judge": run["judge"]["name"], "placebo": config.get("placebo", False),
+          "localizers": value("localizers", ["attention"]),
+          "judge": run["judge"]["name"], "placebo": value("placebo", False),
           "summary": summary.summarize(rows),
           "summary_by_concept": summary.summarize(rows, by="concept"),
           "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),

@@ -11,7 +11,7 @@ from configs import shapes as shapes_config
 from dit_jax.pipeline import loading
 from dit_jax.localize import job as localize
 from dit_jax.shapes import ASSETS
-from tests.testutil import rel_error
+from tests.testutil import rel_error, set_keys
 
 SHAPES = str(ASSETS)
 
@@ -19,9 +19,9 @@ SHAPES = str(ASSETS)
 def run_localize(out_dir, **overrides):
   config = shapes_config.get_config()
   # Sampled sets (exact_limit 0), two per K: the exact sweep of the default is tests/exact_test.py's.
-  config.update({**dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
-                        depth_draws=1, categories=("shape", "place"), ks=(2, 4), exact_limit=0),
-                 **overrides})
+  set_keys(config, **{**dict(num_steps=4, prompts_per_concept=2, random_draws=2, reverse_draws=1,
+                             depth_draws=1, categories=("shape", "place"), ks=(2, 4), exact_limit=0),
+                      **overrides})
   return localize.run(config, out_dir)
 
 
@@ -57,7 +57,7 @@ def test_localize_shapes_end_to_end_and_resume(tmp_path, capsys):
   assert circle != sky                            # random-K sets are drawn per concept
   run = json.loads((tmp_path / "run.json").read_text())
   assert run["judge"]["files"]["params.safetensors"]   # the judge's file hash is recorded
-  assert run["config"]["random_overlap"] is True and run["seconds"] > 0
+  assert run["config"]["sweep"]["random_overlap"] is True and run["seconds"] > 0
   auto = json.loads((tmp_path / "auto_k.json").read_text())
   assert auto["rule"] and set(auto["place"]) >= {"k", "k_crossing", "swept"}
   # A rerun finds every concept's results on disk and recomputes nothing.
@@ -103,9 +103,9 @@ def test_rerun_resumes_only_results_of_the_same_inputs(tmp_path):
   run_localize(tmp_path / "out", **quick)
   base = (tmp_path / "out" / "scores.csv").read_text()
   tuned = str(perturbed_copy(tmp_path / "tuned"))
-  with pytest.raises(SystemExit, match=r"(?s)scores: .*checkpoint.*weights"):
+  with pytest.raises(SystemExit, match=r"(?s)scores: .*model.weights"):
     run_localize(tmp_path / "out", checkpoint=tuned, **quick)
-  with pytest.raises(SystemExit, match=r"interventions: ks: \[[^]]*\] -> \[2\]"):
+  with pytest.raises(SystemExit, match=r"interventions: sweep.ks: \[[^]]*\] -> \[2\]"):
     run_localize(tmp_path / "out", ks=(2,), **quick)
   rows = run_localize(tmp_path / "out", ks=(2,), fresh=True, **quick)
   assert {r["k"] for r in rows if r["kind"] == "top"} == {2}
@@ -122,14 +122,14 @@ def test_score_only_writes_the_ranking_and_a_full_run_resumes_from_it(tmp_path):
   stamp = os.path.getmtime(tmp_path / "scores" / "circle.json")
   rows = run_localize(tmp_path, **quick)      # not stale: score_only is not an input of the scores
   assert rows and os.path.getmtime(tmp_path / "scores" / "circle.json") == stamp
-  with pytest.raises(ValueError, match="score_only with placebo"):
-    run_localize(tmp_path / "other", score_only=True, placebo=True)
+  with pytest.raises(ValueError, match="score_only with merge_only"):
+    run_localize(tmp_path / "other", score_only=True, merge_only=True)
 
 
 def test_a_bad_k_stops_localize_before_any_scoring(tmp_path):
   with pytest.raises(ValueError, match=r"K=-1 is outside \[0, 12\]"):
     run_localize(tmp_path, ks=(-1,))
-  with pytest.raises(ValueError, match=r"config.ks=\(0, 0.01\) selects no block of 12"):
+  with pytest.raises(ValueError, match=r"config.sweep.ks=\(0, 0.01\) selects no block of 12"):
     run_localize(tmp_path, ks=(0, 0.01))
   assert not (tmp_path / "scores").exists()
 
@@ -150,10 +150,9 @@ def test_configs_sweep_a_k_grid_with_many_random_draws():
   5-minute CPU default runs fewer images and draws (docs/results.md, "The default run")."""
   from configs import pixart, shapes_full
   real = pixart.get_config()
+  real, default, full = (c.get_config().sweep for c in (pixart, shapes_config, shapes_full))
   assert tuple(real.ks) == (0.1, 0.3, 0.5) and real.random_draws >= 200
   assert real.random_overlap is True and real.reverse_draws == real.random_draws
-  assert real.placebo is False
-  default, full = shapes_config.get_config(), shapes_full.get_config()
   assert len(default.ks) >= 2 and len(full.ks) >= len(default.ks)
   # The Shapes runs sweep every K-set (issue 39): the exact null, no draws to count.
   assert default.exact_limit >= 66 and full.exact_limit >= 495 and real.exact_limit >= 500
@@ -183,7 +182,7 @@ def test_readme_shapes_table_is_the_stored_full_run():
 def test_localize_config_errors_that_would_surface_late(tmp_path):
   """Issue 25: the pooled swap is every intervention's now, so it cannot run with time windows;
   a verdict needs random K-sets. Both stop before any scoring."""
-  with pytest.raises(ValueError, match="pooled_swap with config.time_windows"):
+  with pytest.raises(ValueError, match="pooled_swap with config.sweep.time_windows"):
     run_localize(tmp_path, pooled_swap=True, time_windows=("early",))
   with pytest.raises(ValueError, match="random_draws=0"):
     run_localize(tmp_path, random_draws=0)
@@ -194,7 +193,7 @@ def test_careless_localize_input_stops_with_a_message_before_any_work(tmp_path):
   """Issue 28, item 4 (found walking through the README): a negative step count surfaced as
   numpy's linspace error after the inputs were recorded (so the next, correct run was refused as
   stale), and an unwritable out_dir as a bare makedirs traceback."""
-  with pytest.raises(ValueError, match=r"config.num_steps=-3: it counts"):
+  with pytest.raises(ValueError, match=r"config.sample.num_steps=-3: it counts"):
     run_localize(tmp_path, num_steps=-3)
   assert not (tmp_path / "inputs.json").exists()
   blocked = tmp_path / "file"
@@ -225,13 +224,14 @@ def test_ctrl_c_says_what_is_saved_and_the_rerun_resumes_it(tmp_path, monkeypatc
   showed its own few seconds instead of the compute time."""
   tiny = dict(num_steps=2, concepts=("circle", "the sky"), prompts_per_concept=2, random_draws=1,
               reverse_draws=0, depth_draws=0, ks=(2,))
-  sweep = localize.intervene_concept
+  from dit_jax.localize import stages
+  sweep = stages.ConceptSweep.rows
 
-  def interrupted_on_the_sky(pipe, config, judge, pairs, *args, **kwargs):
-    if pairs[0].concept == "the sky":
+  def interrupted_on_the_sky(self, plan):
+    if self.pairs[0].concept == "the sky":
       raise KeyboardInterrupt
-    return sweep(pipe, config, judge, pairs, *args, **kwargs)
-  monkeypatch.setattr(localize, "intervene_concept", interrupted_on_the_sky)
+    return sweep(self, plan)
+  monkeypatch.setattr(stages.ConceptSweep, "rows", interrupted_on_the_sky)
   with pytest.raises(SystemExit) as stop:
     run_localize(tmp_path, **tiny)
   said = capsys.readouterr().out
@@ -239,7 +239,7 @@ def test_ctrl_c_says_what_is_saved_and_the_rerun_resumes_it(tmp_path, monkeypatc
   assert "scores of 2 of 2 concepts, interventions of 1 of 2" in said and "To resume, rerun" in said
   first = json.loads((tmp_path / "run.json").read_text())
   assert first["interrupted"] is True and first["seconds"] > 0
-  monkeypatch.setattr(localize, "intervene_concept", sweep)
+  monkeypatch.setattr(stages.ConceptSweep, "rows", sweep)
   run_localize(tmp_path, **tiny)
   said = capsys.readouterr().out
   assert f"resuming {tmp_path}: scores of 2 of 2 concepts, interventions of 1 of 2" in said
@@ -263,10 +263,14 @@ def test_automatic_k_only_for_a_concept_that_was_present(tmp_path, capsys):
   for r in absent:
     if r["kind"] == "none":
       r.update(unit_row("none", 0, [0.1, 0.2, 0.1, 0.0, 0.1, 0.2], concept="y", category="d"))
-  auto = localize.write_reports(present + absent, ["c", "d"], 0.5, str(tmp_path))
+  from dit_jax.localize import conclude
+  from ml_collections import ConfigDict
+  verdict = conclude.decide(present + absent, ["c", "d"],
+                            ConfigDict({"power_effect": 0.0, "presence_target": 0.5}))
+  auto = verdict.auto_k
   assert auto["c"]["k"] == 2 and auto["c"]["present"] is True
   assert auto["d"]["k"] is None and auto["d"]["k_crossing"] is None and auto["d"]["present"] is False
-  table = localize.auto_k_table(auto, 0.5)
+  table = conclude.auto_k_table(auto, 0.5)
   assert "never present" in table and "{" not in table
   assert max(len(n.split(".")[-1]) for n in re.findall(r"\d+\.\d+", table)) <= 2
 

@@ -27,3 +27,15 @@ def save_word_tokenizer(folder, words=("a", "dog", "cat", "in", "the", "snow", "
                                  unk_token="<unk>", model_max_length=512)
   fast.save_pretrained(folder)
   return fast
+
+
+def set_keys(config, **values):
+  """Set a localize/generate config's keys by their leaf names (ks=..., seeds=...): each goes to
+  its stage's subtree (dit_jax.cli.MOVED), others stay at the top level. Returns the config."""
+  from dit_jax.cli import MOVED
+  for key, value in values.items():
+    node, path = config, MOVED.get(key, key).split(".")
+    for part in path[:-1]:
+      node = node[part]
+    node[path[-1]] = value
+  return config

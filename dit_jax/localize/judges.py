@@ -196,7 +196,7 @@ class CLIPJudge(Judge):
   def for_knowledge(cls, knowledge_set=None, folder: str = "", **kwargs) -> "CLIPJudge":
     """In a run, concepts compete within their category of the knowledge set."""
     if not folder:
-      raise SystemExit("the CLIP judge needs a CLIP model: --config.judge_args.folder=/path to a "
+      raise SystemExit("the CLIP judge needs a CLIP model: --config.judge.args.folder=/path to a "
                        "local folder, or a Hub id such as openai/clip-vit-base-patch32")
     if knowledge_set is not None:
       kwargs.setdefault("candidates", knowledge_set.concepts)

@@ -156,17 +156,6 @@ def _independent_sets(rng: np.random.Generator, pool, k: int, draws: int) -> lis
   return [tuple(sorted(int(b) for b in rng.choice(pool, k, replace=False))) for _ in range(draws)]
 
 
-PLACEBO_STREAM = 5   # any constant: it only separates the placebo's ranking from the draws' streams
-
-
-def placebo_ranking(num_blocks: int, seed: int, concept: str) -> np.ndarray:
-  """A uniformly random ranking of the blocks, per concept: config.placebo's stand-in for the
-  localizer's, so every top-K is a random K-block set and a verdict of "localized" is a false
-  positive (the verdict's false-positive rate is measured with it, studies/placebo.py)."""
-  rng = np.random.default_rng([*concept_seed(seed, concept), PLACEBO_STREAM])
-  return rng.permutation(num_blocks)
-
-
 def depth_thirds(num_blocks: int) -> list[np.ndarray]:
   """Early, middle and late blocks: the block indices split into three runs (the first ones one
   block longer where the count does not divide). FLUX's double and single blocks are numbered in
@@ -287,7 +276,7 @@ def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
 
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str] | dict,
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
-                      chunk: int = 8, memo: dict | None = None, **options) -> np.ndarray:
+                      chunk: int = 8, **options) -> np.ndarray:
   """uint8 images (len(plan), len(prompts) * len(seeds), H, W, 3), rows prompt-major as above.
 
   Each chunk of interventions is one jitted call, vmapped over block masks, the reverse flag and
@@ -302,20 +291,13 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   # The null of K-block sets is drawn with replacement, and top-, bottom- and drawn sets can
   # coincide: each distinct intervention is sampled once (every one starts from the same noise, so
   # a repeat would give the same images) and its images are given to every row that asked for it.
-  # A memo (a dict the caller keeps for one pipeline and withhold operator) carries the images over
-  # calls: the placebo benchmark's runs share most of their sets.
-  inputs = (tuple(prompts), None if isinstance(neutral_prompts, dict) else tuple(neutral_prompts),
-            tuple(seeds), tuple(size), tuple(sorted(options.items())))
-  keys = [(inputs, i.blocks, i.reverse, i.window) for i in plan]
-  known = memo if memo is not None and inputs[1] is not None else {}
-  missing = list(dict.fromkeys(key for key in keys if key not in known))
-  if len(missing) < len(plan) or (memo is not None and inputs[1] is not None):
+  keys = [(i.blocks, i.reverse, i.window) for i in plan]
+  distinct = list(dict.fromkeys(keys))
+  if len(distinct) < len(plan):
     first = {key: i for key, i in zip(keys, plan)}
     found = run_interventions(pipe, prompts, neutral_prompts, seeds, size,
-                              [first[key] for key in missing], chunk, **options) if missing else []
-    computed = {**{key: known[key] for key in keys if key in known}, **dict(zip(missing, found))}
-    if memo is not None and inputs[1] is not None:
-      memo.update(computed)
+                              [first[key] for key in distinct], chunk, **options)
+    computed = dict(zip(distinct, found))
     return np.stack([computed[key] for key in keys])
   given = len(next(iter(neutral_prompts.values()))) if isinstance(neutral_prompts, dict) else len(neutral_prompts)
   if len(prompts) != given:

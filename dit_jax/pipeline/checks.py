@@ -56,7 +56,7 @@ def require_pipeline(config) -> None:
   """localize.py and generate.py sample from a diffusers pipeline folder (config.checkpoint: the
   transformer, scheduler, tokenizers and text encoders); a path that is none is named with what to
   pass instead, before a loader fails on a missing subfolder. A fine-tuning run's workdir holds only
-  its exported transformer/, which config.transformer (generate.py) puts into the base pipeline."""
+  its exported transformer/, which config.generate.transformer puts into the base pipeline."""
   path = config.checkpoint
   if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model_index.json")):
     return
@@ -79,7 +79,8 @@ def transformer_only(config, path: str) -> str:
   base = recorded_base(path) or "<the pipeline it was fine-tuned from>"
   return (f"config.checkpoint={path!r} holds a transformer but no pipeline (no tokenizer/, "
           f"text_encoder/, model_index.json): a fine-tuning run exports only its transformer. Sample "
-          f"it inside its base pipeline: --config.checkpoint={base} --config.transformer={folder}")
+          f"it inside its base pipeline: --config.checkpoint={base} "
+          f"--config.generate.transformer={folder}")
 
 
 def recorded_base(workdir: str) -> str | None:
@@ -105,5 +106,6 @@ def where_weights_are(config) -> str:
 
 def validate_generate_config(config) -> None:
   """generate.py: every prompt is drawn once per seed, so no seeds would write no image."""
-  cli.require_nonempty(config, "seeds")
+  cli.require_nonempty(config, "sample.seeds")
+  cli.stray_moved_keys(config)
 

@@ -212,7 +212,7 @@ def build(out_dir: str) -> str:
   title = f"Localization: {config.get('model', '?')} ({os.path.basename(os.path.abspath(out_dir))})"
   meta = [f"checkpoint <code>{html.escape(str(config.get('checkpoint', '?')))}</code>",
           f"{run.get('num_blocks', '?')} blocks", f"K swept: {run.get('ks', '?')}",
-          f"seeds {config.get('seeds', '?')}",
+          f"seeds {files.recorded_value(config, 'seeds', '?')}",
           f"judge: {html.escape(str(run.get('judge', {}).get('name', '?')))}"]
   if "seconds" in run:
     load = run.get("load_average") or []
@@ -225,7 +225,7 @@ def build(out_dir: str) -> str:
            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
            *(["<p class='verdict no'><b>Placebo run</b> (config.placebo): every top-K is a random "
               "set, so every &ldquo;yes&rdquo; below is a false positive.</p>"]
-             if config.get("placebo") else []),
+             if files.recorded_value(config, "placebo", False) else []),   # runs before studies/placebo.py
            "<h2>Verdict</h2>", f"<pre>{html.escape(sets.RULE)}</pre>", verdict_table(entries),
            "<details><summary>How to read this table (summary.txt)</summary>"
            f"<pre>{html.escape(summary_txt)}</pre></details>",

@@ -233,12 +233,14 @@ def _cell(value, fmt: str) -> str:
   return "-" if value is None else fmt.format(value)
 
 
-def write_summary(rows: Sequence[dict], out_dir: str, answer: Sequence[str] = ()) -> list[dict]:
-  """summary.txt (the answer in words first, then the tables) and summary.json (`summarize`'s
-  entries); returns the entries."""
-  entries = summary.summarize(rows)
+def write_summary(rows: Sequence[dict], out_dir: str, answer: Sequence[str] = (),
+                  entries: Sequence[dict] | None = None, tail: str = "") -> list[dict]:
+  """summary.txt (the answer in words first, then the tables, then `tail`) and summary.json
+  (`summarize`'s entries, computed here unless given); returns the entries."""
+  entries = summary.summarize(rows) if entries is None else list(entries)
   head = "".join(line + "\n" for line in answer) + ("\n" if answer else "")
-  files.write_text(os.path.join(out_dir, "summary.txt"), head + summary_table(rows, entries=entries) + "\n")
+  text = head + summary_table(rows, entries=entries) + "\n" + (f"\n{tail}\n" if tail else "")
+  files.write_text(os.path.join(out_dir, "summary.txt"), text)
   files.write_json(os.path.join(out_dir, "summary.json"), entries, indent=1, allow_nan=False)
   return entries
 

@@ -18,7 +18,7 @@ from dit_jax.shapes.judge import ShapesJudge
 # What a command says where a Shapes run's weights are missing (dit_jax.pipeline.checks.where_weights_are).
 WHERE_WEIGHTS_ARE = (f"The shipped Shapes model is {ASSETS} (configs/shapes.py's default); a pretraining run "
                      "writes its pipeline to <workdir>/pipeline, a fine-tuning run its transformer to "
-                     "<workdir>/transformer (pass that as --config.transformer=...).")
+                     "<workdir>/transformer (pass that as --config.generate.transformer=...).")
 
 register_judge("shapes", ShapesJudge)
 
