@@ -37,7 +37,7 @@ def test_a_finetuning_workdir_as_checkpoint_names_config_transformer(tmp_path):
   config.checkpoint = str(workdir)
   with pytest.raises(SystemExit) as stop:
     checks.require_pipeline(config)
-  assert (f"--config.checkpoint={ASSETS} --config.transformer={workdir}/transformer"
+  assert (f"--config.checkpoint={ASSETS} --config.generate.transformer={workdir}/transformer"
           in str(stop.value))
 
 
@@ -45,11 +45,11 @@ def test_a_finetuning_workdir_as_checkpoint_names_config_transformer(tmp_path):
 def test_generate_from_a_finetuning_workdir(tmp_path):
   workdir = finetune_workdir(tmp_path / "run")
   out = tmp_path / "images"
-  common = ("generate.py", "--config", "configs/shapes.py", "--config.prompt=a red circle",
-            "--config.num_steps=2", f"--config.generate_dir={out}")
+  common = ("generate.py", "--config", "configs/shapes.py", "--config.generate.prompt=a red circle",
+            "--config.sample.num_steps=2", f"--config.generate.out_dir={out}")
   code, said = cli(*common, f"--config.checkpoint={workdir}")
-  assert code != 0 and "Traceback" not in said and "--config.transformer=" in said
-  code, said = cli(*common, f"--config.transformer={workdir}/transformer")
+  assert code != 0 and "Traceback" not in said and "--config.generate.transformer=" in said
+  code, said = cli(*common, f"--config.generate.transformer={workdir}/transformer")
   assert code == 0, said
   assert "wrote 1 image to" in said and (out / "0000_0.png").exists()   # item 9: "1 image"
 
@@ -57,7 +57,7 @@ def test_generate_from_a_finetuning_workdir(tmp_path):
 def test_a_misspelled_config_key_is_a_short_message(tmp_path):
   """Issue 38, item 7: a 53-line traceback with "Did you mean random_draws" last; with --debug (or
   DIT_JAX_DEBUG=1) the traceback is back."""
-  args = ("localize.py", "--config", "configs/shapes.py", "--config.random_draw=3")
+  args = ("localize.py", "--config", "configs/shapes.py", "--config.sweep.random_draw=3")
   code, said = cli(*args, env={"DIT_JAX_DEBUG": ""})
   assert code == 1 and "Traceback" not in said, said
   assert 'Did you mean "random_draws"' in said and "--help" in said
@@ -132,3 +132,32 @@ def test_help_lists_the_config_keys_with_their_comments():
   assert "exact_limit = 500" in said and "reverse_draws = 0    # " in said
   code, said = cli("localize.py", "--help")
   assert code == 0 and "configs/common.py" in said
+
+
+def test_an_old_flat_key_names_its_new_place(tmp_path):
+  """Issue 40, item 4: the keys moved into one subtree per stage; an old command line stops with
+  the new key's name (before the model loads), and so does an old key set in Python, which an
+  unlocked ConfigDict would otherwise keep as a new key that no stage reads."""
+  code, said = cli("localize.py", "--config", "configs/shapes.py", "--config.ks=(1,)",
+                   "--config.judge_args.folder=/clip", f"--config.out_dir={tmp_path}",
+                   env={"DIT_JAX_DEBUG": ""})
+  assert code == 1 and "Traceback" not in said, said
+  assert "config.ks moved to config.sweep.ks" in said
+  assert "config.judge_args.folder moved to config.judge.args.folder" in said
+  assert not (tmp_path / "inputs.json").exists()
+  config = shapes_config.get_config()
+  config.seeds = (1,)
+  from dit_jax.localize import job
+  with pytest.raises(ValueError, match=r"config.seeds moved to config.sample.seeds"):
+    job.validate_localize_config(config)
+  # A training config kept its flat keys: the same names are its own there.
+  assert cli_lib.moved_key("batch_size") and cli_lib.has_leaf(
+      cli_lib.load_config("configs/shapes_personalize.py"), "batch_size")
+
+
+def test_help_lists_the_nested_keys_with_their_comments():
+  code, said = cli("localize.py", "--config", "configs/shapes_full.py:2", "--help")
+  assert code == 0, said
+  assert "  sweep.ks = (1, 2, 4)" in said and "  sample.seeds = (1,)" in said
+  assert "hosts.intervention_chunk = 4    # interventions per device in one compiled call" in said
+  assert "  knowledge.prompt_seed = 2    # which prompts a set that draws them uses" in said

@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 from configs import shapes
 from dit_jax.verdict import exact, sets
 from dit_jax.localize import sweep
-from dit_jax.localize import job as localize_job
+from dit_jax.localize import stages
 from tests.pixart_test import REPO
 
 BLOCKS = 12
@@ -135,12 +135,12 @@ def test_tests_that_cannot_pass_are_left_out_of_the_correction():
 
 
 def test_the_default_config_sweeps_every_set_at_k_1_and_2():
-  config = shapes.get_config()
-  ks = localize_job.grid(config, BLOCKS)
+  config = shapes.get_config().sweep
+  ks = stages.grid(config, BLOCKS)
   assert 1 in ks
   plan = sweep.plan_interventions(
       np.arange(BLOCKS), ks, config.random_draws, reverse_draws=config.reverse_draws,
-      exact_limit=config.get("exact_limit"))
+      exact_limit=config.exact_limit)
   for k in ks:
     sets = {i.blocks for i in plan if i.kind == "random" and i.k == k}
     assert sets == set(itertools.combinations(range(BLOCKS), k))
@@ -157,7 +157,7 @@ def test_the_power_effect_is_the_full_tables_median_localized_effect():
   with open(os.path.join(REPO, "results", "localize_shapes_full.json")) as f:
     stored = json.load(f)
   effects = [e["tests"]["removal"]["excess"] for e in stored["summary"] if e.get("localized")]
-  assert shapes.get_config().power_effect == pytest.approx(np.median(effects), abs=0.005)
+  assert shapes.get_config().verdict.power_effect == pytest.approx(np.median(effects), abs=0.005)
 
 
 def test_a_run_without_a_null_key_is_left_to_the_sampled_verdict():

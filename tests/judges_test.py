@@ -212,12 +212,12 @@ def test_a_run_judges_against_the_whole_category(clip_folder):
   from configs import pixart
   from dit_jax.localize import job as localize
   config = pixart.get_config()
-  config.update(dict(concepts_per_category=2, categories=("animal",)))
-  config.judge_args.folder = str(clip_folder)
-  judge = localize.make_judge(config, localize.full_knowledge(config))
+  config.knowledge.update(dict(concepts_per_category=2, categories=("animal",)))
+  config.judge.args.folder = str(clip_folder)
+  judge = localize.make_judge(config.judge, localize.full_knowledge(config.knowledge))
   assert judge.candidates["animal"] == knowledge.BUILTIN_CONCEPTS["animal"]     # all 8, not 2
   assert judge.neutral_texts["animal"] == "a photo of an animal"
-  assert localize.load_knowledge(config).concepts["animal"] == knowledge.BUILTIN_CONCEPTS["animal"][:2]
+  assert localize.load_knowledge(config.knowledge).concepts["animal"] == knowledge.BUILTIN_CONCEPTS["animal"][:2]
 
 
 def test_clip_judge_is_deterministic_and_described(clip_folder, clip_judge):

@@ -184,11 +184,12 @@ def test_shapes_set_says_plainly_where_the_world_has_too_few_captions():
   from configs import shapes as shapes_config
   from dit_jax.localize import job as localize
   config = shapes_config.get_config()
-  config.update(dict(prompts_per_concept=16, concepts_per_category=0))
+  chosen = config.knowledge
+  chosen.update(dict(prompts_per_concept=16, concepts_per_category=0))
   with pytest.raises(ValueError, match=r"'shapes' has 10 train prompts for 'zork'.*=16"):
-    localize.load_knowledge(config)
-  config.categories = ("shape", "position")          # the other categories have them
-  assert len(localize.load_knowledge(config).pairs("star", "eval")) == 16
+    localize.load_knowledge(chosen)
+  chosen.categories = ("shape", "position")          # the other categories have them
+  assert len(localize.load_knowledge(chosen).pairs("star", "eval")) == 16
   zork = knowledge.load_knowledge("shapes", prompts_per_concept=16)
   train, evals = ({p.prompt for p in zork.pairs("zork", split)} for split in knowledge.SPLITS)
   assert len(train) == len(evals) == 10 and not train & evals
@@ -201,5 +202,5 @@ def test_asking_for_more_prompts_than_a_set_has_is_an_error(builtin):
   from configs import shapes as shapes_config
   from dit_jax.localize import job as localize
   config = shapes_config.get_config()
-  config.update(dict(prompts_per_concept=12, categories=("shape",)))
-  assert len(localize.load_knowledge(config).pairs("circle", "eval")) == 12
+  config.knowledge.update(dict(prompts_per_concept=12, categories=("shape",)))
+  assert len(localize.load_knowledge(config.knowledge).pairs("circle", "eval")) == 12

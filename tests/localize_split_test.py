@@ -1,5 +1,5 @@
 """Localization split over processes (issue 27): each takes concepts[index::count] and writes only
-its concepts' files; a merge (config.merge_only) then writes the same reports as one process."""
+its concepts' files; a merge (config.hosts.merge_only) then writes the same reports as one process."""
 import json
 import os
 
@@ -7,7 +7,7 @@ import ml_collections
 import pytest
 
 from dit_jax import sharding
-from dit_jax.localize import job as localize
+from dit_jax.localize import hosts
 from tests.localize_cli_test import run_localize
 
 # Three concepts of two categories: a two-way split gives shares of two and one.
@@ -61,19 +61,19 @@ def config(**values):
 
 
 def test_the_share_comes_from_the_config_or_from_jax(monkeypatch):
-  assert localize.process_share(config()) == (0, 1)                     # one plain process
-  assert localize.process_share(config(process_index=2, process_count=3)) == (2, 3)
-  with pytest.raises(ValueError, match="without config.process_count: give both"):
-    localize.process_share(config(process_index=1))
+  assert hosts.process_share(config()) == (0, 1)                     # one plain process
+  assert hosts.process_share(config(process_index=2, process_count=3)) == (2, 3)
+  with pytest.raises(ValueError, match="without config.hosts.process_count: give both"):
+    hosts.process_share(config(process_index=1))
   with pytest.raises(ValueError, match=r"numbered 0\.\.1"):
-    localize.process_share(config(process_index=2, process_count=2))
+    hosts.process_share(config(process_index=2, process_count=2))
   # After jax.distributed.initialize (a TPU pod slice's hosts): jax says which process this is.
-  monkeypatch.setattr(localize.jax, "process_index", lambda: 1)
-  monkeypatch.setattr(localize.jax, "process_count", lambda: 4)
-  assert localize.process_share(config()) == (1, 4)
-  assert localize.process_share(config(process_index=1, process_count=4)) == (1, 4)
+  monkeypatch.setattr(hosts.jax, "process_index", lambda: 1)
+  monkeypatch.setattr(hosts.jax, "process_count", lambda: 4)
+  assert hosts.process_share(config()) == (1, 4)
+  assert hosts.process_share(config(process_index=1, process_count=4)) == (1, 4)
   with pytest.raises(ValueError, match="jax.distributed runs this as process 1 of 4"):
-    localize.process_share(config(process_index=0, process_count=2))
+    hosts.process_share(config(process_index=0, process_count=2))
 
 
 def test_merge_only_refuses_fresh_and_unknown_device_counts_are_named(tmp_path):

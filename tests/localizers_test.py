@@ -323,7 +323,7 @@ def test_localize_scores_with_every_localizer_and_writes_agreement(tmp_path):
   stamp = os.path.getmtime(tmp_path / "scores" / "causal" / "circle.json")
   run_localize(tmp_path, **dict(quick, localizers=names[:2]))
   assert os.path.getmtime(tmp_path / "scores" / "causal" / "circle.json") == stamp
-  with pytest.raises(ValueError, match="config.localizer='causal' ranks the blocks"):
+  with pytest.raises(ValueError, match="config.sweep.localizer='causal' ranks the blocks"):
     run_localize(tmp_path, **dict(quick, localizer="causal", localizers=("attention",)))
   with pytest.raises(ValueError, match="unknown localizer|'nope'"):
     run_localize(tmp_path, **dict(quick, localizers=("attention", "nope")))

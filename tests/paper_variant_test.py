@@ -310,7 +310,7 @@ def test_single_score_localizers_give_their_score_under_every_variant():
 
 def test_flux_config_follows_the_papers_code():
   from configs import flux, pixart
-  config = flux.get_config()
+  config = flux.get_config().sweep
   assert config.pooled_swap and config.score_variant == "paper"
   assert "swap_pooled" in families.get("flux").intervention_options   # the sweep option it sets
-  assert not pixart.get_config().pooled_swap and pixart.get_config().score_variant == "with_wo"
+  assert not pixart.get_config().sweep.pooled_swap and pixart.get_config().sweep.score_variant == "with_wo"

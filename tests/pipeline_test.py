@@ -174,9 +174,9 @@ def run_generate(folder, out, tmp_path, seeds):
   import sys
   return subprocess.run(
       [sys.executable, "generate.py", "--config", "configs/pixart.py",
-       f"--config.checkpoint={folder}", "--config.prompt=a dog in the snow", "--config.dtype=float32",
-       "--config.num_steps=2", "--config.height=16", "--config.width=16", f"--config.seeds={seeds}",
-       f"--config.generate_dir={out}", f"--config.cache_dir={tmp_path / 'cache'}"],
+       f"--config.checkpoint={folder}", "--config.generate.prompt=a dog in the snow", "--config.dtype=float32",
+       "--config.sample.num_steps=2", "--config.sample.height=16", "--config.sample.width=16", f"--config.sample.seeds={seeds}",
+       f"--config.generate.out_dir={out}", f"--config.generate.cache_dir={tmp_path / 'cache'}"],
       cwd=REPO, capture_output=True, text=True)
 
 

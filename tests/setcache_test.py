@@ -8,6 +8,7 @@ import pytest
 from configs import shapes as shapes_config
 from dit_jax.localize import setcache, sweep
 from dit_jax.localize import job as localize
+from tests.testutil import set_keys
 
 
 def test_entries_are_keyed_by_their_inputs_and_a_torn_line_is_skipped(tmp_path):
@@ -27,8 +28,8 @@ def test_entries_are_keyed_by_their_inputs_and_a_torn_line_is_skipped(tmp_path):
 
 def tiny(out_dir, **overrides):
   config = shapes_config.get_config()
-  config.update({**dict(num_steps=2, prompts_per_concept=1, categories=("position",), ks=(1,),
-                        out_dir=str(out_dir)), **overrides})
+  set_keys(config, **{**dict(num_steps=2, prompts_per_concept=1, categories=("position",), ks=(1,),
+                             out_dir=str(out_dir)), **overrides})
   return config
 
 

@@ -190,16 +190,15 @@ def test_truncated_or_empty_safetensors_names_the_file(tmp_path, keep):
 
 def shapes_config(**overrides):
   from configs import shapes
-  config = shapes.get_config()
-  config.update(overrides)
-  return config
+  from tests.testutil import set_keys
+  return set_keys(shapes.get_config(), **overrides)
 
 
-@pytest.mark.parametrize("name", ["seeds", "ks"])
-def test_localize_config_with_no_seeds_or_ks_is_refused(name):
+@pytest.mark.parametrize("name, key", [("seeds", "sample.seeds"), ("ks", "sweep.ks")])
+def test_localize_config_with_no_seeds_or_ks_is_refused(name, key):
   from dit_jax.localize import job
   job.validate_localize_config(shapes_config())
-  with pytest.raises(ValueError, match=rf"config\.{name} is empty"):
+  with pytest.raises(ValueError, match=rf"config\.{key} is empty"):
     job.validate_localize_config(shapes_config(**{name: ()}))
 
 
@@ -209,7 +208,7 @@ def test_too_few_random_sets_to_decide_are_warned(key, flag):
   reverse sets is the default's deliberate "untested", no warning."""
   import warnings
   from dit_jax.localize import job
-  with pytest.warns(UserWarning, match=rf"config\.{key}=19: .* 1/20 = 0\.050, so no cell can be '{flag}'"):
+  with pytest.warns(UserWarning, match=rf"config\.sweep\.{key}=19: .* 1/20 = 0\.050, so no cell can be '{flag}'"):
     job.validate_localize_config(shapes_config(**{"reverse_draws": 0, key: 19}))
   with warnings.catch_warnings():
     warnings.simplefilter("error")
@@ -222,10 +221,10 @@ def test_localize_cli_with_no_ks_stops_before_any_work(tmp_path):
   import sys
   from tests.pixart_test import REPO
   result = subprocess.run([sys.executable, "localize.py", "--config", "configs/shapes.py",
-                           f"--config.out_dir={tmp_path}", "--config.ks=()"],
+                           f"--config.out_dir={tmp_path}", "--config.sweep.ks=()"],
                           cwd=REPO, capture_output=True, text=True)
   assert result.returncode != 0
-  assert "config.ks is empty" in result.stderr, result.stderr[-2000:]
+  assert "config.sweep.ks is empty" in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "scores").exists()
 
 
