@@ -27,11 +27,11 @@ def import_plugins(config) -> None:
 EXAMPLES = {"sample.seeds": "(0,)", "sweep.ks": "(4,)"}
 
 
-def value_at(config, key: str):
-  """config's value at the dotted `key` ("sweep.ks")."""
+def value_at(tree, key: str):
+  """A config (sub)tree's value at the dotted `key` ("sweep.ks")."""
   for part in key.split("."):
-    config = config[part]
-  return config
+    tree = tree[part]
+  return tree
 
 
 def require_nonempty(config, *names: str) -> None:
@@ -221,9 +221,9 @@ def moved_key(key: str) -> str | None:
   return f"config.{key} moved to config.{new}{note}"
 
 
-def has_leaf(config, key: str) -> bool:
-  """Whether the dotted `key` names a value of `config` (not a subtree)."""
-  node = config
+def has_leaf(tree, key: str) -> bool:
+  """Whether the dotted `key` names a value of a config (sub)tree, not a subtree."""
+  node = tree
   for part in key.split("."):
     if not hasattr(node, "keys") or part not in node:
       return False
@@ -271,10 +271,10 @@ def load_config(spec: str):
   return config_flags.config_flags._LoadConfigModule("config", path).get_config(*args)
 
 
-def leaves(config, prefix: str = ""):
+def leaves(tree, prefix: str = ""):
   """(dotted key, value) of every value of a nested config, sorted within each subtree."""
-  for key in sorted(config.keys()):
-    value = config[key]
+  for key in sorted(tree.keys()):
+    value = tree[key]
     if hasattr(value, "keys") and len(value.keys()):
       yield from leaves(value, f"{prefix}{key}.")
     else:

@@ -36,25 +36,23 @@ def score_dir(out: str, name: str) -> str:
   return os.path.join(out, "scores") if name == "attention" else os.path.join(out, "scores", name)
 
 
-def score_inputs(config, model: dict, name: str, judge) -> dict:
+def score_inputs(model: dict, sample, knowledge, score, name: str, judge) -> dict:
   """Localizer `name`'s scores: each localizer is a stage of its own (adding one keeps the others'
   scores), so config.score enters without the list of localizers; one that judges images depends
   on the judge too."""
-  score = {k: v for k, v in provenance.as_json(config.score).items() if k != "localizers"}
+  score = {k: v for k, v in provenance.as_json(score).items() if k != "localizers"}
   judged = {"judge": judge.describe()} if localizers.get(name).needs_judge else {}
-  return {"model": model, "sample": provenance.as_json(config.sample),
-          "knowledge": provenance.as_json(config.knowledge),
-          "score": {**score, "localizer": name}, **judged}
+  return {"model": model, "sample": provenance.as_json(sample),
+          "knowledge": provenance.as_json(knowledge), "score": {**score, "localizer": name},
+          **judged}
 
 
-def sweep_inputs(config, model: dict, judge) -> dict:
+def sweep_inputs(model: dict, sample, knowledge, sweep, ranked: dict, judge) -> dict:
   """The sweep's judged rows: its subtree, the sampler, the concepts, the judge, and the scores
-  of the localizer whose ranking it follows (by their digest)."""
-  ranked = score_inputs(config, model, config.sweep.localizer, judge)
-  return {"model": model, "sample": provenance.as_json(config.sample),
-          "knowledge": provenance.as_json(config.knowledge),
-          "sweep": provenance.as_json(config.sweep), "judge": judge.describe(),
-          "scores": setcache.digest(ranked)}
+  of the localizer whose ranking it follows (`ranked`: their inputs, entered by digest)."""
+  return {"model": model, "sample": provenance.as_json(sample),
+          "knowledge": provenance.as_json(knowledge), "sweep": provenance.as_json(sweep),
+          "judge": judge.describe(), "scores": setcache.digest(ranked)}
 
 
 def check_inputs(config, workdir: str, judge) -> None:
@@ -62,11 +60,14 @@ def check_inputs(config, workdir: str, judge) -> None:
   refused naming what changed, or cleared with config.fresh."""
   model = model_inputs(config)
   stages, outputs = {}, dict(OUTPUTS)
+  scores = {name: score_inputs(model, config.sample, config.knowledge, config.score, name, judge)
+            for name in {*config.score.localizers, config.sweep.localizer}}
   for name in config.score.localizers:
-    stages[score_stage(name)] = score_inputs(config, model, name, judge)
+    stages[score_stage(name)] = scores[name]
     outputs.setdefault(score_stage(name), (os.path.relpath(score_dir(workdir, name), workdir),))
   if judge is not None:   # a scoring-only run without a judge leaves the sweep's record as it is
-    stages["interventions"] = sweep_inputs(config, model, judge)
+    stages["interventions"] = sweep_inputs(model, config.sample, config.knowledge, config.sweep,
+                                           scores[config.sweep.localizer], judge)
   try:
     provenance.resume(workdir, stages, outputs, config.fresh)
   except provenance.StaleResults as error:

@@ -81,7 +81,8 @@ def localize_into(config, out: str, started: float) -> list[dict]:
   split = count > 1 and not merge_only   # this process: its share of the concepts only
   cli.import_plugins(config)
   if merge_only:   # it computes nothing: every concept's files must be there, named first
-    hosts.require_results(expected_results(config, out, load_knowledge(config.knowledge).all_concepts), out)
+    concepts = load_knowledge(config.knowledge).all_concepts
+    hosts.require_results(expected_results(config.score.localizers, out, concepts), out)
   checks.require_checkpoint(config)
   checks.require_pipeline(config)
   sample = config.sample
@@ -242,10 +243,10 @@ def check_localizers(score, sweep_config) -> None:
                      f"score too: add it to config.score.localizers={tuple(names)}")
 
 
-def expected_results(config, out: str, concepts) -> list[str]:
+def expected_results(localizer_names, out: str, concepts) -> list[str]:
   """Every file a merge reads: each localizer's scores and the interventions of every concept."""
   expected = [os.path.join(score_dir(out, name), f"{slug(c)}.json")
-              for name in config.score.localizers for c in concepts]
+              for name in localizer_names for c in concepts]
   return expected + [os.path.join(out, "interventions", f"{slug(c)}.json") for c in concepts]
 
 
