@@ -296,3 +296,14 @@ def test_a_second_run_into_a_busy_out_dir_is_refused_and_a_dead_ones_lock_taken_
   with cli.out_dir_lock(str(tmp_path), ".localize.lock") as path:
     assert json.loads(open(path).read())["pid"] == os.getpid()
   assert not lock.exists()
+
+
+def test_a_run_folder_recorded_with_the_flat_config_is_refused_with_why(tmp_path):
+  """Issue 40, item 4: inputs.json of a run before the stages had subtrees records flat keys; the
+  rerun says so rather than listing every key as changed."""
+  from dit_jax import provenance
+  (tmp_path / "scores").mkdir()
+  (tmp_path / "inputs.json").write_text(json.dumps({"scores": {"ks": [1, 2], "seeds": [0]}}))
+  new = {"scores": {"model": {"weights": "abc"}, "sample": {"seeds": [0]}}}
+  with pytest.raises(provenance.StaleResults, match="recorded by an earlier version of dit_jax"):
+    provenance.resume(str(tmp_path), new, {"scores": ("scores",)})
