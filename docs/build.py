@@ -115,6 +115,65 @@ def shapes_findings() -> str:
   return head + "\n\n" + "\n".join(lines)
 
 
+REPLICATES = {"replicate 1": "localize_shapes_full_r1.json", "replicate 2": "localize_shapes_full_r2.json",
+              "both": "localize_shapes_full_both.json"}
+REPLICATE_COMMANDS = ("python localize.py --config configs/shapes_full.py",
+                      "python localize.py --config configs/shapes_full.py:2")
+
+
+def _p_adj(value) -> str:
+  return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _level_word(e: dict) -> str:
+  """A cell of the exact hierarchy in words: what its rule decided (dit_jax/verdict/exact.py)."""
+  if "category" not in e:                                   # primary: top-K ranks above chance
+    return "no concept present" if e["p"] is None else ("yes" if e["holds"] else "no")
+  if e.get("present") is False:
+    return "absent"
+  if not e["tested"]:
+    return "not tested"
+  if e["localized"]:
+    return "localized"
+  return "removable, not specific" if e["removable"] else "not shown"
+
+
+def _cells(found: dict) -> dict[str, dict]:
+  """label -> entry, for every primary, category and concept cell of a stored exact result."""
+  cells = {f"K={e['k']} (all concepts)": e for e in found["exact"]["primary"]}
+  cells.update({f"{e['category']} K={e['k']}": e for e in found["exact"]["category"]})
+  cells.update({f"{e['concept']} K={e['k']}": e for e in found["exact"]["concept"]})
+  return cells
+
+
+def shapes_replicates() -> str:
+  """The fuller run's exact verdict on each replicate and on both (their rows pooled): the primary
+  and category levels as a table, and every cell, concept level included, where the two replicates'
+  verdicts differ, named."""
+  found = {label: result(name) for label, name in REPLICATES.items()
+           if os.path.exists(os.path.join(RESULTS, name))}
+  missing = [label for label in ("replicate 1", "replicate 2") if label not in found]
+  if missing:
+    return (f"Not yet stored: {_and(missing)} (`{SHOWN}/{REPLICATES[missing[0]]}`); "
+            f"{_and(f'`{c}`' for c in REPLICATE_COMMANDS)} resume set by set.")
+  labels = list(found)
+  cells = {label: _cells(found[label]) for label in labels}
+  first = cells["replicate 1"]
+  shown = [c for c, e in first.items() if "concept" not in e]     # the primary and category levels
+  table = ["| cell | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+  for cell in shown:
+    words = [f"{_level_word(cells[l][cell])} (p adj {_p_adj(cells[l][cell].get('p_adjusted'))})"
+             if cell in cells[l] else "-" for l in labels]
+    table.append(f"| {cell} | " + " | ".join(words) + " |")
+  differ = [c for c in first if c in cells["replicate 2"]
+            and _level_word(first[c]) != _level_word(cells["replicate 2"][c])]
+  said = ("The replicates agree on every cell." if not differ else
+          f"The replicates disagree on {len(differ)} of {len(first)} cells: " + "; ".join(
+              f"{c} ({_level_word(first[c])} in replicate 1, "
+              f"{_level_word(cells['replicate 2'][c])} in replicate 2)" for c in differ) + ".")
+  return "\n".join(table) + "\n\n" + said
+
+
 def _reverse_reading(summary: list[dict], reverse: list[dict]) -> str:
   """What the reverse test's draws allow and what it found: its p floor 1/(R + 1) against the
   verdict's level, what Benjamini-Hochberg makes of one cell alone at that floor, the cells at the
@@ -462,7 +521,7 @@ def judge_check_reading() -> str:
 REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
-    "shapes-findings": shapes_findings, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
+    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,

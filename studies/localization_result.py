@@ -11,6 +11,13 @@ table (tables.markdown_statistics: drops with 95% intervals, p-values, the verdi
 exact verdict (dit_jax/verdict/exact.py) also stores its hierarchy and answer, and its rows in
 results/localize_<name>_rows.json.gz, from which studies/placebo.py re-ranks its
 placebos.
+
+The fuller run's two replicates and their pooled rows (docs/results.md, "Replicates"):
+
+    python -m studies.localization_result runs/localize_shapes_full --name shapes_full_r1 --command ...
+    python -m studies.localization_result runs/localize_shapes_full_r2 --name shapes_full_r2 --command ...
+    python -m studies.localization_result runs/localize_shapes_full --also runs/localize_shapes_full_r2 \
+        --name shapes_full_both --command ...
 """
 from __future__ import annotations
 
@@ -26,12 +33,16 @@ from dit_jax.report import tables
 from dit_jax.files import read_json, recorded_value
 
 
-def result_of(run_dir: str, command: str) -> dict:
+def result_of(run_dir: str, command: str, also: tuple[str, ...] = ()) -> dict:
+  """The stored result of a run; `also`: runs of the same config on other units (a replicate with
+  other noise and prompts) whose rows are pooled with its own, as one run on all their units."""
   run = read_json(os.path.join(run_dir, "run.json"))
-  rows = rows_of(run_dir)
+  rows = [row for folder in (run_dir, *also) for row in rows_of(folder)]
   value = functools.partial(recorded_value, run["config"])   # flat or nested by stage
   found = exact.decide(rows)
-  return {"command": command, "seconds": run["seconds"], "load_average": run["load_average"],
+  seconds = run["seconds"] + sum(read_json(os.path.join(f, "run.json"))["seconds"] for f in also)
+  return {"command": command, "runs": [run_dir, *also], "seconds": seconds,
+          "load_average": run["load_average"],
           "ks": run["ks"], "prompts_per_concept": value("prompts_per_concept"),
           "seeds": value("seeds"), "random_draws": value("random_draws"),
           "reverse_draws": value("reverse_draws"), "random_overlap": value("random_overlap"),
@@ -57,15 +68,18 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("run_dir")
   parser.add_argument("--command", required=True, help="the command that made the run")
+  parser.add_argument("--also", action="append", default=[], metavar="RUN_DIR",
+                      help="pool the rows of another run of the same config (a replicate)")
+  parser.add_argument("--name", default=None, help="default: the run folder's name without localize_")
   parser.add_argument("--result", default=None, help="default: results/localize_<name>.json")
   args = parser.parse_args(argv)
-  name = os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
-  result = result_of(args.run_dir, args.command)
+  name = args.name or os.path.basename(os.path.normpath(args.run_dir)).removeprefix("localize_")
+  result = result_of(args.run_dir, args.command, tuple(args.also))
   write_result(args.result or os.path.join("results", f"localize_{name}.json"), result)
   if "exact" in result:
     path = os.path.join("results", f"localize_{name}_rows.json.gz")
     with gzip.GzipFile(path, "wb", mtime=0) as f:   # mtime 0: the same rows give the same bytes
-      f.write(json.dumps(rows_of(args.run_dir)).encode())
+      f.write(json.dumps([r for d in (args.run_dir, *args.also) for r in rows_of(d)]).encode())
   print(tables.markdown_statistics(result["summary"]))
   print(tables.markdown_statistics(result["summary_by_concept"], by="concept"))
 

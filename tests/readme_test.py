@@ -175,3 +175,22 @@ def test_the_gpu_targets_met_follow_the_runs(tmp_path):
   said = run_all.readme_summary(folder)
   assert "0.50x diffusers eager (target >= 1.2x: not met)" in said
   assert "1.20x diffusers (target >= 1.5x: not met)" in said
+
+
+def test_the_replicates_table_names_every_cell_where_the_replicates_disagree(monkeypatch):
+  """Issue 39, item 7: the two replicates' verdicts side by side, and a cell whose verdict differs
+  between them is named (here the default run's result stands in for both replicates)."""
+  stored = build.result("localize_shapes.json")
+  second = copy.deepcopy(stored)
+  flipped = next(e for e in second["exact"]["concept"] if e["present"] and not e["localized"])
+  flipped.update(tested=True, removable=True, localized=True)
+  found = {"localize_shapes_full_r1.json": stored, "localize_shapes_full_r2.json": stored,
+           "localize_shapes_full_both.json": stored}
+  monkeypatch.setattr(build, "result", lambda name: found[name])
+  monkeypatch.setattr(build.os.path, "exists", lambda path: True)
+  same = build.shapes_replicates()
+  assert "agree on every cell" in same and "| K=2 (all concepts) |" in same
+  found["localize_shapes_full_r2.json"] = second
+  differ = build.shapes_replicates()
+  cell = f"{flipped['concept']} K={flipped['k']}"
+  assert "disagree on 1 of" in differ and cell in differ.split("disagree")[1]

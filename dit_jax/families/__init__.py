@@ -80,13 +80,7 @@ class Family:
   lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS
 
 
-def names() -> list[str]:
-  return REGISTRY.names()
-
-
-def get(name: str) -> Family:
-  """The family record; an unknown name lists the known ones."""
-  return REGISTRY.get(name)
+names, get = REGISTRY.names, REGISTRY.get   # get(name) -> Family; an unknown name lists the known ones
 
 
 def register(name: str, module: str) -> None:

@@ -42,12 +42,7 @@ class Localizer:
   needs_judge: bool = False   # it judges images: its scores depend on the judge
 
 
-def names() -> list[str]:
-  return REGISTRY.names()
-
-
-def get(name: str) -> Localizer:
-  return REGISTRY.get(name)
+names, get = REGISTRY.names, REGISTRY.get   # get(name) -> Localizer; an unknown name lists the known ones
 
 
 def named_scores(name: str, record: dict) -> dict[str, list[float]]:

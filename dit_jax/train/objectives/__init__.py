@@ -49,9 +49,4 @@ class Objective:
   needs_teacher: bool = False
 
 
-def names() -> list[str]:
-  return REGISTRY.names()
-
-
-def get(name: str) -> Objective:
-  return REGISTRY.get(name)
+names, get = REGISTRY.names, REGISTRY.get   # get(name) -> Objective; an unknown name lists the known ones
