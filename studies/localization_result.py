@@ -53,10 +53,23 @@ def result_of(run_dir: str, command: str, also: tuple[str, ...] = ()) -> dict:
           "summary": summary.summarize(rows),
           "summary_by_concept": summary.summarize(rows, by="concept"),
           "auto_k": read_json(os.path.join(run_dir, "auto_k.json")),
+          "scores": scores_of(run_dir),
           "agreement": (read_json(os.path.join(run_dir, "agreement.json"))
                         if os.path.exists(os.path.join(run_dir, "agreement.json")) else None),
           **({} if found is None else {"exact": {k: v for k, v in found.items() if k != "floors"},
                                        "answer": exact.answer(found)})}
+
+
+def scores_of(run_dir: str) -> dict[str, dict]:
+  """concept -> the ranking localizer's per-block scores, one list per variant (what
+  studies/ground_truth.py ranks), from the run's scores/ folder."""
+  folder, found = os.path.join(run_dir, "scores"), {}
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+    if name.endswith(".json"):
+      record = read_json(os.path.join(folder, name))
+      found[record.get("concept") or name[:-5].replace("_", " ")] = {
+          v: record[v] for v in ("with_wo", "without_wo", "paper") if record.get(v)}
+  return found
 
 
 def rows_of(run_dir: str) -> list[dict]:
