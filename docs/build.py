@@ -174,6 +174,23 @@ def shapes_replicates() -> str:
   return "\n".join(table) + "\n\n" + said
 
 
+def ground_truth() -> str:
+  """Each localizer's top-K against the best K-set of the exhaustive sweep (studies/ground_truth.py),
+  with the reading its intervals decide: above random where the precision interval clears K/n."""
+  name = "ground_truth.json"
+  if not os.path.exists(os.path.join(RESULTS, name)):
+    return (f"Not yet stored (`{SHOWN}/{name}`): `python -m studies.ground_truth` once replicate 1 "
+            "of the fuller run is stored.")
+  from studies import ground_truth as study
+  found = result(name)
+  chance = {r["k"]: r["precision"] for r in found["summary"] if r["localizer"] == "random"}
+  above = [f"{r['localizer']} at K = {r['k']}" for r in found["summary"]
+           if r["localizer"] != "random" and r["precision_interval"][0] > chance[r["k"]]]
+  return (study.table(found["summary"]) + f"\n\nFrom `{SHOWN}/localize_{found['run']}*` "
+          f"(`{found['command']}`). Precision above random (its 95 % interval over concepts clears "
+          f"K/n): {_and(above) if above else 'none'}.")
+
+
 def _reverse_reading(summary: list[dict], reverse: list[dict]) -> str:
   """What the reverse test's draws allow and what it found: its p floor 1/(R + 1) against the
   verdict's level, what Benjamini-Hochberg makes of one cell alone at that floor, the cells at the
@@ -521,7 +538,7 @@ def judge_check_reading() -> str:
 REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
-    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
+    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,
