@@ -42,6 +42,8 @@ from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextAttention
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
+# (exponent bits, mantissa bits) of the half-precision compute dtypes, for lax.reduce_precision.
+_MANTISSA = {jnp.dtype(jnp.bfloat16): (8, 7), jnp.dtype(jnp.float16): (5, 10)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,14 @@ class FluxConfig(DiffusersConfig):
   @property
   def block_labels(self) -> list[str]:
     return [f"D{i}" for i in range(self.num_layers)] + [f"S{i}" for i in range(self.num_single_layers)]
+
+
+def round_to(dtype: Dtype, x: jax.Array) -> jax.Array:
+  """float32 x rounded to `dtype`'s precision, kept in float32 (identity for float32).
+  reduce_precision, not astype(dtype).astype(float32): XLA drops that round trip under jit."""
+  if jnp.dtype(dtype) not in _MANTISSA:
+    return x
+  return jax.lax.reduce_precision(x, *_MANTISSA[jnp.dtype(dtype)])
 
 
 def modulation(temb, chunks: int, name: str, dtype: Dtype):
@@ -252,12 +262,21 @@ class FluxTransformer(nn.Module):
   config: FluxConfig
   dtype: Dtype = jnp.float32
   remat: bool = False
+  # Opt-in: round the timestep and the guidance as diffusers' FluxTransformer2DModel does in a
+  # half-precision model (`timestep.to(dtype) * 1000`, `guidance.to(dtype) * 1000`, the product
+  # rounded too: guidance 3.5 becomes 3504 in bf16), for users who need diffusers' bf16 outputs
+  # exactly. Off by default: float32 gives 3500, closer to the float32 model (results/flux_bf16.json).
+  round_conditioning: bool = False
 
   def embed_conditioning(self, timestep, guidance, pooled):
     """timestep (+ guidance) sinusoids through MLPs, plus the pooled text through its own MLP."""
     cfg, batch = self.config, pooled.shape[0]
-    sinusoid = lambda t: layers.timestep_embedding(
-        jnp.broadcast_to(jnp.asarray(t, jnp.float32) * 1000, (batch,)), 256)
+    def times_1000(t):
+      t = jnp.asarray(t, jnp.float32)
+      if not self.round_conditioning or jnp.dtype(self.dtype) == jnp.float32:
+        return t * 1000
+      return round_to(self.dtype, round_to(self.dtype, t) * 1000)
+    sinusoid = lambda t: layers.timestep_embedding(jnp.broadcast_to(times_1000(t), (batch,)), 256)
     mlp = lambda name: layers.TimestepEmbedding(cfg.inner_dim, self.dtype, name=f"time_text_embed.{name}")
     temb = mlp("timestep_embedder")(sinusoid(timestep))
     if cfg.guidance_embeds:
