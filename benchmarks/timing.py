@@ -58,8 +58,39 @@ def percent(fraction: float | None) -> str:
   return "-" if fraction is None else f"{100 * fraction:.1f} %"
 
 
+PACKAGES = ("jax", "jaxlib", "torch", "diffusers")
+
+
+def cpu_model() -> str:
+  """The CPU's model name as the kernel reports it (platform.processor() is empty on Linux)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+  """What a measurement depends on besides the code (issue 42: stored CPU ratios that no later run
+  reproduced came from another software environment, which the JSON did not say): the versions of
+  jax, jaxlib, torch and diffusers (None where one is not installed), the CPU model and its cores."""
+  from importlib import metadata
+  versions = {}
+  for name in PACKAGES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  return {**versions, "python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+
+
 def write_result(path: str, result: dict) -> None:
+  """The result as JSON at `path`, with the environment it was measured in (environment())."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  result = {**result, "environment": result.get("environment") or environment()}
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {path}")

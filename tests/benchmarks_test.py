@@ -149,3 +149,23 @@ def test_run_all_keeps_an_earlier_measurement_that_a_short_budget_skipped():
                                   "earlier_run": "2026-11-29"}
   assert kept["forward_sana"]["status"].startswith("skipped")
   assert kept["forward_flux"]["result"] == "new flux"
+
+
+def test_every_result_records_its_software_versions_and_cpu(tmp_path):
+  """Issue 42: a stored ratio must say which jax, jaxlib, torch and diffusers and which CPU made it."""
+  import diffusers
+  import jax
+  import jaxlib
+  import torch
+  from benchmarks import timing
+  path = tmp_path / "result.json"
+  timing.write_result(str(path), {"flax": {"median_ms": 1.0}})
+  stored = json.loads(path.read_text())
+  assert stored["flax"] == {"median_ms": 1.0}
+  env = stored["environment"]
+  # The modules' own version strings (timing reads the installed distributions' metadata).
+  assert (env["jax"], env["jaxlib"]) == (jax.__version__, jaxlib.__version__)
+  assert env["torch"] == torch.__version__ and env["diffusers"] == diffusers.__version__
+  with open("/proc/cpuinfo") as f:
+    models = {line.split(":", 1)[1].strip() for line in f if line.startswith("model name")}
+  assert env["cpu"] in models and env["cpu_count"] == os.cpu_count()

@@ -315,3 +315,37 @@ def test_block_outputs_have_fusion_barriers_only_under_an_edit(name):
   assert count(edited_forward_program(name)) - plain == 2 * bf16_model(name)[0].config.num_blocks
   if name in ("pixart", "sana"):    # no text barriers either: none at all in plain sampling
     assert plain == count(loop_program(name)) == 0
+
+
+# Projections per block (issue 42): one matmul for Q, K and V of a self-attention, one for K and
+# V of a cross-attention, FLUX's image and text QKV one each, a FLUX single block's [QKV | MLP] one
+# (plus its modulation and proj_out). Softmax
+# attention is cuDNN's fused call on cuda, so every dot_general left is a projection (and SANA's
+# three float32 matmuls of its linear attention).
+BLOCK_MATMULS = {"pixart": 7, "sana": 5 + 3, "flux_double": 10, "flux_single": 3, "sd3": 10}
+# (family, config change that adds one block of the kind) and the config it adds it to: the SD3
+# block added is a joint block that is neither the last (context_pre_only) nor a dual-attention one.
+ADD_A_BLOCK = {"pixart": ("pixart", "num_layers"), "sana": ("sana", "num_layers"),
+               "flux_double": ("flux", "num_layers"), "flux_single": ("flux", "num_single_layers"),
+               "sd3": ("sd3", "num_layers")}
+
+
+def dot_generals(name: str, **changes) -> int:
+  fam = families.get(name)
+  config = fam.config_cls(**{**TINY[name], **changes})
+  shapes = jax.eval_shape(lambda: fam.module_cls(config=config).init(
+      jax.random.key(0), *fam.example_inputs(config))["params"])
+  module = fam.module_cls(config=config, dtype=BF16)
+  inputs = abstract(fam.example_inputs(config))
+  text = stablehlo(lambda p, *a: module.apply({"params": p}, *a), (abstract(shapes, BF16), *inputs),
+                   "cuda")
+  return text.count("stablehlo.dot_general")
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCK_MATMULS))
+def test_matmuls_per_block(cudnn_library, kind):
+  name, field = ADD_A_BLOCK[kind]
+  blocks = TINY[name][field]
+  added = dot_generals(name, **{field: blocks + 1}) - dot_generals(name, **{field: blocks})
+  assert added == BLOCK_MATMULS[kind]
+

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax.models.flux import FluxConfig, FluxTransformer
+from dit_jax.models.flux import FluxConfig, FluxTransformer, round_to
 from ports.checkpoints import torch_to_numpy
 from dit_jax.families import Family
 from dit_jax.models.interventions import TextAttentionSwap, TextResidualSwap
@@ -81,6 +81,13 @@ def flux_predict(module, guidance_scale: float) -> Predict:
   """
   cfg = module.config
 
+  def timestep(t, batch: int):
+    t = jnp.full((batch,), t, jnp.float32)
+    if not module.round_conditioning:
+      return t / 1000
+    # FluxPipeline: t.to(latents.dtype), then / 1000 in that dtype (the model rounds the rest).
+    return round_to(module.dtype, round_to(module.dtype, t) / 1000)
+
   def predict(params, x, t, cond):
     b, h, w, _ = x.shape
     if h % 2 or w % 2:
@@ -89,7 +96,7 @@ def flux_predict(module, guidance_scale: float) -> Predict:
     guidance = jnp.full((b,), guidance_scale, jnp.float32) if cfg.guidance_embeds else None
     out = module.apply(
         {"params": params}, pack_latents(x), caption, cond["pooled"],
-        jnp.full((b,), t, jnp.float32) / 1000, jnp.asarray(latent_image_ids(h // 2, w // 2)),
+        timestep(t, b), jnp.asarray(latent_image_ids(h // 2, w // 2)),
         jnp.zeros((caption.shape[1], 3), jnp.float32), guidance=guidance,
         text_swap=cond.get("text_swap"), concept=cond.get("concept"),
         block_edit=cond.get("block_edit"))

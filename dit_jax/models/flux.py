@@ -42,6 +42,8 @@ from dit_jax.models.interventions import (BlockEdit, ConceptProbe, TextAttention
 
 Dtype = Any
 NORM_EPS = 1e-6   # every LayerNorm and QK RMSNorm of FLUX
+# (exponent bits, mantissa bits) of the half-precision compute dtypes, for lax.reduce_precision.
+_MANTISSA = {jnp.dtype(jnp.bfloat16): (8, 7), jnp.dtype(jnp.float16): (5, 10)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +78,14 @@ class FluxConfig(DiffusersConfig):
     return [f"D{i}" for i in range(self.num_layers)] + [f"S{i}" for i in range(self.num_single_layers)]
 
 
+def round_to(dtype: Dtype, x: jax.Array) -> jax.Array:
+  """float32 x rounded to `dtype`'s precision, kept in float32 (identity for float32).
+  reduce_precision, not astype(dtype).astype(float32): XLA drops that round trip under jit."""
+  if jnp.dtype(dtype) not in _MANTISSA:
+    return x
+  return jax.lax.reduce_precision(x, *_MANTISSA[jnp.dtype(dtype)])
+
+
 def modulation(temb, chunks: int, name: str, dtype: Dtype):
   """SiLU -> Linear of the conditioning, split into `chunks` (B, 1, D) shift/scale/gate vectors."""
   dim = temb.shape[-1]
@@ -90,8 +100,12 @@ class FluxAttention(nn.Module):
   """Attention with RMS-normed queries and keys and RoPE (diffusers' FluxAttention).
 
   With `context`, the text stream has its own projections (add_*_proj, norm_added_*, to_add_out) and
-  attends jointly with the image, text first; returns (image, text) outputs. Without, it returns the
-  unprojected heads: single-stream blocks project them together with their MLP.
+  attends jointly with the image, text first; returns (image, text) outputs. Without, `x` is a
+  single-stream block's joint sequence (text_len text tokens first) and it returns the unprojected
+  heads: single-stream blocks project them together with their MLP. There `mlp` (the block's
+  proj_mlp (kernel, bias)) runs in the same matmul as Q, K and V, as the original FLUX code's
+  linear1 does, and its output is returned too; `swap` (attention_text_input's) replaces the text
+  tokens of the attention's input only, so the MLP keeps the row's own.
 
   With `concept` ((B, S) weights over the S text tokens, which come first), it also returns a
   function (W_O, bias) -> (B, 3) concept scores: image-token queries, softmax over all keys (text
@@ -102,16 +116,30 @@ class FluxAttention(nn.Module):
   head_dim: int
   dtype: Dtype = jnp.float32
 
-  def project(self, x, q_name, k_name, v_name, q_norm, k_norm):
+  def project(self, x, q_name, k_name, v_name, q_norm, k_norm, extra=(), swap=None, text_len=0):
     inner = self.heads * self.head_dim
-    q, k, v = (layers.dense(inner, name, self.dtype)(x).reshape(*x.shape[:-1], self.heads, self.head_dim)
-               for name in (q_name, k_name, v_name))
+    # One matmul for the three, and for any extra (kernel, bias) reading the same x (fused_dense).
+    parts = [layers.DenseParams(inner, name=name)(x.shape[-1]) for name in (q_name, k_name, v_name)]
+    if text_len:   # a single block: the swap reaches the attention's text tokens only
+      x, x_own = swap_text_tokens(x, text_len, swap), x
+    if text_len and swap is not None:
+      # Under a swap the MLP reads the row's own input, the attention the swapped one: two matmuls.
+      # (Applying the swap to the fused output instead is exact too, but it puts a select between
+      # the matmul and the norms, and XLA's CPU backend then fuses and rounds an empty swap
+      # differently from no swap: tests/flux_swap_test.py wants them bit for bit.)
+      q, k, v = layers.fused_dense(x, parts, self.dtype)
+      rest = [layers.fused_dense(x_own, list(extra), self.dtype)[0]] if extra else []
+    else:
+      q, k, v, *rest = layers.fused_dense(x, parts + list(extra), self.dtype)
+    q, k, v = (t.reshape(*x.shape[:-1], self.heads, self.head_dim) for t in (q, k, v))
     rms = lambda name: layers.RMSNorm(NORM_EPS, dtype=self.dtype, name=name)
-    return rms(q_norm)(q), rms(k_norm)(k), v
+    return (rms(q_norm)(q), rms(k_norm)(k), v, *rest)
 
   @nn.compact
-  def __call__(self, x, rope, context=None, concept=None):
-    q, k, v = self.project(x, "to_q", "to_k", "to_v", "norm_q", "norm_k")
+  def __call__(self, x, rope, context=None, concept=None, text_len=0, swap=None, mlp=None):
+    extra = () if mlp is None else (mlp,)
+    q, k, v, *mlp_out = self.project(x, "to_q", "to_k", "to_v", "norm_q", "norm_k", extra, swap,
+                                     text_len if context is None else 0)
     if context is not None:
       text = self.project(context, "add_q_proj", "add_k_proj", "add_v_proj", "norm_added_q",
                           "norm_added_k")
@@ -125,12 +153,17 @@ class FluxAttention(nn.Module):
       weights = jnp.pad(concept, ((0, 0), (0, k.shape[1] - text_len)))   # no image key is the concept
       score = functools.partial(layers.concept_scores, q[:, text_len:], k, v, None, weights)
     if context is None:
-      return out, score
+      return out, (mlp_out[0] if mlp_out else None), score
     text_len, dim = context.shape[1], x.shape[-1]
     to_out = layers.dense(dim, "to_out.0", self.dtype)
     img_out = to_out(out[:, text_len:])
     txt_out = layers.dense(dim, "to_add_out", self.dtype)(out[:, :text_len])
     return img_out, txt_out, None if score is None else score(*layers.output_projection(to_out))
+
+
+def swap_text_tokens(x, text_len: int, swap):
+  """(B, T, D) x with its first text_len tokens (the text) given to attention_text_input."""
+  return jnp.concatenate([attention_text_input(x[:, :text_len], swap), x[:, text_len:]], axis=1)
 
 
 def attention_text_input(text, swap):
@@ -184,18 +217,23 @@ class SingleStreamBlock(nn.Module):
     dim, text_len = x.shape[-1], txt.shape[1]
     shift, scale, gate = modulation(temb, 3, "norm.linear", self.dtype)
     h = modulate(x, shift, scale, self.dtype)
-    mlp = layers.gelu_tanh(layers.dense(self.mlp_ratio * dim, "proj_mlp", self.dtype)(h))
-    # The swap reaches the attention only: the MLP above reads the row's own states.
-    h_attn = jnp.concatenate([attention_text_input(h[:, :text_len], swap), h[:, text_len:]], axis=1)
-    attn, score = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(h_attn, rope,
-                                                                                     concept=concept)
+    # [Q K V | MLP] in one matmul; the swap reaches the attention only, the MLP reads the row's own.
+    mlp_params = layers.DenseParams(self.mlp_ratio * dim, name="proj_mlp")(dim)
+    attn, mlp, score = FluxAttention(self.heads, self.head_dim, self.dtype, name="attn")(
+        h, rope, concept=concept, text_len=text_len, swap=swap, mlp=mlp_params)
+    mlp = layers.gelu_tanh(mlp)
+    # proj_out on [attn | mlp], one matmul on the concatenated activations, as diffusers does. Two
+    # matmuls on its two row blocks, summed, would skip that concatenation, but XLA's CPU backend
+    # then rounds the sum differently in programs with and without an empty intervention (3.6e-7
+    # measured), and an empty intervention must give the plain forward bit for bit
+    # (tests/flux_swap_test.py).
     proj_out = layers.dense(dim, "proj_out", self.dtype)
     x = x + gate * proj_out(jnp.concatenate([attn, mlp], axis=-1))
+    kernel = proj_out.variables["params"]["kernel"]
     # W_O of the attention: the rows of proj_out that read the attention heads (not the MLP). No
     # bias: proj_out's is shared with the MLP, and the attention has no to_out of its own, so the
     # paper's code applies no W_O here (its "paper" score is the one without W_O; variants.VARIANTS).
-    scores = None if score is None else score(proj_out.variables["params"]["kernel"][:attn.shape[-1]],
-                                              None)
+    scores = None if score is None else score(kernel[:attn.shape[-1]], None)
     return x[:, text_len:], x[:, :text_len], scores
 
 
@@ -224,12 +262,21 @@ class FluxTransformer(nn.Module):
   config: FluxConfig
   dtype: Dtype = jnp.float32
   remat: bool = False
+  # Opt-in: round the timestep and the guidance as diffusers' FluxTransformer2DModel does in a
+  # half-precision model (`timestep.to(dtype) * 1000`, `guidance.to(dtype) * 1000`, the product
+  # rounded too: guidance 3.5 becomes 3504 in bf16), for users who need diffusers' bf16 outputs
+  # exactly. Off by default: float32 gives 3500, closer to the float32 model (results/flux_bf16.json).
+  round_conditioning: bool = False
 
   def embed_conditioning(self, timestep, guidance, pooled):
     """timestep (+ guidance) sinusoids through MLPs, plus the pooled text through its own MLP."""
     cfg, batch = self.config, pooled.shape[0]
-    sinusoid = lambda t: layers.timestep_embedding(
-        jnp.broadcast_to(jnp.asarray(t, jnp.float32) * 1000, (batch,)), 256)
+    def times_1000(t):
+      t = jnp.asarray(t, jnp.float32)
+      if not self.round_conditioning or jnp.dtype(self.dtype) == jnp.float32:
+        return t * 1000
+      return round_to(self.dtype, round_to(self.dtype, t) * 1000)
+    sinusoid = lambda t: layers.timestep_embedding(jnp.broadcast_to(times_1000(t), (batch,)), 256)
     mlp = lambda name: layers.TimestepEmbedding(cfg.inner_dim, self.dtype, name=f"time_text_embed.{name}")
     temb = mlp("timestep_embedder")(sinusoid(timestep))
     if cfg.guidance_embeds:

@@ -353,6 +353,54 @@ def output_projection(layer: nn.Dense) -> tuple[jax.Array, jax.Array]:
   return kernel, params.get("bias", jnp.zeros(kernel.shape[-1], kernel.dtype))
 
 
+class DenseParams(nn.Module):
+  """The kernel (in, out) and bias (or None) of a diffusers Linear, created with nn.Dense's names,
+  shapes and initializers, for a projection that runs fused with others (fused_dense)."""
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,)) if self.use_bias else None
+    return kernel, bias
+
+
+def fused_dense(x, parts, dtype: Dtype) -> list[jax.Array]:
+  """x through several Linears at once: one matmul of x with their kernels concatenated along the
+  output axis, split back into one output per part (docs/design.md, "Speed": fused projections).
+
+  parts: (kernel, bias or None) pairs (DenseParams), all reading x. The parameters stay one Linear
+  each, in diffusers' layout, so conversion, export and LoRA see diffusers' keys; the concatenation
+  happens here, at call time. Each output equals nn.Dense's for its part (the same dot products,
+  computed in `dtype`, bias added after the matmul).
+  """
+  kernels = [k.astype(dtype) for k, _ in parts]
+  kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)
+  y = jax.lax.dot_general(x.astype(dtype), kernel, (((x.ndim - 1,), (0,)), ((), ())))
+  biases = [b for _, b in parts]
+  if any(b is not None for b in biases):
+    y = y + jnp.concatenate([jnp.zeros(k.shape[1], dtype) if b is None else b.astype(dtype)
+                             for (k, _), b in zip(parts, biases)])
+  return jnp.split(y, np.cumsum([k.shape[1] for k in kernels])[:-1].tolist(), axis=-1)
+
+
+def project(module_x_pairs, dtype: Dtype, use_bias: bool = True):
+  """Outputs of the named Linears, those reading the same input fused into one matmul.
+
+  module_x_pairs: (name, features, x) in order; names are the diffusers module names (to_q, ...).
+  Call it from a compact method: the parameters are its module's children.
+  """
+  groups = {}
+  for name, features, x in module_x_pairs:
+    groups.setdefault(id(x), (x, []))[1].append((name, features))
+  outputs = {}
+  for x, named in groups.values():
+    parts = [DenseParams(features, use_bias, name=name)(x.shape[-1]) for name, features in named]
+    outputs.update(zip((name for name, _ in named), fused_dense(x, parts, dtype)))
+  return [outputs[name] for name, _, _ in module_x_pairs]
+
+
 class Attention(nn.Module):
   """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0).
 
@@ -370,9 +418,9 @@ class Attention(nn.Module):
     inner = self.heads * self.head_dim
     context = x if context is None else context
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
-    q = dense(inner, "to_q", self.dtype, self.use_bias)(x)
-    k = dense(inner, "to_k", self.dtype, self.use_bias)(context)
-    v = dense(inner, "to_v", self.dtype, self.use_bias)(context)
+    # One matmul for Q, K and V of a self-attention, one for K and V of a cross-attention.
+    q, k, v = project([("to_q", inner, x), ("to_k", inner, context), ("to_v", inner, context)],
+                      self.dtype, self.use_bias)
     return split(q), split(k), split(v)
 
   @nn.compact

@@ -102,9 +102,9 @@ class SanaAttention(nn.Module):
   def __call__(self, x, context=None, bias=None, concept=None):
     inner = self.heads * self.head_dim
     context = x if context is None else context
-    q = layers.dense(inner, "to_q", self.dtype, self.qkv_bias)(x)
-    k = layers.dense(inner, "to_k", self.dtype, self.qkv_bias)(context)
-    v = layers.dense(inner, "to_v", self.dtype, self.qkv_bias)(context)
+    # One matmul for Q, K and V of the self-attention, one for K and V of the cross-attention.
+    q, k, v = layers.project([("to_q", inner, x), ("to_k", inner, context), ("to_v", inner, context)],
+                             self.dtype, self.qkv_bias)
     if self.qk_norm:   # eps 1e-5: diffusers' Attention default
       q = layers.RMSNorm(1e-5, dtype=self.dtype, name="norm_q")(q)
       k = layers.RMSNorm(1e-5, dtype=self.dtype, name="norm_k")(k)
