@@ -191,6 +191,25 @@ def ground_truth() -> str:
           f"K/n): {_and(above) if above else 'none'}.")
 
 
+def flux_bf16() -> str:
+  """FLUX in bf16 against a float32 reference, ours and diffusers' (benchmarks/flux_bf16.py), with
+  the comparison its numbers decide."""
+  run = result("flux_bf16.json")
+  c = run["config"]
+  parts = []
+  for guidance, e in run["guidance"].items():
+    ours, theirs = e["ours_bf16_vs_float32"], e["diffusers_bf16_vs_float32"]
+    parts.append(f"guidance {guidance}: ours {ours:.1e}, diffusers {theirs:.1e} "
+                 f"({'no worse' if ours <= theirs else 'worse'} than diffusers'); with "
+                 f"`round_conditioning=True` ours is {e['ours_rounded_bf16_vs_diffusers_bf16']:.1e} "
+                 f"from diffusers' bf16 output")
+  return (f"FLUX.1 at its real widths ({c['num_attention_heads']} heads of {c['attention_head_dim']}, "
+          f"{c['num_layers']}+{c['num_single_layers']} blocks, random weights, {run['image_tokens']} "
+          f"image and {run['text_tokens']} text tokens, t = {run['timestep']}), relative error of the "
+          f"bf16 output against float32 (`{SHOWN}/flux_bf16.json`, {run['date']}): "
+          + "; ".join(parts) + ".")
+
+
 def _reverse_reading(summary: list[dict], reverse: list[dict]) -> str:
   """What the reverse test's draws allow and what it found: its p floor 1/(R + 1) against the
   verdict's level, what Benjamini-Hochberg makes of one cell alone at that floor, the cells at the
@@ -538,7 +557,7 @@ def judge_check_reading() -> str:
 REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
-    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
+    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "flux-bf16": flux_bf16, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,

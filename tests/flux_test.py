@@ -285,7 +285,7 @@ def test_errors_name_the_problem(tmp_path):
 MEMORY_PROBE = """
 import json, os, re, sys
 import jax, numpy as np, torch
-from dit_jax import loading
+from dit_jax.pipeline import loading
 peak_mib = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 base = peak_mib()
 module, params = loading.load(sys.argv[1], "flux")
