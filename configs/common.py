@@ -5,7 +5,7 @@ which model and where results go; config.sample how images are drawn; config.kno
 concepts and prompts; config.score, config.sweep, config.judge and config.verdict the localization
 stages; config.hosts how the work is split over devices and processes; config.generate
 generate.py's own. A stage receives its subtree, and its provenance is that subtree with its
-inputs (dit_jax/localize/job.py, stage_inputs), so a key's place decides which results it renews.
+inputs (dit_jax/localize/inputs.py), so a key's place decides which results it renews.
 """
 import os
 
