@@ -101,7 +101,7 @@ def main(argv=None):
   effect = args.effect
   if effect is None:
     from configs.common import base_config
-    effect = base_config("pixart", 32, 32, 20, 4.5).power_effect
+    effect = base_config("pixart", 32, 32, 20, 4.5).verdict.power_effect
   result = read_json(args.result) if os.path.exists(args.result) else {}
   result = {k: v for k, v in result.items() if isinstance(v, dict) and "false_positives" in v}
   result[args.run] = measure(rows, args.placebos, effect, args.resamples)

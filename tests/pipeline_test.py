@@ -206,7 +206,7 @@ def test_generate_cli_without_seeds_fails_and_names_them(pixart_folder, tmp_path
   folder, _ = pixart_folder
   result = run_generate(folder, tmp_path / "images", tmp_path, "()")
   assert result.returncode != 0
-  assert "config.seeds is empty" in result.stderr, result.stderr[-2000:]
+  assert "config.sample.seeds is empty" in result.stderr, result.stderr[-2000:]
 
 
 def test_pipeline_refuses_an_empty_prompt_list(pixart_folder):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import shapes as shapes_config
-from dit_jax.localize import setcache, sweep
+from dit_jax.localize import setcache, stages, sweep
 from dit_jax.localize import job as localize
 from tests.testutil import set_keys
 
@@ -44,7 +44,7 @@ def test_a_stopped_sweep_resumes_set_by_set_and_another_k_reuses_the_sets(tmp_pa
     sampled.append(len(plan))
     return real(pipe, prompts, neutral, seeds, size, plan, *args, **kwargs)
   monkeypatch.setattr(sweep, "run_interventions", counting)
-  monkeypatch.setattr(localize, "SETS_PER_BATCH", 4)
+  monkeypatch.setattr(stages, "SETS_PER_BATCH", 4)
   stop = True
   with pytest.raises(SystemExit):
     localize.run(tiny(tmp_path), tmp_path)

@@ -215,7 +215,7 @@ def test_localize_with_windows_and_the_mean_operator(tmp_path):
   assert np.array(saved["per_step_with_wo"]).shape == (3, 12)
   summary = (tmp_path / "summary.txt").read_text()
   assert "time windows" in summary and re.search(r"early +0:1 ", summary)
-  assert json.loads((tmp_path / "inputs.json").read_text())["interventions"]["withhold"] == "mean"
+  assert json.loads((tmp_path / "inputs.json").read_text())["interventions"]["sweep"]["withhold"] == "mean"
 
 
 @pytest.mark.slow   # compiles a vmapped FLUX loop
