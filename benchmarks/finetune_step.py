@@ -37,6 +37,7 @@ from dit_jax import families
 from dit_jax.train import loop
 from dit_jax.families.flux import latent_image_ids
 from dit_jax.pipeline import loading
+from dit_jax import blocks as blocks_lib
 
 # model -> preset -> diffusers config, latent grid (tokens per side after patching x patch), text length
 CONFIGS = {
@@ -117,7 +118,7 @@ def run_variant(model: str, preset: str, variant: str, blocks: str, batch: int, 
                 steps: int) -> dict:
   module, params, data, apply = make_case(model, preset, batch, jnp.dtype(dtype))
   chosen = None if variant == "full" else [int(b) for b in blocks.split(",")]
-  trainable, frozen = loop.split_params(params, loop.block_selector(chosen, module.config))
+  trainable, frozen = loop.split_params(params, blocks_lib.parameter_selector(chosen, module.config))
   del params
   optimizer = loop.make_optimizer(1e-5, 1, 1000)
   state = loop.init_state(trainable, optimizer, seed=0, ema=False)

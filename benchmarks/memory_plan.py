@@ -113,11 +113,11 @@ def plan(model: str, preset: str, blocks: str, rank: int, batch: int, dtype, rem
   if rank:
     frozen = traverse_util.flatten_dict(params)
     every = chosen if chosen is not None else list(range(config.num_blocks))
-    trainable = jax.eval_shape(lambda: lora.init(frozen, loop.block_selector(every, config), rank,
+    trainable = jax.eval_shape(lambda: lora.init(frozen, blocks_lib.parameter_selector(every, config), rank,
                                                  targets=fam.lora_targets))
     combine = lora.combiner(rank, float(rank))
   else:
-    trainable, frozen = loop.split_params(params, loop.block_selector(chosen, config))
+    trainable, frozen = loop.split_params(params, blocks_lib.parameter_selector(chosen, config))
     trainable, combine = abstract(trainable, jnp.float32), loop.merge_params
   optimizer = loop.make_optimizer(1e-4, 0, 1000)
   state = place(loop.TrainState(jax.ShapeDtypeStruct((), jnp.int32), trainable,

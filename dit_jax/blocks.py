@@ -1,13 +1,20 @@
-"""Localized fine-tuning: which blocks train (the objectives are in dit_jax/train/objectives/).
+"""Which blocks: the one vocabulary localization, LoRA and training share.
 
-Blocks are numbered as localization ranks them (config.block_names); a selection is "all", an
-explicit list, or the top-k blocks of a concept from a localization run's scores.json.
+Blocks are numbered as the backbone config orders them (config.block_names; FLUX: D0..D18 then
+S0..S37, docs/design.md "Blocks"). A choice is spoken one way and becomes what each stage needs here:
+  a spec -> indices    select_blocks ("all", "3,7,9", labels "D2,S0", a concept's top-k from a
+                       localization run's scores.json), resolve_k (K as a count or a fraction),
+                       rank_blocks (scores -> the order localization ranks in);
+  indices -> a mask    masks (one row per chosen set: the sweep's interventions, a localizer's
+                       single blocks);
+  indices -> params    parameter_selector (the parameter paths of the chosen blocks, or of some
+                       sub-modules of them: what trains, what LoRA adapts).
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -70,3 +77,31 @@ def resolve_k(k: float, num_blocks: int) -> int:
 def rank_blocks(block_scores: np.ndarray) -> np.ndarray:
   """Block indices from the largest score to the smallest (ties keep block order)."""
   return np.argsort(-np.asarray(block_scores), kind="stable")
+
+
+def parameter_selector(blocks: list[int] | None, config=None,
+                       parts: Sequence[str] = ()) -> Callable[[str], bool]:
+  """Trainable test for the parameters of the listed blocks (None: every parameter). Block numbers
+  follow config.block_names; without a config they name `transformer_blocks.<b>`. parts: only these
+  sub-modules of each block (e.g. ("ff",), PixArt's feed-forward: weights the attention score does
+  not read); empty: the whole block."""
+  if blocks is None:
+    return lambda name: True
+  if config is None:
+    prefixes = [f"transformer_blocks.{b}/" for b in blocks]
+  else:
+    names = config.block_names
+    if bad := [b for b in blocks if not 0 <= b < len(names)]:
+      raise ValueError(f"blocks {bad} do not exist: the model has {len(names)} (0..{len(names) - 1})")
+    prefixes = [names[b] + "/" for b in blocks]
+  if parts:
+    prefixes = [prefix + part + "/" for prefix in prefixes for part in parts]
+  return lambda name: name.startswith(tuple(prefixes))
+
+
+def masks(sets: Sequence[Sequence[int]], num_blocks: int) -> np.ndarray:
+  """(len(sets), num_blocks) bool: row i marks the blocks of sets[i] (an intervention's blocks)."""
+  mask = np.zeros((len(sets), num_blocks), bool)
+  for i, chosen in enumerate(sets):
+    mask[i, list(chosen)] = True
+  return mask

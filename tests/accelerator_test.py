@@ -27,6 +27,7 @@ from dit_jax import families
 from dit_jax.pipeline import loading
 from dit_jax.families import flux as flux_family
 from dit_jax.models.interventions import ConceptProbe
+from dit_jax import blocks as blocks_lib
 
 # What a CPU jaxlib lacks is the cuDNN library, and jax reads only its version number at trace time.
 CUDNN_VERSION = 91000
@@ -369,7 +370,7 @@ def test_sampling_loop_and_sweep_lower(cudnn_library, name, platform):
 
 def train_program(name: str, module, params):
   """(step, inputs): the jitted training step of make_train_step, the last block trainable."""
-  trainable, frozen = loop.split_params(params, loop.block_selector([1], module.config))
+  trainable, frozen = loop.split_params(params, blocks_lib.parameter_selector([1], module.config))
   optimizer = loop.make_optimizer(1e-5, 1, 100)
   state = jax.eval_shape(lambda t: loop.init_state(t, optimizer, 0, ema=True), trainable)
   inputs = forward_inputs(name)

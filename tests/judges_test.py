@@ -9,7 +9,7 @@ from dit_jax import knowledge
 
 from dit_jax.localize import judges
 from dit_jax.knowledge import PromptPair
-from dit_jax.shapes import judge as judge_module, plugin, render, world
+from dit_jax.shapes import judge as judge_module, plugin, render, world  # noqa: F401  (plugin registers the judge)
 
 
 def to_uint8(images):

@@ -14,6 +14,7 @@ from flax import traverse_util
 from dit_jax import families
 from dit_jax.train import lora, loop
 from dit_jax.pipeline import loading
+from dit_jax import blocks as blocks_lib
 from tests.pixart_test import flax_forward, random_inputs, tiny_torch_model
 from tests.testutil import rel_error
 from tests.trainer_test import forward_case, tiny_transformer
@@ -49,7 +50,7 @@ def test_export_loads_through_diffusers_and_peft(family, tmp_path):
   module, params = loading.from_state_dict(
       fam, dict(model.config), {k: v.numpy() for k, v in model.state_dict().items()})
   frozen = traverse_util.flatten_dict(params)
-  selected = loop.block_selector(LORA_BLOCKS[family], module.config)
+  selected = blocks_lib.parameter_selector(LORA_BLOCKS[family], module.config)
   factors = lora.init(frozen, selected, RANK, targets=fam.lora_targets)
   rng = np.random.default_rng(0)       # B nonzero: a trained adapter, not the identity
   factors = {p: 0.1 * rng.standard_normal(v.shape).astype(np.float32) for p, v in factors.items()}
@@ -72,7 +73,7 @@ def test_lora_trains_factors_only_and_loads_in_peft(tmp_path):
   model.save_pretrained(tmp_path / "base")
   module, params = loading.load(str(tmp_path / "base"), "pixart")
   frozen = traverse_util.flatten_dict(params)
-  factors = lora.init(frozen, loop.block_selector([1]), RANK, seed=0)
+  factors = lora.init(frozen, blocks_lib.parameter_selector([1]), RANK, seed=0)
   assert factors and all(p[0] == "transformer_blocks.1" and p[-2] in lora.TARGETS for p in factors)
   combine = lora.combiner(RANK, ALPHA)
   inputs = random_inputs(model)

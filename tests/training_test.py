@@ -11,6 +11,7 @@ import pytest
 
 from dit_jax.train import loop
 from dit_jax.models.pixart import PixArtConfig, PixArtTransformer
+from dit_jax import blocks as blocks_lib
 from tests.pixart_test import REPO
 
 CONFIG = PixArtConfig(num_attention_heads=2, attention_head_dim=8, in_channels=3, out_channels=3,
@@ -26,7 +27,7 @@ def setup(blocks):
            "caption_mask": np.ones((4, 5), np.float32)}
   params = module.init(jax.random.key(0), batch["images"], jnp.zeros((4,)), batch["caption"],
                        batch["caption_mask"])["params"]
-  trainable, frozen = loop.split_params(params, loop.block_selector(blocks))
+  trainable, frozen = loop.split_params(params, blocks_lib.parameter_selector(blocks))
   apply = lambda p, x, t, b: module.apply({"params": p}, x, t, b["caption"], b["caption_mask"])
   alphas = jnp.linspace(0.999, 0.01, 100)
   loss_fn = lambda p, b, key, aux: loop.diffusion_loss(apply, p, b, key, alphas)
@@ -37,7 +38,7 @@ def setup(blocks):
 def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them():
   from dit_jax.models.flux import FluxConfig
   config = FluxConfig(num_layers=2, num_single_layers=3)
-  chosen = loop.block_selector([1, 2, 4], config)
+  chosen = blocks_lib.parameter_selector([1, 2, 4], config)
   assert chosen("transformer_blocks.1/attn/to_q/kernel")
   assert chosen("single_transformer_blocks.0/proj_mlp/kernel")
   assert chosen("single_transformer_blocks.2/proj_out/bias")
@@ -45,7 +46,7 @@ def test_flux_blocks_are_numbered_double_then_single_as_localization_ranks_them(
   assert not chosen("single_transformer_blocks.1/proj_out/bias")
   assert not chosen("transformer_blocks.2/attn/to_q/kernel")     # there are only 2 double blocks
   with pytest.raises(ValueError, match=r"blocks \[5\] do not exist: the model has 5"):
-    loop.block_selector([0, 5], config)
+    blocks_lib.parameter_selector([0, 5], config)
 
 
 @pytest.mark.slow
@@ -151,15 +152,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert [r["step"] for r in records] == [1, 2, 3, 4]
 
 
-def test_block_selector_can_take_parts_of_blocks():
+def test_parameter_selector_can_take_parts_of_blocks():
   """Issue 19, item 7: planting through the feed-forward only (weights the score does not read)."""
   from dit_jax.models.pixart import PixArtConfig
   config = PixArtConfig(num_layers=3)
-  chosen = loop.block_selector([1], config, parts=("ff",))
+  chosen = blocks_lib.parameter_selector([1], config, parts=("ff",))
   assert chosen("transformer_blocks.1/ff/net.0.proj/kernel")
   assert not chosen("transformer_blocks.1/attn2/to_k/kernel")
   assert not chosen("transformer_blocks.0/ff/net.0.proj/kernel")
-  assert loop.block_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")
+  assert blocks_lib.parameter_selector([1], config)("transformer_blocks.1/attn2/to_k/kernel")
 
 
 def test_min_snr_weighting_by_hand():

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dit_jax.verdict import exact
-from dit_jax import families
+from dit_jax import blocks, families
 from dit_jax.models.interventions import ConceptProbe
 
 
@@ -267,13 +267,6 @@ def step_windows(plan: Sequence[Intervention]) -> np.ndarray | None:
   return np.array([(i.window.start, i.window.end) if i.window else every for i in plan], np.int32)
 
 
-def block_mask(plan: Sequence[Intervention], num_blocks: int) -> np.ndarray:
-  mask = np.zeros((len(plan), num_blocks), bool)
-  for i, intervention in enumerate(plan):
-    mask[i, list(intervention.blocks)] = True
-  return mask
-
-
 def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[str] | dict,
                       seeds: Sequence[int], size: tuple[int, int], plan: Sequence[Intervention],
                       chunk: int = 8, **options) -> np.ndarray:
@@ -322,7 +315,7 @@ def run_interventions(pipe, prompts: Sequence[str], neutral_prompts: Sequence[st
   # interventions are the rows a mesh splits (pipe.split_rows).
   noise, concept, neutral = pipe.shared((noise, concept, neutral))
 
-  masks = block_mask(plan, pipe.module.config.num_blocks)
+  masks = blocks.masks([i.blocks for i in plan], pipe.module.config.num_blocks)
   reverse = np.array([i.reverse for i in plan])
   call = lambda index: sweep(pipe.weights(), noise, concept, neutral, *pipe.split_rows(
       (masks[index], reverse[index], None if windows is None else windows[index])))

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -45,26 +45,6 @@ def split_params(params, trainable: Callable[[str], bool]):
 
 def merge_params(trainable: dict, frozen: dict):
   return traverse_util.unflatten_dict({**frozen, **trainable})
-
-
-def block_selector(blocks: list[int] | None, config=None,
-                   parts: Sequence[str] = ()) -> Callable[[str], bool]:
-  """Trainable test for the parameters of the listed blocks (None: every parameter). Block numbers
-  follow config.block_names; without a config they name `transformer_blocks.<b>`. parts: only these
-  sub-modules of each block (e.g. ("ff",), PixArt's feed-forward: weights the attention score does
-  not read); empty: the whole block."""
-  if blocks is None:
-    return lambda name: True
-  if config is None:
-    prefixes = [f"transformer_blocks.{b}/" for b in blocks]
-  else:
-    names = config.block_names
-    if bad := [b for b in blocks if not 0 <= b < len(names)]:
-      raise ValueError(f"blocks {bad} do not exist: the model has {len(names)} (0..{len(names) - 1})")
-    prefixes = [names[b] + "/" for b in blocks]
-  if parts:
-    prefixes = [prefix + part + "/" for prefix in prefixes for part in parts]
-  return lambda name: name.startswith(tuple(prefixes))
 
 
 # ---------------------------------------------------------------------------------------------

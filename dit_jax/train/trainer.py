@@ -165,7 +165,7 @@ def trainable_split(config, family, module, params, loaded, blocks):
   # attention score does not read, for the planted-knowledge benchmark).
   parts = tuple(p for p in config.get("block_parts", "").split(",") if p)
   if not config.lora_rank:
-    selected = loop.block_selector(blocks, module.config, parts)
+    selected = blocks_lib.parameter_selector(blocks, module.config, parts)
     _, frozen = loop.split_params(params, selected)
     # Float32 master weights for what trains, from the loaded bits: started from the compute-dtype
     # copy they would begin bf16-rounded. The frozen rest stays in the compute dtype.
@@ -177,7 +177,7 @@ def trainable_split(config, family, module, params, loaded, blocks):
   targets = (tuple(t.strip() for t in config.lora_targets.split(",") if t.strip())
              if config.get("lora_targets") else family.lora_targets)
   frozen = traverse_util.flatten_dict(params)
-  factors = lora.init(frozen, loop.block_selector(every, module.config, parts), config.lora_rank,
+  factors = lora.init(frozen, blocks_lib.parameter_selector(every, module.config, parts), config.lora_rank,
                       config.seed, targets)
   return factors, frozen, lora.combiner(config.lora_rank, lora_alpha(config)), lora.base_kernels
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from dit_jax import blocks
 from dit_jax.models.interventions import BlockEdit
 from dit_jax.knowledge import PromptPair
 from dit_jax.localize.sweep import in_chunks, pipe_noise
@@ -44,7 +45,7 @@ def record(name: str, pairs, seeds, pipe, scores, presence_per_block, baseline,
 
 def single_block_masks(num_blocks: int) -> np.ndarray:
   """(1 + num_blocks, num_blocks): no block (the baseline), then each block alone."""
-  return np.concatenate([np.zeros((1, num_blocks), bool), np.eye(num_blocks, dtype=bool)])
+  return blocks.masks([(), *((b,) for b in range(num_blocks))], num_blocks)
 
 
 def block_edit_sweep(loop):
