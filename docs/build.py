@@ -149,13 +149,14 @@ def _cells(found: dict) -> dict[str, dict]:
 def shapes_replicates() -> str:
   """The fuller run's exact verdict on each replicate and on both (their rows pooled): the primary
   and category levels as a table, and every cell, concept level included, where the two replicates'
-  verdicts differ, named."""
+  verdicts differ, named. A replicate not yet stored is named with the command that makes it."""
   found = {label: result(name) for label, name in REPLICATES.items()
            if os.path.exists(os.path.join(RESULTS, name))}
   missing = [label for label in ("replicate 1", "replicate 2") if label not in found]
-  if missing:
-    return (f"Not yet stored: {_and(missing)} (`{SHOWN}/{REPLICATES[missing[0]]}`); "
-            f"{_and(f'`{c}`' for c in REPLICATE_COMMANDS)} resume set by set.")
+  todo = (f"Not yet stored: {_and(missing)} (`{SHOWN}/{REPLICATES[missing[0]]}`); "
+          f"{_and(f'`{c}`' for c in REPLICATE_COMMANDS)} resume set by set." if missing else "")
+  if "replicate 1" not in found:
+    return todo
   labels = list(found)
   cells = {label: _cells(found[label]) for label in labels}
   first = cells["replicate 1"]
@@ -165,6 +166,8 @@ def shapes_replicates() -> str:
     words = [f"{_level_word(cells[l][cell])} (p adj {_p_adj(cells[l][cell].get('p_adjusted'))})"
              if cell in cells[l] else "-" for l in labels]
     table.append(f"| {cell} | " + " | ".join(words) + " |")
+  if missing:
+    return "\n".join(table) + "\n\n" + todo
   differ = [c for c in first if c in cells["replicate 2"]
             and _level_word(first[c]) != _level_word(cells["replicate 2"][c])]
   said = ("The replicates agree on every cell." if not differ else
