@@ -229,14 +229,15 @@ def recompute_flops(results: str, preset: str = "full", tag: str = "gpu") -> Non
     if job.counts_flops and os.path.isfile(path):
       result = read(path)
       count = importlib.import_module(f"benchmarks.{job.module}").analytic_flops(result)
-      timing.write_result(path, {**timing.add_flops(result, count), "flops_recomputed": RECOMPUTED})
+      timing.write_result(path, {**timing.add_flops(result, count), "flops_recomputed": RECOMPUTED},
+                          measured_here=False)
   path = os.path.join(results, f"run_all_{preset}_{tag}.json")
   summary, jobs = read(path), {job.name: job for job in JOBS}
   for row in summary["rows"]:
     if row["status"] == "ok":
       job = jobs[row["job"]]
       row["result_recomputed"] = job.summary(read(job_result(results, job, preset, tag)))
-  timing.write_result(path, {**summary, "flops_recomputed": RECOMPUTED})
+  timing.write_result(path, {**summary, "flops_recomputed": RECOMPUTED}, measured_here=False)
 
 
 def throughput_cell(entry: dict | None) -> str:

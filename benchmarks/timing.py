@@ -87,10 +87,13 @@ def environment() -> dict:
   return {**versions, "python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
 
 
-def write_result(path: str, result: dict) -> None:
-  """The result as JSON at `path`, with the environment it was measured in (environment())."""
+def write_result(path: str, result: dict, measured_here: bool = True) -> None:
+  """The result as JSON at `path`, with the environment it was measured in (environment()).
+  measured_here=False: a stored result rewritten on another machine (flops recomputed from its
+  programs) keeps the environment it recorded, or none: this machine's would be false."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  result = {**result, "environment": result.get("environment") or environment()}
+  if measured_here:
+    result = {**result, "environment": result.get("environment") or environment()}
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {path}")
