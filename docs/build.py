@@ -25,6 +25,7 @@ import sys
 
 from studies import paired
 from dit_jax.report import tables
+from dit_jax.verdict import exact
 from dit_jax.files import read_json, write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,10 +122,6 @@ REPLICATE_COMMANDS = ("python localize.py --config configs/shapes_full.py",
                       "python localize.py --config configs/shapes_full.py:2")
 
 
-def _p_adj(value) -> str:
-  return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _level_word(e: dict) -> str:
   """A cell of the exact hierarchy in words: what its rule decided (dit_jax/verdict/exact.py)."""
   if "category" not in e:                                   # primary: top-K ranks above chance
@@ -163,7 +160,7 @@ def shapes_replicates() -> str:
   shown = [c for c, e in first.items() if "concept" not in e]     # the primary and category levels
   table = ["| cell | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
   for cell in shown:
-    words = [f"{_level_word(cells[l][cell])} (p adj {_p_adj(cells[l][cell].get('p_adjusted'))})"
+    words = [f"{_level_word(cells[l][cell])} (p adj {exact._p(cells[l][cell].get('p_adjusted'))})"
              if cell in cells[l] else "-" for l in labels]
     table.append(f"| {cell} | " + " | ".join(words) + " |")
   if missing:

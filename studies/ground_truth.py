@@ -26,10 +26,10 @@ import numpy as np
 
 from benchmarks.timing import write_result
 from dit_jax.files import read_json
+from dit_jax.models.variants import VARIANTS
 from dit_jax.verdict import exact
 
 RESULT = os.path.join("results", "ground_truth.json")
-VARIANTS = ("with_wo", "without_wo", "paper")
 
 
 def top_k(scores, k: int) -> tuple[int, ...]:

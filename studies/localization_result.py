@@ -31,6 +31,7 @@ from benchmarks.timing import write_result
 from dit_jax.verdict import summary, exact
 from dit_jax.report import tables
 from dit_jax.files import read_json, recorded_value
+from dit_jax.models.variants import VARIANTS
 
 
 def result_of(run_dir: str, command: str, also: tuple[str, ...] = ()) -> dict:
@@ -68,7 +69,7 @@ def scores_of(run_dir: str) -> dict[str, dict]:
     if name.endswith(".json"):
       record = read_json(os.path.join(folder, name))
       found[record.get("concept") or name[:-5].replace("_", " ")] = {
-          v: record[v] for v in ("with_wo", "without_wo", "paper") if record.get(v)}
+          v: record[v] for v in VARIANTS if record.get(v)}
   return found
 
 
