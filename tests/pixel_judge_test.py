@@ -156,3 +156,38 @@ def test_stored_agreement_schema():
       assert both <= min(counts["first_present"], counts["second_present"])
       assert counts["disagree"] == counts["first_present"] + counts["second_present"] - 2 * both
       assert counts["agreement"]["n"] == n and counts["agreement"]["agree"] == n - counts["disagree"]
+
+
+def test_the_shapes_judge_gives_the_pixel_judges_word_on_a_run_s_images(rendered):
+  """The localize job's hook (Judge.second_opinion): per image, each judge's reading of the pair's
+  concept; the truth a rendered scene shows is what both should read, a wrong ask neither."""
+  from dit_jax.shapes.judge import ShapesJudge
+  scenes, images = rendered
+  red = [i for i, s in enumerate(scenes) if s.colour == "red"][:4]
+  blue = [i for i, s in enumerate(scenes) if s.colour == "blue"][:2]
+  pairs = [PromptPair(world.caption(scenes[i]), "", "red", "colour") for i in red + blue]
+  opinion = ShapesJudge().second_opinion(to_uint8(images[red + blue]), pairs)
+  assert opinion["judge"] == "pixel judge"
+  assert opinion["second"] == [True] * 4 + [False] * 2
+  assert opinion["first"][4:] == [False, False]
+  shape = [PromptPair(world.caption(scenes[i]), "", "circle", "shape") for i in red]
+  assert ShapesJudge().second_opinion(to_uint8(images[red]), shape) is None   # no pixel reading of shape
+
+
+def test_a_run_reports_the_second_judge_and_where_the_judges_disagree(tmp_path):
+  """conclude.second_opinions: the console's counts and second_judge.json's disagreeing images, from
+  rows built by hand (a run whose judge has no second judge prints nothing)."""
+  from dit_jax.files import read_json
+  from dit_jax.localize import conclude
+  opinion = lambda first, second: {"judge": "pixel judge", "first": first, "second": second}
+  rows = [{"concept": "red", "category": "colour", "kind": "none", "k": 0,
+           "second_opinion": opinion([True, True, True, False], [True, True, True, True])},
+          {"concept": "red", "category": "colour", "kind": "top", "k": 2,
+           "second_opinion": opinion([False] * 4, [False, True, False, False])},
+          {"concept": "red", "category": "colour", "kind": "random", "k": 2}]
+  lines = conclude.second_opinions(rows, str(tmp_path))
+  assert "red (colour): original 3 vs 4 of 4, top-2 0 vs 1 of 4" in lines
+  assert "the judges disagree on 2 of 8 images" in lines
+  stored = read_json(tmp_path / "second_judge.json")["rows"]
+  assert [r["disagreeing_images"] for r in stored] == [[3], [1]]
+  assert conclude.second_opinions(rows[2:], str(tmp_path)) == ""

@@ -175,7 +175,44 @@ def report(rows, verdict: Verdict, categories, scores, windows, labels, out: str
   for concept, concept_scores in scores.items():   # block x timestep maps (docs/design.md, "Time")
     figures.time_map(concept, concept_scores, rows, windows, os.path.join(out, "maps", slug(concept)),
                      labels)
-  return "\n".join([tables.summary_table(rows, entries=verdict.entries), *([timing] if timing else [])])
+  second = second_opinions(rows, out)
+  return "\n".join([tables.summary_table(rows, entries=verdict.entries), *([timing] if timing else []),
+                    *([second] if second else [])])
+
+
+def second_opinions(rows, out: str) -> str:
+  """second_judge.json and the console's lines: on the images the grids show (original, neutral
+  prompt, top-, bottom- and a random K-set, reverse), how many show the concept by the run's judge
+  and by the second one (Judge.second_opinion), and the images where the two disagree. "" where
+  the judge has no second (then the run rests on one judge's word)."""
+  found = [r for r in rows if r.get("second_opinion")]
+  if not found:
+    return ""
+  table = []
+  for r in found:
+    first, second = (np.asarray(r["second_opinion"][k], bool) for k in ("first", "second"))
+    table.append({"concept": r["concept"], "category": r["category"], "kind": r["kind"], "k": r["k"],
+                  "judge": r["second_opinion"]["judge"], "images": int(first.size),
+                  "first_present": int(first.sum()), "second_present": int(second.sum()),
+                  "disagreeing_images": np.flatnonzero(first != second).tolist()})
+  write_json(os.path.join(out, "second_judge.json"), {"rule": SECOND_RULE, "rows": table})
+  judge = table[0]["judge"]
+  lines = [f"second judge: images showing the concept, the run's judge vs the {judge}"]
+  for concept in dict.fromkeys(t["concept"] for t in table):
+    mine = [t for t in table if t["concept"] == concept]
+    cells = [f"{SHOWN_NAMES.get(t['kind'], t['kind'])}{t['k'] or ''} {t['first_present']} vs "
+             f"{t['second_present']} of {t['images']}" for t in mine]
+    lines.append(f"  {concept} ({mine[0]['category']}): " + ", ".join(cells))
+  disagree = sum(len(t["disagreeing_images"]) for t in table)
+  lines.append(f"  the judges disagree on {disagree} of {sum(t['images'] for t in table)} images"
+               + (" (second_judge.json lists them)" if disagree else ""))
+  return "\n".join(lines)
+
+
+SHOWN_NAMES = {"none": "original", "neutral": "neutral", "top": "top-", "bottom": "bottom-",
+               "random": "random-", "reverse": "reverse-"}
+SECOND_RULE = ("a concept counts as shown where a judge's head for its category puts it first; "
+               "only the categories the second judge reads are compared")
 
 
 def write_page(out: str) -> str:

@@ -136,6 +136,14 @@ class Judge:
     del images, pairs
     return None
 
+  def second_opinion(self, images, pairs: Sequence[PromptPair]) -> dict | None:
+    """A second judge's reading of the same images, where the knowledge set has one independent of
+    this judge (the Shapes world's pixel judge): {"judge": its name, "first": [bool], "second":
+    [bool]}, per image whether this judge and the other read the pair's concept. None where there
+    is no second judge for the pairs' category: the run then reports one judge's word only."""
+    del images, pairs
+    return None
+
   def presence(self, images, pairs: Sequence[PromptPair]) -> np.ndarray:
     images, pairs = check_images(images), list(pairs)
     if len(images) != len(pairs):

@@ -108,7 +108,10 @@ class ConceptSweep:
             chance=self.judge.chance(category), context=found["context"]).to_dict()
             | ({"null": intervention.null} if intervention.null else {}))
         if not tag and is_shown(intervention):
-          shown[intervention.name] = cache.images_of(set_key(intervention))
+          images = shown[intervention.name] = cache.images_of(set_key(intervention))
+          second = None if images is None else self.judge.second_opinion(images, self.expanded)
+          if second is not None:        # a second judge's word on the images a grid shows
+            rows[-1]["second_opinion"] = second
     return rows, {name: images for name, images in shown.items() if images is not None}
 
   def cache_inputs(self, options: dict) -> dict:

@@ -62,6 +62,19 @@ class ShapesJudge(Judge):
         kept[i] = np.mean([heads[c].names[i] == k for c, k in named.items()])
     return kept
 
+  def second_opinion(self, images, pairs: Sequence[PromptPair]) -> dict | None:
+    """The pixel judge's reading beside this classifier's (confirm.py), for colour, position and
+    place; None for the categories it cannot read without learning."""
+    from dit_jax.shapes import confirm
+    if len(pairs) != len(images):
+      raise ValueError(f"{len(images)} images but {len(pairs)} prompts")
+    category = pairs[0].category
+    check = confirm.confirm(images, confirm.asks_from_pairs(pairs), first=self)
+    if category not in check.rows:
+      return None
+    return {"judge": check.second_name, "first": check.first[category].tolist(),
+            "second": check.second[category].tolist()}
+
   def category_accuracy(self, images, prompts: Sequence[str | PromptPair]) -> dict[str, float]:
     """category -> fraction of the images whose head predicts the concept their prompt names,
     over the prompts that name one: for an intervention on one category, the other categories'
