@@ -86,3 +86,5 @@ def test_attention_benchmark_tiny_times_every_case_and_says_why_a_kernel_did_not
     cudnn = [r for r in result["rows"] if r["implementation"] == "jax-cudnn"]
     assert cudnn and all(r["error"].startswith("skipped: cuDNN fused attention runs on NVIDIA GPUs")
                          for r in cudnn)
+  from benchmarks import run_all
+  assert run_all.attention_summary(result).startswith("fastest: pixart_self ")

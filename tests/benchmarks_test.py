@@ -173,7 +173,7 @@ def test_every_result_records_its_software_versions_and_cpu(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Issue 42, item 5: the diffusers baselines (eager, fused QKV, torch.compile default and
-# max-autotune).
+# max-autotune) and the order and budget of run_all (item 8).
 
 # SDPA calls in one tiny forward: PixArt self + cross per block (4 blocks), SANA cross only (its
 # self-attention is linear, 2 blocks), FLUX one joint attention per block (2 double + 2 single).
@@ -310,3 +310,48 @@ def test_generate_times_the_pipeline_loop_with_the_compiled_transformer_inside(m
   assert entry["fused_qkv"] is True and entry["rel_error_vs_eager"] < 1e-5
   assert compiled[0].calls == 2 * 3          # 2 steps x (build + 1 warmup + 1 timed loop)
   assert run.pipe.transformer is eager and "diffusers" in result and "diffusers_eager" not in result
+
+
+def test_run_all_runs_the_headline_forwards_first_and_fits_eight_minutes_without_max_autotune():
+  """Issue 42, item 8: FLUX's forward first, then PixArt's and SANA's, the two generation loops
+  and the attention kernels; the default budget is 8 minutes, which those six fit without the
+  max-autotune builds (--no-max-autotune); with them each forward and generate job asks for it."""
+  from benchmarks import run_all
+  first = ["forward_flux", "forward_pixart", "forward_sana", "generate_pixart", "generate_sana", "attention"]
+  assert [job.name for job in run_all.JOBS[:6]] == first
+  assert run_all.build_parser().parse_args([]).budget_minutes == 8
+  assert sum(job.seconds(max_autotune=False) for job in run_all.JOBS[:6]) <= 8 * 60
+  for job in run_all.JOBS[:5]:
+    full, plain = job.arguments("full"), job.arguments("full", max_autotune=False)
+    assert "max-autotune" in full[full.index("--compile-modes") + 1] and "max-autotune" not in plain
+    assert job.seconds() > job.seconds(max_autotune=False)
+    assert job.arguments("tiny") == job.tiny                # CPU-fast: never a torch.compile build
+    assert "--compile" not in job.tiny or job.tiny[job.tiny.index("--compile") + 1] == "no"
+  # The command a session runs on a lent GPU, on one line, bringing the results back.
+  command = next(line.strip() for line in run_all.__doc__.splitlines() if "$OUT" in line and "python" in line)
+  assert command.startswith("python benchmarks/run_all.py;") and "results/*_full_gpu.json" in command
+
+
+def test_run_all_summaries_give_flax_against_eager_and_max_autotune(tmp_path):
+  """A run with the max-autotune baseline shows Flax's ratio to it beside eager's, as a column of
+  the throughput table (absent for runs without it), and PixArt's target is held against it."""
+  from benchmarks import run_all
+  names = [n for n in os.listdir(RESULTS) if n.endswith("_full_gpu.json")]
+  for name in names:
+    shutil.copy(os.path.join(RESULTS, name), tmp_path / name)
+  for name in ("forward_pixart", "generate_sana"):
+    path = tmp_path / f"{name}_full_gpu.json"
+    found = json.loads(path.read_text())
+    found["diffusers_compile_max_autotune"] = {"median_ms": found["flax"]["median_ms"] / 2, "min_ms": 1.0,
+                                               "iters": 5, "mode": "max-autotune", "fused_qkv": True}
+    path.write_text(json.dumps(found))
+  forward = json.loads((tmp_path / "forward_pixart_full_gpu.json").read_text())
+  assert "0.50x max-autotune" in run_all.forward_summary(forward)
+  assert "0.99x compiled" in run_all.forward_summary(forward)           # default mode, as before
+  tables = run_all.readme_tables(str(tmp_path))
+  assert "| diffusers `torch.compile` max-autotune, fused QKV |" in tables
+  assert "max-autotune" not in run_all.readme_tables(RESULTS)           # stored runs: no such column
+  said = run_all.readme_summary(str(tmp_path))
+  assert ("PixArt's forward is 0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x: not met; "
+          "0.99x its default mode)") in said
+  assert "0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x against the compiled loop: not met" in said
