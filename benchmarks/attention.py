@@ -199,7 +199,7 @@ def variants(case: Case, dtype: str):
     if width:
       yield name, f"pad{width}", framework, wrap(padded(attend, width))
       scale = 1.0 / math.sqrt(case.head_dim)
-      yield name, f"pad{width}_kernel", framework, wrap(lambda q, k, v, a=attend: a(q, k, v, scale))
+      yield name, f"pad{width}_kernel", framework, wrap(lambda q, k, v, a=attend, s=scale: a(q, k, v, s))
 
 
 def time_variant(case: Case, data: Inputs, framework: str, padding: str, fn, want: np.ndarray,

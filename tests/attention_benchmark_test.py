@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 
 def softmax_attention(q, k, v, scale):
