@@ -2,6 +2,12 @@
 
     python benchmarks/forward.py --model pixart                 # full PixArt-XL-2 1024px, bf16, GPU
     python benchmarks/forward.py --model pixart --preset tiny   # seconds on a CPU: checks the harness
+    python benchmarks/forward.py --model flux --compile-modes max-autotune --sdpa-backend flash
+
+diffusers is timed eager, eager with fused QKV projections, in torch.compile's default mode and in
+torch.compile(mode="max-autotune") on the fused model (benchmarks/diffusers_baselines.py: what each
+entry means; the JSON records whether fusion applied, the SDPA backends used and each build time).
+torch.compile runs on a GPU only unless --compile yes: it takes minutes to build on a CPU.
 
 Models (full presets, docs/design.md, "Speed"): pixart (PixArt-XL-2 1024px, batch 2), sana (SANA-1600M
 1024px, batch 2), flux (FLUX.1-dev 1024px: 4096 image + 512 text tokens, guidance embeds, batch 1).
@@ -32,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from benchmarks import diffusers_baselines as baselines
 from benchmarks import timing
 from dit_jax import families
 from benchmarks import flops
@@ -213,14 +220,25 @@ def torch_output(model, kwargs):
   return out[0]
 
 
+# The timed entries of a forward result, in the order the table prints them.
+ENTRIES = ("diffusers_eager", baselines.COMPILED_ENTRY["default"], baselines.FUSED_EAGER_ENTRY,
+           baselines.COMPILED_ENTRY["max-autotune"], "flax")
+
+
+def diffusers_baselines(case: Case, modes: tuple[str, ...], sync, iters: int, sdpa: str = "auto") -> dict:
+  """diffusers' forward eager, fused-QKV eager and compiled in `modes` (benchmarks/diffusers_baselines.py).
+  Leaves case.torch_model fused where diffusers could fuse it."""
+  call_with = lambda module: (lambda: torch_output(module, case.torch_kwargs))
+  return baselines.time_baselines(case.torch_model, call_with, sync, modes=modes, sdpa=sdpa, iters=iters)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", choices=sorted(CASES), default="pixart")
   parser.add_argument("--preset", choices=("full", "tiny"), default="full")
   parser.add_argument("--batch", type=int, default=None, help="default: 2 (CFG) for pixart/sana, 1 for flux")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-  parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
-                      help="time torch.compile too (auto: on GPU only; it is slow to build on a CPU)")
+  baselines.add_arguments(parser)
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--out", default=None, help="JSON path (default results/...)")
   args = parser.parse_args(argv)
@@ -239,19 +257,16 @@ def main(argv=None):
   rows, result = [], {"model": args.model, "preset": args.preset, "batch": batch, "dtype": args.dtype,
                       "device": timing.device_name(), "jax": jax.__version__, "torch": torch.__version__}
 
+  modes = baselines.compile_modes(args.compile, args.compile_modes, cuda)
+  published_keys = set(case.torch_model.state_dict())
   with torch.inference_mode():
     reference = case.to_flax_output(torch_output(case.torch_model, case.torch_kwargs))
-    eager = timing.time_call(lambda: torch_output(case.torch_model, case.torch_kwargs), sync,
-                             iters=args.iters)
-    result["diffusers_eager"] = eager
-    if args.compile == "yes" or (args.compile == "auto" and cuda):
-      compiled = torch.compile(case.torch_model)
-      result["diffusers_compile"] = timing.time_call(
-          lambda: torch_output(compiled, case.torch_kwargs), sync, iters=args.iters)
+  result.update(diffusers_baselines(case, modes, sync, args.iters, args.sdpa_backend))
 
   # Same weights in Flax, through the conversion path users take; then free the GPU for JAX.
   fam = families.get(case.family)
-  state = {k: common.torch_to_numpy(v) for k, v in case.torch_model.state_dict().items()}
+  state = {k: common.torch_to_numpy(v)
+           for k, v in baselines.kept_state(case.torch_model, published_keys).items()}
   config = dict(case.torch_model.config)
   del case.torch_model
   if cuda:
@@ -272,18 +287,20 @@ def main(argv=None):
   result.update(gflop=xla_flops / 1e9, flax_vs_diffusers_rel_error=err)
   timing.add_flops(result, analytic_flops(result))
 
-  for name in ("diffusers_eager", "diffusers_compile", "flax"):
+  for name in ENTRIES:
     if name in result:
       entry, ms = result[name], result[name]["median_ms"]
       entry["tflops"] = xla_flops / (ms * 1e-3) / 1e12 if xla_flops else None
       rows.append({"impl": name, "median ms": f"{ms:.2f}", "min ms": f"{entry['min_ms']:.2f}",
                    "TFLOP/s": timing.figure(entry["analytic_tflops"]),
                    "MFU": timing.percent(entry["mfu"]),
-                   "flax speed-up": f"{ms / result['flax']['median_ms']:.2f}x"})
+                   "flax speed-up": f"{ms / result['flax']['median_ms']:.2f}x",
+                   "how": baselines.notes(entry)})
   print(f"\n{args.model} ({args.preset}) batch {batch} {args.dtype} on {result['device']}: "
         f"{timing.figure(result['analytic_gflop'])} GFLOP (analytic; XLA's cost analysis counts "
         f"{timing.figure(xla_flops / 1e9)}), Flax vs diffusers output rel. error {err:.2e}")
-  timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "MFU", "flax speed-up"])
+  print(baselines.describe(result))
+  timing.print_table(rows, ["impl", "median ms", "min ms", "TFLOP/s", "MFU", "flax speed-up", "how"])
   timing.write_result(args.out or timing.result_path(f"forward_{args.model}_{args.preset}", cuda), result)
   return result
 

@@ -4,11 +4,16 @@
     python benchmarks/generate.py --model sana                   # SANA-1600M 1024px, flow DPM-Solver++
     python benchmarks/generate.py --model pixart --preset tiny   # CPU check of the harness
 
+diffusers runs its own pipeline loop, eager and with the transformer compiled inside it:
+torch.compile(mode="max-autotune") on the fused-QKV transformer, and the default mode if
+--compile-modes asks (benchmarks/diffusers_baselines.py; on a GPU only unless --compile yes).
+
 Both sides get the same prompt embeddings, the same noise and the same scheduler config, and stop at
 the final latents (text encoding and VAE decoding run once per prompt in PyTorch on both sides, so they
-are left out). Reports seconds per batch, images/s, model TFLOP/s and MFU (analytic FLOPs of the
-loop's forward passes, benchmarks/flops.py: steps x one forward of the CFG batch; the scheduler's
-elementwise work is not counted) and the ratio; writes JSON.
+are left out). Reports seconds per batch (median of 5 timed loops by default; the JSON has the min),
+images/s, model TFLOP/s and MFU (analytic FLOPs of the loop's forward passes, benchmarks/flops.py:
+steps x one forward of the CFG batch; the scheduler's elementwise work is not counted) and the
+ratios; writes JSON.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from benchmarks import diffusers_baselines as baselines
 from benchmarks import timing
 from benchmarks.forward import pixart_case, preset_flops, sana_case
 from dit_jax import families
@@ -42,6 +48,8 @@ MODELS = {"pixart": (pixart_case, "PixArtAlphaPipeline", {}, 8),
           "sana": (sana_case, "SanaPipeline", SANA_SCHEDULER, 32)}
 
 DEFAULT_GUIDANCE = 4.5
+# The timed entries of a generate result, in the order the table prints them.
+ENTRIES = ("diffusers", baselines.COMPILED_ENTRY["default"], baselines.COMPILED_ENTRY["max-autotune"], "flax")
 
 
 def analytic_flops(result: dict) -> int:
@@ -55,10 +63,12 @@ def analytic_flops(result: dict) -> int:
 class Sampling:
   """One model's denoising on both sides, from the same weights and inputs.
 
-  run_diffusers() -> diffusers' final latents (torch, NCHW); loop(params, noise, cond) -> ours
-  (un-jitted, NHWC); `noise` and `cond` are the JAX inputs that match diffusers' inputs.
+  run_diffusers() -> diffusers' final latents (torch, NCHW) from the pipeline's transformer, which
+  `pipe` may swap (pipe.transformer = a compiled one); loop(params, noise, cond) -> ours (un-jitted,
+  NHWC); `noise` and `cond` are the JAX inputs that match diffusers' inputs.
   """
   run_diffusers: Callable[[], torch.Tensor]
+  pipe: object
   sync: Callable
   module: object
   loop: Callable
@@ -106,7 +116,7 @@ def make_sampling(model: str, preset: str, batch: int, steps: int, guidance: flo
     cond.update(resolution=np.full((batch, 2), size * downsample * 1.0, np.float32),
                 aspect_ratio=np.ones((batch, 1), np.float32))
   # On the device once: host weights would be copied to it at every timed call.
-  return Sampling(run_diffusers, (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out),
+  return Sampling(run_diffusers, pipe, (lambda out: torch.cuda.synchronize()) if cuda else (lambda out: out),
                   module, lambda p, x, c: denoise.denoise(predict, jax_scheduler, p, x, c),
                   jax.device_put(params),
                   jnp.asarray(np.transpose(noise, (0, 2, 3, 1))),
@@ -117,6 +127,22 @@ def nhwc_numpy(latents: torch.Tensor) -> np.ndarray:
   return np.transpose(latents.float().cpu().numpy(), (0, 2, 3, 1))
 
 
+def diffusers_baselines(run: Sampling, modes: tuple[str, ...], iters: int, sdpa: str = "auto") -> dict:
+  """diffusers' pipeline loop eager (entry "diffusers") and with its transformer compiled in `modes`
+  (benchmarks/diffusers_baselines.py); the pipeline keeps its eager transformer afterwards."""
+  transformer = run.pipe.transformer
+
+  def call_with(module):
+    run.pipe.transformer = module
+    return run.run_diffusers
+
+  try:
+    return baselines.time_baselines(transformer, call_with, run.sync, modes=modes, sdpa=sdpa,
+                                    eager_entry="diffusers", fused_eager=False, warmup=1, iters=iters)
+  finally:
+    run.pipe.transformer = transformer
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", choices=sorted(MODELS), default="pixart")
@@ -125,14 +151,18 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=1, help="prompts per batch (CFG doubles it)")
   parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-  parser.add_argument("--iters", type=int, default=3)
+  # The default mode adds a second build of the transformer, for a number the loop rarely needs.
+  baselines.add_arguments(parser, modes=("max-autotune",))
+  parser.add_argument("--iters", type=int, default=5)
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
 
+  cuda = torch.cuda.is_available()
+  modes = baselines.compile_modes(args.compile, args.compile_modes, cuda)
   run = make_sampling(args.model, args.preset, args.batch, args.steps, args.guidance, args.dtype)
   reference = nhwc_numpy(run.run_diffusers())
-  result = {"diffusers": timing.time_call(run.run_diffusers, run.sync, warmup=1, iters=args.iters)}
-  if torch.cuda.is_available():
+  result = diffusers_baselines(run, modes, args.iters, args.sdpa_backend)
+  if cuda:
     torch.cuda.empty_cache()
   compiled = jax.jit(run.loop).lower(run.params, run.noise, run.cond).compile()
   call = lambda: compiled(run.params, run.noise, run.cond)
@@ -140,16 +170,19 @@ def main(argv=None):
   ours = np.asarray(call(), np.float32)
   err = float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
-  rows = timing.speed_rows(result, args.batch, "batch")
+  names = [name for name in ENTRIES if name in result]
+  rows = timing.speed_rows(result, args.batch, "batch", names)
   result.update(model=args.model, preset=args.preset, steps=args.steps, batch=args.batch,
                 guidance=args.guidance, dtype=args.dtype, device=timing.device_name(),
                 final_latent_rel_error=err)
   timing.add_flops(result, analytic_flops(result))
-  for row, name in zip(rows, ("diffusers", "flax")):
+  for row, name in zip(rows, names):
     entry = result[name]
-    row.update({"TFLOP/s": timing.figure(entry["analytic_tflops"]), "MFU": timing.percent(entry["mfu"])})
+    row.update({"TFLOP/s": timing.figure(entry["analytic_tflops"]), "MFU": timing.percent(entry["mfu"]),
+                "how": baselines.notes(entry)})
   print(f"\n{args.model} ({args.preset}) {args.steps} steps, batch {args.batch} x2 CFG, {args.dtype} on "
         f"{result['device']}; final latents rel. error vs diffusers {err:.2e}")
+  print(baselines.describe(result))
   timing.print_table(rows, list(rows[0]))
   timing.write_result(args.out or timing.result_path(f"generate_{args.model}_{args.preset}",
                                                      torch.cuda.is_available()), result)

@@ -108,11 +108,11 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def speed_rows(result: dict, images: int, per: str) -> list[dict]:
-  """Rows of images/s for result["diffusers"] and result["flax"] (timed calls that each make
-  `images` images), with flax's speed-up; also stores images_per_s in each entry."""
+def speed_rows(result: dict, images: int, per: str, names=("diffusers", "flax")) -> list[dict]:
+  """Rows of images/s for the result's entries `names` (timed calls that each make `images`
+  images; "flax" among them), with flax's speed-up; also stores images_per_s in each entry."""
   rows = []
-  for name in ("diffusers", "flax"):
+  for name in names:
     seconds = result[name]["median_ms"] / 1e3
     result[name]["images_per_s"] = images / seconds
     rows.append({"impl": name, f"s / {per}": f"{seconds:.3f}", "images/s": f"{images / seconds:.2f}",

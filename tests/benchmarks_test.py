@@ -169,3 +169,189 @@ def test_every_result_records_its_software_versions_and_cpu(tmp_path):
   with open("/proc/cpuinfo") as f:
     models = {line.split(":", 1)[1].strip() for line in f if line.startswith("model name")}
   assert env["cpu"] in models and env["cpu_count"] == os.cpu_count()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 42, item 5: the diffusers baselines (eager, fused QKV, torch.compile default and
+# max-autotune) and the order and budget of run_all (item 8).
+
+# SDPA calls in one tiny forward: PixArt self + cross per block (4 blocks), SANA cross only (its
+# self-attention is linear, 2 blocks), FLUX one joint attention per block (2 double + 2 single).
+SDPA_CALLS = {"pixart": 8, "sana": 2, "flux": 4}
+
+
+def tiny_case(model):
+  import torch
+  from benchmarks import forward
+  return forward.CASES[model]("tiny", forward.DEFAULT_BATCH[model], torch.float32, "cpu")
+
+
+def forward_call(case):
+  from benchmarks import forward
+  return lambda module: (lambda: forward.torch_output(module, case.torch_kwargs))
+
+
+@pytest.mark.parametrize("model", ["pixart", "sana", "flux"])
+def test_diffusers_baselines_fuse_qkv_where_diffusers_can_and_record_the_sdpa_backend(model):
+  """Fused QKV is timed where diffusers' fuse_qkv_projections() fuses something (PixArt, FLUX) and
+  gives eager's output; SANA's fuses nothing, and the result says so instead of timing it twice.
+  Every SDPA call of eager's forward is counted under the backend it went to."""
+  from benchmarks import diffusers_baselines as baselines
+  case = tiny_case(model)
+  published = set(case.torch_model.state_dict())
+  result = baselines.time_baselines(case.torch_model, forward_call(case), lambda out: out, modes=(),
+                                    warmup=0, iters=1)
+  assert result["diffusers_eager"]["fused_qkv"] is False and result["diffusers_eager"]["iters"] == 1
+  sdpa = result["sdpa_backend"]
+  assert sdpa["pinned"] is None and sum(sdpa["eager_calls"].values()) == SDPA_CALLS[model], sdpa
+  assert set(sdpa["eager_calls"]) <= set(baselines.SDPA_OPERATORS.values())
+  fusion = result["fused_qkv"]
+  if model == "sana":
+    assert fusion == {"applied": False,
+                      "reason": "SanaTransformer2DModel.fuse_qkv_projections() fused no attention module"}
+    assert baselines.FUSED_EAGER_ENTRY not in result
+  else:
+    assert fusion["applied"] and fusion["fused_modules"] == SDPA_CALLS[model]
+    fused = result[baselines.FUSED_EAGER_ENTRY]
+    assert fused["fused_qkv"] is True and fused["rel_error_vs_eager"] < 1e-5
+  # The Flax conversion reads the published keys only: the fused copies are left out.
+  assert set(baselines.kept_state(case.torch_model, published)) == published
+
+
+class FakeCompile:
+  """torch.compile's stand-in: records each mode and how many attention modules were fused when it
+  was asked, and returns the model itself (no build)."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, model, mode=None):
+    from benchmarks import diffusers_baselines as baselines
+    self.calls.append((mode, baselines.fused_modules(model)))
+    return model
+
+
+def test_max_autotune_compiles_the_fused_model_and_default_mode_the_unfused_one(monkeypatch):
+  """The default-mode number stays comparable with the stored runs (unfused); max-autotune, the
+  strongest baseline, gets the fused model; each entry says how it ran."""
+  import torch
+  from benchmarks import diffusers_baselines as baselines
+  fake = FakeCompile()
+  monkeypatch.setattr(torch, "compile", fake)
+  case = tiny_case("pixart")
+  result = baselines.time_baselines(case.torch_model, forward_call(case), lambda out: out,
+                                    modes=("default", "max-autotune"), warmup=0, iters=1)
+  assert fake.calls == [(None, 0), ("max-autotune", 8)]
+  default, best = result["diffusers_compile"], result["diffusers_compile_max_autotune"]
+  assert (default["mode"], default["fused_qkv"]) == ("default", False)
+  assert (best["mode"], best["fused_qkv"]) == ("max-autotune", True)
+  for entry in (default, best):
+    assert entry["compile_seconds"] > 0 and entry["rel_error_vs_eager"] < 1e-5
+    assert {"median_ms", "min_ms", "iters", "dynamo_graphs", "graph_breaks"} <= set(entry)
+
+
+@pytest.mark.slow
+def test_max_autotune_builds_the_fused_pixart_in_one_graph_that_gives_eager_output():
+  """A real torch.compile(mode="max-autotune") of the fused tiny PixArt on the CPU (about 40 s to
+  build with a cold inductor cache): one graph, no graph break, eager's output."""
+  from benchmarks import diffusers_baselines as baselines
+  case = tiny_case("pixart")
+  result = baselines.time_baselines(case.torch_model, forward_call(case), lambda out: out,
+                                    modes=("max-autotune",), fused_eager=False, warmup=0, iters=1)
+  entry = result["diffusers_compile_max_autotune"]
+  assert (entry["mode"], entry["fused_qkv"], entry["dynamo_graphs"], entry["graph_breaks"]) == \
+      ("max-autotune", True, 1, 0)
+  assert entry["rel_error_vs_eager"] < 1e-5 and entry["compile_seconds"] > 0
+
+
+def test_compile_modes_follow_the_flags():
+  """--compile auto compiles on a GPU only (a CPU build takes minutes); --compile-modes names the
+  modes, run default first (it times the unfused model), and refuses an unknown one."""
+  from benchmarks.diffusers_baselines import compile_modes
+  both = "max-autotune,default"
+  assert compile_modes("auto", both, cuda=False) == ()
+  assert compile_modes("auto", both, cuda=True) == ("default", "max-autotune")
+  assert compile_modes("yes", "max-autotune", cuda=False) == ("max-autotune",)
+  assert compile_modes("no", both, cuda=True) == ()
+  with pytest.raises(SystemExit, match=r"--compile-modes: unknown \['reduce-overhead'\]"):
+    compile_modes("yes", "reduce-overhead", cuda=True)
+
+
+class Counted:
+  """A transformer wrapper that counts its calls and otherwise is the transformer."""
+
+  def __init__(self, inner):
+    self.inner, self.calls = inner, 0
+
+  def __call__(self, *args, **kwargs):
+    self.calls += 1
+    return self.inner(*args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+
+def test_generate_times_the_pipeline_loop_with_the_compiled_transformer_inside(monkeypatch):
+  """generate.py's compiled baseline is diffusers' own pipeline loop with the (fused) transformer
+  compiled: every step goes through the compiled module; the pipeline gets its eager one back."""
+  import torch
+  from benchmarks import generate
+  compiled = []
+
+  def fake_compile(model, mode=None):
+    compiled.append(Counted(model))
+    return compiled[-1]
+
+  monkeypatch.setattr(torch, "compile", fake_compile)
+  run = generate.make_sampling("pixart", "tiny", batch=1, steps=2, guidance=4.5, dtype="float32")
+  eager = run.pipe.transformer
+  result = generate.diffusers_baselines(run, ("max-autotune",), iters=1)
+  entry = result["diffusers_compile_max_autotune"]
+  assert entry["fused_qkv"] is True and entry["rel_error_vs_eager"] < 1e-5
+  assert compiled[0].calls == 2 * 3          # 2 steps x (build + 1 warmup + 1 timed loop)
+  assert run.pipe.transformer is eager and "diffusers" in result and "diffusers_eager" not in result
+
+
+def test_run_all_runs_the_headline_forwards_first_and_fits_eight_minutes_without_max_autotune():
+  """Issue 42, item 8: FLUX's forward first, then PixArt's and SANA's, the two generation loops
+  and the attention kernels; the default budget is 8 minutes, which those six fit without the
+  max-autotune builds (--no-max-autotune); with them each forward and generate job asks for it."""
+  from benchmarks import run_all
+  first = ["forward_flux", "forward_pixart", "forward_sana", "generate_pixart", "generate_sana", "attention"]
+  assert [job.name for job in run_all.JOBS[:6]] == first
+  assert run_all.build_parser().parse_args([]).budget_minutes == 8
+  assert sum(job.seconds(max_autotune=False) for job in run_all.JOBS[:6]) <= 8 * 60
+  for job in run_all.JOBS[:5]:
+    full, plain = job.arguments("full"), job.arguments("full", max_autotune=False)
+    assert "max-autotune" in full[full.index("--compile-modes") + 1] and "max-autotune" not in plain
+    assert job.seconds() > job.seconds(max_autotune=False)
+    assert job.arguments("tiny") == job.tiny                # CPU-fast: never a torch.compile build
+    assert "--compile" not in job.tiny or job.tiny[job.tiny.index("--compile") + 1] == "no"
+  # The command a session runs on a lent GPU, on one line, bringing the results back.
+  command = next(line.strip() for line in run_all.__doc__.splitlines() if "$OUT" in line and "python" in line)
+  assert command.startswith("python benchmarks/run_all.py;") and "results/*_full_gpu.json" in command
+
+
+def test_run_all_summaries_give_flax_against_eager_and_max_autotune(tmp_path):
+  """A run with the max-autotune baseline shows Flax's ratio to it beside eager's, as a column of
+  the throughput table (absent for runs without it), and PixArt's target is held against it."""
+  from benchmarks import run_all
+  names = [n for n in os.listdir(RESULTS) if n.endswith("_full_gpu.json")]
+  for name in names:
+    shutil.copy(os.path.join(RESULTS, name), tmp_path / name)
+  for name in ("forward_pixart", "generate_sana"):
+    path = tmp_path / f"{name}_full_gpu.json"
+    found = json.loads(path.read_text())
+    found["diffusers_compile_max_autotune"] = {"median_ms": found["flax"]["median_ms"] / 2, "min_ms": 1.0,
+                                               "iters": 5, "mode": "max-autotune", "fused_qkv": True}
+    path.write_text(json.dumps(found))
+  forward = json.loads((tmp_path / "forward_pixart_full_gpu.json").read_text())
+  assert "0.50x max-autotune" in run_all.forward_summary(forward)
+  assert "0.99x compiled" in run_all.forward_summary(forward)           # default mode, as before
+  tables = run_all.readme_tables(str(tmp_path))
+  assert "| diffusers `torch.compile` max-autotune, fused QKV |" in tables
+  assert "max-autotune" not in run_all.readme_tables(RESULTS)           # stored runs: no such column
+  said = run_all.readme_summary(str(tmp_path))
+  assert ("PixArt's forward is 0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x: not met; "
+          "0.99x its default mode)") in said
+  assert "0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x against the compiled loop: not met" in said
