@@ -38,7 +38,7 @@ def result_of(run_dir: str, command: str, also: tuple[str, ...] = ()) -> dict:
   """The stored result of a run; `also`: runs of the same config on other units (a replicate with
   other noise and prompts) whose rows are pooled with its own, as one run on all their units."""
   run = read_json(os.path.join(run_dir, "run.json"))
-  rows = [row for folder in (run_dir, *also) for row in rows_of(folder)]
+  rows = pooled_rows((run_dir, *also))
   value = functools.partial(recorded_value, run["config"])   # flat or nested by stage
   found = exact.decide(rows)
   seconds = run["seconds"] + sum(read_json(os.path.join(f, "run.json"))["seconds"] for f in also)
@@ -73,6 +73,15 @@ def scores_of(run_dir: str) -> dict[str, dict]:
   return found
 
 
+def pooled_rows(run_dirs) -> list[dict]:
+  """The rows of runs of one config on other units; the second run's onward tagged "replicate":
+  the exact verdict keeps each replicate's original, top-K and sets apart and pools their ranks
+  (mixing them would rank replicate 1's top-K among both replicates' sets, on the other one's
+  original)."""
+  return [row | ({"replicate": i} if i else {}) for i, folder in enumerate(run_dirs)
+          for row in rows_of(folder)]
+
+
 def rows_of(run_dir: str) -> list[dict]:
   with open(os.path.join(run_dir, "interventions.jsonl")) as f:
     return [json.loads(line) for line in f if line.strip()]
@@ -93,7 +102,7 @@ def main(argv=None):
   if "exact" in result:
     path = os.path.join("results", f"localize_{name}_rows.json.gz")
     with gzip.GzipFile(path, "wb", mtime=0) as f:   # mtime 0: the same rows give the same bytes
-      f.write(json.dumps([r for d in (args.run_dir, *args.also) for r in rows_of(d)]).encode())
+      f.write(json.dumps(pooled_rows((args.run_dir, *args.also))).encode())
   print(tables.markdown_statistics(result["summary"]))
   print(tables.markdown_statistics(result["summary_by_concept"], by="concept"))
 

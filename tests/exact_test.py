@@ -154,9 +154,12 @@ def test_above_the_limit_sets_are_sampled_without_replacement():
 
 
 def test_the_power_effect_is_the_full_tables_median_localized_effect():
-  with open(os.path.join(REPO, "results", "localize_shapes_full.json")) as f:
+  """config.verdict.power_effect: the median over the localized cells of the fuller run, both
+  replicates pooled, of top-K's drop minus the mean set's (what exact.simulate plants)."""
+  with open(os.path.join(REPO, "results", "localize_shapes_full_both.json")) as f:
     stored = json.load(f)
-  effects = [e["tests"]["removal"]["excess"] for e in stored["summary"] if e.get("localized")]
+  effects = exact.localized_effects(stored["exact"])
+  assert len(effects) >= 3
   assert shapes.get_config().verdict.power_effect == pytest.approx(np.median(effects), abs=0.005)
 
 
@@ -177,3 +180,32 @@ def test_a_run_of_one_image_per_concept_is_summarized():
     r.update(presence=float(np.mean(r["scores"])), other={})
   (entry,) = summary.summarize(rows)
   assert entry["p_random"] is None and entry["p_set"] == pytest.approx(1 / 12)
+
+
+def test_replicates_are_cells_of_their_own_pooled_by_the_rank_sum():
+  """Two replicates of a concept (other noise, other prompts) each rank their own top-K among their
+  own sets on their own original; the concept level pools the two ranks. Mixed into one cell,
+  replicate 1's top-K was ranked among both replicates' 2 x 12 sets on replicate 2's original."""
+  first = run_rows({"a": ("shape", (3,)), "b": ("shape", (5,))}, ks=(1,), seed=0)
+  second = run_rows({"a": ("shape", (7,)), "b": ("shape", (5,))}, ks=(1,), seed=1)
+  rows = first + [r | {"replicate": 1} for r in second]
+  found = exact.decide(rows)
+  a = [e for e in found["concept"] if e["concept"] == "a"]
+  assert sorted((e["replicate"], tuple(e["blocks"]), e["sets"][0]) for e in a) == [(0, (3,), 12), (1, (7,), 12)]
+  assert all(e["ranks"] == [1] for e in a)
+  assert a[0]["p"] == pytest.approx(exact.rank_sum_p([1, 1], [12, 12]))     # 1/144: pooled
+  assert found["primary"][0]["sets"] == [12] * 4
+  assert set(found["floors"]) == {"a", "b", "a (replicate 2)", "b (replicate 2)"}
+
+
+def test_drops_equal_up_to_rounding_tie_and_count_against_top_k():
+  """A concept no set removes (the judge saturated near 1): drops differ by float rounding only,
+  and top-K's rounding-sized lead must not rank it first (replicate 1's solid at K = 1 did)."""
+  rows = run_rows({"a": ("shape", (3,))}, ks=(1,), effect=0.0, noise=0.0)
+  top = next(r for r in rows if r["kind"] == "top")
+  top["scores"] = [s - 5e-6 for s in top["scores"]]        # a rounding-sized "drop"
+  for r in rows:
+    if r["kind"] == "random" and r["blocks"] == top["blocks"]:
+      r["scores"] = list(top["scores"])
+  (cell,) = exact.concept_cells(rows)
+  assert cell.rank() == 12 and cell.p() == 1.0

@@ -46,7 +46,12 @@ from dit_jax.verdict.sets import ALPHA, benjamini_hochberg, hierarchical_weights
 # neutral prompt everywhere does (one image in ten), decided before any run.
 SPECIFICITY_MARGIN = 0.10
 EXACT_LIMIT = 500       # default config.exact_limit: C(12, 4) = 495 sets are enumerated
-TIE = 1e-12             # drops equal up to rounding count against top-K
+# Mean drops within TIE of top-K's tie with it and count against it. Presence is a probability: a
+# set that changes nothing differs from another by float32 rounding (up to 2e-5 in the stored
+# runs, where the judge is saturated near 1), and ranking by rounding called a concept that no set
+# removes "localized" (replicate 1's solid at K = 1: first of 12 with a drop of 9e-7). 1e-3 is a
+# thousandth of one image's presence; counting ties against top-K only makes p larger.
+TIE = 1e-3
 
 HIERARCHY = (
     "Hierarchy of hypotheses (each level tested only where the one above holds):\n"
@@ -55,7 +60,9 @@ HIERARCHY = (
     f"3. concept x K: the concept's exact rank among all K-sets; Benjamini-Hochberg, {ALPHA}.\n"
     "A test that could not reach the level even at rank 1 (one concept among 12 one-block sets:\n"
     "p >= 1/12) is reported but left out of its level's correction (Tarone).\n"
-    "p = (sets removing at least as much as top-K, top-K included) / (all sets); ties count against.\n"
+    f"p = (sets removing at least as much as top-K, top-K included) / (all sets); sets within {TIE} of\n"
+    "top-K's mean drop tie with it and count against it. Replicates (other noise and prompts) are\n"
+    "cells of their own, pooled at every level by the same rank sum.\n"
     "The interval beside p: the 95% bootstrap interval (concepts, prompts, seeds) of that share.\n"
     f"specific: top-K disturbs the rest of the image at most {SPECIFICITY_MARGIN} more than the\n"
     "neutral prompt everywhere (upper one-sided 95% bound). localized = present and removable and specific.")
@@ -87,8 +94,9 @@ class ConceptAtK:
   among them, and whether the sets are all of them (exact) or a sample."""
 
   def __init__(self, concept: str, category: str, k: int, base: np.ndarray, top: dict,
-               sets: Sequence[dict], exact: bool, neutral: dict | None):
+               sets: Sequence[dict], exact: bool, neutral: dict | None, replicate: int = 0):
     self.concept, self.category, self.k, self.exact = concept, category, k, exact
+    self.replicate = replicate
     self.seeds = int(top.get("seeds", 1))
     self.blocks = tuple(top["blocks"])
     self.set_blocks = [tuple(s["blocks"]) for s in sets]
@@ -136,27 +144,34 @@ class ConceptAtK:
 def concept_cells(rows: Sequence[dict]) -> list[ConceptAtK]:
   """A ConceptAtK for every concept and K whose random rows carry a null (row["null"]: "exact" or
   "sampled"; rows of runs before the exact verdict have none and are left to dit_jax/verdict/sets.py)."""
-  original = {r["concept"]: r for r in rows if r["kind"] == "none"}
-  neutral = {r["concept"]: r for r in rows if r["kind"] == "neutral"}
-  groups: dict[tuple[str, int], dict] = {}
+  original = {unit_of(r): r for r in rows if r["kind"] == "none"}
+  neutral = {unit_of(r): r for r in rows if r["kind"] == "neutral"}
+  groups: dict[tuple[str, int, int], dict] = {}
   for r in rows:
     if r["kind"] in ("top", "random") and r.get("window", "all") == "all":
-      cell = groups.setdefault((r["concept"], r["k"]), {"top": None, "sets": []})
+      cell = groups.setdefault((*unit_of(r), r["k"]), {"top": None, "sets": []})
       if r["kind"] == "top":
         cell["top"] = r
       elif r.get("null") in ("exact", "sampled"):
         cell["sets"].append(r)
   cells = []
-  for (concept, k), cell in groups.items():
-    top, sets = cell["top"], cell["sets"]
-    if top is None or not sets or concept not in original or not measure(top).size:
+  for (concept, replicate, k), cell in groups.items():
+    top, sets, unit = cell["top"], cell["sets"], (concept, replicate)
+    if top is None or not sets or unit not in original or not measure(top).size:
       continue
-    base = measure(original[concept])
+    base = measure(original[unit])
     if any(measure(s).shape != base.shape for s in sets) or measure(top).shape != base.shape:
       continue
     exact = all(s["null"] == "exact" for s in sets)
-    cells.append(ConceptAtK(concept, top["category"], k, base, top, sets, exact, neutral.get(concept)))
+    cells.append(ConceptAtK(concept, top["category"], k, base, top, sets, exact, neutral.get(unit),
+                            replicate))
   return cells
+
+
+def unit_of(row: dict) -> tuple[str, int]:
+  """(concept, replicate): a replicate (another noise seed and prompt set, studies/
+  localization_result.py --also) has its own original, neutral prompt, top-K and sets."""
+  return row["concept"], int(row.get("replicate", 0))
 
 
 def _weights(cells: Sequence[ConceptAtK]) -> np.ndarray:
@@ -196,19 +211,28 @@ def specificity(cells: Sequence[ConceptAtK]) -> dict | None:
 
 
 def floors(rows: Sequence[dict]) -> dict[str, dict]:
-  """concept -> verdict's presence floor (the original above the neutral prompt and above chance)."""
-  original = {r["concept"]: r for r in rows if r["kind"] == "none"}
-  neutral = {r["concept"]: r for r in rows if r["kind"] == "neutral"}
+  """concept -> verdict's presence floor (the original above the neutral prompt and above chance);
+  a second replicate's under "<concept> (replicate 2)" (floor_key)."""
+  original = {unit_of(r): r for r in rows if r["kind"] == "none"}
+  neutral = {unit_of(r): r for r in rows if r["kind"] == "neutral"}
   found = {}
-  for concept, row in original.items():
+  for unit, row in original.items():
     base = measure(row)
-    if concept not in neutral or not base.size or measure(neutral[concept]).shape != base.shape:
+    if unit not in neutral or not base.size or measure(neutral[unit]).shape != base.shape:
       continue
     seeds = int(row.get("seeds", 1))
     weights = np.vstack([np.full(base.size, 1.0 / base.size),
                          hierarchical_weights([(base.size // seeds, seeds)])])
-    found[concept] = _floor(base, measure(neutral[concept]), [row.get("chance")], weights)
+    found[floor_key(*unit)] = _floor(base, measure(neutral[unit]), [row.get("chance")], weights)
   return found
+
+
+def floor_key(concept: str, replicate: int = 0) -> str:
+  return concept if replicate == 0 else f"{concept} (replicate {replicate + 1})"
+
+
+def is_present(present: dict, cell: "ConceptAtK") -> bool:
+  return bool(present.get(floor_key(cell.concept, cell.replicate), {}).get("holds"))
 
 
 def pooled_test(cells: Sequence[ConceptAtK]) -> dict:
@@ -268,11 +292,14 @@ def hierarchy(keys: Sequence[tuple[str, str, int]], ranks: Sequence[int],
   adjusted = benjamini_hochberg([p if primary[g[1]][2] and can_pass(m) else None
                                  for g, p, m in zip(groups, group_p, members)])
   category = {g: (p, a, a is not None and a < ALPHA) for g, p, a in zip(groups, group_p, adjusted)}
-  cell_p = [ranks[i] / sizes[i] for i in range(len(keys))]
-  adjusted = benjamini_hochberg([p if category[(key[1], key[2])][2] and can_pass([i]) else None
-                                 for i, (key, p) in enumerate(zip(keys, cell_p))])
+  # A concept's replicates are pooled like a category's concepts (one cell: its rank / sets).
+  cells = list(dict.fromkeys((c, cat, k) for c, cat, k in keys))
+  members = [[i for i, key in enumerate(keys) if key == cell] for cell in cells]
+  cell_p = [pooled(m) for m in members]
+  adjusted = benjamini_hochberg([p if category[(key[1], key[2])][2] and can_pass(m) else None
+                                 for key, p, m in zip(cells, cell_p, members)])
   concept = {(key[0], key[2]): (p, a, a is not None and a < ALPHA)
-             for key, p, a in zip(keys, cell_p, adjusted)}
+             for key, p, a in zip(cells, cell_p, adjusted)}
   return {"primary": primary, "category": category, "concept": concept}
 
 
@@ -284,7 +311,7 @@ def decide(rows: Sequence[dict]) -> dict | None:
   if not cells:
     return None
   present = floors(rows)
-  counted = [c for c in cells if present.get(c.concept, {}).get("holds")]
+  counted = [c for c in cells if is_present(present, c)]
   levels = hierarchy([(c.concept, c.category, c.k) for c in counted],
                      [int(c.rank()) for c in counted], [c.size for c in counted])
   result = {"alpha": ALPHA, "rule": HIERARCHY, "floors": present, "primary": [], "category": [],
@@ -307,19 +334,31 @@ def decide(rows: Sequence[dict]) -> dict | None:
   for c in cells:
     p, adjusted, holds = levels["concept"].get((c.concept, c.k), (c.p(), None, False))
     spec = specificity([c])
-    is_present = bool(present.get(c.concept, {}).get("holds"))
+    present_here = is_present(present, c)
     test = pooled_test([c])
     result["concept"].append({
         "concept": c.concept, "category": c.category, "k": c.k, "blocks": list(c.blocks),
-        "present": is_present, **test, "p": p, "p_adjusted": adjusted,
+        "replicate": c.replicate, "present": present_here, **test, "p": p, "p_adjusted": adjusted,
         "tested": adjusted is not None, "removable": holds,
         "correction": "benjamini-hochberg over tested cells",
-        "localized": None if not is_present else bool(holds and (spec is None or spec["holds"])),
+        "localized": None if not present_here else bool(holds and (spec is None or spec["holds"])),
         "specificity": spec, "top_drop": float(c.top_drop.mean()),
         "set_drop_mean": float(c.drops.mean()),
         "best_sets": [[list(b), d] for b, d in c.best_sets()],
         "less_than_sets": bool(test["share_interval"][0] > 0.5)})
   return result
+
+
+def localized_effects(result: dict) -> list[float]:
+  """Per localized category x K cell, top-K's drop minus the mean set's, averaged over the cell's
+  present concepts (and replicates): the effect `simulate` plants to measure power."""
+  effects = []
+  for cell in result["category"]:
+    if cell["localized"]:
+      members = [e["top_drop"] - e["set_drop_mean"] for e in result["concept"]
+                 if (e["category"], e["k"]) == (cell["category"], cell["k"]) and e["present"]]
+      effects.append(float(np.mean(members)))
+  return effects
 
 
 def answer(result: dict) -> list[str]:
@@ -333,7 +372,10 @@ def answer(result: dict) -> list[str]:
       continue
     said = ("top-K ranks above chance among the K-sets" if e["holds"] else
             "no evidence that top-K ranks above chance among the K-sets")
-    lines.append(f"K={e['k']}: {said} (primary test, {len(e['concepts'])} concepts pooled: "
+    cells = len(e["concepts"]) - len(set(e["concepts"]))     # the replicates' extra cells
+    pooled = f"{len(e['concepts'])} concepts" if not cells else \
+        f"{len(set(e['concepts']))} concepts in {len(e['concepts'])} replicate cells"
+    lines.append(f"K={e['k']}: {said} (primary test, {pooled} pooled: "
                  f"p={_p(e['p'])}, Holm-adjusted {_p(e['p_adjusted'])}).")
   primary = {e["k"]: e for e in result["primary"]}
   category = {(e["category"], e["k"]): e for e in result["category"]}
@@ -411,7 +453,7 @@ def _set_specific(cell: ConceptAtK) -> np.ndarray:
 def present_cells(rows: Sequence[dict]) -> list[ConceptAtK]:
   """The cells of the concepts whose presence floor holds: the ones the hierarchy tests."""
   present = floors(rows)
-  return [c for c in concept_cells(rows) if present.get(c.concept, {}).get("holds")]
+  return [c for c in concept_cells(rows) if is_present(present, c)]
 
 
 def simulate(rows: Sequence[dict], runs: int, effect: float = 0.0, seed: int = 0,
