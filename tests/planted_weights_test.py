@@ -185,6 +185,25 @@ def test_the_interval_resamples_plantings_not_seeds():
   assert weighed["mean"] == pytest.approx(0.5)       # (1 + 0) / 2 plantings, not 1/3 of runs
 
 
+def test_the_docs_say_the_weight_restricted_rows_are_not_stored_until_a_full_run_is():
+  """The stored summary has the confined runs only; a tiny run's numbers never reach the page."""
+  import copy
+  from docs import build
+  text = build.planted_weights()
+  assert text.count("not stored yet") == 2 and "| mlp |" not in text and "| attention |" not in text
+  assert "confined (routes text" in text and "| confined | single-8 | [8] |" in text
+  tiny = copy.deepcopy(build.result("planted_weights.json"))
+  tiny["preset"] = "tiny"
+  tiny["summary"]["mlp"] = dict(tiny["summary"]["confined"], planned=12)
+  tiny["runs"] += [dict(r, method="mlp") for r in tiny["runs"]]
+  original = build.result
+  try:
+    build.result = lambda name: tiny if name == "planted_weights.json" else original(name)
+    assert build.planted_weights().count("not stored yet") == 2
+  finally:
+    build.result = original
+
+
 @pytest.mark.slow   # trains twice for 2 steps and runs every localizer on one prompt (minutes)
 def test_the_tiny_preset_climbs_localizes_and_trains_only_the_attention(tmp_path, monkeypatch):
   from studies import planted_weights as pw
