@@ -336,6 +336,11 @@ def planted_weights() -> str:
   from studies import planted_summary as ps
   from studies import planted_weights as pw
   found = result("planted_weights.json")
+  design = ("Plantings: " + "; ".join(f"{p['label']} {p['blocks']} ({p['name']})" for p in found["plantings"])
+            + f", each on training seeds {found['seeds']}. Localizers: {found['prompts']} prompts x 2 "
+            f"noise seeds per run ({result('planted_knowledge.json')['prompts']} x 2 in the confined "
+            f"runs). Intervals are printed from {paired.MIN_PAIRS} plantings on; below that, the "
+            "number of plantings.")
   stored = lambda method, s: s["finished"] and (method == "confined" or found["preset"] == "full")
   parts, shown = [], []
   for method, s in found["summary"].items():
@@ -348,7 +353,7 @@ def planted_weights() -> str:
                    "`python -m docs.build`.")
   ladder = "; ".join(f"rung {i + 1}: {r['steps']} steps at {r['rate']:g}x the base rate "
                      f"{found['learning_rate']:g}" for i, r in enumerate(found["ladder"]))
-  return ("\n\n".join(parts) + f"\n\nThe ladder a run that does not take climbs ({pw.__name__}): "
+  return (design + "\n\n" + "\n\n".join(parts) + f"\n\nThe ladder a run that does not take climbs ({pw.__name__}): "
           f"{ladder}. A run takes when its look reaches {found['look_floor']}. Runs that took, by "
           "name, confined: " + ps.outcome_by_name([r for r in found["runs"] if r["method"] == "confined"])
           + ". Every run stored, "

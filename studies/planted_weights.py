@@ -24,7 +24,8 @@ One that does not take climbs LADDER, a fresh run from the shipped model each ru
 
 and its outcome is its last attempt's. Each attempt is one unit (a JSON in --units, skipped on a
 rerun; a killed training resumes from its checkpoints in --out). Attempts run rung by rung, every
-planting's first rung before any second, so a stopped run has whole rungs. The final attempt (one
+run's first rung before any second, and within a rung seed 0 of every planting and method before
+seed 1, so a run stopped early has both methods on every block set. The final attempt (one
 that took, or the last rung) is measured by every localizer (8 prompts x 2 noise seeds, the
 planted name against "a character") and by the weight-change baseline; an earlier failed attempt
 only by its look. studies/planted_summary.py makes the table: precision@|set| per localizer over
@@ -252,7 +253,8 @@ def plan(preset: dict, methods, only: str) -> list[Run]:
     if unknown := wanted - {p.label for p in PLANTINGS}:
       raise ValueError(f"unknown plantings {sorted(unknown)}; known: {[p.label for p in PLANTINGS]}")
     plantings = [p for p in PLANTINGS if p.label in wanted]
-  return [Run(m, p, s) for m in methods for p in plantings for s in preset["seeds"]]
+  # Seed 0 of every planting and method first: a run stopped early has both methods on every set.
+  return [Run(m, p, s) for s in preset["seeds"] for p in plantings for m in methods]
 
 
 def report(units: dict, runs: list[Run], confined_path: str, result_path: str, settings: dict) -> dict:
@@ -291,8 +293,9 @@ def main(argv=None) -> dict:
   units_dir = args.units or (f"{root}/units" if tiny else "results/planted_weights_runs")
   result = args.result or (f"{root}/planted_weights.json" if tiny else "results/planted_weights.json")
   if tiny and any(os.path.abspath(p).startswith(os.path.abspath("results") + os.sep)
-                  for p in (units_dir, result)):
-    parser.error(f"--preset {args.preset} measures nothing: its units and summary go outside results/")
+                  for p in (out, units_dir, result)):
+    parser.error(f"--preset {args.preset} measures nothing: its runs, units and summary go outside "
+                 "results/")
   try:
     runs = plan(preset, args.methods, args.only)
   except ValueError as error:
