@@ -79,12 +79,20 @@ def rank_blocks(block_scores: np.ndarray) -> np.ndarray:
   return np.argsort(-np.asarray(block_scores), kind="stable")
 
 
+# Sub-modules of a cross-attention family's block by role (PixArt and SANA name them alike), for
+# parameter_selector(parts=...) and config.block_parts ("ff" / "attn1,attn2"): what a
+# weight-restricted planting trains (studies/planted_weights.py). "attention" is the block's self-
+# and cross-attention (query, key, value and output projections), not its adaLN scale_shift_table.
+BLOCK_PARTS = {"mlp": ("ff",), "attention": ("attn1", "attn2")}
+
+
 def parameter_selector(blocks: list[int] | None, config=None,
                        parts: Sequence[str] = ()) -> Callable[[str], bool]:
   """Trainable test for the parameters of the listed blocks (None: every parameter). Block numbers
   follow config.block_names; without a config they name `transformer_blocks.<b>`. parts: only these
-  sub-modules of each block (e.g. ("ff",), PixArt's feed-forward: weights the attention score does
-  not read); empty: the whole block."""
+  sub-modules of each block (e.g. BLOCK_PARTS["mlp"], PixArt's feed-forward: weights the attention
+  score does not read); empty: the whole block. A part is a whole sub-module name ("attn1" does not
+  match "attn10"), so a misspelt part selects nothing (loop.split_params refuses that)."""
   if blocks is None:
     return lambda name: True
   if config is None:

@@ -329,6 +329,38 @@ def planted() -> str:
           + "\n\nWhat this supports:\n\n" + pk.claims(found["summary"]))
 
 
+def planted_weights() -> str:
+  """Every way of planting under one rule (studies/planted_summary.py): precision@|set| over every
+  planting and over those that took, intervals over plantings, every run listed. The weight-
+  restricted methods are shown only from a full run: until one is stored the region says so."""
+  from studies import planted_summary as ps
+  from studies import planted_weights as pw
+  found = result("planted_weights.json")
+  design = ("Plantings: " + "; ".join(f"{p['label']} {p['blocks']} ({p['name']})" for p in found["plantings"])
+            + f", each on training seeds {found['seeds']}. Localizers: {found['prompts']} prompts x 2 "
+            f"noise seeds per run ({result('planted_knowledge.json')['prompts']} x 2 in the confined "
+            f"runs). Intervals are printed from {paired.MIN_PAIRS} plantings on; below that, the "
+            "number of plantings.")
+  stored = lambda method, s: s["finished"] and (method == "confined" or found["preset"] == "full")
+  parts, shown = [], []
+  for method, s in found["summary"].items():
+    if stored(method, s):
+      parts.append(ps.method_table(method, s))
+      shown += [r for r in found["runs"] if r["method"] == method]
+    else:
+      parts.append(f"**{ps.TITLES[method]}**: not stored yet ({s['planned'] or 0} runs planned, "
+                   f"{s['finished']} of them finished in a full run). Launch: `{pw.LAUNCH}`, then "
+                   "`python -m docs.build`.")
+  ladder = "; ".join(f"rung {i + 1}: {r['steps']} steps at {r['rate']:g}x the base rate "
+                     f"{found['learning_rate']:g}" for i, r in enumerate(found["ladder"]))
+  return (design + "\n\n" + "\n\n".join(parts) + f"\n\nThe ladder a run that does not take climbs ({pw.__name__}): "
+          f"{ladder}. A run takes when its look reaches {found['look_floor']}. Runs that took, by "
+          "name, confined: " + ps.outcome_by_name([r for r in found["runs"] if r["method"] == "confined"])
+          + ". Every run stored, "
+          "failed ones with each ranking's precision on them (the random ranking's expectation is "
+          "|set| / 12):\n\n" + ps.runs_table(shown))
+
+
 def finetune_controls() -> str:
   from studies import finetune_controls as fc
   found = result("finetune_controls.json")
@@ -559,6 +591,7 @@ REGIONS = {
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
     "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "flux-bf16": flux_bf16, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
+    "planted-weights": planted_weights,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,
     # dit_jax/shapes/assets/MODEL_CARD.md

@@ -1,0 +1,228 @@
+"""Issue 41, item 2b: plantings whose ground truth does not route text (studies/planted_weights.py)
+and the table every planting method shares (studies/planted_summary.py, studies/clustered.py)."""
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from dit_jax import blocks as blocks_lib
+from dit_jax import families
+from dit_jax.pipeline import loading
+from dit_jax.shapes import ASSETS
+from dit_jax.train import loop, trainer
+from dit_jax.verdict import stats
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+  return loading.load(str(ASSETS), "pixart")
+
+
+def trainable_names(module, params, blocks, parts: str) -> set[str]:
+  """What the trainer would train for config.block_parts=`parts`: the names of its trainable tree."""
+  config = ml_collections.ConfigDict(dict(blocks=",".join(map(str, blocks)), block_parts=parts,
+                                          lora_rank=0))
+  trainable, *_ = trainer.trainable_split(config, families.get("pixart"), module, params, params, blocks)
+  return {loop.path_name(k) for k in trainable}
+
+
+def test_the_attention_planting_trains_exactly_the_planted_blocks_attention(shapes_model):
+  """Blocks 1 and 10 (whose names prefix those of 11..19 if a prefix rule slips): the trainer's
+  trainable tree is exactly this listing, written out from PixArt's block layout, not from
+  parameter_selector's rule; and every name in it exists in the model's own parameter tree."""
+  module, params = shapes_model
+  listed = {f"transformer_blocks.{b}/{attention}/{projection}/{weight}"
+            for b in (1, 10) for attention in ("attn1", "attn2")
+            for projection in ("to_q", "to_k", "to_v", "to_out.0") for weight in ("kernel", "bias")}
+  in_model = {loop.path_name(k) for k in traverse_util.flatten_dict(params)}
+  assert listed <= in_model
+  parts = ",".join(blocks_lib.BLOCK_PARTS["attention"])
+  assert trainable_names(module, params, [1, 10], parts) == listed
+  feed_forward = trainable_names(module, params, [1, 10], ",".join(blocks_lib.BLOCK_PARTS["mlp"]))
+  assert feed_forward == {f"transformer_blocks.{b}/ff/{layer}/{weight}" for b in (1, 10)
+                          for layer in ("net.0.proj", "net.2") for weight in ("kernel", "bias")}
+
+
+# ------------------------------------------------------------------------------------ the ladder
+class FakeAttempts:
+  """Looks from a table instead of training: looks[(run key, rung)]; records what ran."""
+
+  def __init__(self, looks):
+    self.looks, self.trained, self.localized = looks, [], []
+
+  def train_and_look(self, run, rung):
+    self.trained.append((run.key, rung))
+    p = run.planting
+    return {"method": run.method, "label": p.label, "kind": p.kind, "blocks": list(p.blocks),
+            "name": p.name, "seed": run.seed, "rung": rung, "steps": 1, "learning_rate": 1.0,
+            "workdir": "", "look_accuracy": self.looks[(run.key, rung)], "seconds": {}}
+
+  def localize(self, unit):
+    self.localized.append((unit["label"], unit["seed"], unit["rung"]))
+    return {"localizer_scores": {"attention:with_wo": list(np.arange(12.0))}, "weight_change": None}
+
+
+def test_a_run_that_does_not_take_climbs_and_one_that_takes_stops(tmp_path):
+  from studies import planted_weights as pw
+  runs = [pw.Run("attention", pw.PLANTINGS[0], 0), pw.Run("attention", pw.PLANTINGS[1], 0),
+          pw.Run("mlp", pw.PLANTINGS[2], 1)]
+  takes_first, takes_second, never = (run.key for run in runs)
+  looks = {(takes_first, 0): 0.5, (takes_second, 0): 0.1, (takes_second, 1): 0.3,
+           **{(never, r): 0.0 for r in range(3)}}
+  fake = FakeAttempts(looks)
+  units = pw.climb(runs, 3, str(tmp_path), lambda: fake, "full")
+  # Rung by rung: every first attempt before any second one.
+  assert fake.trained == [(takes_first, 0), (takes_second, 0), (never, 0), (takes_second, 1),
+                          (never, 1), (never, 2)]
+  # Localized once per run, at its final attempt: where it took, or the last rung.
+  assert fake.localized == [("single-3", 0, 0), ("single-10", 0, 1), ("pair-4-5", 1, 2)]
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      f"{key}-rung{r + 1}.json" for key, r in fake.trained)
+  assert units[f"{takes_second}-rung1"]["final"] is False and units[f"{takes_second}-rung2"]["took"]
+  assert units[f"{never}-rung3"]["final"] and not units[f"{never}-rung3"]["took"]
+  # A rerun trains nothing: every run has its outcome.
+  again = FakeAttempts(looks)
+  pw.climb(runs, 3, str(tmp_path), lambda: again, "full")
+  assert again.trained == []
+  # A run stopped after a failed rung 1 goes on at rung 2.
+  (tmp_path / f"{takes_second}-rung2.json").unlink()
+  resumed = FakeAttempts(looks)
+  pw.climb(runs, 3, str(tmp_path), lambda: resumed, "full")
+  assert resumed.trained == [(takes_second, 1)]
+
+
+def test_next_rung_follows_the_last_attempt():
+  from studies.planted_weights import next_rung
+  assert next_rung([], 3) == 0
+  assert next_rung([{"rung": 0, "took": False}], 3) == 1
+  assert next_rung([{"rung": 0, "took": True}], 3) is None
+  assert next_rung([{"rung": 0, "took": False}, {"rung": 1, "took": False},
+                    {"rung": 2, "took": False}], 3) is None
+
+
+def test_units_of_another_preset_are_not_mixed_in(tmp_path):
+  from studies import planted_weights as pw
+  (tmp_path / "attention-single-3-seed0-rung1.json").write_text(json.dumps({"preset": "tiny"}))
+  with pytest.raises(ValueError, match="another preset"):
+    pw.read_units(str(tmp_path), "full")
+
+
+def test_bad_arguments_are_refused_before_any_work(capsys):
+  from studies import planted_weights as pw
+  with pytest.raises(SystemExit):
+    pw.main(["--preset", "tiny", "--units", "results/planted_tiny_units"])
+  assert "outside results/" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    pw.main(["--preset", "tiny", "--only", "single-99", "--out", "/tmp/x", "--units", "/tmp/x/u",
+             "--result", "/tmp/x/r.json"])
+  assert "unknown plantings ['single-99']" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ the table
+def unit(label, seed, rung, look, final, found, planted, method="attention"):
+  """An attempt's unit; `found`: the blocks its localizer ranks first."""
+  scores = np.zeros(12)
+  scores[list(found)] = 1.0
+  u = {"method": method, "label": label, "kind": "k", "name": "quib", "seed": seed, "rung": rung,
+       "blocks": list(planted), "steps": 600, "learning_rate": 1e-3, "look_accuracy": look,
+       "took": look >= 0.25, "final": final}
+  if final:
+    u["localizer_scores"] = {"causal": scores.tolist()}
+  return u
+
+
+def test_failed_runs_stay_in_the_table_with_their_precision():
+  from studies import planted_summary as ps
+  units = [unit("a", 0, 0, 0.5, True, [3], [3]), unit("a", 1, 0, 0.6, True, [3], [3]),
+           # b: seed 0 fails at every rung (precision 0 on its final attempt), seed 1 takes.
+           unit("b", 0, 0, 0.0, False, [], [4, 5]), unit("b", 0, 1, 0.1, True, [0, 1], [4, 5]),
+           unit("b", 1, 0, 0.4, True, [4, 5], [4, 5]),
+           # c: both seeds fail, half found; d: rung 1 failed, rung 2 not run yet (pending).
+           unit("c", 0, 0, 0.0, True, [9, 0], [9, 10]), unit("c", 1, 0, 0.1, True, [9, 1], [9, 10]),
+           unit("d", 0, 0, 0.0, False, [], [7])]
+  runs = ps.seed_runs(units)
+  s = ps.summarize(runs, {"attention": 8})["attention"]
+  assert (s["runs"], s["finished"], s["took"], s["pending"]) == (7, 6, 3, 1)
+  assert (s["plantings_took_any"], s["plantings_took_all"]) == (2, 1)
+  failed = {(f["label"], f["seed"]): f for f in s["failed"]}
+  assert sorted(failed) == [("b", 0), ("c", 0), ("c", 1)]
+  assert failed[("b", 0)]["blocks"] == [4, 5] and failed[("b", 0)]["precision"]["causal"] == 0.0
+  assert failed[("c", 1)]["precision"]["causal"] == 0.5
+  assert [a["look_accuracy"] for a in failed[("b", 0)]["attempts"]] == [0.0, 0.1]
+  # Every planting: a (1, 1), b (0, 1), c (0.5, 0.5) -> planting means 1, 0.5, 0.5; took: 1, 1.
+  assert s["precision"]["causal"]["every"]["mean"] == pytest.approx(2 / 3)
+  assert s["precision"]["causal"]["took"]["mean"] == pytest.approx(1.0)
+  assert s["precision"]["random ranking (baseline)"]["every"]["mean"] == pytest.approx((1 + 2 + 2) / 36)
+  table = ps.runs_table(runs)
+  assert "| attention | b | [4, 5] | quib | 0 | 600 @ 0.001: 0.00; 600 @ 0.001: 0.10 | failed | 0.00 |" in table
+  assert "| attention | d | [7] | quib | 0 | 600 @ 0.001: 0.00 | pending | - |" in table
+  assert "3 of 6 runs took, in 2 of 4 plantings (both seeds in 1); 1 pending" in ps.method_table("attention", s)
+
+
+def test_the_interval_resamples_plantings_not_seeds():
+  """Seeds within a planting agree, plantings differ: resampling the 12 seed-runs one by one
+  would act as if there were 12 plantings. The interval is the one over the 6 planting means,
+  which is wider; and a planting weighs the same with one seed that took as with two."""
+  from studies import planted_summary as ps
+  found = {"p0": [3], "p1": [3], "p2": [3, 4], "p3": [0, 1, 2], "p4": [9], "p5": [3, 4, 5]}
+  planted = {"p0": [3], "p1": [4], "p2": [3, 4], "p3": [0, 1, 5], "p4": [10], "p5": [3, 4, 6]}
+  units = [unit(p, seed, 0, 0.5, True, found[p], planted[p]) for p in found for seed in (0, 1)]
+  every = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["every"]
+  means = [1, 0, 1, 2 / 3, 0, 2 / 3]
+  assert every["clusters"] == 6 and every["values"] == 12
+  assert every["interval"] == pytest.approx(list(stats.bootstrap_interval(means)))
+  by_seed = stats.bootstrap_interval([m for m in means for _ in (0, 1)])
+  assert every["interval"][1] - every["interval"][0] > by_seed[1] - by_seed[0]
+  # p0 took on one seed (precision 1), p1 on neither: over those that took p0 counts once.
+  units[1]["look_accuracy"], units[1]["took"] = 0.0, False
+  took = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["took"]
+  assert took["clusters"] == 6 and took["values"] == 11
+  units = [unit("one", 0, 0, 0.5, True, [3], [3]), unit("two", 0, 0, 0.5, True, [0], [4]),
+           unit("two", 1, 0, 0.5, True, [0], [4])]
+  weighed = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["every"]
+  assert weighed["mean"] == pytest.approx(0.5)       # (1 + 0) / 2 plantings, not 1/3 of runs
+
+
+def test_the_docs_say_the_weight_restricted_rows_are_not_stored_until_a_full_run_is():
+  """The stored summary has the confined runs only; a tiny run's numbers never reach the page."""
+  import copy
+  from docs import build
+  text = build.planted_weights()
+  assert text.count("not stored yet") == 2 and "| mlp |" not in text and "| attention |" not in text
+  assert "confined (routes text" in text and "| confined | single-8 | [8] |" in text
+  tiny = copy.deepcopy(build.result("planted_weights.json"))
+  tiny["preset"] = "tiny"
+  tiny["summary"]["mlp"] = dict(tiny["summary"]["confined"], planned=12)
+  tiny["runs"] += [dict(r, method="mlp") for r in tiny["runs"]]
+  original = build.result
+  try:
+    build.result = lambda name: tiny if name == "planted_weights.json" else original(name)
+    assert build.planted_weights().count("not stored yet") == 2
+  finally:
+    build.result = original
+
+
+@pytest.mark.slow   # trains twice for 2 steps and runs every localizer on one prompt (minutes)
+def test_the_tiny_preset_climbs_localizes_and_trains_only_the_attention(tmp_path, monkeypatch):
+  from studies import planted_weights as pw
+  args = ["--preset", "tiny", "--methods", "attention", "--out", str(tmp_path / "runs"),
+          "--units", str(tmp_path / "units"), "--result", str(tmp_path / "planted.json")]
+  result = pw.main(args)
+  first, final = (json.loads((tmp_path / "units" / f"attention-single-3-seed0-rung{r}.json").read_text())
+                  for r in (1, 2))
+  assert not first["took"] and not first["final"] and "localizer_scores" not in first
+  assert final["final"] and final["learning_rate"] == 2 * first["learning_rate"]
+  assert set(final["localizer_scores"]) >= {"attention:with_wo", "causal", "bypass", "patching"}
+  assert [b for b, c in enumerate(final["weight_change"]) if c > 0] == [3]
+  base = traverse_util.flatten_dict(loading.load(str(ASSETS), "pixart")[1])
+  tuned = traverse_util.flatten_dict(loading.load(final["workdir"] + "/transformer", "pixart")[1])
+  changed = {loop.path_name(k).split("/")[1] for k in base
+             if loop.path_name(k).startswith("transformer_blocks.3/") and not np.array_equal(base[k], tuned[k])}
+  moved_elsewhere = [loop.path_name(k) for k in base if not loop.path_name(k).startswith("transformer_blocks.3/")
+                     and not np.array_equal(base[k], tuned[k])]
+  assert changed == {"attn1", "attn2"} and moved_elsewhere == []
+  assert result["summary"]["attention"]["failed"][0]["blocks"] == [3]
+  monkeypatch.setattr(pw, "Attempts", lambda *a: pytest.fail("an attempt ran twice"))
+  pw.main(args)
