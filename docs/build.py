@@ -361,15 +361,32 @@ def planted_weights() -> str:
           "|set| / 12):\n\n" + ps.runs_table(shown))
 
 
-def finetune_controls() -> str:
-  from studies import finetune_controls as fc
-  found = result("finetune_controls.json")
-  rates = "; ".join(f"{o}: " + ", ".join(f"{v} {lr:g}" for v, lr in r.items())
-                    for o, r in found["learning_rates"].items())
-  return (f"Learning rates chosen from {{{', '.join(f'{x:g}' for x in found['grid'])}}} by "
-          f"{found['criterion']} on each objective's first concept, seed 0 ({rates}).\n\n"
-          + fc.table(found["summary"]).rstrip("\n")
-          + "\n\nWhat this supports (paired, last step):\n\n" + fc.claims(found["summary"]))
+def finetune_frontier() -> str:
+  """Localized fine-tuning against its controls at matched preservation, from the stored summary
+  of studies/finetune_frontier.py; until the full run is stored, a sentence that says so (the
+  earlier design's numbers are not this comparison and are not shown as it)."""
+  from studies import finetune_frontier as ff
+  from studies import frontier_report as report
+  try:
+    found = result("finetune_frontier.json")
+  except FileNotFoundError:
+    plan = ff.plan(ff.PRESETS["full"])
+    return (f"Not yet stored: the matched-preservation table is generated from "
+            f"`{SHOWN}/finetune_frontier.json`, which the full run writes (`python -m "
+            f"studies.finetune_frontier`, {plan['runs']} runs, about {plan['estimated_cpu_hours']:g} "
+            f"CPU hours, resumable). The earlier design's stored runs (`{SHOWN}/finetune_runs/`, "
+            f"`{SHOWN}/finetune_controls.json`: one learning rate per variant chosen on a reported "
+            "row, one block set for every personalized concept, pairs bootstrapped as independent) "
+            "are not this comparison, and no claim here rests on them.")
+  rates = ", ".join(f"{r:g}" for r in found["rates"])
+  tiny = "" if found["preset"] == "full" else (
+      f" **From the {found['preset']} preset: a check that the study runs, not the comparison.**")
+  return (f"K = {found['k']}; candidate learning rates {{{rates}}}, {found['steps']} steps measured at "
+          f"steps {', '.join(map(str, found['measured']))}; rates tuned {found['tuning_rule']}. Margins "
+          "fixed before the run: " + ", ".join(f"{m} {v:g}" for m, v in found["margin"].items())
+          + f"; the headline reads a preservation loss of {found['primary_level']:g}.{tiny}\n\n"
+          + report.table(found["summary"]).rstrip("\n")
+          + "\n\nWhat this supports:\n\n" + report.claims(found["summary"]))
 
 
 def shapes_cpu() -> str:
@@ -590,7 +607,7 @@ REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
     "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "flux-bf16": flux_bf16, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
-    "shapes-auto-k": shapes_auto_k, "finetune-controls": finetune_controls, "planted": planted,
+    "shapes-auto-k": shapes_auto_k, "finetune-frontier": finetune_frontier, "planted": planted,
     "planted-weights": planted_weights,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
     "shapes-cpu": shapes_cpu,

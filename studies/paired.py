@@ -1,9 +1,10 @@
 """Paired differences with a bootstrap interval, and the words a README may say about them.
 
 The benchmarks that compare two methods on the same units (planted_knowledge: a localizer against a
-baseline on the same plantings; finetune_controls: localized against a control on the same concept
+baseline on the same plantings; finetune_frontier: localized against a control on the same concept
 and seed) say "higher" or "lower" only where the 95 % bootstrap interval of the mean paired
-difference excludes 0, and only from MIN_PAIRS pairs on.
+difference excludes 0, and only from MIN_PAIRS units on. `with_margin` adds what a stated margin
+lets the same interval say, by one rule for every measure and both directions.
 """
 from __future__ import annotations
 
@@ -44,6 +45,38 @@ def verdict(row: dict, min_pairs: int = MIN_PAIRS) -> str:
   if high < 0:
     return "lower"
   return "no difference shown"
+
+
+def with_margin(row: dict, margin: float, count: str = "pairs", min_count: int = MIN_PAIRS) -> str:
+  """The words for a difference a - b (higher is better for a) against a margin fixed before the
+  run, the same for every measure and symmetric in a and b (swapping them mirrors the words):
+  "higher" / "lower" where the interval excludes 0, else "no difference shown"; then "not lower
+  by more than <margin>" where its lower end is above -margin (non-inferior), "not higher by more
+  than <margin>" where its upper end is below +margin, both at once "within +-<margin>". A
+  difference shown but inside the margin says so. count: the row's key for its number of
+  independent units (its interval is over them), words from min_count on."""
+  if row["interval"] is None:
+    return "no interval"
+  if row[count] < min_count:
+    return f"too few {count} to say (< {min_count})"
+  low, high = row["interval"]
+  above, below = low > -margin, high < margin
+  if low > 0:
+    return "higher" + (f", by less than {margin:g}" if below else "")
+  if high < 0:
+    return "lower" + (f", by less than {margin:g}" if above else "")
+  if above and below:
+    return f"no difference shown; within +-{margin:g}"
+  if above:
+    return f"no difference shown; not lower by more than {margin:g}"
+  if below:
+    return f"no difference shown; not higher by more than {margin:g}"
+  return "no difference shown"
+
+
+def non_inferior(row: dict, margin: float) -> bool:
+  """The interval's lower end is above -margin: a is not worse than b by the margin or more."""
+  return row["interval"] is not None and row["interval"][0] > -margin
 
 
 def cell(row: dict, min_pairs: int = MIN_PAIRS, n: int | None = None) -> str:

@@ -100,6 +100,36 @@ def personalization_batches(encode: CaptionEncoder, pipe, name: str, num_subject
                                                                for s in subjects])})
 
 
+def relook_batches(encode: CaptionEncoder, draw_prior, category: str, concept: str, target: str,
+                   num_images: int, num_prior: int, seed: int, cache_dir: str | None = None) -> Batches:
+  """Personalization of a concept the model knows to a new look: num_images scenes captioned as
+  naming `concept`, rendered with `target` (another concept of its category) in its place, and
+  num_prior images of the neutral captions of other such scenes drawn by the frozen model
+  (draw_prior(captions) -> uint8 images): the class prior, what the caption says once the concept
+  is taken out. cache_dir: keep the prior there, for runs that share it (other blocks or rates
+  of the same concept and seed, from the same frozen model)."""
+  if target == concept or target not in world.CONCEPTS.get(category, ()):
+    raise ValueError(f"target {target!r} must be another concept of {category!r}: "
+                     f"{[c for c in world.CONCEPTS.get(category, ()) if c != concept]}")
+  scenes = world.concept_scenes(category, concept, num_images, seed)
+  drawn = [world.with_concept(s, category, target) for s in scenes]
+  prior_captions = [world.neutral_caption(s, category)
+                    for s in world.concept_scenes(category, concept, num_prior, seed + 1)]
+  name = f"prior_{category}_{concept}_{seed}_{num_prior}.npy".replace(" ", "-")
+  path = cache_dir and os.path.join(cache_dir, name)
+  if path and os.path.exists(path):
+    prior = np.load(path)
+  else:
+    prior = draw_prior(prior_captions)
+    if path:
+      os.makedirs(cache_dir, exist_ok=True)
+      np.save(path + ".tmp.npy", prior)
+      os.replace(path + ".tmp.npy", path)
+  return Batches(encoded_set(encode, render_all(drawn), [world.caption(s) for s in scenes]),
+                 independent={"prior": encoded_set(encode, prior.astype(np.float32) / 127.5 - 1.0,
+                                                   prior_captions)})
+
+
 def unlearning_batches(encode: CaptionEncoder, category: str, concept: str, anchor: str,
                        num_images: int, seed: int) -> Batches:
   """Unlearning data: renders of scenes naming `concept`, with the anchor caption of each row:

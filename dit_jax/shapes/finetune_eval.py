@@ -47,9 +47,11 @@ def unrelated_scenes(n: int, category: str | None = None, concept: str | None = 
 class Generator:
   """The Shapes pipeline with swappable transformer weights; the judge on its images."""
 
-  def __init__(self, folder: str, num: int, steps: int = 20, guidance: float = 4.5):
+  def __init__(self, folder: str, num: int, steps: int = 20, guidance: float = 4.5,
+               cache_dir: str | None = None):
+    # cache_dir: encoded prompts on disk, for a study that measures the same prompts many times.
     self.pipe = Text2Image("pixart", folder, num_steps=steps, guidance_scale=guidance,
-                           max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH)
+                           max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH, cache_dir=cache_dir)
     self.judge = ShapesJudge(os.path.join(folder, "judge"))
     self.num = num
 
@@ -59,13 +61,25 @@ class Generator:
   def images(self, prompts: list[str]) -> np.ndarray:
     return self.pipe.generate(prompts, 32, 32)
 
-  def preserved(self, category: str | None = None, concept: str | None = None) -> float:
-    """Mean judge accuracy on ordinary training captions over the categories other than `category`
-    (all six when None), from 2 x num captions that do not name `concept`: what fine-tuning on
-    `concept` should leave alone."""
-    prompts = [world.caption(s) for s in unrelated_scenes(2 * self.num, category, concept)]
-    accuracy = self.judge.category_accuracy(self.images(prompts), prompts)
+  def unrelated_prompts(self, category: str | None = None, concept: str | None = None) -> list[str]:
+    """2 x num ordinary training captions that do not name `concept` of `category`."""
+    return [world.caption(s) for s in unrelated_scenes(2 * self.num, category, concept)]
+
+  def preserved(self, category: str | None = None, concept: str | None = None,
+                images: np.ndarray | None = None) -> float:
+    """Mean judge accuracy on unrelated_prompts over the categories other than `category` (all six
+    when None): what fine-tuning on `concept` should leave alone. images: those prompts' images,
+    where the caller has them already (generated here otherwise)."""
+    prompts = self.unrelated_prompts(category, concept)
+    accuracy = self.judge.category_accuracy(self.images(prompts) if images is None else images, prompts)
     return float(np.mean([v for c, v in accuracy.items() if c != category]))
+
+  def read_as(self, category: str, concept: str, target: str) -> float:
+    """Fraction of images from num prompts naming `concept` whose `category` the judge reads as
+    `target`: how far a concept personalized to another's look draws it."""
+    prompts = [p for p, _ in world.prompt_pairs(category, concept, self.num, seed=100)]
+    names = self.judge.predictions(self.images(prompts))[category].names
+    return float(np.mean([name == target for name in names]))
 
   def look_accuracy(self, name: str) -> float:
     """Fraction of images from prompts naming the planted `name` that show its whole look."""
@@ -96,7 +110,8 @@ def train_cost(workdir: str) -> dict:
   trainable = selection["trainable_parameters"]
   return {"blocks": selection["blocks"], "trainable_parameters": trainable,
           "grad_and_adam_bytes": 3 * 4 * trainable,   # float32 gradient + two Adam moments
-          "step_peak_bytes": selection["step_memory_bytes"]["peak"],   # XLA's plan, training.TrainStep
+          # XLA's plan (training.TrainStep); None where the run skipped it (config.memory_plan)
+          "step_peak_bytes": selection.get("step_memory_bytes", {}).get("peak"),
           "step_seconds": (t1 - t0) / max(s1 - s0, 1)}
 
 

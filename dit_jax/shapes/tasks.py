@@ -19,7 +19,7 @@ from dit_jax.train.defaults import train_config
 from dit_jax.shapes import ASSETS
 from dit_jax.shapes import model as shapes_model
 from dit_jax.shapes.data import (CaptionEncoder, ShapesBatches, personalization_batches,
-                                 unlearning_batches)
+                                 relook_batches, unlearning_batches)
 
 
 @data.register_source("shapes_scenes")
@@ -44,6 +44,17 @@ def planted_source(ctx, objective):
   encode = CaptionEncoder(ctx.folder, shapes_model.MAX_SEQUENCE_LENGTH)
   return personalization_batches(encode, ctx.pipe, config.concept, config.num_images,
                                  config.num_prior_images, config.seed)
+
+
+@data.register_source("shapes_relook")
+def relook_source(ctx, objective):
+  """Personalization of a known concept (config.category:config.concept) to the look of
+  config.target, with the frozen model's images of the neutral captions as the prior."""
+  config = ctx.config
+  encode = CaptionEncoder(ctx.folder, shapes_model.MAX_SEQUENCE_LENGTH)
+  return relook_batches(encode, lambda captions: ctx.pipe.generate(captions, 32, 32), config.category,
+                        config.concept, config.target, config.num_images, config.num_prior_images,
+                        config.seed, config.get("prior_cache") or None)
 
 
 @data.register_source("shapes_concept")
@@ -92,6 +103,20 @@ def personalize_config() -> ml_collections.ConfigDict:
   config.num_images = 8            # renders of the subject
   config.num_prior_images = 64     # the frozen model's own "a character ..." images
   config.prior_weight = 1.0
+  return config
+
+
+def relook_config() -> ml_collections.ConfigDict:
+  """configs/shapes_relook.py: personalize the known character "zork" to "mira"'s look (a concept
+  the model knows, so localization has scored its blocks before training; DreamBooth + prior)."""
+  config = finetune_config("personalization", concept="zork", workdir="runs/relook")
+  config.data = "shapes_relook"
+  config.category = "character"
+  config.target = "mira"
+  config.num_images = 32           # scenes naming the concept, drawn with the target's look
+  config.num_prior_images = 64     # the frozen model's own images of their neutral captions
+  config.prior_weight = 1.0
+  config.prior_cache = ""          # a folder: the prior drawn once per concept and seed, kept there
   return config
 
 

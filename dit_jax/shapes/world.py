@@ -256,7 +256,7 @@ def concept_scenes(category: str, concept: str, n: int, seed: int = 0,
   rng = np.random.default_rng([seed, CATEGORIES.index(category), CONCEPTS[category].index(concept)])
   found = []
   while len(found) < n:
-    scene = _with_concept(_random_scene(rng), category, concept, rng)
+    scene = with_concept(_random_scene(rng), category, concept)
     if split == "train" and is_heldout(scene):
       continue
     found.append(scene)
@@ -289,7 +289,9 @@ def planted_scenes(name: str, n: int, seed: int = 0) -> list[Scene]:
                 name, int(rng.integers(2**31))) for _ in range(n)]
 
 
-def _with_concept(scene: Scene, category: str, concept: str, rng: np.random.Generator) -> Scene:
+def with_concept(scene: Scene, category: str, concept: str) -> Scene:
+  """The scene with `category` set to `concept` (a character brings its whole look; a shape,
+  colour or texture makes the subject a plain shape, whose caption names them)."""
   if category == "character":
     return dataclasses.replace(scene, shape=CHARACTERS[concept][0], colour=CHARACTERS[concept][1],
                                texture=CHARACTERS[concept][2], character=concept)

@@ -1,0 +1,256 @@
+"""studies/finetune_frontier.py (with studies/frontier.py and studies/frontier_report.py): localized
+fine-tuning against its controls at matched preservation, on constructed numbers."""
+import json
+
+import numpy as np
+import pytest
+
+from studies import finetune_frontier as ff
+from studies import frontier, paired
+from studies import frontier_report as report
+
+
+# ------------------------------------------------------------------- frontier and interpolation
+def test_success_is_read_off_the_pareto_polyline():
+  points = [(0.90, 0.10), (0.88, 0.50), (0.85, 0.40), (0.80, 0.70), (0.70, 0.65)]
+  # (0.85, 0.40) and (0.70, 0.65) are dominated: another point has more preservation and success.
+  assert frontier.pareto(points) == [(0.90, 0.10), (0.88, 0.50), (0.80, 0.70)]
+  # By hand: between (0.88, 0.50) and (0.80, 0.70), 3/8 of the way from 0.88 to 0.80.
+  assert frontier.success_at(points, 0.85) == pytest.approx(0.50 + 0.20 * 0.03 / 0.08)
+  assert frontier.success_at(points, 0.89) == pytest.approx(0.10 + 0.40 * 0.01 / 0.02)
+  assert frontier.success_at(points, 0.88) == pytest.approx(0.50)      # on a point
+  assert frontier.success_at(points, 0.75) == pytest.approx(0.70)      # past the last: flat
+  assert frontier.success_at(points, 0.95) is None                     # never reached
+
+
+def run(variant, concept, seed, rate, points, objective="ablation"):
+  return {"objective": objective, "variant": variant, "concept": concept, "seed": seed,
+          "learning_rate": rate, "curve": [{"step": step, "success": s, "preservation": p, "fidelity": f}
+                                           for step, (p, s, f) in zip((1, 2), points)]}
+
+
+# Each rate's two measured steps as (preservation, success, fidelity); the base model: 0.90, 0.0.
+LOCAL = {1e-3: [(0.89, 0.40, 0.99), (0.86, 0.60, 0.98)], 3e-3: [(0.80, 0.80, 0.95), (0.75, 0.85, 0.9)]}
+FULL = {1e-3: [(0.88, 0.20, 0.99), (0.85, 0.30, 0.97)], 3e-3: [(0.82, 0.50, 0.95), (0.78, 0.60, 0.9)]}
+REPORTED = ["a", "b", "c", "d", "e", "f"]
+
+
+def constructed(held_out=("h",), reported=REPORTED, seeds=(0, 1, 2)):
+  units = [run(v, c, s, rate, pts) for c in (*held_out, *reported) for s in seeds
+           for v, table in (("localized", LOCAL), ("full", FULL)) for rate, pts in table.items()]
+  bases = [{"objective": "ablation", "variant": "base model", "concept": c, "success": 0.0,
+            "preservation": 0.90} for c in (*held_out, *reported)]
+  return units, bases
+
+
+def test_matched_difference_and_operating_point_on_constructed_runs():
+  units, bases = constructed()
+  s = report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3])["ablation"]
+  # Tuning on "h": mean loss within the 0.05 margin at lr 1e-3 (0.01 and 0.04 for localized), the
+  # larger success there is step 2's; both rates are reported.
+  assert s["variants"]["localized"]["operating"] == {"rate": 1e-3, "step": 2}
+  assert s["variants"]["full"]["operating"] == {"rate": 1e-3, "step": 2}     # losses 0.02, 0.05
+  assert s["variants"]["localized"]["rates"] == [1e-3, 3e-3]
+  versus = s["localized_minus"]["full"]
+  # By hand, at a loss of 0.05 (preservation 0.85): localized 0.60 + 0.20 * 0.01 / 0.06, full 0.30.
+  assert versus["matched"]["0.05"]["mean"] == pytest.approx(0.60 + 0.2 / 6 - 0.30)
+  # At 0.02 (0.88): localized 0.40 + 0.20 * 0.01 / 0.03; full on its point (0.88, 0.20).
+  assert versus["matched"]["0.02"]["mean"] == pytest.approx(0.40 + 0.2 / 3 - 0.20)
+  # At 0.10 (0.80): localized's point (0.80, 0.80); full between (0.82, 0.5) and (0.78, 0.6).
+  assert versus["matched"]["0.1"]["mean"] == pytest.approx(0.80 - 0.55)
+  # At the operating point (lr 1e-3, step 2): success 0.60 - 0.30, preservation 0.86 - 0.85.
+  assert versus["operating"]["success"]["mean"] == pytest.approx(0.30)
+  assert versus["operating"]["preservation"]["mean"] == pytest.approx(0.01)
+  assert versus["operating"]["fidelity"]["mean"] == pytest.approx(0.01)
+  assert versus["matched"]["0.05"]["concepts"] == 6 and versus["matched"]["0.05"]["pairs"] == 18
+  assert report.words(versus["matched"]["0.05"], "success") == "higher"
+  text = report.table({"ablation": s}) + report.claims({"ablation": s})
+  assert "| full | 0.27 [0.27, 0.27] (higher)" in text
+
+
+# ------------------------------------------------------------------------- cluster bootstrap
+def test_the_bootstrap_resamples_concepts_then_seeds():
+  # One concept of six carries the whole effect, on each of its five seeds.
+  values = {c: [1.0 if c == "a" else 0.0] * 5 for c in "abcdef"}
+  found = frontier.cluster_bootstrap(values)
+  assert found["mean"] == pytest.approx(1 / 6) and found["concepts"] == 6 and found["pairs"] == 30
+  # A third of the resamples draw no "a" (5/6)^6: the interval reaches 0, so nothing is shown...
+  assert found["interval"][0] == 0.0 and not paired.with_margin(found, 0.05, "concepts").startswith("higher")
+  # ...where the 30 pairs resampled on their own would claim an effect (a draw without any of the
+  # five ones is (25/30)^30 = 0.4 % likely).
+  assert paired.interval([v for vs in values.values() for v in vs])[0] > 0
+  # Seeds are resampled within each concept: every concept's mean is 0.5, yet the interval is not
+  # a point.
+  spread = frontier.cluster_bootstrap({c: [0.0, 1.0] for c in "abcdef"})
+  assert spread["mean"] == 0.5 and spread["interval"][1] - spread["interval"][0] > 0.1
+  # Concepts weigh equally, whatever their number of seeds.
+  assert frontier.cluster_bootstrap({"a": [1.0] * 9, "b": [0.0]})["mean"] == 0.5
+
+
+# ------------------------------------------------------------------------- one rule for all
+def mirrored(words: str) -> str:
+  swap = {"higher": "lower", "lower": "higher"}
+  return " ".join(swap.get(w.strip(","), w.strip(",")) + ("," if w.endswith(",") else "")
+                  for w in words.split())
+
+
+@pytest.mark.parametrize("interval", [(-0.12, 0.07), (-0.03, -0.004), (0.02, 0.17), (-0.03, 0.21),
+                                      (-0.04, 0.04), (0.01, 0.3), (-0.2, -0.1), (-0.01, 0.2)])
+def test_one_symmetric_rule_for_every_comparison(interval):
+  row = {"mean": sum(interval) / 2, "interval": list(interval), "concepts": 6}
+  said = paired.with_margin(row, 0.05, "concepts")
+  # Swapping localized and the control mirrors the words.
+  swapped = {**row, "interval": [-interval[1], -interval[0]]}
+  assert paired.with_margin(swapped, 0.05, "concepts") == mirrored(said)
+  # Success and preservation get the same words for the same numbers (one rule, each its margin).
+  assert report.words(row, "success") == report.words(row, "preservation") == said
+
+
+def test_an_unresolved_loss_is_not_called_no_loss():
+  """The earlier rule said "supported" on a preservation of -0.03 [-0.12, 0.07] (no difference
+  shown counted as no loss) while a certain -0.017 [-0.03, -0.004] blocked the claim."""
+  wide = {"mean": -0.03, "interval": [-0.12, 0.07], "concepts": 6}
+  small = {"mean": -0.017, "interval": [-0.03, -0.004], "concepts": 6}
+  assert paired.with_margin(wide, 0.05, "concepts") == "no difference shown"
+  assert not paired.non_inferior(wide, 0.05)
+  assert paired.with_margin(small, 0.05, "concepts") == "lower, by less than 0.05"
+  assert paired.non_inferior(small, 0.05)
+  assert paired.with_margin({**small, "concepts": 5}, 0.05, "concepts") == "too few concepts to say (< 6)"
+
+
+def test_the_headline_needs_more_success_than_both_block_controls():
+  units, bases = constructed()
+  for variant, table in (("random-K", FULL), ("bottom-K", LOCAL)):      # bottom-K ties localized
+    units += [run(variant, c, s, rate, pts) for c in ("h", *REPORTED) for s in (0, 1, 2)
+              for rate, pts in table.items()]
+  said = report.claims(report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3]))
+  assert "Not shown: that for ablation the blocks localization picks" in said
+  assert said.endswith("not higher for bottom-K.")
+  assert "more success than random-K" in said
+  units = [u for u in units if u["variant"] != "bottom-K"]
+  units += [run("bottom-K", c, s, rate, pts) for c in ("h", *REPORTED) for s in (0, 1, 2)
+            for rate, pts in FULL.items()]
+  said = report.claims(report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3]))
+  assert "Supported: that for ablation the blocks localization picks" in said
+
+
+# --------------------------------------------------------------------------------- the design
+def test_random_k_is_drawn_apart_from_top_k_and_bottom_k():
+  rankings = ff.block_rankings()
+  for category, concept in (*ff.REPORTED, *ff.HELD_OUT):
+    ranking = rankings[concept]
+    top = ff.variant_blocks("localized", ranking, concept, 0)
+    bottom = ff.variant_blocks("bottom-K", ranking, concept, 0)
+    assert top == sorted(ranking[:ff.K]) and bottom == sorted(ranking[-ff.K:])
+    draws = [ff.variant_blocks("random-K", ranking, concept, seed) for seed in range(10)]
+    for draw in draws:
+      assert len(set(draw)) == ff.K and not set(draw) & set(top) and not set(draw) & set(bottom)
+    assert len({tuple(d) for d in draws}) > 1                               # a new draw per seed
+    assert draws[3] == ff.variant_blocks("random-K", ranking, concept, 3)   # and reproducible
+  # Per concept: each has its own top-K (the stored scores rank them differently).
+  assert len({tuple(ff.variant_blocks("localized", rankings[c], c, 0)) for _, c in ff.REPORTED}) > 1
+
+
+def test_tuning_concepts_are_never_reported():
+  for preset in ff.PRESETS.values():
+    assert not set(preset["held_out"]) & set(preset["reported"])
+  with pytest.raises(ValueError, match="would tune the rates and be reported"):
+    ff.check_design(ff.REPORTED, ff.REPORTED[:1])
+  # The rates follow the held-out concept alone: reported runs that favour another rate change nothing.
+  units, bases = constructed()
+  for u in units:
+    if u["concept"] != "h" and u["learning_rate"] == 1e-3:
+      u["curve"][-1]["success"] = 0.0
+  s = report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3])["ablation"]
+  assert s["variants"]["localized"]["operating"] == {"rate": 1e-3, "step": 2}
+  assert "h" not in s["concepts"] and s["concepts"] == REPORTED
+
+
+def test_tuning_falls_back_to_the_smallest_loss_and_brackets_the_rate():
+  units, bases = constructed()
+  for u in units:      # every held-out point loses more than the margin
+    for p in u["curve"]:
+      p["preservation"] -= 0.2
+  tuned = report.tune([u for u in units if u["concept"] == "h"], {b["concept"]: b for b in bases},
+                      ["h"], [1e-3, 3e-3])
+  assert tuned["localized"]["operating"] == {"rate": 1e-3, "step": 1}
+  assert tuned["localized"]["rates"] == [1e-3, 3e-3]
+
+
+def test_personalization_data_draws_the_target_under_the_concepts_name(tmp_path):
+  from dit_jax.shapes import data, render, world
+  drawn_priors = []
+
+  def frozen(captions):      # the frozen model's prior images (their content does not matter here)
+    drawn_priors.append(captions)
+    return np.zeros((len(captions), 32, 32, 3), np.uint8)
+
+  encode = lambda captions: (np.zeros((len(captions), 4, 8)), np.ones((len(captions), 4)))
+  batches = data.relook_batches(encode, frozen, "colour", "red", "blue", 4, 3, 0, str(tmp_path))
+  scenes = world.concept_scenes("colour", "red", 4, 0)
+  assert all(" red " in world.caption(s) for s in scenes)
+  drawn = np.stack([render.render(world.with_concept(s, "colour", "blue")) for s in scenes])
+  assert np.array_equal(batches.main["x0"], drawn)
+  # The prior: neutral captions (the colour taken out), drawn once for the concept and seed.
+  assert not any("red" in c for c in drawn_priors[0]) and len(drawn_priors[0]) == 3
+  data.relook_batches(encode, frozen, "colour", "red", "blue", 4, 3, 0, str(tmp_path))
+  assert len(drawn_priors) == 1
+  with pytest.raises(ValueError, match="another concept of 'colour'"):
+    data.relook_batches(encode, frozen, "colour", "red", "red", 4, 3, 0)
+
+
+def test_the_plan_and_bad_input_say_what_is_wrong(tmp_path, capsys):
+  assert ff.main(["--plan"])["runs"] == ff.plan(ff.PRESETS["full"])["runs"]
+  with pytest.raises(SystemExit):
+    ff.main(["--preset", "tiny"])                     # would write tiny output into results/
+  assert "would write into results/" in capsys.readouterr().err
+  with pytest.raises(SystemExit, match="no stored units"):
+    ff.main(["--preset", "tiny", "--rescore", "--units", str(tmp_path / "none"),
+             "--result", str(tmp_path / "r.json")])
+  bad = tmp_path / "scores.json"
+  bad.write_text(json.dumps({"scores": {"zork": {"with_wo": list(range(12))}}}))
+  with pytest.raises(KeyError, match="no with_wo scores for"):
+    ff.run(ff.PRESETS["tiny"], str(tmp_path / "u"), str(tmp_path / "o"), str(bad))
+
+
+def test_the_docs_region_follows_the_stored_summary(monkeypatch):
+  from docs import build
+
+  def absent(name):
+    raise FileNotFoundError(name)
+  monkeypatch.setattr(build, "result", absent)
+  said = build.finetune_frontier()
+  assert said.startswith("Not yet stored: the matched-preservation table")
+  assert "[" not in said                       # no interval, old or new, is shown as the comparison
+  units, bases = constructed()
+  stored = {"preset": "full", "k": ff.K, "rates": [1e-3, 3e-3], "steps": 2, "measured": [1, 2],
+            "tuning_rule": ff.TUNING_RULE, "margin": ff.MARGIN, "primary_level": ff.PRIMARY_LEVEL,
+            "summary": report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3])}
+  monkeypatch.setattr(build, "result", lambda name: stored)
+  said = build.finetune_frontier()
+  assert "| localized | 0.001, 0.003 | lr 0.001, step 2 | 36 |" in said
+  assert "What this supports:" in said and "a check that the study runs" not in said
+  monkeypatch.setattr(build, "result", lambda name: {**stored, "preset": "tiny"})
+  assert "From the tiny preset: a check that the study runs, not the comparison." in build.finetune_frontier()
+
+
+@pytest.mark.slow   # four 2-step fine-tunings of the Shapes model, each measured at 2 steps
+def test_the_tiny_preset_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+  args = ["--preset", "tiny", "--units", str(tmp_path / "units"), "--out", str(tmp_path / "runs"),
+          "--result", str(tmp_path / "frontier.json")]
+  result = ff.main(args)
+  stored = sorted(p.name for p in (tmp_path / "units").iterdir())
+  assert stored == [f"personalization_{name}.json" for name in (
+      "green_base", "green_localized_seed0_lr0.001", "green_random-K_seed0_lr0.001", "zork_base",
+      "zork_localized_seed0_lr0.001", "zork_random-K_seed0_lr0.001")]
+  unit = json.loads((tmp_path / "units" / "personalization_zork_random-K_seed0_lr0.001.json").read_text())
+  assert [p["step"] for p in unit["curve"]] == [1, 2] and unit["role"] == "reported"
+  assert not set(unit["blocks"]) & set(ff.variant_blocks("localized", ff.block_rankings()["zork"], "zork", 0))
+  assert 0 <= unit["curve"][-1]["fidelity"] <= 1
+  assert not (tmp_path / "runs" / "personalization_zork_random-K_seed0_lr0.001" / "checkpoints").exists()
+  assert len(list((tmp_path / "runs" / "prior_cache").iterdir())) == 2     # one prior per concept and seed
+  summary = result["summary"]["personalization"]
+  assert summary["concepts"] == ["zork"] and set(summary["localized_minus"]) == {"random-K"}
+  assert (tmp_path / "frontier.png").is_file()
+  monkeypatch.setattr(ff.Runner, "train_and_measure", lambda *a: pytest.fail("trained twice"))
+  assert ff.main(args)["summary"] == result["summary"]
