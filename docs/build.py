@@ -165,10 +165,13 @@ def shapes_replicates() -> str:
     table.append(f"| {cell} | " + " | ".join(words) + " |")
   if missing:
     return "\n".join(table) + "\n\n" + todo
+  # A disagreement is a different answer: yes (and which), no, or the concept absent. "Not tested"
+  # and "not shown" are both no: the hierarchy stopped above the cell or at it.
+  answer = lambda e: {"not tested": "no", "not shown": "no"}.get(_level_word(e), _level_word(e))
   differ = [c for c in first if c in cells["replicate 2"]
-            and _level_word(first[c]) != _level_word(cells["replicate 2"][c])]
-  said = ("The replicates agree on every cell." if not differ else
-          f"The replicates disagree on {len(differ)} of {len(first)} cells: " + "; ".join(
+            and answer(first[c]) != answer(cells["replicate 2"][c])]
+  said = ("The replicates give the same answer in every cell." if not differ else
+          f"The replicates' answers differ in {len(differ)} of {len(first)} cells: " + "; ".join(
               f"{c} ({_level_word(first[c])} in replicate 1, "
               f"{_level_word(cells['replicate 2'][c])} in replicate 2)" for c in differ) + ".")
   return "\n".join(table) + "\n\n" + said

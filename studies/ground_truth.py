@@ -4,8 +4,8 @@ set, from a run that swept every K-set (the exact verdict), against each localiz
     python -m studies.ground_truth --run shapes_full_r1     # results/localize_shapes_full_r1*.json(.gz)
 
 For every concept the judge finds in the originals (the presence floor) and every swept K > 1, the
-best sets are those whose presence drop (mean over prompts and seeds) is the largest (ties within
-1e-12 all count). Each localizer ranks the blocks by its own scores and takes its top-K:
+best sets are those whose presence drop (mean over prompts and seeds) is the largest (ties on the
+verdict's grid, exact.tie_level, all count). Each localizer ranks the blocks by its own scores and takes its top-K:
   precision   |top-K & best set| / K (the best of the tied best sets);
   rank        1 + the number of K-sets that remove more than top-K (1: top-K is a best set), and
               its percentile among all C(n, K) sets.
@@ -41,13 +41,13 @@ def top_k(scores, k: int) -> tuple[int, ...]:
 def judge_cell(cell: exact.ConceptAtK, top: tuple[int, ...]) -> dict:
   """Precision of `top` against the cell's best sets, and its rank among all of them."""
   means = cell.drops.mean(axis=1)
-  best = means.max()
-  best_sets = [set(b) for b, m in zip(cell.set_blocks, means) if m >= best - exact.TIE]
-  mine = means[cell.set_blocks.index(tuple(top))]
-  rank = int(np.sum(means > mine + exact.TIE)) + 1
+  levels = exact.tie_level(means)                        # the verdict's ties
+  index = cell.set_blocks.index(tuple(top))
+  best_sets = [set(b) for b, q in zip(cell.set_blocks, levels) if q == levels.max()]
+  rank = int(np.sum(levels > levels[index])) + 1
   return {"top": list(top), "precision": max(len(set(top) & b) for b in best_sets) / cell.k,
           "rank": rank, "percentile": (rank - 1) / len(means), "best": [sorted(b) for b in best_sets],
-          "best_drop": float(best), "top_drop": float(mine)}
+          "best_drop": float(means.max()), "top_drop": float(means[index])}
 
 
 def evaluate(rows: list[dict], scores: dict[str, dict]) -> list[dict]:

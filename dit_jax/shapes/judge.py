@@ -63,17 +63,19 @@ class ShapesJudge(Judge):
     return kept
 
   def second_opinion(self, images, pairs: Sequence[PromptPair]) -> dict | None:
-    """The pixel judge's reading beside this classifier's (confirm.py), for colour, position and
-    place; None for the categories it cannot read without learning."""
-    from dit_jax.shapes import confirm
+    """The pixel judge's reading beside this classifier's, for colour, position and place (None
+    for the categories it cannot read without learning). A concept counts as read where a judge's
+    head puts it first, the rule of confirm.py (which imports this module, hence not called)."""
+    from dit_jax.shapes import pixel_judge
     if len(pairs) != len(images):
       raise ValueError(f"{len(images)} images but {len(pairs)} prompts")
     category = pairs[0].category
-    check = confirm.confirm(images, confirm.asks_from_pairs(pairs), first=self)
-    if category not in check.rows:
+    if category not in pixel_judge.CATEGORIES:
       return None
-    return {"judge": check.second_name, "first": check.first[category].tolist(),
-            "second": check.second[category].tolist()}
+    asked = [p.concept for p in pairs]
+    read = lambda judge: [name == concept for name, concept in
+                          zip(judge.predictions(images)[category].names, asked)]
+    return {"judge": "pixel judge", "first": read(self), "second": read(pixel_judge.PixelJudge())}
 
   def category_accuracy(self, images, prompts: Sequence[str | PromptPair]) -> dict[str, float]:
     """category -> fraction of the images whose head predicts the concept their prompt names,

@@ -46,12 +46,19 @@ from dit_jax.verdict.sets import ALPHA, benjamini_hochberg, hierarchical_weights
 # neutral prompt everywhere does (one image in ten), decided before any run.
 SPECIFICITY_MARGIN = 0.10
 EXACT_LIMIT = 500       # default config.exact_limit: C(12, 4) = 495 sets are enumerated
-# Mean drops within TIE of top-K's tie with it and count against it. Presence is a probability: a
-# set that changes nothing differs from another by float32 rounding (up to 2e-5 in the stored
-# runs, where the judge is saturated near 1), and ranking by rounding called a concept that no set
-# removes "localized" (replicate 1's solid at K = 1: first of 12 with a drop of 9e-7). 1e-3 is a
-# thousandth of one image's presence; counting ties against top-K only makes p larger.
+# Mean drops are compared on a grid of TIE (tie_level): drops in one step of it tie, and ties count
+# against top-K. Presence is a probability: a set that changes nothing differs from another by
+# float32 rounding (up to 2e-5 in the stored runs, where the judge is saturated near 1), and
+# ranking by rounding called a concept that no set removes "localized" (replicate 1's solid at
+# K = 1: first of 12 with a drop of 9e-7). 1e-3 is a thousandth of one image's presence. A grid, not
+# a tolerance band: ties must be an equivalence (a band lets A tie B and B tie C but not A and C),
+# or the tie-randomised placebo p-values are not uniform.
 TIE = 1e-3
+
+
+def tie_level(drops) -> np.ndarray:
+  """Drops on the TIE grid: equal levels tie."""
+  return np.round(np.asarray(drops, float) / TIE)
 
 HIERARCHY = (
     "Hierarchy of hypotheses (each level tested only where the one above holds):\n"
@@ -60,8 +67,8 @@ HIERARCHY = (
     f"3. concept x K: the concept's exact rank among all K-sets; Benjamini-Hochberg, {ALPHA}.\n"
     "A test that could not reach the level even at rank 1 (one concept among 12 one-block sets:\n"
     "p >= 1/12) is reported but left out of its level's correction (Tarone).\n"
-    f"p = (sets removing at least as much as top-K, top-K included) / (all sets); sets within {TIE} of\n"
-    "top-K's mean drop tie with it and count against it. Replicates (other noise and prompts) are\n"
+    f"p = (sets removing at least as much as top-K, top-K included) / (all sets); mean drops are\n"
+    f"compared on a grid of {TIE}: a set in top-K's step ties with it and counts against it. Replicates (other noise and prompts) are\n"
     "cells of their own, pooled at every level by the same rank sum.\n"
     "The interval beside p: the 95% bootstrap interval (concepts, prompts, seeds) of that share.\n"
     f"specific: top-K disturbs the rest of the image at most {SPECIFICITY_MARGIN} more than the\n"
@@ -116,8 +123,8 @@ class ConceptAtK:
     """Rank of top-K among the sets (sampled: among the draws and top-K itself), under unit
     weights (None: the observed mean; (B, units): one rank per bootstrap resample)."""
     w = np.full(self.units, 1.0 / self.units) if weights is None else weights
-    top, sets = self.top_drop @ w.T, self.drops @ w.T                 # (...), (sets, ...)
-    ahead = np.sum(sets >= top - TIE, axis=0)
+    top, sets = tie_level(self.top_drop @ w.T), tie_level(self.drops @ w.T)   # (...), (sets, ...)
+    ahead = np.sum(sets >= top, axis=0)
     return ahead if self.exact else ahead + 1
 
   @property
@@ -470,18 +477,19 @@ def simulate(rows: Sequence[dict], runs: int, effect: float = 0.0, seed: int = 0
   keys = [(c.concept, c.category, c.k) for c in cells]
   sizes = [c.size for c in cells]
   means = [c.drops.mean(axis=1) for c in cells]
-  ordered = [np.sort(m) for m in means]
+  levels = [tie_level(m) for m in means]
+  ordered = [np.sort(q) for q in levels]
   specific = [_set_specific(c) for c in cells]
   picks = np.stack([rng.integers(0, len(m), runs) for m in means])          # (cells, runs)
   ranks = np.empty_like(picks)
   randomised = np.empty(picks.shape)
-  for i, (m, o) in enumerate(zip(means, ordered)):
+  for i, (m, q, o) in enumerate(zip(means, levels, ordered)):
     # A planted effect: the picked set removes `effect` more than the mean set does (the verdict
     # tables' "top-null"); a placebo: the picked set as it is.
-    own = m[picks[i]]
-    target = own if effect == 0 else np.full(runs, m.mean() + effect)
-    ahead = len(o) - np.searchsorted(o, target - TIE, side="left") - (own >= target - TIE)
-    beyond = len(o) - np.searchsorted(o, target + TIE, side="right") - (own > target + TIE)
+    own = q[picks[i]]
+    target = own if effect == 0 else np.full(runs, tie_level(m.mean() + effect))
+    ahead = len(o) - np.searchsorted(o, target, side="left") - (own >= target)
+    beyond = len(o) - np.searchsorted(o, target, side="right") - (own > target)
     extra = 0 if cells[i].exact else 1                                         # the draws + top-K
     ranks[i] = ahead + 1 + extra
     # The same rank with its ties (itself included) split at random: exactly uniform under a
