@@ -122,5 +122,5 @@ def speed_rows(result: dict, images: int, per: str, names=("diffusers", "flax"))
 
 def result_path(stem: str, gpu: bool) -> str:
   """results/<stem>_<gpu|cpu>.json"""
-  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                      f"{stem}_{'gpu' if gpu else 'cpu'}.json")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # results/ sits beside benchmarks/
+  return os.path.join(repo, "results", f"{stem}_{'gpu' if gpu else 'cpu'}.json")

@@ -355,3 +355,12 @@ def test_run_all_summaries_give_flax_against_eager_and_max_autotune(tmp_path):
   assert ("PixArt's forward is 0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x: not met; "
           "0.99x its default mode)") in said
   assert "0.50x `torch.compile` max-autotune with fused QKV (target >= 1.15x against the compiled loop: not met" in said
+
+
+def test_results_are_written_beside_the_benchmarks_not_inside_them():
+  """results/ moved out of benchmarks/ (issue 40); a default path inside benchmarks/ wrote a file
+  that no table reads (benchmarks/shapes_cpu.py did, on 2026-12-06)."""
+  from benchmarks import timing
+  path = timing.result_path("shapes", False)
+  assert path == os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(timing.__file__))),
+                              "results", "shapes_cpu.json")
