@@ -143,6 +143,36 @@ def _cells(found: dict) -> dict[str, dict]:
   return cells
 
 
+def _answer(e: dict) -> str:
+  """A cell's answer: yes (and which), no, or the concept absent. "Not tested" and "not shown" are
+  both no: the hierarchy stopped above the cell or at it."""
+  return {"not tested": "no", "not shown": "no"}.get(_level_word(e), _level_word(e))
+
+
+def _differences(first: dict, second: dict) -> list[str]:
+  """The cells of two replicates whose answers differ."""
+  return [c for c in first if c in second and _answer(first[c]) != _answer(second[c])]
+
+
+def replicated_answer() -> str:
+  """README: the fuller run's answer on both replicates pooled, and how far the replicates agree
+  (the table and every differing cell are in docs/results.md, "Replicates")."""
+  if not all(os.path.exists(os.path.join(RESULTS, n)) for n in REPLICATES.values()):
+    return "Not yet stored: the fuller run's two replicates (docs/results.md, \"Replicates\")."
+  cells = {label: _cells(result(name)) for label, name in REPLICATES.items()}
+  both = cells["both"]
+  said = lambda label: _and([f"K = {e['k']} (Holm-adjusted p {exact._p(e['p_adjusted'])})"
+                             for e in result(REPLICATES[label])["exact"]["primary"] if e["holds"]]
+                            or ["no K"])
+  localized = [c for c, e in both.items() if "category" in e and "concept" not in e and e["localized"]]
+  differ = _differences(cells["replicate 1"], cells["replicate 2"])
+  return (f"The fuller Shapes run (`configs/shapes_full.py`, exact at K = 1, 2 and 4, 12 concepts) on two "
+          f"replicates, their cells pooled: top-K ranks above chance at {said('both')}; localized: "
+          f"{_and(localized or ['none'])}. Alone, replicate 1 says yes at {said('replicate 1')} and "
+          f"replicate 2 at {said('replicate 2')}; their answers differ in {len(differ)} of "
+          f"{len(cells['replicate 1'])} cells ([docs/results.md](docs/results.md#replicates) names them).")
+
+
 def shapes_replicates() -> str:
   """The fuller run's exact verdict on each replicate and on both (their rows pooled): the primary
   and category levels as a table, and every cell, concept level included, where the two replicates'
@@ -165,11 +195,7 @@ def shapes_replicates() -> str:
     table.append(f"| {cell} | " + " | ".join(words) + " |")
   if missing:
     return "\n".join(table) + "\n\n" + todo
-  # A disagreement is a different answer: yes (and which), no, or the concept absent. "Not tested"
-  # and "not shown" are both no: the hierarchy stopped above the cell or at it.
-  answer = lambda e: {"not tested": "no", "not shown": "no"}.get(_level_word(e), _level_word(e))
-  differ = [c for c in first if c in cells["replicate 2"]
-            and answer(first[c]) != answer(cells["replicate 2"][c])]
+  differ = _differences(first, cells["replicate 2"])
   said = ("The replicates give the same answer in every cell." if not differ else
           f"The replicates' answers differ in {len(differ)} of {len(first)} cells: " + "; ".join(
               f"{c} ({_level_word(first[c])} in replicate 1, "
@@ -609,7 +635,8 @@ def judge_check_reading() -> str:
 REGIONS = {
     # README.md
     "model-quality": model_quality, "default-run": default_run, "shapes-table": shapes_table,
-    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates, "ground-truth": ground_truth, "flux-bf16": flux_bf16, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
+    "shapes-findings": shapes_findings, "shapes-replicates": shapes_replicates,
+    "replicated-answer": replicated_answer, "ground-truth": ground_truth, "flux-bf16": flux_bf16, "placebo": placebo, "placebo-reading": placebo_reading, "shapes-agreement": shapes_agreement,
     "shapes-auto-k": shapes_auto_k, "finetune-frontier": finetune_frontier, "planted": planted,
     "planted-weights": planted_weights,
     "memory-plan": memory_plan, "gpu-summary": gpu_summary, "gpu-benchmarks": gpu_benchmarks,
