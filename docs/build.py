@@ -159,11 +159,11 @@ def replicated_answer() -> str:
   (the table and every differing cell are in docs/results.md, "Replicates")."""
   if not all(os.path.exists(os.path.join(RESULTS, n)) for n in REPLICATES.values()):
     return "Not yet stored: the fuller run's two replicates (docs/results.md, \"Replicates\")."
-  cells = {label: _cells(result(name)) for label, name in REPLICATES.items()}
+  found = {label: result(name) for label, name in REPLICATES.items()}
+  cells = {label: _cells(stored) for label, stored in found.items()}
   both = cells["both"]
   said = lambda label: _and([f"K = {e['k']} (Holm-adjusted p {exact._p(e['p_adjusted'])})"
-                             for e in result(REPLICATES[label])["exact"]["primary"] if e["holds"]]
-                            or ["no K"])
+                             for e in found[label]["exact"]["primary"] if e["holds"]] or ["no K"])
   localized = [c for c, e in both.items() if "category" in e and "concept" not in e and e["localized"]]
   differ = _differences(cells["replicate 1"], cells["replicate 2"])
   return (f"The fuller Shapes run (`configs/shapes_full.py`, exact at K = 1, 2 and 4, 12 concepts) on two "

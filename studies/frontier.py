@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dit_jax.verdict.sets import hierarchical_weights
+
 RESAMPLES = 4000
 
 
@@ -47,9 +49,10 @@ def cluster_bootstrap(values: dict[str, Sequence[float]], resamples: int = RESAM
                       seed: int = 0) -> dict:
   """Mean of per-(concept, seed) values, weighting concepts equally, with a 95 % percentile
   interval from a two-stage bootstrap: draw concepts with replacement, then within each drawn
-  concept draw its seeds with replacement. Concepts are the unit a reader generalises over, and
-  seeds of one concept are not independent of each other: resampling the pairs alone would treat
-  one concept's three seeds as three pieces of evidence."""
+  concept draw its seeds with replacement (dit_jax/verdict/sets.hierarchical_weights). Concepts
+  are the unit a reader generalises over, and seeds of one concept are not independent of each
+  other: resampling the pairs alone would treat one concept's three seeds as three pieces of
+  evidence."""
   groups = [np.asarray(v, float) for v in values.values() if len(v)]
   if not groups:
     return {"mean": None, "interval": None, "concepts": 0, "pairs": 0}
@@ -58,14 +61,8 @@ def cluster_bootstrap(values: dict[str, Sequence[float]], resamples: int = RESAM
            "pairs": int(sum(len(g) for g in groups))}
   if len(groups) < 2:
     return found
-  rng = np.random.default_rng(seed)
-  picks = rng.integers(0, len(groups), (resamples, len(groups)))
-  # Every drawn place gets its own draw of seeds, even where a concept is drawn twice.
-  drawn = np.empty(picks.shape)
-  for c, group in enumerate(groups):
-    where = picks == c
-    seeds = rng.integers(0, len(group), (int(where.sum()), len(group)))
-    drawn[where] = group[seeds].mean(axis=1)
-  means = drawn.mean(axis=1)
+  # The verdict's hierarchical bootstrap, with a concept's seeds as its units (one seed each).
+  weights = hierarchical_weights([(len(g), 1) for g in groups], resamples, seed)
+  means = weights @ np.concatenate(groups)
   found["interval"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
   return found

@@ -179,11 +179,12 @@ def test_a_run_reports_the_second_judge_and_where_the_judges_disagree(tmp_path):
   rows built by hand (a run whose judge has no second judge prints nothing)."""
   from dit_jax.files import read_json
   from dit_jax.localize import conclude
-  opinion = lambda first, second: {"judge": "pixel judge", "first": first, "second": second}
+  opinion = lambda name, first, second: {"judge": "pixel judge", "first": first, "second": second,
+                                         "intervention": name}
   rows = [{"concept": "red", "category": "colour", "kind": "none", "k": 0,
-           "second_opinion": opinion([True, True, True, False], [True, True, True, True])},
+           "second_opinion": opinion("original", [True, True, True, False], [True, True, True, True])},
           {"concept": "red", "category": "colour", "kind": "top", "k": 2,
-           "second_opinion": opinion([False] * 4, [False, True, False, False])},
+           "second_opinion": opinion("top-2", [False] * 4, [False, True, False, False])},
           {"concept": "red", "category": "colour", "kind": "random", "k": 2}]
   lines = conclude.second_opinions(rows, str(tmp_path))
   assert "red (colour): original 3 vs 4 of 4, top-2 0 vs 1 of 4" in lines

@@ -191,7 +191,8 @@ def second_opinions(rows, out: str) -> str:
   table = []
   for r in found:
     first, second = (np.asarray(r["second_opinion"][k], bool) for k in ("first", "second"))
-    table.append({"concept": r["concept"], "category": r["category"], "kind": r["kind"], "k": r["k"],
+    table.append({"concept": r["concept"], "category": r["category"],
+                  "intervention": r["second_opinion"]["intervention"], "kind": r["kind"], "k": r["k"],
                   "judge": r["second_opinion"]["judge"], "images": int(first.size),
                   "first_present": int(first.sum()), "second_present": int(second.sum()),
                   "disagreeing_images": np.flatnonzero(first != second).tolist()})
@@ -200,8 +201,8 @@ def second_opinions(rows, out: str) -> str:
   lines = [f"second judge: images showing the concept, the run's judge vs the {judge}"]
   for concept in dict.fromkeys(t["concept"] for t in table):
     mine = [t for t in table if t["concept"] == concept]
-    cells = [f"{SHOWN_NAMES.get(t['kind'], t['kind'])}{t['k'] or ''} {t['first_present']} vs "
-             f"{t['second_present']} of {t['images']}" for t in mine]
+    cells = [f"{t['intervention']} {t['first_present']} vs {t['second_present']} of {t['images']}"
+             for t in mine]
     lines.append(f"  {concept} ({mine[0]['category']}): " + ", ".join(cells))
   disagree = sum(len(t["disagreeing_images"]) for t in table)
   lines.append(f"  the judges disagree on {disagree} of {sum(t['images'] for t in table)} images"
@@ -209,8 +210,6 @@ def second_opinions(rows, out: str) -> str:
   return "\n".join(lines)
 
 
-SHOWN_NAMES = {"none": "original", "neutral": "neutral", "top": "top-", "bottom": "bottom-",
-               "random": "random-", "reverse": "reverse-"}
 SECOND_RULE = ("a concept counts as shown where a judge's head for its category puts it first; "
                "only the categories the second judge reads are compared")
 

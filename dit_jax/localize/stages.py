@@ -111,7 +111,7 @@ class ConceptSweep:
           images = shown[intervention.name] = cache.images_of(set_key(intervention))
           second = None if images is None else self.judge.second_opinion(images, self.expanded)
           if second is not None:        # a second judge's word on the images a grid shows
-            rows[-1]["second_opinion"] = second
+            rows[-1]["second_opinion"] = {**second, "intervention": intervention.name}
     return rows, {name: images for name, images in shown.items() if images is not None}
 
   def cache_inputs(self, options: dict) -> dict:

@@ -68,8 +68,9 @@ HIERARCHY = (
     "A test that could not reach the level even at rank 1 (one concept among 12 one-block sets:\n"
     "p >= 1/12) is reported but left out of its level's correction (Tarone).\n"
     f"p = (sets removing at least as much as top-K, top-K included) / (all sets); mean drops are\n"
-    f"compared on a grid of {TIE}: a set in top-K's step ties with it and counts against it. Replicates (other noise and prompts) are\n"
-    "cells of their own, pooled at every level by the same rank sum.\n"
+    f"compared on a grid of {TIE}: a set in top-K's step ties with it and counts against it.\n"
+    "Replicates (other noise and prompts) are cells of their own, pooled at every level by the\n"
+    "same rank sum.\n"
     "The interval beside p: the 95% bootstrap interval (concepts, prompts, seeds) of that share.\n"
     f"specific: top-K disturbs the rest of the image at most {SPECIFICITY_MARGIN} more than the\n"
     "neutral prompt everywhere (upper one-sided 95% bound). localized = present and removable and specific.")
@@ -293,21 +294,28 @@ def hierarchy(keys: Sequence[tuple[str, str, int]], ranks: Sequence[int],
   primary_p = [pooled(m) for m in at_k]
   adjusted = holm([p if can_pass(m) else None for p, m in zip(primary_p, at_k)])
   primary = {k: (p, a, a is not None and a < ALPHA) for k, p, a in zip(ks, primary_p, adjusted)}
-  groups = list(dict.fromkeys((cat, k) for _, cat, k in keys))
-  members = [[i for i, key in enumerate(keys) if (key[1], key[2]) == g] for g in groups]
+  groups, members = _grouped(keys, lambda key: (key[1], key[2]))
   group_p = [pooled(m) for m in members]
   adjusted = benjamini_hochberg([p if primary[g[1]][2] and can_pass(m) else None
                                  for g, p, m in zip(groups, group_p, members)])
   category = {g: (p, a, a is not None and a < ALPHA) for g, p, a in zip(groups, group_p, adjusted)}
   # A concept's replicates are pooled like a category's concepts (one cell: its rank / sets).
-  cells = list(dict.fromkeys((c, cat, k) for c, cat, k in keys))
-  members = [[i for i, key in enumerate(keys) if key == cell] for cell in cells]
+  cells, members = _grouped(keys, lambda key: key)
   cell_p = [pooled(m) for m in members]
   adjusted = benjamini_hochberg([p if category[(key[1], key[2])][2] and can_pass(m) else None
                                  for key, p, m in zip(cells, cell_p, members)])
   concept = {(key[0], key[2]): (p, a, a is not None and a < ALPHA)
              for key, p, a in zip(cells, cell_p, adjusted)}
   return {"primary": primary, "category": category, "concept": concept}
+
+
+def _grouped(keys, group_of) -> tuple[list, list[list[int]]]:
+  """The groups of `keys` in order of first appearance, and each group's indices (one pass: the
+  placebo simulation asks for every run)."""
+  found: dict = {}
+  for i, key in enumerate(keys):
+    found.setdefault(group_of(key), []).append(i)
+  return list(found), list(found.values())
 
 
 def decide(rows: Sequence[dict]) -> dict | None:
