@@ -66,7 +66,8 @@ import numpy as np
 
 from dit_jax import files
 from dit_jax.blocks import rank_blocks
-from dit_jax.shapes import tasks, world
+from dit_jax.shapes import pixel_judge, tasks, world
+from dit_jax.shapes.judge import named_hits
 
 SCORES = "results/localize_shapes_full_r1.json"
 OBJECTIVES = {"personalization": tasks.relook_config, "ablation": tasks.unlearn_config}
@@ -152,19 +153,55 @@ def variant_blocks(variant: str, ranking: list[int], concept: str, seed: int) ->
 
 # ------------------------------------------------------------------------------- measurement
 def measure(gen, objective: str, category: str, concept: str, base_images) -> dict:
-  """The judged numbers, and fidelity to base_images (None: these are the base model's)."""
+  """The judged numbers, and fidelity to base_images (None: these are the base model's).
+
+  Both judges read the same images. The learned judge gives success and preservation; the pixel
+  judge (rule-based: colour, position, place) reads them again where it can (second_judge):
+  success for concepts of its categories, preservation over its categories, the learned judge's
+  numbers on those same readings beside it, and how often the two judges agree, image by image."""
   neighbours = [n for n in world.CONCEPTS[category] if n != concept]
-  if objective == "personalization":
-    success = gen.read_as(category, concept, RELOOK_TARGET[category])
-  else:
-    success = 1.0 - gen.concept_accuracy(category, [concept])
-  neighbour = gen.concept_accuracy(category, neighbours)
-  images = gen.images(gen.unrelated_prompts(category, concept))
-  preserved = gen.preserved(category, concept, images)
+  shown = {}
+  for part, prompts in (("success", gen.naming_prompts(category, [concept])),
+                        ("neighbours", gen.naming_prompts(category, neighbours)),
+                        ("unrelated", gen.unrelated_prompts(category, concept))):
+    shown[part] = (prompts, gen.images(prompts))
+  judges = {"first": gen.judge, "second": gen.second}
+  readings = {j: {part: judge.predictions(images) for part, (_, images) in shown.items()}
+              for j, judge in judges.items()}
+
+  def success_hits(j):       # (n,) bool: the image counts as a success under judge j
+    names = np.array(readings[j]["success"][category].names)
+    return names == RELOOK_TARGET[category] if objective == "personalization" else names != concept
+
+  def hits(j, part, categories):
+    return named_hits(readings[j][part], shown[part][0], categories)
+
+  others = [c for c in world.CATEGORIES if c != category]
+  first_success = success_hits("first")
+  neighbour = float(np.mean(hits("first", "neighbours", [category])[category]))
+  preserved = float(np.mean([h.mean() for h in hits("first", "unrelated", others).values()]))
+  images = shown["unrelated"][1]
   change = 0.0 if base_images is None else float(
       np.mean(np.abs(images.astype(np.float32) - base_images.astype(np.float32))) / 255)
-  return {"success": success, "neighbour_accuracy": neighbour, "preserved_accuracy": preserved,
-          "preservation": (neighbour + preserved) / 2, "fidelity": 1.0 - change}
+  row = {"success": float(first_success.mean()), "neighbour_accuracy": neighbour,
+         "preserved_accuracy": preserved, "preservation": (neighbour + preserved) / 2,
+         "fidelity": 1.0 - change}
+
+  covered = [c for c in pixel_judge.CATEGORIES if c != category]
+  first, second = hits("first", "unrelated", covered), hits("second", "unrelated", covered)
+  agree = lambda a, b: float(np.mean(np.concatenate(a) == np.concatenate(b)))
+  both = {"judge": "pixel judge", "categories": covered,
+          "preserved_accuracy": {"first": float(np.mean([h.mean() for h in first.values()])),
+                                 "second": float(np.mean([h.mean() for h in second.values()]))},
+          "agreement": {"preserved": agree(list(first.values()), list(second.values()))}}
+  if category in pixel_judge.CATEGORIES:
+    second_success = success_hits("second")
+    near = {j: hits(j, "neighbours", [category])[category] for j in judges}
+    both["success"] = {"first": row["success"], "second": float(second_success.mean())}
+    both["neighbour_accuracy"] = {j: float(h.mean()) for j, h in near.items()}
+    both["agreement"].update(success=agree([first_success], [second_success]),
+                             neighbours=agree([near["first"]], [near["second"]]))
+  return {**row, "second_judge": both}
 
 
 def slug(concept: str) -> str:

@@ -10,6 +10,16 @@ from studies.frontier import cluster_bootstrap, success_at
 from studies import finetune_frontier as ff
 
 MEASURES = ("success", "preservation", "fidelity")
+# The pixel judge's second reading of an operating point (finetune_frontier.measure's second_judge):
+# name -> (its entry, which judge). The learned judge's numbers on the same images sit beside the
+# pixel judge's, so a difference between the two is the judges', not the images'. Success exists for
+# the concepts of the pixel judge's categories only; preservation is read over its categories.
+SECOND = {"success, pixel judge": ("success", "second"),
+          "success, learned judge": ("success", "first"),
+          "preserved, pixel judge": ("preserved_accuracy", "second"),
+          "preserved, learned judge": ("preserved_accuracy", "first")}
+AGREEMENT = ("success", "preserved")
+OPERATING = (*MEASURES, *SECOND, *(f"agreement, {a}" for a in AGREEMENT))
 CURVE = tuple(round(0.005 * i, 3) for i in range(31))    # losses 0 .. 0.15 for the figure
 
 
@@ -62,10 +72,15 @@ def frontier_values(cell: list[dict], base: dict, levels=ff.LEVELS) -> dict[floa
   return {level: success_at(points, base["preservation"] - level) for level in levels}
 
 
-def operating_values(cell: list[dict], operating: dict) -> dict[str, float]:
+def operating_values(cell: list[dict], operating: dict) -> dict[str, float | None]:
+  """The operating point's measures, its second-judge readings (SECOND) and the two judges'
+  agreement (None where the pixel judge cannot read it)."""
   run = next(u for u in cell if u["learning_rate"] == operating["rate"])
   point = next(p for p in run["curve"] if p["step"] == operating["step"])
-  return {m: point[m] for m in MEASURES}
+  both = point.get("second_judge", {})
+  return {**{m: point[m] for m in MEASURES},
+          **{name: both.get(entry, {}).get(judge) for name, (entry, judge) in SECOND.items()},
+          **{f"agreement, {a}": both.get("agreement", {}).get(a) for a in AGREEMENT}}
 
 
 def by_concept(values: dict, key) -> dict[str, list[float]]:
@@ -85,7 +100,7 @@ def variant_summary(mine: dict, tuned: dict, runs: int) -> dict:
           "frontier": {str(lv): cluster_bootstrap(by_concept(mine, lambda r: r["frontier"][lv]))
                        for lv in ff.LEVELS},
           "operating_values": {m: cluster_bootstrap(by_concept(mine, lambda r: r["operating"][m]))
-                               for m in MEASURES},
+                               for m in OPERATING},
           "mean_frontier": [float(np.mean([r["curve"][i] for r in mine.values()]))
                             for i in range(len(CURVE))]}
 
@@ -101,7 +116,7 @@ def localized_minus(local: dict, control: dict) -> dict:
       return None if mine is None or theirs is None else mine - theirs
     return cluster_bootstrap(by_concept(both, difference))
   return {"matched": {str(lv): minus(lambda r: r["frontier"][lv]) for lv in ff.LEVELS},
-          "operating": {m: minus(lambda r: r["operating"][m]) for m in MEASURES}}
+          "operating": {m: minus(lambda r: r["operating"][m]) for m in (*MEASURES, *SECOND)}}
 
 
 def summarize_objective(units: list[dict], bases: dict[str, dict], held_out: list[str],
@@ -175,6 +190,7 @@ def claims(summary: dict) -> str:
       parts.append(f"At the tuned operating points, {measure} (margin {ff.MARGIN[measure]:g}), "
                    "localized minus: " + "; ".join(
                        f"{c} {cell(r['operating'][measure], measure)}" for c, r in versus.items()) + ".")
+    parts.append(second_judge_words(versus))
     primary = {c: r["matched"][level] for c, r in versus.items()}
     parts.append(f"At a loss of at most {ff.PRIMARY_LEVEL:g}, localized gives " + "; ".join(
         _against(c, r) for c, r in primary.items()) + ".")
@@ -187,6 +203,32 @@ def claims(summary: dict) -> str:
                  f"Not shown: {claim}; " + ", ".join(f"{why} for {c}" for c, why in short) + ".")
     out.append(" ".join(parts))
   return "\n\n".join(out)
+
+
+def margin_of(name: str) -> str:
+  return "success" if name.startswith("success") else "preservation"
+
+
+def second_judge_words(versus: dict) -> str:
+  """The operating-point comparisons read again by the pixel judge, beside the learned judge's
+  reading of the same images, and where the two judges' words differ."""
+  said, differ = [], []
+  for control, r in versus.items():
+    found = {name: r["operating"][name] for name in SECOND}
+    for measure in ("success", "preserved"):
+      pixel, learned = found[f"{measure}, pixel judge"], found[f"{measure}, learned judge"]
+      if pixel["mean"] is None:
+        continue
+      said.append(f"{control} {measure} {cell(pixel, margin_of(measure))} (learned judge, same "
+                  f"images: {cell(learned, margin_of(measure))})")
+      if words(pixel, margin_of(measure)) != words(learned, margin_of(measure)):
+        differ.append(f"{measure} against {control}")
+  if not said:
+    return "The pixel judge read none of these runs."
+  return ("Read again by the pixel judge (colour, position, place) at the operating points, "
+          "localized minus: " + "; ".join(said) + ". "
+          + (f"The two judges' words differ on {', '.join(differ)}." if differ
+             else "The two judges' words agree on every one."))
 
 
 def table(summary: dict) -> str:
@@ -218,7 +260,26 @@ def table(summary: dict) -> str:
         lines.append(f"| {control} | "
                      + " | ".join(cell(r["matched"][str(lv)], "success") for lv in ff.LEVELS) + " | "
                      + " | ".join(cell(r["operating"][m], m) for m in MEASURES) + " |")
+    lines += ["", second_judge_table(s)]
     lines.append("")
+  return "\n".join(lines)
+
+
+def second_judge_table(s: dict) -> str:
+  """Each variant's operating point read by both judges (success on the pixel judge's concepts,
+  preservation over its categories) with their image-by-image agreement, then localized minus
+  each control under each judge."""
+  names = [*SECOND, *(f"agreement, {a}" for a in AGREEMENT)]
+  lines = ["Read again by the pixel judge (rule-based; colour, position and place only), at the "
+           "operating points, on the same images as the learned judge:", "",
+           "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for variant, v in s["variants"].items():
+    lines.append(f"| {variant} | " + " | ".join(cell(v["operating_values"][n]) for n in names) + " |")
+  if s["localized_minus"]:
+    lines += ["", "| localized minus | " + " | ".join(SECOND) + " |", "|---|" + "---|" * len(SECOND)]
+    for control, r in s["localized_minus"].items():
+      lines.append(f"| {control} | " + " | ".join(cell(r["operating"][n], margin_of(n))
+                                                 for n in SECOND) + " |")
   return "\n".join(lines)
 
 

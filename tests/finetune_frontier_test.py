@@ -134,6 +134,88 @@ def test_the_headline_needs_more_success_than_both_block_controls():
   assert "Supported: that for ablation the blocks localization picks" in said
 
 
+# ------------------------------------------------------------------------------ second judge
+class Reader:
+  """A judge that reads each prompt's named concepts back, except where told to misread."""
+
+  def __init__(self, misread=None):
+    self.misread = misread or {}      # prompt index in a call -> {category: name}
+    self.prompts = None
+
+  def predictions(self, images):
+    from dit_jax.shapes import world
+    from dit_jax.shapes.classifier import HeadPrediction
+    from dit_jax.shapes.judge import named_concepts
+    heads = {}
+    for category, classes in world.CONCEPTS.items():
+      names = []
+      for i in images:            # an "image" is its prompt's index in gen.shown
+        named = named_concepts(Shown.prompts[i])
+        read = self.misread.get(Shown.prompts[i], {}).get(category, named.get(category, classes[0]))
+        names.append(classes.index(read))
+      heads[category] = HeadPrediction(np.array(names), None, tuple(classes))
+    return heads
+
+
+class Shown:
+  prompts: list = []
+
+
+def test_both_judges_read_every_measured_image_and_their_disagreements_are_counted():
+  from dit_jax.shapes import world
+  from dit_jax.shapes.finetune_eval import Generator
+
+  class Gen:
+    num = 16
+    naming_prompts = Generator.naming_prompts
+    unrelated_prompts = Generator.unrelated_prompts
+
+    def images(self, prompts):
+      start = len(Shown.prompts)
+      Shown.prompts += prompts
+      return np.arange(start, start + len(prompts))
+
+  Shown.prompts = []
+  gen = Gen()
+  success = gen.naming_prompts("colour", ["red"])
+  # The learned judge reads the red prompts as blue on 4 images of 16; the pixel judge on 8.
+  gen.judge = Reader({p: {"colour": "blue"} for p in success[:4]})
+  gen.second = Reader({p: {"colour": "blue"} for p in success[:8]})
+  row = ff.measure(gen, "personalization", "colour", "red", None)
+  assert row["success"] == pytest.approx(4 / 16)            # RELOOK_TARGET["colour"] is blue
+  both = row["second_judge"]
+  assert both["success"] == {"first": pytest.approx(4 / 16), "second": pytest.approx(8 / 16)}
+  assert both["agreement"]["success"] == pytest.approx(12 / 16)
+  assert both["categories"] == ["position", "place"] and both["agreement"]["preserved"] == 1.0
+  # A category the pixel judge cannot read gets no second success, only its preservation.
+  Shown.prompts = []
+  gen.judge, gen.second = Reader(), Reader()
+  row = ff.measure(gen, "ablation", "shape", "circle", None)
+  assert row["success"] == 0.0 and "success" not in row["second_judge"]
+  assert row["second_judge"]["categories"] == ["colour", "position", "place"]
+
+
+def test_the_report_says_where_the_two_judges_words_differ():
+  units, bases = constructed()
+  for u in units:
+    for p in u["curve"]:
+      # The pixel judge agrees on preservation, and sees no success difference between variants.
+      p["second_judge"] = {"success": {"first": p["success"], "second": 0.5},
+                           "preserved_accuracy": {"first": p["preservation"], "second": p["preservation"]},
+                           "agreement": {"success": 0.75, "preserved": 0.9}}
+  s = report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3])
+  versus = s["ablation"]["localized_minus"]["full"]["operating"]
+  assert versus["success, learned judge"]["mean"] == pytest.approx(0.30)
+  assert versus["success, pixel judge"]["mean"] == 0.0
+  said = report.claims(s)
+  assert "The two judges' words differ on success against full." in said
+  text = report.table(s)
+  assert "Read again by the pixel judge" in text
+  assert "| localized | 0.60 [0.60, 0.60] | 0.50 [0.50, 0.50]" not in text   # column order: SECOND
+  assert "| localized | 0.50 [0.50, 0.50] | 0.60 [0.60, 0.60] |" in text
+  assert s["ablation"]["variants"]["full"]["operating_values"]["agreement, success"]["mean"] == 0.75
+
+
 # --------------------------------------------------------------------------------- the design
 def test_random_k_is_drawn_apart_from_top_k_and_bottom_k():
   rankings = ff.block_rankings()

@@ -28,7 +28,7 @@ from dit_jax import blocks as blocks_lib
 from dit_jax.shapes.judge import ShapesJudge
 from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import model as shapes_model
-from dit_jax.shapes import ASSETS, tasks, world
+from dit_jax.shapes import ASSETS, pixel_judge, tasks, world
 
 OBJECTIVES = {"personalization": tasks.personalize_config, "ablation": tasks.unlearn_config,
               "esd": tasks.unlearn_config}
@@ -53,6 +53,8 @@ class Generator:
     self.pipe = Text2Image("pixart", folder, num_steps=steps, guidance_scale=guidance,
                            max_sequence_length=shapes_model.MAX_SEQUENCE_LENGTH, cache_dir=cache_dir)
     self.judge = ShapesJudge(os.path.join(folder, "judge"))
+    # The rule-based second judge (colour, position, place), independent of the learned one.
+    self.second = pixel_judge.PixelJudge()
     self.num = num
 
   def use(self, transformer: str | None) -> None:
@@ -77,8 +79,7 @@ class Generator:
   def read_as(self, category: str, concept: str, target: str) -> float:
     """Fraction of images from num prompts naming `concept` whose `category` the judge reads as
     `target`: how far a concept personalized to another's look draws it."""
-    prompts = [p for p, _ in world.prompt_pairs(category, concept, self.num, seed=100)]
-    names = self.judge.predictions(self.images(prompts))[category].names
+    names = self.judge.predictions(self.images(self.naming_prompts(category, [concept])))[category].names
     return float(np.mean([name == target for name in names]))
 
   def look_accuracy(self, name: str) -> float:
@@ -95,9 +96,14 @@ class Generator:
 
   def concept_accuracy(self, category: str, names: list[str]) -> float:
     """Judge accuracy on `category` for prompts naming each of `names`."""
-    per = max(self.num // len(names), 8)
-    prompts = [p for n in names for p, _ in world.prompt_pairs(category, n, per, seed=100)]
+    prompts = self.naming_prompts(category, names)
     return self.judge.category_accuracy(self.images(prompts), prompts)[category]
+
+  def naming_prompts(self, category: str, names: list[str]) -> list[str]:
+    """Fixed prompts naming each of `names` (num in all, at least 8 per name), other attributes
+    random: what success and the neighbours' accuracy are read on."""
+    per = max(self.num // len(names), 8)
+    return [p for n in names for p, _ in world.prompt_pairs(category, n, per, seed=100)]
 
 
 def train_cost(workdir: str) -> dict:

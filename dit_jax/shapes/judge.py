@@ -81,17 +81,25 @@ class ShapesJudge(Judge):
     """category -> fraction of the images whose head predicts the concept their prompt names,
     over the prompts that name one: for an intervention on one category, the other categories'
     accuracy measures what it disturbed. Categories no prompt names are left out."""
-    heads = self.predictions(images)
-    named = [named_concepts(p.prompt if isinstance(p, PromptPair) else p) for p in prompts]
-    if len(named) != len(images):
-      raise ValueError(f"{len(images)} images but {len(named)} prompts")
-    accuracy = {}
-    for category in world.CATEGORIES:
-      rows = [(i, n[category]) for i, n in enumerate(named) if category in n]
-      if rows:
-        predicted = heads[category].names
-        accuracy[category] = float(np.mean([predicted[i] == concept for i, concept in rows]))
-    return accuracy
+    return {c: float(np.mean(h)) for c, h in named_hits(self.predictions(images), prompts).items()}
+
+
+def named_hits(heads: dict, prompts: Sequence[str | PromptPair],
+               categories: Sequence[str] = world.CATEGORIES) -> dict[str, np.ndarray]:
+  """category -> (n,) bool over the prompts that name one of `categories`: whether the head
+  (any judge's predictions, {category: HeadPrediction}) reads the concept the prompt names.
+  One rule for both Shapes judges; categories no prompt names are left out."""
+  named = [named_concepts(p.prompt if isinstance(p, PromptPair) else p) for p in prompts]
+  images = len(next(iter(heads.values())).labels)
+  if images != len(named):
+    raise ValueError(f"{images} images but {len(named)} prompts")
+  hits = {}
+  for category in categories:
+    rows = [(i, n[category]) for i, n in enumerate(named) if category in n]
+    if rows:
+      predicted = heads[category].names
+      hits[category] = np.array([predicted[i] == concept for i, concept in rows])
+  return hits
 
 
 _SUBJECT = re.compile(r"(an?) (?:(\w+) )?(\w+)")
