@@ -34,7 +34,10 @@ rate each:
                   mean of the category's other concepts' accuracy and the other categories'
                   accuracy on captions that do not name the concept); fidelity (1 - the mean
                   absolute pixel difference, in [0, 1], from the base model's images of those
-                  unrelated captions, same prompts and seeds).
+                  unrelated captions, same prompts and seeds). A second, rule-based judge (the
+                  pixel judge: colour, position, place) reads the same images again: success for
+                  the concepts of its categories, preservation over its categories, and how often
+                  the two judges agree image by image (measure's second_judge).
 
 The comparison (studies/frontier.py): per concept, seed and variant, the frontier of the points
 (preservation, success) over both rates and every measured step, plus the base model's; success
