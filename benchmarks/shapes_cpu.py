@@ -1,7 +1,7 @@
 """Where users run today: the shipped Shapes model on a CPU, ours vs diffusers in the same run.
 
     python benchmarks/shapes_cpu.py                 # 16 images, 20 steps, CFG 4.5; 12 single-block interventions
-    python benchmarks/shapes_cpu.py --batch 4 --steps 4 --iters 1     # a quick check of the harness
+    python benchmarks/shapes_cpu.py --batch 4 --steps 4 --iters 1 --sweep-iters 1   # a quick check
 
 Generation: our jitted denoising loop (Text2Image.denoise) vs diffusers' PixArtAlphaPipeline on the
 same folder, the same prompt embeddings and the same noise, to the final latents (the model works on
@@ -56,17 +56,33 @@ def diffusers_generation(folder: str, steps: int, guidance: float, cond: dict, n
   return run
 
 
+def shipped_images_per_call() -> int:
+  """Images in one compiled sweep call of the shipped localization run (configs/shapes.py)."""
+  from configs import shapes
+  config = shapes.get_config()
+  return (config.knowledge.prompts_per_concept * len(config.sample.seeds)
+          * config.hosts.intervention_chunk)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, default=16, help="images per generation (seeds)")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--guidance", type=float, default=4.5)
-  parser.add_argument("--iters", type=int, default=3)
-  # 4 per call, as configs/shapes.py: on a CPU a vmapped call of 12 (384 rows) ran 1.7x slower
-  # than three calls of 4 (14.2 s vs 8.4 s), the larger batches falling out of the caches.
-  parser.add_argument("--chunk", type=int, default=4, help="interventions per compiled call")
+  # Timed in turn with diffusers (timing.time_alternating): one slow minute hits both sides.
+  parser.add_argument("--iters", type=int, default=7, help="timed generations per side")
+  parser.add_argument("--sweep-iters", type=int, default=3, help="timed sweeps per side")
+  # As many images per compiled call as the shipped localization run makes (configs/shapes.py:
+  # prompts per concept x seeds x intervention_chunk = 16): on a CPU larger vmapped batches fall
+  # out of the caches (a call of 12 interventions x 16 images ran 1.7x slower than three of 4;
+  # 4 x 16 images per call 1.2x slower than 1 x 16).
+  parser.add_argument("--chunk", type=int, default=None,
+                      help="interventions per compiled call (default: the shipped run's images per "
+                           "call divided by --batch)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
+  if args.chunk is None:
+    args.chunk = max(1, shipped_images_per_call() // args.batch)
 
   folder = str(ASSETS)
   pipe = Text2Image("pixart", folder, num_steps=args.steps, guidance_scale=args.guidance,
@@ -80,8 +96,8 @@ def main(argv=None):
 
   reference = np.transpose(theirs().numpy(), (0, 2, 3, 1))
   err = float(np.linalg.norm(np.asarray(ours()) - reference) / np.linalg.norm(reference))
-  generation = {"diffusers": timing.time_call(theirs, lambda out: out, warmup=1, iters=args.iters),
-                "flax": timing.time_call(ours, jax.block_until_ready, warmup=1, iters=args.iters)}
+  generation = timing.time_alternating({"diffusers": (theirs, lambda out: out),
+                                         "flax": (ours, jax.block_until_ready)}, 1, args.iters)
 
   blocks = pipe.module.config.num_blocks
   plan = [sweep_lib.Intervention("single", 1, (b,)) for b in range(blocks)]
@@ -90,9 +106,9 @@ def main(argv=None):
   start = time.perf_counter()
   sweep()
   first_s = time.perf_counter() - start
-  sweeps = {"flax": timing.time_call(sweep, lambda out: out, warmup=0, iters=args.iters),
-            "diffusers": timing.time_call(lambda: [theirs() for _ in plan], lambda out: out,
-                                          warmup=0, iters=max(1, args.iters - 1))}
+  sweeps = timing.time_alternating({"flax": (sweep, lambda out: out),
+                                     "diffusers": (lambda: [theirs() for _ in plan], lambda out: out)},
+                                    0, args.sweep_iters)
   sweeps["flax_first_call_s"] = first_s
 
   ratio = lambda r: r["diffusers"]["median_ms"] / r["flax"]["median_ms"]

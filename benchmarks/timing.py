@@ -24,6 +24,24 @@ def time_call(fn: Callable[[], object], sync: Callable[[object], object], warmup
   return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": iters}
 
 
+def time_alternating(calls: dict[str, tuple[Callable[[], object], Callable[[object], object]]],
+                     warmup: int = 1, iters: int = 5) -> dict:
+  """time_call's numbers for several (fn, sync) pairs timed in turn, A B A B ..., so that a slow
+  spell of a shared machine (this project's 2-core CPU varies by 20 % between minutes) falls on
+  every side alike instead of on whichever ran then. Each entry also keeps its times."""
+  for _ in range(warmup):
+    for fn, sync in calls.values():
+      sync(fn())
+  times = {name: [] for name in calls}
+  for _ in range(iters):
+    for name, (fn, sync) in calls.items():
+      start = time.perf_counter()
+      sync(fn())
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "iters": iters,
+                 "times_ms": t} for name, t in times.items()}
+
+
 def device_name() -> str:
   try:
     import torch

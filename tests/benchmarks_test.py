@@ -364,3 +364,22 @@ def test_results_are_written_beside_the_benchmarks_not_inside_them():
   path = timing.result_path("shapes", False)
   assert path == os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(timing.__file__))),
                               "results", "shapes_cpu.json")
+
+
+def test_compared_sides_are_timed_in_turn():
+  """A slow spell of the shared CPU must fall on both sides: the Shapes CPU benchmark once timed
+  all of diffusers' runs, then all of ours, and its ratio moved by a third between runs."""
+  from benchmarks import timing
+  order = []
+  calls = {name: (lambda name=name: order.append(name), lambda out: out) for name in ("a", "b")}
+  found = timing.time_alternating(calls, warmup=1, iters=3)
+  assert order == ["a", "b"] * 4
+  assert found["a"]["iters"] == 3 and len(found["b"]["times_ms"]) == 3
+
+
+def test_the_cpu_sweep_makes_calls_the_size_of_the_shipped_runs():
+  """Per compiled call, benchmarks/shapes_cpu.py samples as many images as the shipped
+  localization run (configs/shapes.py) does, not 4x more (its sweep once ran 4 interventions x 16
+  seeds per call, 1.2x slower per image than the run's 16)."""
+  from benchmarks import shapes_cpu
+  assert shapes_cpu.shipped_images_per_call() == 16
