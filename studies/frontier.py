@@ -19,9 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dit_jax.verdict.sets import hierarchical_weights
-
-RESAMPLES = 4000
+from studies import clustered
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -45,24 +43,12 @@ def success_at(points: Sequence[tuple[float, float]], level: float) -> float | N
   return front[-1][1]
 
 
-def cluster_bootstrap(values: dict[str, Sequence[float]], resamples: int = RESAMPLES,
+def cluster_bootstrap(values: dict[str, Sequence[float]], resamples: int = clustered.RESAMPLES,
                       seed: int = 0) -> dict:
-  """Mean of per-(concept, seed) values, weighting concepts equally, with a 95 % percentile
-  interval from a two-stage bootstrap: draw concepts with replacement, then within each drawn
-  concept draw its seeds with replacement (dit_jax/verdict/sets.hierarchical_weights). Concepts
-  are the unit a reader generalises over, and seeds of one concept are not independent of each
-  other: resampling the pairs alone would treat one concept's three seeds as three pieces of
-  evidence."""
-  groups = [np.asarray(v, float) for v in values.values() if len(v)]
-  if not groups:
-    return {"mean": None, "interval": None, "concepts": 0, "pairs": 0}
-  mean = float(np.mean([g.mean() for g in groups]))
-  found = {"mean": mean, "interval": None, "concepts": len(groups),
-           "pairs": int(sum(len(g) for g in groups))}
-  if len(groups) < 2:
-    return found
-  # The verdict's hierarchical bootstrap, with a concept's seeds as its units (one seed each).
-  weights = hierarchical_weights([(len(g), 1) for g in groups], resamples, seed)
-  means = weights @ np.concatenate(groups)
-  found["interval"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
-  return found
+  """Mean of per-(concept, seed) values, weighting concepts equally, with a 95 % interval from the
+  two-stage bootstrap of studies/clustered.py (concepts, then each drawn concept's seeds): concepts
+  are the unit a reader generalises over, and one concept's seeds are not three pieces of evidence.
+  Counted as "concepts" and "pairs", the names the fine-tuning tables use."""
+  found = clustered.summary(values, resamples, seed)
+  return {"mean": found["mean"], "interval": found["interval"], "concepts": found["clusters"],
+          "pairs": found["values"]}
