@@ -20,7 +20,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from dit_jax.pipeline import checks
-from dit_jax import cli
+from dit_jax import cli, cpu_devices
+from dit_jax.localize.hosts import use_local_devices
 from dit_jax.pipeline.text2image import Text2Image
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=False)
@@ -72,6 +73,8 @@ def start_folder(out: str, prompts: list[str], seeds: list[int], images: list[st
 
 def main(argv):
   del argv
+  # Before anything computes: each batch's rows split over every device (config.hosts).
+  cpu_devices.one_device_per_core()
   config = _CONFIG.value
   checks.validate_generate_config(config)
   checks.require_checkpoint(config)
@@ -82,6 +85,7 @@ def main(argv):
                     guidance_scale=sample.guidance_scale, dtype=checks.DTYPES[config.dtype],
                     transformer=generate.transformer or None, cache_dir=generate.cache_dir,
                     max_sequence_length=config.max_sequence_length or None)
+  use_local_devices(pipe, config.hosts)
   jobs = [(i, p, s) for i, p in enumerate(prompts) for s in sample.seeds]
   out = generate.out_dir
   start_folder(out, prompts, list(sample.seeds), [image_name(i, s) for i, _, s in jobs])

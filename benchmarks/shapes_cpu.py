@@ -20,6 +20,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# As localize.py and generate.py start (before JAX starts): one single-threaded device per core,
+# every row split over them (DIT_JAX_CPU_DEVICES=1: one device on every core, as before).
+from dit_jax import cpu_devices  # noqa: E402
+cpu_devices.one_device_per_core()
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +32,9 @@ import torch
 
 from benchmarks import timing
 from dit_jax.diffusion import denoise
+from configs import shapes
 from dit_jax.localize import sweep as sweep_lib
+from dit_jax.localize.hosts import use_local_devices
 from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import ASSETS
 
@@ -58,7 +64,6 @@ def diffusers_generation(folder: str, steps: int, guidance: float, cond: dict, n
 
 def shipped_images_per_call() -> int:
   """Images in one compiled sweep call of the shipped localization run (configs/shapes.py)."""
-  from configs import shapes
   config = shapes.get_config()
   return (config.knowledge.prompts_per_concept * len(config.sample.seeds)
           * config.hosts.intervention_chunk)
@@ -87,6 +92,7 @@ def main(argv=None):
   folder = str(ASSETS)
   pipe = Text2Image("pixart", folder, num_steps=args.steps, guidance_scale=args.guidance,
                     max_sequence_length=32)
+  use_local_devices(pipe, shapes.get_config().hosts)
   seeds = list(range(args.batch))
   cond = pipe.conditioning([PROMPT] * args.batch, *SIZE)
   noise = np.asarray(denoise.noise_for_seeds(seeds, pipe.latent_shape(*SIZE)))
@@ -114,6 +120,7 @@ def main(argv=None):
   ratio = lambda r: r["diffusers"]["median_ms"] / r["flax"]["median_ms"]
   result = {"device": timing.device_name(), "batch": args.batch, "steps": args.steps,
             "guidance": args.guidance, "interventions": len(plan), "chunk": args.chunk,
+            "devices": jax.device_count(),
             "final_latent_rel_error": err,
             "generation": generation, "sweep": sweeps,
             "ratios": {"generation": ratio(generation), "sweep": ratio(sweeps)},

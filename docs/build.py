@@ -424,7 +424,10 @@ def shapes_cpu() -> str:
   said = lambda key: (f"{run['ratios'][key]:.2f}x diffusers (target >= {run['targets'][key]}x: "
                       f"{_met(run['ratios'][key], run['targets'][key])})")
   return (f"Stored run (`{SHOWN}/shapes_cpu.json`, {run['device']}): generation {said('generation')}, "
-          f"the sweep {said('sweep')} with {run['chunk'] * run['batch']} images per compiled call; each "
+          f"the sweep {said('sweep')} with {run['chunk'] * run['batch']} images per device and compiled call, "
+          + (f"on {run['devices']} single-threaded XLA devices (dit_jax/cpu_devices.py)"
+             if run.get("devices", 1) > 1 else "on one XLA device over every core")
+          + "; each "
           f"side timed in turn with the other ({run['generation']['flax']['iters']} generations, "
           f"{run['sweep']['flax']['iters']} sweeps each; medians); its final latents at a "
           f"relative distance of {run['final_latent_rel_error']:.1e} from diffusers'.")
