@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dit_jax.pipeline import checks
-from dit_jax import cli, cpu_devices
+from dit_jax import cli, sharding
 from dit_jax.localize.hosts import use_local_devices
 from dit_jax.pipeline.text2image import Text2Image
 
@@ -74,7 +74,7 @@ def start_folder(out: str, prompts: list[str], seeds: list[int], images: list[st
 def main(argv):
   del argv
   # Before anything computes: each batch's rows split over every device (config.hosts).
-  cpu_devices.one_device_per_core()
+  sharding.one_cpu_device_per_core()
   config = _CONFIG.value
   checks.validate_generate_config(config)
   checks.require_checkpoint(config)

@@ -10,7 +10,7 @@ up the compute time of every run that made the results.
 from absl import flags, logging
 from ml_collections import config_flags
 
-from dit_jax import cli, cpu_devices
+from dit_jax import cli, sharding
 from dit_jax.localize import job as localize
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=True)
@@ -20,7 +20,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   # Before anything computes: the job splits its sweeps over every device (config.hosts).
-  cpu_devices.one_device_per_core()
+  sharding.one_cpu_device_per_core()
   localize.run(_CONFIG.value, _CONFIG.value.out_dir)
 
 

@@ -22,8 +22,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # As localize.py and generate.py start (before JAX starts): one single-threaded device per core,
 # every row split over them (DIT_JAX_CPU_DEVICES=1: one device on every core, as before).
-from dit_jax import cpu_devices  # noqa: E402
-cpu_devices.one_device_per_core()
+from dit_jax import sharding  # noqa: E402
+sharding.one_cpu_device_per_core()
 
 import jax
 import jax.numpy as jnp

@@ -425,7 +425,7 @@ def shapes_cpu() -> str:
                       f"{_met(run['ratios'][key], run['targets'][key])})")
   return (f"Stored run (`{SHOWN}/shapes_cpu.json`, {run['device']}): generation {said('generation')}, "
           f"the sweep {said('sweep')} with {run['chunk'] * run['batch']} images per device and compiled call, "
-          + (f"on {run['devices']} single-threaded XLA devices (dit_jax/cpu_devices.py)"
+          + (f"on {run['devices']} single-threaded XLA devices (dit_jax/sharding.py)"
              if run.get("devices", 1) > 1 else "on one XLA device over every core")
           + "; each "
           f"side timed in turn with the other ({run['generation']['flax']['iters']} generations, "

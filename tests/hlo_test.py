@@ -349,3 +349,47 @@ def test_matmuls_per_block(cudnn_library, kind):
   added = dot_generals(name, **{field: blocks + 1}) - dot_generals(name, **{field: blocks})
   assert added == BLOCK_MATMULS[kind]
 
+
+
+def compiled_loop_body(text: str) -> list[str]:
+  """The lines of an optimized HLO module's while loop body and of every computation it calls
+  (fusions, reductions, nested loops), transitively."""
+  computations, name = {}, None
+  for line in text.splitlines():
+    found = re.match(r"(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .* \{$", line)
+    if found:
+      name = found.group(1)
+    elif name is not None:
+      computations.setdefault(name, []).append(line)
+  bodies = [b for lines in computations.values() for line in lines
+            for b in re.findall(r"body=%?([\w.\-]+)", line)]
+  assert len(bodies) == 1, bodies
+  seen, todo = set(), bodies
+  while todo:
+    current = todo.pop()
+    if current in seen or current not in computations:
+      continue
+    seen.add(current)
+    for line in computations[current]:
+      todo += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line)
+  return [line for c in seen for line in computations[c]]
+
+
+@pytest.mark.parametrize("program", ["loop", "sweep"])
+@pytest.mark.parametrize("name", CAPTION_PATH)
+def test_cross_attention_keys_and_values_are_computed_before_the_loop(name, program):
+  """K and V of every cross-attention read the caption alone, the same at every step (issue 42).
+  The program computes them in each step's block; XLA's loop-invariant code motion takes them out
+  of the compiled CPU loop, which this reads (the GPU pipeline runs the same pass): no matmul left
+  in the loop gives a caption-shaped result (TEXT_LEN rows per prompt; no image-token count or
+  width of these tiny models is a multiple of it). In a
+  sweep too, where each block picks its caption (the prompt's or the swapped one) by its mask."""
+  fn, inputs = (loop_program if program == "loop" else sweep_program)(name)
+  text = jax.jit(fn).lower(*inputs).compile().as_text()
+  shaped = []
+  for line in compiled_loop_body(text):
+    found = re.search(r"= \w+\[([\d,]+)\]\{[^}]*\} (?:dot|convolution)\(", line)
+    # Rows: the caption's tokens times the rows of prompts (CFG's two, a sweep's interventions).
+    if found and [int(d) for d in found.group(1).split(",")][-2] % TEXT_LEN == 0:
+      shaped.append(line.strip()[:160])
+  assert shaped == []

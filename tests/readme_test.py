@@ -50,7 +50,7 @@ def test_the_readme_is_a_guide_with_the_two_commands_on_its_first_screen():
   # two-replicate table's headline in the README, the table itself on the page) and the shipped
   # model's quality.
   text = "\n".join(lines)
-  assert [m["name"] for m in build.REGION.finditer(text)] == ["replicated-answer", "model-quality"]
+  assert [m["name"] for m in build.REGION.finditer(text)] == ["replicated-answer", "model-quality", "shapes-cpu"]
 
 
 # Issue 40, item 6: a region states a conclusion only as a rule's outcome on the data, so a changed
