@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from dit_jax.pipeline import checks
 from dit_jax import cli, sharding
-from dit_jax.localize.hosts import use_local_devices
 from dit_jax.pipeline.text2image import Text2Image
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<model>.py", lock_config=False)
@@ -85,7 +84,7 @@ def main(argv):
                     guidance_scale=sample.guidance_scale, dtype=checks.DTYPES[config.dtype],
                     transformer=generate.transformer or None, cache_dir=generate.cache_dir,
                     max_sequence_length=config.max_sequence_length or None)
-  use_local_devices(pipe, config.hosts)
+  pipe.use_local_devices(config.hosts.num_devices, config.hosts.fsdp)
   jobs = [(i, p, s) for i, p in enumerate(prompts) for s in sample.seeds]
   out = generate.out_dir
   start_folder(out, prompts, list(sample.seeds), [image_name(i, s) for i, _, s in jobs])

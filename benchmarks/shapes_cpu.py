@@ -34,7 +34,6 @@ from benchmarks import timing
 from dit_jax.diffusion import denoise
 from configs import shapes
 from dit_jax.localize import sweep as sweep_lib
-from dit_jax.localize.hosts import use_local_devices
 from dit_jax.pipeline.text2image import Text2Image
 from dit_jax.shapes import ASSETS
 
@@ -92,7 +91,8 @@ def main(argv=None):
   folder = str(ASSETS)
   pipe = Text2Image("pixart", folder, num_steps=args.steps, guidance_scale=args.guidance,
                     max_sequence_length=32)
-  use_local_devices(pipe, shapes.get_config().hosts)
+  hosts = shapes.get_config().hosts
+  pipe.use_local_devices(hosts.num_devices, hosts.fsdp)
   seeds = list(range(args.batch))
   cond = pipe.conditioning([PROMPT] * args.batch, *SIZE)
   noise = np.asarray(denoise.noise_for_seeds(seeds, pipe.latent_shape(*SIZE)))

@@ -14,14 +14,8 @@ from benchmarks import flops as counts
 def time_call(fn: Callable[[], object], sync: Callable[[object], object], warmup: int = 3,
               iters: int = 10) -> dict:
   """Median and min wall time (ms) of fn(), after `warmup` untimed calls; `sync` blocks on the result."""
-  for _ in range(warmup):
-    sync(fn())
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    sync(fn())
-    times.append((time.perf_counter() - start) * 1e3)
-  return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": iters}
+  timed = time_alternating({"fn": (fn, sync)}, warmup, iters)["fn"]
+  return {k: v for k, v in timed.items() if k != "times_ms"}
 
 
 def time_alternating(calls: dict[str, tuple[Callable[[], object], Callable[[object], object]]],

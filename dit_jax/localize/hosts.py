@@ -1,13 +1,12 @@
-"""How a localization run is laid out (config.hosts): which devices of this process split each
-sweep and scoring batch, and which share of the concepts this process takes when several split
-them (README, "What runs where"). Nothing here decides a result."""
+"""How a localization run is laid out across processes (config.hosts): which share of the concepts
+this process takes when several split them (README, "What runs where"); the devices of one process
+split each sweep and scoring batch through Text2Image.use_local_devices. Nothing here decides a
+result."""
 from __future__ import annotations
 
 import os
 
 import jax
-
-from dit_jax import sharding
 
 
 def join_processes(hosts) -> None:
@@ -46,14 +45,6 @@ def lock_name(hosts) -> str:
   if hosts.process_count:
     return f".localize-{hosts.process_index}-of-{hosts.process_count}.lock"
   return ".localize.lock"
-
-
-def use_local_devices(pipe, hosts) -> None:
-  """Split the sweeps and the scoring over hosts.num_devices of this process's devices (0: all;
-  sharding.local_mesh, hosts.fsdp as in training); one device runs as it always did."""
-  mesh = sharding.local_mesh(hosts.num_devices, hosts.fsdp)
-  if mesh.devices.size > 1:
-    pipe.use_mesh(mesh)
 
 
 def require_results(expected: list[str], out: str) -> None:

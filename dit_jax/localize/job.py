@@ -90,7 +90,7 @@ def localize_into(config, out: str, started: float) -> list[dict]:
                     guidance_scale=sample.guidance_scale, dtype=checks.DTYPES[config.dtype],
                     cache_dir=os.path.join(out, "prompt_cache"),
                     max_sequence_length=config.max_sequence_length or None)
-  hosts.use_local_devices(pipe, config.hosts)
+  pipe.use_local_devices(config.hosts.num_devices, config.hosts.fsdp)
   num_blocks = pipe.module.config.num_blocks
   validate_ks(config.sweep.ks, num_blocks)
   full = full_knowledge(config.knowledge)

@@ -85,6 +85,13 @@ class Text2Image:
     self._own_params = self.place(self._own_params)
     self.params = self.place(self.params) if swapped else self._own_params
 
+  def use_local_devices(self, num_devices: int = 0, fsdp: int = 1) -> None:
+    """use_mesh over num_devices of this process's devices (0: all; sharding.local_mesh, fsdp as
+    in training, config.hosts); with one device the pipeline runs as it always did."""
+    mesh = sharding.local_mesh(num_devices, fsdp)
+    if mesh.devices.size > 1:
+      self.use_mesh(mesh)
+
   def place(self, params):
     """params where the programs run: split over the mesh (sharding.shard_params), else on the
     default device. Arrays already placed so are not copied."""
