@@ -2,11 +2,15 @@
 depend on. Every module writes JSON through here."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import pathlib
 from collections.abc import Callable
+
+import numpy as np
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -26,6 +30,64 @@ def write_text(path: str | os.PathLike, text: str) -> None:
   def write(tmp):
     with open(tmp, "w", encoding="utf-8", newline="") as f:
       f.write(text)
+  write_atomically(path, write)
+
+
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike):
+  """Yields whether this process holds the claim at `path` (a file naming host and pid) while the
+  block runs. Parallel workers of one study claim each unit before running it, so none is run
+  twice; a claim whose process has died on this host (a killed session) is taken over."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  mine = _take_claim(path)
+  try:
+    yield mine
+  finally:
+    if mine:
+      os.remove(path)
+
+
+def _take_claim(path: str) -> bool:
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      if _claim_is_live(path):
+        return False
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    with os.fdopen(fd, "w") as f:
+      f.write(f"{socket.gethostname()} {os.getpid()}")
+    return True
+  return False
+
+
+def _claim_is_live(path: str) -> bool:
+  try:
+    with open(path) as f:
+      host, pid = f.read().split()
+  except FileNotFoundError:
+    return False
+  except ValueError:         # created, not yet written: its writer is alive
+    return True
+  if host != socket.gethostname():
+    return True              # another machine's process: cannot be checked from here
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass
+  return True
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+  """np.save, atomically: processes sharing a cache never read a half-written array."""
+  def write(tmp):
+    with open(tmp, "wb") as f:   # a file object: np.save would add ".npy" to a name
+      np.save(f, array)
   write_atomically(path, write)
 
 

@@ -2,6 +2,8 @@
 
     python -m studies.finetune_frontier --plan         # runs and CPU hours of the full preset
     python -m studies.finetune_frontier                # the full preset: resumable, one unit per run
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 1 python -m studies.finetune_frontier
+                                                       # ... and a second worker (taskset -c 0 for the first)
     python -m studies.finetune_frontier --rescore      # the summary again from the stored units
     python -m studies.finetune_frontier --preset tiny --units /tmp/ff/units --out /tmp/ff/runs \
         --result /tmp/ff/finetune_frontier.json        # end to end in minutes, not results/
@@ -57,12 +59,18 @@ unshared 2-core CPU (SECONDS_PER_RUN: how it was measured), about three times th
 jobs share the machine as they did then. Resumable across sessions: units are one JSON per run
 in --units, written when the run finishes and skipped on a rerun; an interrupted run resumes from
 its checkpoints in --out, and a finished run's weights are deleted once its unit is stored.
+Workers: the same command started more than once (on a 2-core CPU, one per core with
+single-threaded XLA, which runs the Shapes model's small ops faster than one process over both
+cores) shares the units: each claims a unit before running it (--out/claims) and waits for the
+tuning units another holds before picking the reported rates.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
+import time
 import zlib
 
 import numpy as np
@@ -254,15 +262,29 @@ class Runner:
       self._base_images[concept] = self.gen.images(self.gen.unrelated_prompts(category, concept))
     return self._base_images[concept]
 
-  def stored(self, name: str, make) -> dict:
+  def stored(self, name: str, make) -> dict | None:
+    """The unit, made here unless stored; None while another worker is making it."""
     path = os.path.join(self.units, name + ".json")
     if not os.path.exists(path):
-      files.write_json(path, make())
+      with files.claimed(os.path.join(self.out, "claims", name)) as mine:
+        if not mine:
+          return None
+        if not os.path.exists(path):      # another worker may have stored it since the check
+          files.write_json(path, make())
     if self.progress is not None:
       self.progress.update(1)
     return files.read_json(path)
 
-  def base(self, objective: str, category: str, concept: str) -> dict:
+  def every(self, makers: list, poll: float = 20.0) -> list[dict]:
+    """Each maker's unit: those no other worker holds are run here, then the rest awaited."""
+    found = [make() for make in makers]
+    while pending := [i for i, unit in enumerate(found) if unit is None]:
+      time.sleep(poll)
+      for i in pending:
+        found[i] = makers[i]()
+    return found
+
+  def base(self, objective: str, category: str, concept: str) -> dict | None:
     def make():
       self.gen.use(None)
       return {"objective": objective, "category": category, "concept": concept,
@@ -270,7 +292,7 @@ class Runner:
     return self.stored(f"{objective}_{slug(concept)}_base", make)
 
   def unit(self, objective: str, category: str, concept: str, variant: str, seed: int,
-           rate: float, role: str) -> dict:
+           rate: float, role: str) -> dict | None:
     if concept not in self.rankings:
       raise KeyError(f"{SCORES} has no scores for {concept!r}; it has {sorted(self.rankings)}")
     blocks = variant_blocks(variant, self.rankings[concept], concept, seed)
@@ -279,7 +301,7 @@ class Runner:
         "objective": objective, "category": category, "concept": concept, "variant": variant,
         "role": role, "seed": seed, "learning_rate": rate, "steps": self.preset["steps"],
         **self.train_and_measure(name, objective, category, concept, blocks, seed, rate)})
-    if not self.keep_weights:     # once its unit is stored a run's weights are not read again
+    if found is not None and not self.keep_weights:   # a stored unit's weights are not read again
       workdir = os.path.join(self.out, name)
       for part in ("checkpoints", "transformer", *(f"export_step{s}" for s in self.preset["measured"])):
         shutil.rmtree(os.path.join(workdir, part), ignore_errors=True)
@@ -329,6 +351,11 @@ def plan(preset: dict) -> dict:
           "estimated_cpu_hours": round(seconds / 3600, 1)}
 
 
+def runs_per_objective(preset: dict) -> int:
+  size = plan({**preset, "objectives": preset["objectives"][:1]})
+  return size["tuning runs"] + size["reported runs"]
+
+
 def run(preset: dict, units: str, out: str, scores: str = SCORES, keep_weights: bool = False) -> None:
   """Every unit of the preset, tuning first: the reported rates follow from the tuning runs."""
   from tqdm import tqdm
@@ -343,15 +370,16 @@ def run(preset: dict, units: str, out: str, scores: str = SCORES, keep_weights: 
   with tqdm(total=total, desc="finetune_frontier units", unit="unit") as progress:
     runner = Runner(preset, units, out, rankings, progress, keep_weights)
     for objective in preset["objectives"]:
-      bases = {c: runner.base(objective, cat, c) for cat, c in (*preset["held_out"], *preset["reported"])}
-      tuning = [runner.unit(objective, cat, c, variant, 0, rate, "tuning") for cat, c in preset["held_out"]
-                for variant in preset["variants"] for rate in preset["rates"]]
+      concepts = (*preset["held_out"], *preset["reported"])
+      bases = dict(zip([c for _, c in concepts], runner.every(
+          [functools.partial(runner.base, objective, cat, c) for cat, c in concepts])))
+      tuning = runner.every([functools.partial(runner.unit, objective, cat, c, variant, 0, rate, "tuning")
+                             for cat, c in preset["held_out"] for variant in preset["variants"]
+                             for rate in preset["rates"]])
       tuned = tune(tuning, bases, [c for _, c in preset["held_out"]], list(preset["rates"]))
-      for seed in preset["seeds"]:
-        for cat, c in preset["reported"]:
-          for variant in preset["variants"]:
-            for rate in tuned[variant]["rates"]:
-              runner.unit(objective, cat, c, variant, seed, rate, "reported")
+      runner.every([functools.partial(runner.unit, objective, cat, c, variant, seed, rate, "reported")
+                    for seed in preset["seeds"] for cat, c in preset["reported"]
+                    for variant in preset["variants"] for rate in tuned[variant]["rates"]])
 
 
 def stored_units(folder: str) -> tuple[list[dict], list[dict]]:
@@ -401,12 +429,14 @@ def main(argv=None) -> dict:
   units = [u for u in units if u["objective"] in preset["objectives"]]
   if not units:
     raise SystemExit(f"{args.units} holds no runs of {', '.join(preset['objectives'])}")
+  runs = {o: {"stored": sum(u["objective"] == o for u in units), "planned": runs_per_objective(preset)}
+          for o in preset["objectives"]}
   summary = report.summarize(units, bases, [c for _, c in preset["held_out"]],
                              [c for _, c in preset["reported"]], list(preset["rates"]))
   result = {"preset": args.preset, **{k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
             "k": K, "levels": list(LEVELS), "primary_level": PRIMARY_LEVEL, "margin": MARGIN,
             "tuning_rule": TUNING_RULE, "relook_target": RELOOK_TARGET, "scores": args.scores,
-            "plan": plan(preset), "command": "python -m studies.finetune_frontier"
+            "plan": plan(preset), "runs": runs, "command": "python -m studies.finetune_frontier"
             + ("" if args.preset == "full" else f" --preset {args.preset}"), "summary": summary}
   write_result(args.result, result)
   report.plot(summary, os.path.splitext(args.result)[0] + ".png")

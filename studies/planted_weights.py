@@ -45,10 +45,13 @@ third of the runs climb to rung 2 and a sixth to rung 3; 3.3 hours if half and a
 feed-forward rows needed 1500 steps, so mlp runs may climb often); at most 5.8 hours if every run
 climbs to rung 3. Beside another job on the same two cores, about three times as long. Resumable
 across sessions: rerun the same command (finished attempts are skipped, a killed training resumes).
+Workers: the same command started twice (one per core, XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+taskset -c N ...) shares the runs, each claimed before its attempt (--out/claims).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -220,30 +223,42 @@ def read_units(directory: str, preset_name: str) -> dict[str, dict]:
 
 
 def climb(runs: list[Run], ladder_length: int, units_dir: str, make_attempts, preset_name: str,
-          progress=None) -> dict[str, dict]:
+          progress=None, claims: str | None = None, poll: float = 30.0) -> dict[str, dict]:
   """Every run up the ladder, rung by rung: at each rung, the attempt of every run whose last
   attempt did not take (the first rung: every run). An attempt takes when its look reaches
   LOOK_FLOOR; it is final when it took or is on the last rung, and only a final one is localized
   (attempts.train_and_look, then attempts.localize; make_attempts() builds them at the first
   attempt to run, so a finished plan loads no model). Each unit is written when it finishes.
+  With `claims` (a folder), workers started with the same command share the runs: each claims a
+  run for its attempt, and a worker left with only runs that others hold waits for their units.
   Returns every unit, old and new."""
-  units, attempts = read_units(units_dir, preset_name), None
-  for rung in range(ladder_length):
-    todo = [run for run in runs if next_rung(
+  attempts, wrap = None, progress or (lambda xs, **_: xs)
+  while True:
+    units, held = read_units(units_dir, preset_name), False
+    todo_at = lambda rung: [run for run in runs if next_rung(
         [units[run.unit(r)] for r in range(ladder_length) if run.unit(r) in units], ladder_length) == rung]
-    for run in (progress or (lambda xs, **_: xs))(todo, desc=f"rung {rung + 1}/{ladder_length}",
-                                                  unit="attempt"):
-      attempts = attempts or make_attempts()
-      unit = attempts.train_and_look(run, rung)
-      took = bool(unit["look_accuracy"] >= LOOK_FLOOR)
-      unit.update(took=took, final=took or rung + 1 == ladder_length, preset=preset_name)
-      if unit["final"]:
-        unit.update(attempts.localize(unit))
-      files.write_json(os.path.join(units_dir, f"{run.unit(rung)}.json"), unit)
-      units[run.unit(rung)] = unit
-      print(f"[planted_weights] {run.unit(rung)}: look {unit['look_accuracy']:.2f}, "
-            + ("took" if took else "did not take, final" if unit["final"] else "climbs"), flush=True)
-  return units
+    if not any(todo_at(rung) for rung in range(ladder_length)):
+      return units
+    for rung in range(ladder_length):
+      for run in wrap(todo_at(rung), desc=f"rung {rung + 1}/{ladder_length}", unit="attempt"):
+        path = os.path.join(units_dir, f"{run.unit(rung)}.json")
+        with (files.claimed(os.path.join(claims, run.key)) if claims else
+              contextlib.nullcontext(True)) as mine:
+          if not mine or os.path.exists(path):   # another worker's, running or just stored
+            held = held or not mine
+            continue
+          attempts = attempts or make_attempts()
+          unit = attempts.train_and_look(run, rung)
+          took = bool(unit["look_accuracy"] >= LOOK_FLOOR)
+          unit.update(took=took, final=took or rung + 1 == ladder_length, preset=preset_name)
+          if unit["final"]:
+            unit.update(attempts.localize(unit))
+          files.write_json(path, unit)
+        units[run.unit(rung)] = unit
+        print(f"[planted_weights] {run.unit(rung)}: look {unit['look_accuracy']:.2f}, "
+              + ("took" if took else "did not take, final" if unit["final"] else "climbs"), flush=True)
+    if held:
+      time.sleep(poll)
 
 
 def plan(preset: dict, methods, only: str) -> list[Run]:
@@ -310,7 +325,7 @@ def main(argv=None) -> dict:
     use_compilation_cache(os.path.join(out, "jax_cache"))
     from tqdm import tqdm
     units = climb(runs, len(preset["ladder"]), units_dir, lambda: Attempts(preset, out), args.preset,
-                  tqdm)
+                  tqdm, claims=os.path.join(out, "claims"))
   settings = {"preset": args.preset, **{k: v for k, v in preset.items() if k != "ladder"},
               "ladder": [dataclasses.asdict(r) for r in preset["ladder"]],
               "plantings": [dataclasses.asdict(p) for p in PLANTINGS[:preset["num_plantings"]]],

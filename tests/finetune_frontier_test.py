@@ -295,7 +295,7 @@ def test_the_plan_and_bad_input_say_what_is_wrong(tmp_path, capsys):
     ff.run(ff.PRESETS["tiny"], str(tmp_path / "u"), str(tmp_path / "o"), str(bad))
 
 
-def test_the_docs_region_follows_the_stored_summary(monkeypatch):
+def test_the_docs_region_follows_the_stored_summary(monkeypatch, tmp_path):
   from docs import build
 
   def absent(name):
@@ -314,6 +314,16 @@ def test_the_docs_region_follows_the_stored_summary(monkeypatch):
   assert "What this supports:" in said and "a check that the study runs" not in said
   monkeypatch.setattr(build, "result", lambda name: {**stored, "preset": "tiny"})
   assert "From the tiny preset: a check that the study runs, not the comparison." in build.finetune_frontier()
+  # One objective finished, the other still running: named with its count, never summarized.
+  for name in ("ablation_red_base", "ablation_red_full_seed0_lr0.001", "ablation_red_localized_seed0_lr0.001"):
+    (tmp_path / "finetune_frontier_runs").mkdir(exist_ok=True)
+    (tmp_path / "finetune_frontier_runs" / f"{name}.json").write_text("{}")
+  monkeypatch.setattr(build, "RESULTS", str(tmp_path))
+  planned = ff.runs_per_objective(ff.PRESETS["full"])
+  monkeypatch.setattr(build, "result", lambda name: {
+      **stored, "runs": {"personalization": {"stored": planned, "planned": planned}}})
+  assert (f"Objectives summarized: personalization, {planned} of {planned} runs. Not summarized yet: "
+          f"ablation (2 of {planned} runs stored; the same command resumes it)." in build.finetune_frontier())
 
 
 @pytest.mark.slow   # four 2-step fine-tunings of the Shapes model, each measured at 2 steps
@@ -336,3 +346,33 @@ def test_the_tiny_preset_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
   assert (tmp_path / "frontier.png").is_file()
   monkeypatch.setattr(ff.Runner, "train_and_measure", lambda *a: pytest.fail("trained twice"))
   assert ff.main(args)["summary"] == result["summary"]
+
+
+# ------------------------------------------------------------------------------------ workers
+def test_a_claimed_unit_is_run_once_and_awaited_by_the_other_worker(tmp_path):
+  """Two workers share the units: a unit another live process holds is neither run nor lost
+  (every() waits for its JSON); a claim left by a dead process is taken over."""
+  import subprocess, sys, threading
+  from dit_jax import files
+  runner = ff.Runner(ff.PRESETS["tiny"], str(tmp_path / "units"), str(tmp_path / "out"), {})
+  claims = tmp_path / "out" / "claims"
+  claims.mkdir(parents=True)
+  other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (claims / "held").write_text(f"{__import__('socket').gethostname()} {other.pid}")
+    made = []
+    assert runner.stored("held", lambda: made.append(1) or {"x": 1}) is None and not made
+    later = threading.Timer(0.2, lambda: files.write_json(tmp_path / "units" / "held.json", {"x": 2}))
+    later.start()
+    assert runner.every([lambda: runner.stored("held", lambda: made.append(1) or {"x": 1})],
+                        poll=0.05) == [{"x": 2}]
+    assert not made                      # the other worker's result, not a second run
+  finally:
+    other.kill()
+    other.wait()
+  (claims / "stale").write_text(f"{__import__('socket').gethostname()} {other.pid}")   # now dead
+  assert runner.stored("stale", lambda: {"x": 3}) == {"x": 3}
+  assert not (claims / "stale").exists()     # released once the unit is stored
+  with files.claimed(claims / "mine") as mine:
+    with files.claimed(claims / "mine") as again:
+      assert mine and not again

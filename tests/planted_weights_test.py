@@ -229,3 +229,37 @@ def test_the_tiny_preset_climbs_localizes_and_trains_only_the_attention(tmp_path
   assert result["summary"]["attention"]["failed"][0]["blocks"] == [3]
   monkeypatch.setattr(pw, "Attempts", lambda *a: pytest.fail("an attempt ran twice"))
   pw.main(args)
+
+
+def test_workers_share_the_runs_a_held_run_is_awaited_not_trained_twice(tmp_path):
+  """A second worker holds one run (a live process's claim): this worker trains the others and
+  waits for that run's unit instead of training it as well; a dead worker's claim is taken over."""
+  import socket, subprocess, sys, threading
+  from dit_jax import files
+  from studies import planted_weights as pw
+  runs = [pw.Run("attention", pw.PLANTINGS[0], 0), pw.Run("mlp", pw.PLANTINGS[1], 0)]
+  held, mine = (run.key for run in runs)
+  claims, units = tmp_path / "claims", tmp_path / "units"
+  claims.mkdir()
+  other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (claims / held).write_text(f"{socket.gethostname()} {other.pid}")
+    theirs = {"method": "attention", "label": "single-3", "seed": 0, "rung": 0, "took": True,
+              "final": True, "preset": "full", "look_accuracy": 0.5}
+    def other_worker_finishes():
+      files.write_json(units / f"{held}-rung1.json", theirs)
+      (claims / held).unlink()
+    threading.Timer(0.3, other_worker_finishes).start()
+    fake = FakeAttempts({(mine, 0): 0.5})
+    found = pw.climb(runs, 3, str(units), lambda: fake, "full", claims=str(claims), poll=0.05)
+  finally:
+    other.kill()
+    other.wait()
+  assert fake.trained == [(mine, 0)]
+  assert found[f"{held}-rung1"] == theirs and found[f"{mine}-rung1"]["took"]
+  # A claim left by a process that has died is taken over.
+  (units / f"{held}-rung1.json").unlink()
+  (claims / held).write_text(f"{socket.gethostname()} {other.pid}")
+  again = FakeAttempts({(held, 0): 0.5})
+  pw.climb(runs, 3, str(units), lambda: again, "full", claims=str(claims), poll=0.05)
+  assert again.trained == [(held, 0)] and not (claims / held).exists()

@@ -77,11 +77,7 @@ class SetCache:
     return os.path.join(self.images, hashlib.sha256(set_key.encode()).hexdigest()[:24] + ".npy")
 
   def put_images(self, set_key: str, images: np.ndarray) -> None:
-    os.makedirs(self.images, exist_ok=True)
-    def write(tmp):
-      with open(tmp, "wb") as f:   # a file object: np.save would add ".npy" to a name
-        np.save(f, images)
-    files.write_atomically(self.image_path(set_key), write)
+    files.write_npy(self.image_path(set_key), images)
 
   def has_images(self, set_key: str) -> bool:
     return os.path.exists(self.image_path(set_key))

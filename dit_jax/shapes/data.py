@@ -13,7 +13,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from dit_jax import families
+from dit_jax import families, files
 from dit_jax.train.data import Batches
 from dit_jax.shapes import render, world
 from dit_jax.diffusion.text import PromptEncoder
@@ -27,9 +27,7 @@ def rendered_scenes(seed: int, n: int, cache_dir: str | None):
     return scenes, np.load(path)
   images = np.stack([render.render(s) for s in tqdm(scenes, desc="rendering training scenes")])
   if path:
-    os.makedirs(cache_dir, exist_ok=True)
-    np.save(path + ".tmp.npy", images)
-    os.replace(path + ".tmp.npy", path)
+    files.write_npy(path, images)
   return scenes, images
 
 
@@ -121,10 +119,8 @@ def relook_batches(encode: CaptionEncoder, draw_prior, category: str, concept: s
     prior = np.load(path)
   else:
     prior = draw_prior(prior_captions)
-    if path:
-      os.makedirs(cache_dir, exist_ok=True)
-      np.save(path + ".tmp.npy", prior)
-      os.replace(path + ".tmp.npy", path)
+    if path:   # atomic and per process: parallel workers of a study share the prior
+      files.write_npy(path, prior)
   return Batches(encoded_set(encode, render_all(drawn), [world.caption(s) for s in scenes]),
                  independent={"prior": encoded_set(encode, prior.astype(np.float32) / 127.5 - 1.0,
                                                    prior_captions)})
