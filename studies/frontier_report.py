@@ -296,7 +296,7 @@ def plot(summary: dict, path: str) -> None:
     for lv in ff.LEVELS:
       ax.axvline(lv, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("preservation loss allowed (below the base model)")
-    ax.set_ylabel("success on the frontier (mean over concepts and seeds)")
+    ax.set_ylabel("success on the frontier\n(mean over concepts and seeds)")
     ax.set_title(objective), ax.grid(alpha=0.3), ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
