@@ -415,11 +415,8 @@ def finetune_frontier() -> str:
   missing = [o for o in ff.PRESETS[found["preset"]]["objectives"] if o not in counts]
   if missing:     # an objective still running is named, not summarized from part of its runs
     folder = os.path.join(RESULTS, "finetune_frontier_runs")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    stored = {o: sum(f.startswith(o + "_") and not f.endswith("_base.json") for f in names)
-              for o in missing}
     shown += ". Not summarized yet: " + "; ".join(
-        f"{o} ({stored[o]} of {ff.runs_per_objective(ff.PRESETS[found['preset']])} runs stored; "
+        f"{o} ({ff.stored_run_count(folder, o)} of {ff.runs_per_objective(ff.PRESETS[found['preset']])} runs stored; "
         "the same command resumes it)" for o in missing)
   tiny += f" Objectives summarized: {shown}." if shown else ""
   return (f"K = {found['k']}; candidate learning rates {{{rates}}}, {found['steps']} steps measured at "

@@ -223,6 +223,17 @@ def unit_name(objective: str, concept: str, variant: str, seed: int, rate: float
   return f"{objective}_{slug(concept)}_{variant}_seed{seed}_lr{rate:g}"
 
 
+def base_name(objective: str, concept: str) -> str:
+  return f"{objective}_{slug(concept)}_base"
+
+
+def stored_run_count(folder: str, objective: str) -> int:
+  """How many of an objective's runs (not its base-model measurements) a units folder holds."""
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return sum(f.startswith(objective + "_") and f.endswith(".json") and not f.endswith("_base.json")
+             for f in names)
+
+
 def train_overrides(objective: str, category: str, concept: str, seed: int, rate: float,
                     preset: dict, out: str) -> dict:
   measured = preset["measured"]
@@ -289,7 +300,7 @@ class Runner:
       self.gen.use(None)
       return {"objective": objective, "category": category, "concept": concept,
               "variant": "base model", **measure(self.gen, objective, category, concept, None)}
-    return self.stored(f"{objective}_{slug(concept)}_base", make)
+    return self.stored(base_name(objective, concept), make)
 
   def unit(self, objective: str, category: str, concept: str, variant: str, seed: int,
            rate: float, role: str) -> dict | None:
