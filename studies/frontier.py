@@ -1,5 +1,6 @@
 """Success at matched preservation: a variant's success-preservation frontier, read at fixed
-preservation levels, and a bootstrap that resamples concepts (studies/finetune_frontier.py).
+preservation levels; a bootstrap that resamples concepts for a variant's own values, an exact
+sign-flip interval over concepts for a difference between two (studies/finetune_frontier.py).
 
 A fine-tuning run gives points (preservation, success), one per learning rate and measured step,
 plus the base model's (step 0, which every variant shares). The frontier is their upper envelope:
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from studies import clustered
+from studies import clustered, signflip
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -50,5 +51,14 @@ def cluster_bootstrap(values: dict[str, Sequence[float]], resamples: int = clust
   are the unit a reader generalises over, and one concept's seeds are not three pieces of evidence.
   Counted as "concepts" and "pairs", the names the fine-tuning tables use."""
   found = clustered.summary(values, resamples, seed)
+  return {"mean": found["mean"], "interval": found["interval"], "concepts": found["clusters"],
+          "pairs": found["values"]}
+
+
+def cluster_difference(values: dict[str, Sequence[float]]) -> dict:
+  """Per-(concept, seed) paired differences: the mean over concepts of their mean, and the exact
+  sign-flip interval over concepts (studies/signflip.py; None below 6 concepts), where a bootstrap
+  over 6 concepts undercovers. Counted as "concepts" and "pairs"."""
+  found = signflip.difference(values)
   return {"mean": found["mean"], "interval": found["interval"], "concepts": found["clusters"],
           "pairs": found["values"]}

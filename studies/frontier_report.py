@@ -1,12 +1,13 @@
 """The summary of studies/finetune_frontier.py's stored units: the tuning on held-out concepts, each
 variant's success on its frontier at fixed preservation losses, localized minus each control with
-cluster-bootstrap intervals, the words of one rule (paired.with_margin), its table and figure."""
+its exact sign-flip interval over concepts and that rule's false-positive rate and power on the same
+differences, the words of one rule (paired.with_margin), its tables and figure."""
 from __future__ import annotations
 
 import numpy as np
 
-from studies import paired
-from studies.frontier import cluster_bootstrap, success_at
+from studies import clustered, paired, signflip
+from studies.frontier import cluster_bootstrap, cluster_difference, success_at
 from studies import finetune_frontier as ff
 
 MEASURES = ("success", "preservation", "fidelity")
@@ -105,18 +106,37 @@ def variant_summary(mine: dict, tuned: dict, runs: int) -> dict:
                             for i in range(len(CURVE))]}
 
 
-def localized_minus(local: dict, control: dict) -> dict:
-  """Localized minus the control per concept and seed, at each loss level on the frontiers and at
-  the operating points, cluster-bootstrapped."""
+def differences(local: dict, control: dict, get) -> dict[str, list[float]]:
+  """{concept: [localized minus the control, per seed]} of the value get(row) reads."""
   both = {key: (local[key], row) for key, row in control.items() if key in local}
 
+  def difference(pair):
+    mine, theirs = get(pair[0]), get(pair[1])
+    return None if mine is None or theirs is None else mine - theirs
+  return by_concept(both, difference)
+
+
+def localized_minus(local: dict, control: dict) -> dict:
+  """Localized minus the control per concept and seed, at each loss level on the frontiers and at
+  the operating points, with the exact sign-flip interval over concepts."""
   def minus(get):
-    def difference(pair):
-      mine, theirs = get(pair[0]), get(pair[1])
-      return None if mine is None or theirs is None else mine - theirs
-    return cluster_bootstrap(by_concept(both, difference))
+    return cluster_difference(differences(local, control, get))
   return {"matched": {str(lv): minus(lambda r: r["frontier"][lv]) for lv in ff.LEVELS},
           "operating": {m: minus(lambda r: r["operating"][m]) for m in (*MEASURES, *SECOND)}}
+
+
+# A difference's interval by each rule: the one the words use, and the cluster bootstrap it
+# replaced, kept here only to show on the same data why it was replaced.
+RULES = {"exact sign-flip": lambda found: signflip.difference(found)["interval"],
+         "cluster bootstrap": lambda found: clustered.summary(found)["interval"]}
+
+
+def calibration(local: dict, control: dict) -> dict:
+  """level -> rule -> its false-positive rate and power (signflip.rates) on the success-at-
+  matched-preservation differences of this comparison."""
+  return {str(lv): {name: signflip.rates(differences(local, control, lambda r: r["frontier"][lv]),
+                                         rule) for name, rule in RULES.items()}
+          for lv in ff.LEVELS}
 
 
 def summarize_objective(units: list[dict], bases: dict[str, dict], held_out: list[str],
@@ -132,12 +152,13 @@ def summarize_objective(units: list[dict], bases: dict[str, dict], held_out: lis
         "operating": operating_values(cell, tuned[variant]["operating"])}
   variants = {v: variant_summary(mine, tuned[v], sum(len(found[(c, s, v)]) for c, s in mine))
               for v, mine in rows.items()}
-  versus = {c: localized_minus(rows["localized"], rows[c]) for c in ff.CONTROLS
-            if c in rows and "localized" in rows}
+  controls = [c for c in ff.CONTROLS if c in rows and "localized" in rows]
+  versus = {c: localized_minus(rows["localized"], rows[c]) for c in controls}
   return {"held_out": held_out, "concepts": sorted({c for c, _, _ in found}),
           "seeds": sorted({s for _, s, _ in found}),
           "tuning_points": {v: t["points"] for v, t in tuned.items()},
           "variants": variants, "localized_minus": versus,
+          "calibration": {c: calibration(rows["localized"], rows[c]) for c in controls},
           "base_model": {c: {m: bases[c][m] for m in ("success", "preservation")} for c in bases}}
 
 
@@ -201,8 +222,23 @@ def claims(summary: dict) -> str:
              if c not in primary or not words(primary[c], "success").startswith("higher")]
     parts.append(f"Supported: {claim}." if not short else
                  f"Not shown: {claim}; " + ", ".join(f"{why} for {c}" for c, why in short) + ".")
+    parts.append(power_words(s.get("calibration", {})))
     out.append(" ".join(parts))
   return "\n\n".join(out)
+
+
+def power_words(calibration: dict) -> str:
+  """What the rule could have said at the headline level: its false positives and the true
+  difference above which it says "higher" with power 0.8, on each comparison's own spread."""
+  level = str(ff.PRIMARY_LEVEL)
+  found = {c: by_level[level]["exact sign-flip"] for c, by_level in calibration.items()
+           if by_level.get(level, {}).get("exact sign-flip")}
+  if not found:
+    return ""
+  return (f"On these concepts' spread the rule says a false \"higher\" or \"lower\" in at most "
+          f"{max(r['false_positive'] for r in found.values()):.3f} of the null's sign patterns, and "
+          "says \"higher\" with power 0.8 only for a true difference in success above "
+          + "; ".join(f"{round(r['delta_at_80'], 2) + 0.0:.2f} against {c}" for c, r in found.items()) + ".")
 
 
 def margin_of(name: str) -> str:
@@ -252,16 +288,44 @@ def table(summary: dict) -> str:
                    + " | ".join(cell(v["frontier"][str(lv)]) for lv in ff.LEVELS) + " | "
                    + " | ".join(cell(v["operating_values"][m]) for m in MEASURES) + " |")
     if s["localized_minus"]:
-      lines += ["", "Localized minus each control, per concept and seed (words: studies/paired.py, "
-                "with_margin):", "",
+      lines += ["", "Localized minus each control, per concept and seed (mean [exact 95 % sign-flip "
+                "interval over concepts, studies/signflip.py; with 6 concepts it runs from the "
+                "smallest to the largest concept's mean]; words: studies/paired.py, with_margin):", "",
                 "| control | " + " | ".join(levels) + " | operating success | preservation | fidelity |",
                 "|---|" + "---|" * (len(levels) + 3)]
       for control, r in s["localized_minus"].items():
         lines.append(f"| {control} | "
                      + " | ".join(cell(r["matched"][str(lv)], "success") for lv in ff.LEVELS) + " | "
                      + " | ".join(cell(r["operating"][m], m) for m in MEASURES) + " |")
-    lines += ["", second_judge_table(s)]
+    lines += ["", calibration_table(s), "", second_judge_table(s)]
     lines.append("")
+  return "\n".join(lines)
+
+
+def calibration_table(s: dict) -> str:
+  """The rule's false-positive rate and power on each comparison's own differences, beside the
+  cluster bootstrap's on the same patterns."""
+  found = s.get("calibration", {})
+  rows = [(control, lv, by_rule) for control, levels in found.items() for lv, by_rule in levels.items()
+          if by_rule["exact sign-flip"] is not None]
+  if not rows:
+    return f"No comparison has the {paired.MIN_PAIRS} concepts an exact interval needs yet."
+  exact, boot = "exact sign-flip", "cluster bootstrap"
+  deltas = list(rows[0][2][exact]["power"])
+  lines = ["How often each rule's interval excludes 0, enumerated over every sign pattern of the "
+           "concepts' differences minus their mean (studies/signflip.py): when nothing differs "
+           "(false positive, either direction; nominal 0.05) and when localized is better by delta "
+           "(power). The words use the exact rule; the cluster bootstrap, which they used before, "
+           "is shown on the same patterns.", "",
+           "| control | loss <= | patterns | false positive, exact | "
+           + " | ".join(f"power at {d}" for d in deltas)
+           + " | power 0.8 above | false positive, bootstrap | power at 0.2, bootstrap |",
+           "|---|---|---|---|" + "---|" * len(deltas) + "---|---|---|"]
+  for control, lv, by_rule in rows:
+    e, b = by_rule[exact], by_rule[boot]
+    lines.append(f"| {control} | {lv} | {e['patterns']} | {e['false_positive']:.3f} | "
+                 + " | ".join(f"{e['power'][d]:.2f}" for d in deltas)
+                 + f" | {e['delta_at_80']:.2f} | {b['false_positive']:.3f} | {b['power']['0.2']:.2f} |")
   return "\n".join(lines)
 
 

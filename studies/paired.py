@@ -15,7 +15,8 @@ import numpy as np
 from dit_jax.verdict import stats
 
 # A bootstrap interval of 2-5 paired differences is little more than their range (it undercovers
-# badly): words wait for six pairs (two thirds of a 3 x 3 concept x seed design).
+# badly): words wait for six pairs (two thirds of a 3 x 3 concept x seed design). Six is also the
+# fewest clusters with an exact 95 % sign-flip interval (studies/signflip.py: 2/2^6 < 0.05).
 MIN_PAIRS = 6
 
 
@@ -55,10 +56,10 @@ def with_margin(row: dict, margin: float, count: str = "pairs", min_count: int =
   than <margin>" where its upper end is below +margin, both at once "within +-<margin>". A
   difference shown but inside the margin says so. count: the row's key for its number of
   independent units (its interval is over them), words from min_count on."""
-  if row["interval"] is None:
-    return "no interval"
   if row[count] < min_count:
     return f"too few {count} to say (< {min_count})"
+  if row["interval"] is None:
+    return "no interval"
   low, high = row["interval"]
   above, below = low > -margin, high < margin
   if low > 0:

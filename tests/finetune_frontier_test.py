@@ -125,7 +125,7 @@ def test_the_headline_needs_more_success_than_both_block_controls():
               for rate, pts in table.items()]
   said = report.claims(report.summarize(units, bases, ["h"], REPORTED, [1e-3, 3e-3]))
   assert "Not shown: that for ablation the blocks localization picks" in said
-  assert said.endswith("not higher for bottom-K.")
+  assert "not higher for bottom-K." in said
   assert "more success than random-K" in said
   units = [u for u in units if u["variant"] != "bottom-K"]
   units += [run("bottom-K", c, s, rate, pts) for c in ("h", *REPORTED) for s in (0, 1, 2)
@@ -376,3 +376,24 @@ def test_a_claimed_unit_is_run_once_and_awaited_by_the_other_worker(tmp_path):
   with files.claimed(claims / "mine") as mine:
     with files.claimed(claims / "mine") as again:
       assert mine and not again
+
+
+def test_a_difference_needs_every_one_of_six_concepts_to_say_higher():
+  """Five concepts gain 0.3, one loses 0.01: the cluster bootstrap the words used before called it
+  "higher" (a resample without five of the six gainers is rare); under the null that each
+  concept's sign is a coin flip, 2 of the 64 patterns are at least this extreme (p = 1/32 > 0.025),
+  so the exact interval keeps 0."""
+  gains = {c: 0.3 for c in "abcde"} | {"f": -0.01}
+  def row(value):
+    return {"frontier": {lv: value for lv in ff.LEVELS},
+            "operating": {m: None for m in (*report.MEASURES, *report.SECOND)}}
+  local = {(c, s): row(gains[c]) for c in gains for s in (0, 1, 2)}
+  control = {(c, s): row(0.0) for c in gains for s in (0, 1, 2)}
+  found = report.localized_minus(local, control)["matched"]["0.05"]
+  assert found["interval"] == pytest.approx([-0.01, 0.3]) and found["concepts"] == 6
+  assert report.words(found, "success") == "no difference shown; not lower by more than 0.05"
+  assert report.words(frontier.cluster_bootstrap(report.differences(
+      local, control, lambda r: r["frontier"][0.05])), "success") == "higher"
+  calibration = report.calibration(local, control)["0.05"]
+  assert calibration["exact sign-flip"]["false_positive"] <= 2 / 64
+  assert calibration["cluster bootstrap"]["false_positive"] > 0.05
