@@ -1,10 +1,10 @@
-"""Paired differences with a bootstrap interval, and the words a README may say about them.
+"""Paired differences with an exact interval, and the words a README may say about them.
 
 The benchmarks that compare two methods on the same units (planted_knowledge: a localizer against a
 baseline on the same plantings; finetune_frontier: localized against a control on the same concept
-and seed) say "higher" or "lower" only where the 95 % bootstrap interval of the mean paired
-difference excludes 0, and only from MIN_PAIRS units on. `with_margin` adds what a stated margin
-lets the same interval say, by one rule for every measure and both directions.
+and seed) say "higher" or "lower" only where the exact 95 % sign-flip interval of the mean paired
+difference (studies/signflip.py) excludes 0, and only from MIN_PAIRS units on. `with_margin` adds
+what a stated margin lets the same interval say, by one rule for every measure and both directions.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from dit_jax.verdict import stats
+from studies import signflip
 
 # A bootstrap interval of 2-5 paired differences is little more than their range (it undercovers
 # badly): words wait for six pairs (two thirds of a 3 x 3 concept x seed design). Six is also the
@@ -26,12 +27,14 @@ def interval(values) -> list[float] | None:
 
 
 def difference(a: Sequence[float], b: Sequence[float]) -> dict:
-  """The mean of a - b over pairs, its bootstrap interval and the number of pairs."""
+  """The mean of a - b over pairs, its exact sign-flip interval (studies/signflip.py: each pair
+  independent, its sign a coin flip under the null; none below MIN_PAIRS) and the number of
+  pairs."""
   if len(a) != len(b):
     raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
   diffs = np.asarray(a, float) - np.asarray(b, float)
-  return {"mean": float(diffs.mean()) if diffs.size else None, "interval": interval(diffs),
-          "pairs": int(diffs.size)}
+  return {"mean": float(diffs.mean()) if diffs.size else None,
+          "interval": signflip.interval(diffs) if diffs.size else None, "pairs": int(diffs.size)}
 
 
 def verdict(row: dict, min_pairs: int = MIN_PAIRS) -> str:

@@ -247,7 +247,8 @@ def score_row(r: dict, look_floor: float, num_blocks: int = 12) -> None:
 def summarize(rows: list[dict], look_floor: float = LOOK_FLOOR) -> dict:
   """method -> sets, counted (planting took), and per ranking source the mean precision@|set|
   over counted sets with a bootstrap 95 % interval over sets; each localizer minus each baseline,
-  paired by planting; causal holds over counted sets."""
+  paired by planting (paired.difference: the exact sign-flip interval); causal holds over counted
+  sets."""
   for r in rows:
     score_row(r, look_floor)
   out = {}

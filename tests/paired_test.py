@@ -21,3 +21,12 @@ def test_words_follow_the_interval_and_wait_for_enough_pairs():
 def test_unpaired_lengths_are_an_error():
   with pytest.raises(ValueError, match="equal lengths, got 2 and 3"):
     paired.difference([1, 2], [1, 2, 3])
+
+
+def test_six_pairs_say_higher_only_where_all_six_do():
+  """The exact interval (studies/signflip.py) at six pairs is their range; the bootstrap interval
+  used before excluded 0 for five gains and one small loss."""
+  found = paired.difference([0.3] * 5 + [-0.01], [0.0] * 6)
+  assert found["interval"] == pytest.approx([-0.01, 0.3])
+  assert paired.verdict(found) == "no difference shown"
+  assert paired.verdict(paired.difference([0.3] * 5 + [0.01], [0.0] * 6)) == "higher"
