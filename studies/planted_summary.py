@@ -2,7 +2,8 @@
 ranking over every planting (failures included) and over the plantings that took, each with a
 bootstrap interval that resamples plantings with their seeds inside (studies/clustered.py), the
 random ranking beside them, n took / n tried, and every run listed with its blocks and each
-ranking's precision, the failed ones too.
+ranking's precision, the failed ones too. The pixel judge's reading of the look's colour checks
+each take (pixel_check) where the attempt stored it.
 
   confined   routes text (studies/planted_knowledge.py): every weight trains, but only the planted
              blocks read the name. Kept as it came out, one seed per planting.
@@ -55,6 +56,7 @@ def seed_runs(units: list[dict]) -> list[dict]:
     status = "took" if last["took"] else "failed" if last["final"] else "pending"
     row = {key: last[key] for key in ("method", "label", "kind", "name", "seed")}
     row.update(blocks=list(last["blocks"]), status=status, look_accuracy=last["look_accuracy"],
+               look_colour=last.get("second_judge"),   # attempts run before the pixel judge have none
                attempts=[{k: u[k] for k in ("steps", "learning_rate", "look_accuracy")} for u in attempts])
     if status != "pending":
       row["precision"] = precisions(last)
@@ -103,7 +105,20 @@ def summarize_method(runs: list[dict], planned: int | None = None) -> dict:
                                 "took": clustered.summary(by_planting(took, label)) if took else None}
                         for label in labels},
           "failed": [{k: r[k] for k in ("label", "blocks", "name", "seed", "attempts", "precision")}
-                     for r in finished if r["status"] == "failed"]}
+                     for r in finished if r["status"] == "failed"],
+          "pixel_judge": pixel_check(finished)}
+
+
+def pixel_check(finished: list[dict]) -> dict:
+  """The pixel judge on the takes: the look's colour is part of the whole look, so a take the
+  learned judge saw in LOOK_FLOOR of the images has its colour in at least as many; the pixel judge
+  contradicts it where it reads that colour in fewer. Over the finished runs it read."""
+  read = [r for r in finished if r.get("look_colour")]
+  took = [r for r in read if r["status"] == "took"]
+  return {"read": len(read), "took_read": len(took),
+          "contradicted": [f"{r['label']} seed {r['seed']}" for r in took
+                           if r["look_colour"]["second"] < pk.LOOK_FLOOR],
+          "agreement": (sum(r["look_colour"]["agreement"] for r in read) / len(read)) if read else None}
 
 
 def summarize(runs: list[dict], planned: dict[str, int] | None = None) -> dict:
@@ -131,7 +146,18 @@ def counts_line(method: str, s: dict) -> str:
   pending = f"; {s['pending']} pending (a rung left to try)" if s["pending"] else ""
   if s.get("planned") and s["finished"] < s["planned"]:
     pending += f"; partial: {s['finished']} of {s['planned']} planned runs finished"
-  return f"**{TITLES[method]}**: {s['took']} of {s['finished']} runs took{plantings}{pending}."
+  return f"**{TITLES[method]}**: {s['took']} of {s['finished']} runs took{plantings}{pending}." + pixel_words(s)
+
+
+def pixel_words(s: dict) -> str:
+  check = s.get("pixel_judge") or {}
+  if not check.get("read"):
+    return ""
+  contradicted = check["contradicted"]
+  return (f" The pixel judge read the look's colour in {check['read']} of the finished runs: it "
+          f"contradicts {len(contradicted)} of the {check['took_read']} takes among them (the colour "
+          f"in fewer than {pk.LOOK_FLOOR:g} of the images{': ' + ', '.join(contradicted) if contradicted else ''}); "
+          f"the two judges agree on the colour in {check['agreement']:.2f} of the images.")
 
 
 def method_table(method: str, s: dict) -> str:
@@ -150,14 +176,18 @@ def runs_table(runs: list[dict]) -> str:
   labels = list(dict.fromkeys(l for r in runs if "precision" in r for l in r["precision"]
                               if l != pk.RANDOM))
   lines = ["| method | planting | blocks | name | seed | attempts: steps @ rate: look | outcome | "
-           + " | ".join(labels) + " |", "|---" * (7 + len(labels)) + "|"]
+           "look colour: pixel / learned judge (agree) | " + " | ".join(labels) + " |",
+           "|---" * (8 + len(labels)) + "|"]
   for r in runs:
     tried = "; ".join(f"{a['steps']} @ {a['learning_rate']:g}: {a['look_accuracy']:.2f}"
                       for a in r["attempts"])
     cells = [f"{r['precision'][l]:.2f}" if "precision" in r and l in r["precision"] else "-"
              for l in labels]
+    colour = r.get("look_colour")
+    colour = (f"{colour['second']:.2f} / {colour['first']:.2f} ({colour['agreement']:.2f})"
+              if colour else "-")
     lines.append(f"| {r['method']} | {r['label']} | {r['blocks']} | {r['name']} | {r['seed']} | "
-                 f"{tried} | {r['status']} | " + " | ".join(cells) + " |")
+                 f"{tried} | {r['status']} | {colour} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

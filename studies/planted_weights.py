@@ -15,7 +15,9 @@ only the planted blocks' weights train, two ways (dit_jax.blocks.BLOCK_PARTS):
 
 Each planting (PLANTINGS: singles, contiguous pairs, early, late, spread) trains on both SEEDS
 with DreamBooth and prior preservation (configs/shapes_personalize.py). It takes when the model
-draws the character's whole look in at least LOOK_FLOOR of 32 images (planted_knowledge.LOOK_FLOOR).
+draws the character's whole look in at least LOOK_FLOOR of 32 images (planted_knowledge.LOOK_FLOOR),
+as the learned judge reads it; the pixel judge reads the same images' colour, the part of the look
+it can read, and the unit stores both (second_judge) as a check on the take, not its rule.
 One that does not take climbs LADDER, a fresh run from the shipped model each rung:
 
   rung 1: 600 steps at the base rate (1e-3, the confined plantings' recipe)
@@ -180,13 +182,14 @@ class Attempts:
     workdir = train(run, rung, preset, self.out)
     trained = time.time()
     self.gen.use(os.path.join(workdir, "transformer"))
-    look = self.gen.look_accuracy(p.name)
+    look = self.gen.look_readings(p.name)
     return {"method": run.method, "label": p.label, "kind": p.kind, "blocks": list(p.blocks),
             "name": p.name, "seed": run.seed, "rung": rung, "steps": preset["ladder"][rung].steps,
             "learning_rate": preset["learning_rate"] * preset["ladder"][rung].rate,
             "parts": list(blocks_lib.BLOCK_PARTS[run.method]), "workdir": workdir,
-            "look_accuracy": look, "seconds": {"train": trained - began, "look": time.time() - trained,
-                                               "per_step": seconds_per_step(workdir)}}
+            "look_accuracy": look["accuracy"], "second_judge": look["second_judge"],
+            "seconds": {"train": trained - began, "look": time.time() - trained,
+                        "per_step": seconds_per_step(workdir)}}
 
   def localize(self, unit: dict) -> dict:
     """Every localizer's block scores and the weight-change baseline on the attempt's weights."""

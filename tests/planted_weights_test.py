@@ -156,9 +156,41 @@ def test_failed_runs_stay_in_the_table_with_their_precision():
   assert s["precision"]["causal"]["took"]["mean"] == pytest.approx(1.0)
   assert s["precision"]["random ranking (baseline)"]["every"]["mean"] == pytest.approx((1 + 2 + 2) / 36)
   table = ps.runs_table(runs)
-  assert "| attention | b | [4, 5] | quib | 0 | 600 @ 0.001: 0.00; 600 @ 0.001: 0.10 | failed | 0.00 |" in table
-  assert "| attention | d | [7] | quib | 0 | 600 @ 0.001: 0.00 | pending | - |" in table
+  assert "| attention | b | [4, 5] | quib | 0 | 600 @ 0.001: 0.00; 600 @ 0.001: 0.10 | failed | - | 0.00 |" in table
+  assert "| attention | d | [7] | quib | 0 | 600 @ 0.001: 0.00 | pending | - | - |" in table
   assert "3 of 6 runs took, in 2 of 4 plantings (both seeds in 1); 1 pending" in ps.method_table("attention", s)
+
+
+def test_both_judges_read_the_look_and_the_pixel_judge_can_contradict_a_take():
+  """Rendered scenes of a planted name stand in for samples: the renderer knows the truth, so the
+  pixel judge must read the look's colour on all of them; the same scenes recoloured carry no
+  look's colour, and a take the learned judge claimed on them is contradicted."""
+  import dataclasses
+  from dit_jax.diffusion.latents import to_uint8
+  from dit_jax.shapes import ASSETS, pixel_judge, render, world
+  from dit_jax.shapes.finetune_eval import Generator
+  from dit_jax.shapes.judge import ShapesJudge
+  from studies import planted_summary as ps
+  gen = Generator.__new__(Generator)
+  gen.judge, gen.second, gen.num = ShapesJudge(str(ASSETS / "judge")), pixel_judge.PixelJudge(), 16
+  look = world.planted_look("quib")
+  scenes = world.planted_scenes("quib", 16, seed=100)
+  gen.images = lambda prompts: to_uint8(render.render_batch(scenes))   # as generate returns
+  found = gen.look_readings("quib")
+  assert found["second_judge"]["colour"] == look[1] and found["second_judge"]["second"] == 1.0
+  assert found["second_judge"]["first"] >= found["accuracy"] >= 0.75
+  other = next(c for c in world.COLOURS if c != look[1])
+  recoloured = [dataclasses.replace(sc, colour=other) for sc in scenes]
+  gen.images = lambda prompts: to_uint8(render.render_batch(recoloured))
+  off = gen.look_readings("quib")["second_judge"]
+  assert off["second"] == 0.0 and off["agreement"] >= 0.75      # the learned judge sees it too
+  units = [dict(unit("a", 0, 0, 0.5, True, [3], [3]), second_judge=found["second_judge"]),
+           dict(unit("b", 0, 0, 0.5, True, [4], [4]), second_judge=off),
+           unit("c", 0, 0, 0.5, True, [5], [5])]                 # stored before the pixel judge
+  s = ps.summarize(ps.seed_runs(units))["attention"]
+  assert s["pixel_judge"]["read"] == 2 and s["pixel_judge"]["contradicted"] == ["b seed 0"]
+  assert "it contradicts 1 of the 2 takes among them" in ps.method_table("attention", s)
+  assert "| attention | c | [5] | quib | 0 | 600 @ 0.001: 0.50 | took | - |" in ps.runs_table(ps.seed_runs(units))
 
 
 def test_the_interval_resamples_plantings_not_seeds():

@@ -84,8 +84,22 @@ class Generator:
 
   def look_accuracy(self, name: str) -> float:
     """Fraction of images from prompts naming the planted `name` that show its whole look."""
+    return self.look_readings(name)["accuracy"]
+
+  def look_readings(self, name: str) -> dict:
+    """The planted `name`'s look on the same images read by both judges: "accuracy" (the learned
+    judge, the whole look) and "second_judge": the look's colour, the one part of it the pixel
+    judge reads (shape and texture need a model of shape), as the share of images each judge
+    reads in that colour, and their image-by-image agreement on it."""
     scenes = world.planted_scenes(name, self.num, seed=100)
-    return float(np.mean(self.look_hits(self.images([world.caption(s) for s in scenes]), name)))
+    images = self.images([world.caption(s) for s in scenes])
+    colour = world.planted_look(name)[1]
+    read = {j: np.array(judge.predictions(images)["colour"].names) == colour
+            for j, judge in (("first", self.judge), ("second", self.second))}
+    return {"accuracy": float(np.mean(self.look_hits(images, name))),
+            "second_judge": {"judge": "pixel judge", "part": "colour", "colour": colour,
+                             **{j: float(hit.mean()) for j, hit in read.items()},
+                             "agreement": float(np.mean(read["first"] == read["second"]))}}
 
   def look_hits(self, images: np.ndarray, name: str) -> np.ndarray:
     """(N,) bool: image i shows the planted `name`'s whole look (shape, colour and texture)."""
