@@ -100,7 +100,8 @@ def summarize_method(runs: list[dict], planned: int | None = None) -> dict:
   return {"runs": len(runs), "planned": planned, "finished": len(finished), "took": len(took),
           "pending": len(runs) - len(finished), "plantings": len(plantings),
           "plantings_took_any": sum(any(outcome(p)) for p in plantings),
-          "plantings_took_all": sum(bool(outcome(p)) and all(outcome(p)) for p in plantings),
+          # both seeds finished and took (one finished seed that took is not "both")
+          "plantings_took_all": sum(len(outcome(p)) >= 2 and all(outcome(p)) for p in plantings),
           "precision": {label: {"every": clustered.summary(by_planting(finished, label)),
                                 "took": clustered.summary(by_planting(took, label)) if took else None}
                         for label in labels},

@@ -189,6 +189,7 @@ def test_both_judges_read_the_look_and_the_pixel_judge_can_contradict_a_take():
            unit("c", 0, 0, 0.5, True, [5], [5])]                 # stored before the pixel judge
   s = ps.summarize(ps.seed_runs(units))["attention"]
   assert s["pixel_judge"]["read"] == 2 and s["pixel_judge"]["contradicted"] == ["b seed 0"]
+  assert s["plantings_took_all"] == 0      # one seed each: none took on both seeds
   assert "it contradicts 1 of the 2 takes among them" in ps.method_table("attention", s)
   assert "| attention | c | [5] | quib | 0 | 600 @ 0.001: 0.50 | took | - |" in ps.runs_table(ps.seed_runs(units))
 
