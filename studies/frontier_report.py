@@ -127,8 +127,9 @@ def localized_minus(local: dict, control: dict) -> dict:
 
 # A difference's interval by each rule: the one the words use, and the cluster bootstrap it
 # replaced, kept here only to show on the same data why it was replaced.
-RULES = {"exact sign-flip": lambda found: signflip.difference(found)["interval"],
-         "cluster bootstrap": lambda found: clustered.summary(found)["interval"]}
+EXACT, BOOTSTRAP = "exact sign-flip", "cluster bootstrap"
+RULES = {EXACT: lambda found: signflip.difference(found)["interval"],
+         BOOTSTRAP: lambda found: clustered.summary(found)["interval"]}
 
 
 def calibration(local: dict, control: dict) -> dict:
@@ -231,8 +232,8 @@ def power_words(calibration: dict) -> str:
   """What the rule could have said at the headline level: its false positives and the true
   difference above which it says "higher" with power 0.8, on each comparison's own spread."""
   level = str(ff.PRIMARY_LEVEL)
-  found = {c: by_level[level]["exact sign-flip"] for c, by_level in calibration.items()
-           if by_level.get(level, {}).get("exact sign-flip")}
+  found = {c: by_level[level][EXACT] for c, by_level in calibration.items()
+           if by_level.get(level, {}).get(EXACT)}
   if not found:
     return ""
   return (f"On these concepts' spread the rule says a false \"higher\" or \"lower\" in at most "
@@ -307,11 +308,10 @@ def calibration_table(s: dict) -> str:
   cluster bootstrap's on the same patterns."""
   found = s.get("calibration", {})
   rows = [(control, lv, by_rule) for control, levels in found.items() for lv, by_rule in levels.items()
-          if by_rule["exact sign-flip"] is not None]
+          if by_rule[EXACT] is not None]
   if not rows:
     return f"No comparison has the {paired.MIN_PAIRS} concepts an exact interval needs yet."
-  exact, boot = "exact sign-flip", "cluster bootstrap"
-  deltas = list(rows[0][2][exact]["power"])
+  deltas = list(rows[0][2][EXACT]["power"])
   lines = ["How often each rule's interval excludes 0, enumerated over every sign pattern of the "
            "concepts' differences minus their mean (studies/signflip.py): when nothing differs "
            "(false positive, either direction; nominal 0.05) and when localized is better by delta "
@@ -322,7 +322,7 @@ def calibration_table(s: dict) -> str:
            + " | power 0.8 above | false positive, bootstrap | power at 0.2, bootstrap |",
            "|---|---|---|---|" + "---|" * len(deltas) + "---|---|---|"]
   for control, lv, by_rule in rows:
-    e, b = by_rule[exact], by_rule[boot]
+    e, b = by_rule[EXACT], by_rule[BOOTSTRAP]
     lines.append(f"| {control} | {lv} | {e['patterns']} | {e['false_positive']:.3f} | "
                  + " | ".join(f"{e['power'][d]:.2f}" for d in deltas)
                  + f" | {e['delta_at_80']:.2f} | {b['false_positive']:.3f} | {b['power']['0.2']:.2f} |")
