@@ -170,7 +170,10 @@ def generate_job(model: str, seconds: float, builds: dict[str, float]) -> Job:
 
 
 def finetune_job(model: str, seconds: float, title: str) -> Job:
-  tiny = ("--model", model, "--preset", "tiny", "--steps", "1", "--batch", "2", "--dtype", "float32")
+  # Both variants at the tiny preset, FLUX's too (its full preset cannot hold a full step): the
+  # test reads the comparison from this run (tests/benchmarks_test.py).
+  tiny = ("--model", model, "--preset", "tiny", "--steps", "1", "--batch", "2", "--dtype", "float32",
+          "--variants", "localized,full")
   return Job(f"finetune_{model}", "finetune_step", ("--model", model, "--steps", "3"), tiny, seconds,
              finetune_summary, title)
 

@@ -113,7 +113,8 @@ def test_a_workdir_holding_another_run_is_refused(tmp_path):
   esd = tasks.unlearn_config()
   esd.objective = "esd"
   assert esd.workdir != config.workdir        # each objective has its own default workdir
-  small = dict(batch_size=2, num_images=4, log_every=1)
+  # Nothing here reads the fixed batch's loss: leaving it out saves compiling a second program.
+  small = dict(batch_size=2, num_images=4, log_every=1, fixed_batch_loss=False)
   tasks.run_finetune(config, str(tmp_path), "1,2", 2, **small)
   with pytest.raises(SystemExit, match=r"objective: 'ablation' -> 'esd'"):
     tasks.run_finetune(config, str(tmp_path), "1,2", 2, objective="esd", **small)

@@ -7,6 +7,7 @@ checkpoint (.pth / .safetensors), or a Flax checkpoint written by `save_flax` (o
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -24,8 +25,17 @@ FLAX_CONFIG = "dit_jax_config.json"
 
 
 def param_shapes(fam: Family, config) -> Any:
-  module = fam.module_cls(config=config)
-  return jax.eval_shape(module.init, jax.random.key(0), *fam.example_inputs(config))["params"]
+  """The params' shapes and dtypes for `config` (what conversion fills in)."""
+  return _param_shapes(fam.module_cls, fam.example_inputs, config)
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(module_cls, example_inputs, config) -> Any:
+  # Tracing init costs seconds on a CPU, and a study or test session loads the same config dozens
+  # of times (every fine-tuning run, every pipeline). The configs are frozen dataclasses, the
+  # result holds only ShapeDtypeStructs (immutable), and state_dict_to_flax builds a new tree.
+  module = module_cls(config=config)
+  return jax.eval_shape(module.init, jax.random.key(0), *example_inputs(config))["params"]
 
 
 def from_state_dict(fam: Family, config_dict: dict, state: Mapping[str, np.ndarray], dtype=None):
