@@ -89,7 +89,9 @@ PRESETS = {   # tiny: checks the harness in a minute on a CPU, measures nothing
     "full": dict(steps=600, mlp_steps=1500, learning_rate=1e-3, prompts=16, look_images=32,
                  causal_prompts=16, causal_seeds=2, random_draws=10, chunk=4, sample_steps=20),
     "tiny": dict(steps=2, mlp_steps=2, learning_rate=1e-3, prompts=2, look_images=4,
-                 causal_prompts=2, causal_seeds=1, random_draws=2, chunk=4, sample_steps=4),
+                 causal_prompts=2, causal_seeds=1, random_draws=2, chunk=4, sample_steps=4,
+                 train=dict(num_images=2, num_prior_images=2, batch_size=2, warmup_steps=0,
+                            fixed_batch_loss=False)),
 }
 # Ranking sources besides the localizers: the blocks whose weights changed most, and chance.
 WEIGHT_CHANGE, RANDOM = "weight change (baseline)", "random ranking (baseline)"
@@ -191,7 +193,8 @@ def train_planting(p: Planting, preset: dict, out: str) -> str:
   if p.method == "confined":
     overrides["confine_text_to"] = blocks
     blocks = "all"
-  tasks.run_finetune(tasks.personalize_config(), workdir, blocks, steps, **overrides)
+  tasks.run_finetune(tasks.personalize_config(), workdir, blocks, steps,
+                     **overrides, **preset.get("train", {}))
   return workdir
 
 
