@@ -85,13 +85,15 @@ METHODS = {"confined": "", "blocks": "", "mlp": "ff"}     # method -> config.blo
 # weakest of its own pretrained characters (0.25 for zork and kiki; chance is 1/144). Set on the
 # model before this one, and not changed after any result of the confined plantings existed.
 LOOK_FLOOR = 0.25
+# The tiny presets' fine-tuning (here and studies/planted_weights.py): a harness check on 2 images
+# and 2 class images, without the fixed-batch loss nothing of a tiny run reads.
+TINY_TRAIN = dict(num_images=2, num_prior_images=2, batch_size=2, warmup_steps=0, fixed_batch_loss=False)
 PRESETS = {   # tiny: checks the harness in a minute on a CPU, measures nothing
     "full": dict(steps=600, mlp_steps=1500, learning_rate=1e-3, prompts=16, look_images=32,
                  causal_prompts=16, causal_seeds=2, random_draws=10, chunk=4, sample_steps=20),
     "tiny": dict(steps=2, mlp_steps=2, learning_rate=1e-3, prompts=2, look_images=4,
                  causal_prompts=2, causal_seeds=1, random_draws=2, chunk=4, sample_steps=4,
-                 train=dict(num_images=2, num_prior_images=2, batch_size=2, warmup_steps=0,
-                            fixed_batch_loss=False)),
+                 train=TINY_TRAIN),
 }
 # Ranking sources besides the localizers: the blocks whose weights changed most, and chance.
 WEIGHT_CHANGE, RANDOM = "weight change (baseline)", "random ranking (baseline)"

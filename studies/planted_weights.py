@@ -105,8 +105,7 @@ PRESETS = {
     # and one seed; a look is never reached in 2 steps, so the ladder is climbed. Measures nothing.
     "tiny": dict(ladder=(Rung(2, 1.0), Rung(2, 2.0)), learning_rate=1e-3, prompts=1, look_images=2,
                  chunk=4, sample_steps=2, num_plantings=1, seeds=(0,),
-                 train=dict(num_images=2, num_prior_images=2, batch_size=2, num_steps=2,
-                            warmup_steps=0, memory_plan=False, fixed_batch_loss=False)),
+                 train=dict(pk.TINY_TRAIN, num_steps=2, memory_plan=False)),
 }
 # estimate_hours' cost model: seconds on the 2-core CPU with nothing else running.
 STEP_SECONDS, ATTEMPT_SECONDS, LOCALIZE_SECONDS = 0.28, 25.0, 120.0
