@@ -14,6 +14,8 @@ each take (pixel_check) where the attempt stored it.
 A run is one planting on one training seed. Its outcome is its final attempt's: "took" (the look
 reached LOOK_FLOOR), "failed" (it did not, on the last rung of the ladder) or "pending" (it did not,
 and a rung is left: studies/planted_weights.py tries it next). Pending runs are in no precision.
+The ladder's length decides, not a flag stored with the attempt: a ladder made longer reopens the
+runs that failed on its old last rung.
 """
 from __future__ import annotations
 
@@ -40,9 +42,10 @@ def precisions(run: dict, num_blocks: int = 12) -> dict[str, float]:
   return found
 
 
-def seed_runs(units: list[dict]) -> list[dict]:
+def seed_runs(units: list[dict], ladder_length: int) -> list[dict]:
   """One row per (method, planting, seed) from its attempt units: the attempts in rung order and
-  the last one's outcome. The rungs must run 1, 2, ... with no gap (a gap is a lost unit)."""
+  the last one's outcome on a ladder of `ladder_length` rungs. The rungs must run 1, 2, ... with no
+  gap (a gap is a lost unit)."""
   grouped: dict[tuple, list[dict]] = {}
   for unit in units:
     grouped.setdefault((unit["method"], unit["label"], unit["seed"]), []).append(unit)
@@ -53,7 +56,8 @@ def seed_runs(units: list[dict]) -> list[dict]:
       raise ValueError(f"{method} {label} seed {seed}: attempts at rungs "
                        f"{[u['rung'] + 1 for u in attempts]}, not 1, 2, ...: a unit is missing")
     last = attempts[-1]
-    status = "took" if last["took"] else "failed" if last["final"] else "pending"
+    status = ("took" if last["took"] else "failed" if last["rung"] + 1 >= ladder_length
+              else "pending")
     row = {key: last[key] for key in ("method", "label", "kind", "name", "seed")}
     row.update(blocks=list(last["blocks"]), status=status, look_accuracy=last["look_accuracy"],
                look_colour=last.get("second_judge"),   # attempts run before the pixel judge have none

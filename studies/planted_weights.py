@@ -23,8 +23,13 @@ One that does not take climbs LADDER, a fresh run from the shipped model each ru
   rung 1: 600 steps at the base rate (1e-3, the confined plantings' recipe)
   rung 2: 600 steps at twice the rate     (the cheaper push first)
   rung 3: 1200 steps at twice the rate    (both)
+  rung 4: 2400 steps at twice the rate    (added 2026-12-07, below)
 
-and its outcome is its last attempt's. Each attempt is one unit (a JSON in --units, skipped on a
+and its outcome is its last attempt's. Rung 4 was added when 4 of the 16 rung-3 attempts had been
+read (2 took, 2 failed) and before the other 12 ran: of the 12 runs on the ladder, 10 are
+feed-forward runs whose attempts drew the look's colour in most images but not its whole look,
+and the confined feed-forward plantings needed 1500 steps. It applies to every run of both
+methods whose rung 3 does not take, the 2 attention runs that failed there included. Each attempt is one unit (a JSON in --units, skipped on a
 rerun; a killed training resumes from its checkpoints in --out). Attempts run rung by rung, every
 run's first rung before any second, and within a rung seed 0 of every planting and method before
 seed 1, so a run stopped early has both methods on every block set. The final attempt (one
@@ -44,8 +49,8 @@ about 25 s per attempt besides its steps (class images, compiling, judging the l
 a training step ran beside it: 1.0 s, not 0.28 s). The 24 runs (6 plantings x 2 seeds x 2 methods):
 2.1 hours for the first rung of every run, after which every run has an outcome; 2.9 hours if a
 third of the runs climb to rung 2 and a sixth to rung 3; 3.3 hours if half and a quarter (the old
-feed-forward rows needed 1500 steps, so mlp runs may climb often); at most 5.8 hours if every run
-climbs to rung 3. Beside another job on the same two cores, about three times as long. Resumable
+feed-forward rows needed 1500 steps, so mlp runs may climb often); 5.8 hours if every run
+climbs to rung 3, 10.4 if to rung 4. Beside another job on the same two cores, about three times as long. Resumable
 across sessions: rerun the same command (finished attempts are skipped, a killed training resumes).
 Workers: the same command started twice (one per core, XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 taskset -c N ...) shares the runs, each claimed before its attempt (--out/claims).
@@ -97,7 +102,7 @@ class Rung:
   rate: float            # times the preset's base learning rate
 
 
-LADDER = (Rung(600, 1.0), Rung(600, 2.0), Rung(1200, 2.0))
+LADDER = (Rung(600, 1.0), Rung(600, 2.0), Rung(1200, 2.0), Rung(2400, 2.0))
 PRESETS = {
     "full": dict(ladder=LADDER, learning_rate=1e-3, prompts=8, look_images=32, chunk=4,
                  sample_steps=20, train={}, num_plantings=len(PLANTINGS), seeds=SEEDS),
@@ -277,7 +282,8 @@ def plan(preset: dict, methods, only: str) -> list[Run]:
 def report(units: dict, runs: list[Run], confined_path: str, result_path: str, settings: dict) -> dict:
   known = {run.key for run in runs}
   rows = planted_summary.seed_runs([u for u in units.values()
-                                    if f"{u['method']}-{u['label']}-seed{u['seed']}" in known])
+                                    if f"{u['method']}-{u['label']}-seed{u['seed']}" in known],
+                                   len(settings["ladder"]))
   confined = (planted_summary.confined_runs(files.read_json(confined_path)["sets"])
               if os.path.exists(confined_path) else [])
   planned = {m: sum(r.method == m for r in runs) for m in dict.fromkeys(r.method for r in runs)}
@@ -319,7 +325,7 @@ def main(argv=None) -> dict:
     parser.error(str(error))
   print(f"{len(runs)} runs ({', '.join(args.methods)} x {len(runs) // len(args.methods)} "
         "planting-seeds)" + ("" if tiny else f"; about {estimate_hours(len(runs)):.1f} h of 2-core CPU "
-        f"if each takes at rung 1, {estimate_hours(len(runs), (1.0, 1.0)):.1f} h if each climbs "
+        f"if each takes at rung 1, {estimate_hours(len(runs), (1.0,) * (len(LADDER) - 1)):.1f} h if each climbs "
         "every rung (rerun to resume)"), flush=True)
   if args.rescore:
     units = read_units(units_dir, args.preset)

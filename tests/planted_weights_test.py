@@ -93,6 +93,23 @@ def test_a_run_that_does_not_take_climbs_and_one_that_takes_stops(tmp_path):
   assert resumed.trained == [(takes_second, 1)]
 
 
+def test_a_longer_ladder_reopens_a_run_that_failed_its_old_last_rung(tmp_path):
+  """A run failed on rung 3 of a 3-rung ladder (stored final, localized). With a fourth rung the
+  table calls it pending, not failed, and the climb trains rung 4 and localizes that attempt."""
+  from studies import planted_summary as ps
+  from studies import planted_weights as pw
+  run = pw.Run("mlp", pw.PLANTINGS[0], 0)
+  looks = {(run.key, r): 0.0 for r in range(3)} | {(run.key, 3): 0.4}
+  pw.climb([run], 3, str(tmp_path), lambda: FakeAttempts(looks), "full")
+  stored = list(pw.read_units(str(tmp_path), "full").values())
+  assert [r["status"] for r in ps.seed_runs(stored, 3)] == ["failed"]
+  assert [r["status"] for r in ps.seed_runs(stored, 4)] == ["pending"]
+  longer = FakeAttempts(looks)
+  units = pw.climb([run], 4, str(tmp_path), lambda: longer, "full")
+  assert longer.trained == [(run.key, 3)] and longer.localized == [("single-3", 0, 3)]
+  assert [r["status"] for r in ps.seed_runs(list(units.values()), 4)] == ["took"]
+
+
 def test_next_rung_follows_the_last_attempt():
   from studies.planted_weights import next_rung
   assert next_rung([], 3) == 0
@@ -139,10 +156,11 @@ def test_failed_runs_stay_in_the_table_with_their_precision():
            # b: seed 0 fails at every rung (precision 0 on its final attempt), seed 1 takes.
            unit("b", 0, 0, 0.0, False, [], [4, 5]), unit("b", 0, 1, 0.1, True, [0, 1], [4, 5]),
            unit("b", 1, 0, 0.4, True, [4, 5], [4, 5]),
-           # c: both seeds fail, half found; d: rung 1 failed, rung 2 not run yet (pending).
-           unit("c", 0, 0, 0.0, True, [9, 0], [9, 10]), unit("c", 1, 0, 0.1, True, [9, 1], [9, 10]),
+           # c: both seeds fail on both rungs, half found; d: rung 1 failed, rung 2 not run yet.
+           unit("c", 0, 0, 0.0, False, [], [9, 10]), unit("c", 0, 1, 0.0, True, [9, 0], [9, 10]),
+           unit("c", 1, 0, 0.0, False, [], [9, 10]), unit("c", 1, 1, 0.1, True, [9, 1], [9, 10]),
            unit("d", 0, 0, 0.0, False, [], [7])]
-  runs = ps.seed_runs(units)
+  runs = ps.seed_runs(units, ladder_length=2)
   s = ps.summarize(runs, {"attention": 8})["attention"]
   assert (s["runs"], s["finished"], s["took"], s["pending"]) == (7, 6, 3, 1)
   assert (s["plantings_took_any"], s["plantings_took_all"]) == (2, 1)
@@ -187,11 +205,11 @@ def test_both_judges_read_the_look_and_the_pixel_judge_can_contradict_a_take():
   units = [dict(unit("a", 0, 0, 0.5, True, [3], [3]), second_judge=found["second_judge"]),
            dict(unit("b", 0, 0, 0.5, True, [4], [4]), second_judge=off),
            unit("c", 0, 0, 0.5, True, [5], [5])]                 # stored before the pixel judge
-  s = ps.summarize(ps.seed_runs(units))["attention"]
+  s = ps.summarize(ps.seed_runs(units, ladder_length=1))["attention"]
   assert s["pixel_judge"]["read"] == 2 and s["pixel_judge"]["contradicted"] == ["b seed 0"]
   assert s["plantings_took_all"] == 0      # one seed each: none took on both seeds
   assert "it contradicts 1 of the 2 takes among them" in ps.method_table("attention", s)
-  assert "| attention | c | [5] | quib | 0 | 600 @ 0.001: 0.50 | took | - |" in ps.runs_table(ps.seed_runs(units))
+  assert "| attention | c | [5] | quib | 0 | 600 @ 0.001: 0.50 | took | - |" in ps.runs_table(ps.seed_runs(units, ladder_length=1))
 
 
 def test_the_interval_resamples_plantings_not_seeds():
@@ -202,7 +220,7 @@ def test_the_interval_resamples_plantings_not_seeds():
   found = {"p0": [3], "p1": [3], "p2": [3, 4], "p3": [0, 1, 2], "p4": [9], "p5": [3, 4, 5]}
   planted = {"p0": [3], "p1": [4], "p2": [3, 4], "p3": [0, 1, 5], "p4": [10], "p5": [3, 4, 6]}
   units = [unit(p, seed, 0, 0.5, True, found[p], planted[p]) for p in found for seed in (0, 1)]
-  every = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["every"]
+  every = ps.summarize(ps.seed_runs(units, ladder_length=1))["attention"]["precision"]["causal"]["every"]
   means = [1, 0, 1, 2 / 3, 0, 2 / 3]
   assert every["clusters"] == 6 and every["values"] == 12
   # Seeds agree within each planting, so the within-planting draw changes nothing: the interval is
@@ -213,11 +231,11 @@ def test_the_interval_resamples_plantings_not_seeds():
   assert every["interval"][1] - every["interval"][0] > by_seed[1] - by_seed[0]
   # p0 took on one seed (precision 1), p1 on neither: over those that took p0 counts once.
   units[1]["look_accuracy"], units[1]["took"] = 0.0, False
-  took = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["took"]
+  took = ps.summarize(ps.seed_runs(units, ladder_length=1))["attention"]["precision"]["causal"]["took"]
   assert took["clusters"] == 6 and took["values"] == 11
   units = [unit("one", 0, 0, 0.5, True, [3], [3]), unit("two", 0, 0, 0.5, True, [0], [4]),
            unit("two", 1, 0, 0.5, True, [0], [4])]
-  weighed = ps.summarize(ps.seed_runs(units))["attention"]["precision"]["causal"]["every"]
+  weighed = ps.summarize(ps.seed_runs(units, ladder_length=1))["attention"]["precision"]["causal"]["every"]
   assert weighed["mean"] == pytest.approx(0.5)       # (1 + 0) / 2 plantings, not 1/3 of runs
 
 
