@@ -29,14 +29,16 @@ and its outcome is its last attempt's. Rung 4 was added when 4 of the 16 rung-3 
 read (2 took, 2 failed) and before the other 12 ran: of the 12 runs on the ladder, 10 are
 feed-forward runs whose attempts drew the look's colour in most images but not its whole look,
 and the confined feed-forward plantings needed 1500 steps. It applies to every run of both
-methods whose rung 3 does not take, the 2 attention runs that failed there included. Each attempt is one unit (a JSON in --units, skipped on a
-rerun; a killed training resumes from its checkpoints in --out). Attempts run rung by rung, every
-run's first rung before any second, and within a rung seed 0 of every planting and method before
-seed 1, so a run stopped early has both methods on every block set. The final attempt (one
-that took, or the last rung) is measured by every localizer (8 prompts x 2 noise seeds, the
-planted name against "a character") and by the weight-change baseline; an earlier failed attempt
-only by its look. studies/planted_summary.py makes the table: precision@|set| per localizer over
-every planting and over those that took, intervals resampling plantings.
+methods whose rung 3 does not take, the 2 attention runs that failed there included.
+
+Each attempt is one unit (a JSON in --units, skipped on a rerun; a killed training resumes from its
+checkpoints in --out). Attempts run rung by rung, every run's first rung before any second, and
+within a rung seed 0 of every planting and method before seed 1, so a run stopped early has both
+methods on every block set. The final attempt (one that took, or the last rung) is measured by every
+localizer (8 prompts x 2 noise seeds, the planted name against "a character") and by the
+weight-change baseline; an earlier failed attempt only by its look. studies/planted_summary.py makes
+the table: precision@|set| per localizer over every planting and over those that took, intervals
+resampling plantings.
 
 The names: in the confined runs the outcome splits by name, not by blocks (every planting of
 quib, nolo, raxo and sulu took, every one of vexa, pim, dobi and wren failed), so "late blocks do
@@ -50,7 +52,8 @@ a training step ran beside it: 1.0 s, not 0.28 s). The 24 runs (6 plantings x 2 
 2.1 hours for the first rung of every run, after which every run has an outcome; 2.9 hours if a
 third of the runs climb to rung 2 and a sixth to rung 3; 3.3 hours if half and a quarter (the old
 feed-forward rows needed 1500 steps, so mlp runs may climb often); 5.8 hours if every run
-climbs to rung 3, 10.4 if to rung 4. Beside another job on the same two cores, about three times as long. Resumable
+climbs to rung 3, 10.4 if to rung 4. Beside another job on the same two cores, about three times
+as long; two single-core workers (below) ran a 1200-step attempt in about 5.5 minutes. Resumable
 across sessions: rerun the same command (finished attempts are skipped, a killed training resumes).
 Workers: the same command started twice (one per core, XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 taskset -c N ...) shares the runs, each claimed before its attempt (--out/claims).
