@@ -92,6 +92,12 @@ PLANTINGS = (
     Planting("pair-10-11", "contiguous pair, late", (10, 11), "quib"),
     Planting("early-0-1-2", "early", (0, 1, 2), "nolo"),
     Planting("spread-1-6-11", "spread", (1, 6, 11), "raxo"),
+    # Added 2026-12-07, when the 24 runs above had finished with 5 (set, method) plantings taking on
+    # both seeds, one short of issue 41's 6: the blocks no planting had covered (7-8 middle, 9
+    # late), chosen by that alone, on the fourth name whose confined planting took; both methods,
+    # both seeds, the same ladder, every outcome reported.
+    Planting("pair-7-8", "contiguous pair, middle", (7, 8), "sulu"),
+    Planting("single-9", "single block, late", (9,), "sulu"),
 )
 SEEDS = (0, 1)
 METHODS = tuple(blocks_lib.BLOCK_PARTS)      # "mlp", "attention"
