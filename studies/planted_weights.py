@@ -45,18 +45,18 @@ quib, nolo, raxo and sulu took, every one of vexa, pim, dobi and wren failed), s
 not take" may have been the names' doing. Each planting here uses one of three names that took, and
 each name plants one early-or-middle set and one late set.
 
-Cost (estimate_hours): on the 2-core CPU with nothing else running, 0.28 s per training step,
-about 25 s per attempt besides its steps (class images, compiling, judging the look) and about
-120 s to localize a final attempt (measured here beside another job and scaled by how much slower
-a training step ran beside it: 1.0 s, not 0.28 s). The first 24 runs (6 plantings x 2 seeds x 2 methods):
-2.1 hours for the first rung of every run, after which every run has an outcome; 2.9 hours if a
-third of the runs climb to rung 2 and a sixth to rung 3; 3.3 hours if half and a quarter (the old
-feed-forward rows needed 1500 steps, so mlp runs may climb often); 5.8 hours if every run
-climbs to rung 3, 10.4 if to rung 4. Beside another job on the same two cores, about three times
-as long; two single-core workers (below) ran a 1200-step attempt in about 5.5 minutes. Resumable
-across sessions: rerun the same command (finished attempts are skipped, a killed training resumes).
-Workers: the same command started twice (one per core, XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
-taskset -c N ...) shares the runs, each claimed before its attempt (--out/claims).
+Cost (estimate_hours): on the 2-core CPU with nothing else running, 0.28 s per training step, about
+25 s per attempt besides its steps (class images, compiling, judging the look) and about 120 s to
+localize a final attempt (measured here beside another job and scaled by how much slower a training
+step ran beside it: 1.0 s, not 0.28 s). The first 24 runs (6 plantings x 2 seeds x 2 methods): 2.1
+hours for the first rung of every run, after which every run has an outcome; 2.9 hours if a third of
+the runs climb to rung 2 and a sixth to rung 3; 3.3 hours if half and a quarter (the old
+feed-forward rows needed 1500 steps, so mlp runs may climb often); 5.8 hours if every run climbs to
+rung 3, 10.4 if to rung 4. Beside another job on the same two cores, about three times as long; two
+single-core workers (below) ran a 1200-step attempt in about 5.5 minutes. Resumable across sessions:
+rerun the same command (finished attempts are skipped, a killed training resumes). Workers: the same
+command started twice (one per core, XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c N ...)
+shares the runs, each claimed before its attempt (--out/claims).
 """
 from __future__ import annotations
 
