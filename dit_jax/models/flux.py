@@ -105,7 +105,8 @@ class FluxAttention(nn.Module):
   heads: single-stream blocks project them together with their MLP. There `mlp` (the block's
   proj_mlp (kernel, bias)) runs in the same matmul as Q, K and V, as the original FLUX code's
   linear1 does, and its output is returned too; `swap` (attention_text_input's) replaces the text
-  tokens of the attention's input only, so the MLP keeps the row's own.
+  rows of Q, K and V, which is replacing the text tokens of the attention's input (the projection
+  acts on each token alone), while the MLP keeps the row's own.
 
   With `concept` ((B, S) weights over the S text tokens, which come first), it also returns a
   function (W_O, bias) -> (B, 3) concept scores: image-token queries, softmax over all keys (text
@@ -120,17 +121,14 @@ class FluxAttention(nn.Module):
     inner = self.heads * self.head_dim
     # One matmul for the three, and for any extra (kernel, bias) reading the same x (fused_dense).
     parts = [layers.DenseParams(inner, name=name)(x.shape[-1]) for name in (q_name, k_name, v_name)]
-    if text_len:   # a single block: the swap reaches the attention's text tokens only
-      x, x_own = swap_text_tokens(x, text_len, swap), x
-    if text_len and swap is not None:
-      # Under a swap the MLP reads the row's own input, the attention the swapped one: two matmuls.
-      # (Applying the swap to the fused output instead is exact too, but it puts a select between
-      # the matmul and the norms, and XLA's CPU backend then fuses and rounds an empty swap
-      # differently from no swap: tests/flux_swap_test.py wants them bit for bit.)
-      q, k, v = layers.fused_dense(x, parts, self.dtype)
-      rest = [layers.fused_dense(x_own, list(extra), self.dtype)[0]] if extra else []
-    else:
-      q, k, v, *rest = layers.fused_dense(x, parts + list(extra), self.dtype)
+    q, k, v, *rest = layers.fused_dense(x, parts + list(extra), self.dtype)
+    if text_len:
+      # A single block: the swap reaches the attention's text tokens only, the MLP reads the row's
+      # own. The projection acts on each token alone, so swapping the text rows of Q, K and V is
+      # swapping the rows they were projected from, and [QKV | MLP] stays one matmul. (Two matmuls,
+      # the swapped input through QKV and the own through the MLP, round an empty swap differently
+      # from no swap on an AVX-512 CPU; tests/flux_swap_test.py wants them bit for bit.)
+      q, k, v = (swap_text_tokens(t, text_len, swap) for t in (q, k, v))
     q, k, v = (t.reshape(*x.shape[:-1], self.heads, self.head_dim) for t in (q, k, v))
     rms = lambda name: layers.RMSNorm(NORM_EPS, dtype=self.dtype, name=name)
     return (rms(q_norm)(q), rms(k_norm)(k), v, *rest)
@@ -212,7 +210,8 @@ class SingleStreamBlock(nn.Module):
 
   @nn.compact
   def __call__(self, img, txt, temb, rope, concept=None, swap=None):
-    """swap: optional fn on the text part (B, S, D) of the attention's normalised joint input."""
+    """swap: optional fn on the text rows (B, S, inner) of the attention's Q, K and V, i.e. on the
+    text part of its normalised joint input, as projected."""
     x = jnp.concatenate([txt, img], axis=1)
     dim, text_len = x.shape[-1], txt.shape[1]
     shift, scale, gate = modulation(temb, 3, "norm.linear", self.dtype)
