@@ -356,8 +356,8 @@ def test_matmuls_per_block(cudnn_library, kind):
 
 def test_the_flux_attention_swap_adds_no_matmul(cudnn_library):
   """A single block's [QKV | MLP] stays one matmul under the swap, which moves the text rows of Q,
-  K and V after it: a second matmul rounded an empty swap differently from no swap on an AVX-512
-  CPU (tests/flux_swap_test.py::test_no_selection_is_the_plain_forward_bit_for_bit)."""
+  K and V after it: a second matmul rounded an empty swap differently from no swap on some CPUs
+  (tests/flux_swap_test.py::test_no_selection_is_the_plain_forward_bit_for_bit)."""
   assert dot_generals("flux", swap=True) == dot_generals("flux")
 
 

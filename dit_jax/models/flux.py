@@ -127,7 +127,8 @@ class FluxAttention(nn.Module):
       # own. The projection acts on each token alone, so swapping the text rows of Q, K and V is
       # swapping the rows they were projected from, and [QKV | MLP] stays one matmul. (Two matmuls,
       # the swapped input through QKV and the own through the MLP, round an empty swap differently
-      # from no swap on an AVX-512 CPU; tests/flux_swap_test.py wants them bit for bit.)
+      # from no swap on some CPUs, since a matmul's rounding may depend on its shape;
+      # tests/flux_swap_test.py wants them bit for bit.)
       q, k, v = (swap_text_tokens(t, text_len, swap) for t in (q, k, v))
     q, k, v = (t.reshape(*x.shape[:-1], self.heads, self.head_dim) for t in (q, k, v))
     rms = lambda name: layers.RMSNorm(NORM_EPS, dtype=self.dtype, name=name)
