@@ -361,7 +361,6 @@ def test_the_flux_attention_swap_adds_no_matmul(cudnn_library):
   assert dot_generals("flux", swap=True) == dot_generals("flux")
 
 
-
 def compiled_loop_body(text: str) -> list[str]:
   """The lines of an optimized HLO module's while loop body and of every computation it calls
   (fusions, reductions, nested loops), transitively."""
