@@ -337,13 +337,14 @@ def dot_generals(name: str, swap: bool = False, **changes) -> int:
   shapes = jax.eval_shape(lambda: fam.module_cls(config=config).init(
       jax.random.key(0), *fam.example_inputs(config))["params"])
   module = fam.module_cls(config=config, dtype=BF16)
-  inputs = abstract(fam.example_inputs(config))
-  rows = inputs[0].shape[0]
-  kwargs = lambda s: {"text_swap": TextAttentionSwap(*s)} if swap else {}
-  text = stablehlo(lambda p, s, *a: module.apply({"params": p}, *a, **kwargs(s)),
-                   (abstract(shapes, BF16), (SD((config.num_blocks,), jnp.bool_),
-                                             SD((rows,), jnp.int32)), *inputs), "cuda")
-  return text.count("stablehlo.dot_general")
+  params, inputs = abstract(shapes, BF16), abstract(fam.example_inputs(config))
+  program = (lambda p, *a: module.apply({"params": p}, *a)), (params, *inputs)
+  if swap:
+    text_swap = TextAttentionSwap(SD((config.num_blocks,), jnp.bool_),
+                                  SD((inputs[0].shape[0],), jnp.int32))
+    program = (lambda p, s, *a: module.apply({"params": p}, *a, text_swap=s),
+               (params, text_swap, *inputs))
+  return stablehlo(*program, "cuda").count("stablehlo.dot_general")
 
 
 @pytest.mark.parametrize("kind", sorted(BLOCK_MATMULS))
